@@ -1,0 +1,388 @@
+//! The storage seam: an ordered key-value store with column families and
+//! explicit durability. The log store and state machine are written once
+//! over [`KvStore`]; production opens RocksDB ([`RocksKv`]), the simulation
+//! and unit tests use [`MemKv`], which can lose unsynced writes on a
+//! simulated crash.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The column families the mesh keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Column {
+    /// Vote, committed id, purge point, applied state, snapshots, format marker.
+    Meta,
+    /// Raft log entries keyed by big-endian index.
+    Log,
+    /// State-machine records.
+    State,
+}
+
+impl Column {
+    /// All columns, in a fixed order.
+    pub const ALL: [Column; 3] = [Column::Meta, Column::Log, Column::State];
+
+    fn name(self) -> &'static str {
+        match self {
+            Column::Meta => "meta",
+            Column::Log => "log",
+            Column::State => "state",
+        }
+    }
+}
+
+/// One change in an atomic write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// Set a key.
+    Put(Column, Vec<u8>, Vec<u8>),
+    /// Remove a key.
+    Delete(Column, Vec<u8>),
+    /// Remove the keys in `[from, to)`.
+    DeleteRange(Column, Vec<u8>, Vec<u8>),
+}
+
+/// A storage failure. These are fatal for Raft: openraft stops the node.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// The database could not be opened (corrupt, not ours, or locked).
+    #[error("cannot open the Raft database at {path}: {message}")]
+    Open {
+        /// The database directory.
+        path: String,
+        /// What RocksDB said.
+        message: String,
+    },
+    /// A read or write failed.
+    #[error("Raft database {operation} failed: {message}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// What the store said.
+        message: String,
+    },
+}
+
+/// An ordered key-value store with atomic batches; see the module docs.
+pub trait KvStore: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
+    /// The entries with `from <= key < to`, in key order.
+    fn range(
+        &self,
+        column: Column,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+    /// The entry with the greatest key.
+    fn last(&self, column: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, KvError>;
+    /// Applies `ops` atomically. With `durable`, this write and every earlier
+    /// one survive a crash once the call returns.
+    fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError>;
+}
+
+/// RocksDB, one column family per [`Column`].
+pub struct RocksKv {
+    db: rocksdb::DB,
+}
+
+impl RocksKv {
+    /// Opens or creates the database in `path`.
+    pub fn open(path: &Path) -> Result<Self, KvError> {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_max_background_jobs(2);
+        options.set_keep_log_file_num(4);
+        let families = Column::ALL
+            .iter()
+            .map(|column| rocksdb::ColumnFamilyDescriptor::new(column.name(), rocksdb::Options::default()));
+        let db = rocksdb::DB::open_cf_descriptors(&options, path, families).map_err(|error| {
+            KvError::Open {
+                path: path.display().to_string(),
+                message: error.to_string(),
+            }
+        })?;
+        Ok(RocksKv { db })
+    }
+
+    fn family(&self, column: Column) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(column.name())
+            .expect("every column family is created when the database opens")
+    }
+}
+
+fn io_error(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> KvError {
+    move |error| KvError::Io {
+        operation,
+        message: error.to_string(),
+    }
+}
+
+impl KvStore for RocksKv {
+    fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.db
+            .get_cf(self.family(column), key)
+            .map_err(io_error("read"))
+    }
+
+    fn range(
+        &self,
+        column: Column,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        let mut entries = Vec::new();
+        let iterator = self.db.iterator_cf(
+            self.family(column),
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+        );
+        for item in iterator {
+            let (key, value) = item.map_err(io_error("scan"))?;
+            if key.as_ref() >= to {
+                break;
+            }
+            entries.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn last(&self, column: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, KvError> {
+        match self
+            .db
+            .iterator_cf(self.family(column), rocksdb::IteratorMode::End)
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => {
+                let (key, value) = item.map_err(io_error("scan"))?;
+                Ok(Some((key.to_vec(), value.to_vec())))
+            }
+        }
+    }
+
+    fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for op in ops {
+            match op {
+                KvOp::Put(column, key, value) => batch.put_cf(self.family(column), key, value),
+                KvOp::Delete(column, key) => batch.delete_cf(self.family(column), key),
+                KvOp::DeleteRange(column, from, to) => {
+                    batch.delete_range_cf(self.family(column), from, to)
+                }
+            }
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        // A durable write fsyncs the WAL before returning, which is what
+        // openraft's "log flushed" callback promises.
+        options.set_sync(durable);
+        self.db.write_opt(batch, &options).map_err(io_error("write"))
+    }
+}
+
+type Tables = BTreeMap<Column, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+#[derive(Default)]
+struct MemInner {
+    /// What reads see.
+    live: Tables,
+    /// What survives a crash.
+    durable: Tables,
+    /// Writes applied to `live` but not yet to `durable`, in order.
+    unsynced: Vec<KvOp>,
+}
+
+fn apply_ops(tables: &mut Tables, ops: &[KvOp]) {
+    for op in ops {
+        match op {
+            KvOp::Put(column, key, value) => {
+                tables
+                    .entry(*column)
+                    .or_default()
+                    .insert(key.clone(), value.clone());
+            }
+            KvOp::Delete(column, key) => {
+                tables.entry(*column).or_default().remove(key);
+            }
+            KvOp::DeleteRange(column, from, to) => {
+                let table = tables.entry(*column).or_default();
+                let doomed: Vec<Vec<u8>> = table
+                    .range(from.clone()..to.clone())
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in doomed {
+                    table.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// An in-memory [`KvStore`]. Writes that were not made durable are lost by
+/// [`MemKv::crash`], as an OS crash loses RocksDB writes whose WAL was not synced.
+#[derive(Clone, Default)]
+pub struct MemKv {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl MemKv {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemKv::default()
+    }
+
+    /// Simulates a crash: every write not yet made durable is forgotten.
+    pub fn crash(&self) {
+        let mut inner = self.inner.lock().expect("mem kv lock");
+        inner.unsynced.clear();
+        inner.live = inner.durable.clone();
+    }
+}
+
+impl KvStore for MemKv {
+    fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        let inner = self.inner.lock().expect("mem kv lock");
+        Ok(inner
+            .live
+            .get(&column)
+            .and_then(|table| table.get(key))
+            .cloned())
+    }
+
+    fn range(
+        &self,
+        column: Column,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let inner = self.inner.lock().expect("mem kv lock");
+        Ok(inner
+            .live
+            .get(&column)
+            .map(|table| {
+                table
+                    .range(from.to_vec()..to.to_vec())
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn last(&self, column: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, KvError> {
+        let inner = self.inner.lock().expect("mem kv lock");
+        Ok(inner.live.get(&column).and_then(|table| {
+            table
+                .iter()
+                .next_back()
+                .map(|(key, value)| (key.clone(), value.clone()))
+        }))
+    }
+
+    fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError> {
+        let mut inner = self.inner.lock().expect("mem kv lock");
+        apply_ops(&mut inner.live, &ops);
+        inner.unsynced.extend(ops);
+        if durable {
+            let pending = std::mem::take(&mut inner.unsynced);
+            apply_ops(&mut inner.durable, &pending);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: &dyn KvStore) {
+        store
+            .write(
+                vec![
+                    KvOp::Put(Column::Log, vec![1], b"a".to_vec()),
+                    KvOp::Put(Column::Log, vec![2], b"b".to_vec()),
+                    KvOp::Put(Column::Log, vec![3], b"c".to_vec()),
+                    KvOp::Put(Column::Meta, b"vote".to_vec(), b"v".to_vec()),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(store.get(Column::Meta, b"vote").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(store.get(Column::Log, b"vote").unwrap(), None);
+        let keys: Vec<Vec<u8>> = store
+            .range(Column::Log, &[2], &[9])
+            .unwrap()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(keys, vec![vec![2], vec![3]]);
+        assert_eq!(store.last(Column::Log).unwrap().unwrap().0, vec![3]);
+        store
+            .write(vec![KvOp::DeleteRange(Column::Log, vec![2], vec![9])], true)
+            .unwrap();
+        assert_eq!(store.last(Column::Log).unwrap().unwrap().0, vec![1]);
+        store
+            .write(vec![KvOp::Delete(Column::Log, vec![1])], false)
+            .unwrap();
+        assert_eq!(store.last(Column::Log).unwrap(), None);
+    }
+
+    #[test]
+    fn rocks_kv_behaves() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&RocksKv::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn mem_kv_behaves() {
+        exercise(&MemKv::new());
+    }
+
+    #[test]
+    fn rocks_kv_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = RocksKv::open(dir.path()).unwrap();
+            store
+                .write(vec![KvOp::Put(Column::State, b"k".to_vec(), b"v".to_vec())], true)
+                .unwrap();
+        }
+        let store = RocksKv::open(dir.path()).unwrap();
+        assert_eq!(store.get(Column::State, b"k").unwrap(), Some(b"v".to_vec()));
+    }
+
+    #[test]
+    fn mem_kv_crash_loses_only_unsynced_writes() {
+        let store = MemKv::new();
+        store
+            .write(vec![KvOp::Put(Column::Log, vec![1], vec![1])], true)
+            .unwrap();
+        store
+            .write(vec![KvOp::Put(Column::Log, vec![2], vec![2])], false)
+            .unwrap();
+        assert!(store.get(Column::Log, &[2]).unwrap().is_some());
+        store.crash();
+        assert!(store.get(Column::Log, &[1]).unwrap().is_some());
+        assert!(store.get(Column::Log, &[2]).unwrap().is_none());
+        // A later durable write also makes earlier unsynced ones durable, as a WAL fsync does.
+        store
+            .write(vec![KvOp::Put(Column::Log, vec![3], vec![3])], false)
+            .unwrap();
+        store
+            .write(vec![KvOp::Put(Column::Log, vec![4], vec![4])], true)
+            .unwrap();
+        store.crash();
+        assert!(store.get(Column::Log, &[3]).unwrap().is_some());
+    }
+
+    #[test]
+    fn garbage_in_place_of_a_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("CURRENT"), b"not a manifest name\n").unwrap();
+        assert!(matches!(RocksKv::open(dir.path()), Err(KvError::Open { .. })));
+    }
+}

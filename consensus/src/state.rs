@@ -1,0 +1,227 @@
+//! The replicated state and its pure apply function.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::types::{Command, CommandResponse, NodeId, NodeRecord};
+
+/// Everything Raft replicates (besides membership, which openraft keeps).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshState {
+    /// The node registry, by Raft node id.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
+/// A key of the state that an apply touched, so storage rewrites only those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateKey {
+    /// A registry entry.
+    Node(NodeId),
+}
+
+impl MeshState {
+    /// Applies one command; returns the answer and pushes the keys it changed.
+    pub fn apply(&mut self, command: &Command, touched: &mut Vec<StateKey>) -> CommandResponse {
+        match command {
+            Command::Noop => CommandResponse::Ok,
+            Command::RegisterNode(record) => {
+                if let Some(existing) = self
+                    .nodes
+                    .values()
+                    .find(|node| node.peer_id == record.peer_id && node.node_id != record.node_id)
+                {
+                    return CommandResponse::Rejected(format!(
+                        "peer {} is already registered as node {}",
+                        record.peer_id, existing.node_id
+                    ));
+                }
+                match self.nodes.get_mut(&record.node_id) {
+                    Some(existing) if existing.peer_id != record.peer_id => {
+                        return CommandResponse::Rejected(format!(
+                            "node id {} belongs to peer {}",
+                            record.node_id, existing.peer_id
+                        ));
+                    }
+                    Some(existing) => {
+                        existing.name.clone_from(&record.name);
+                        existing.addrs.clone_from(&record.addrs);
+                        existing.capabilities = record.capabilities.clone();
+                        existing.last_heartbeat_ms =
+                            existing.last_heartbeat_ms.max(record.last_heartbeat_ms);
+                        existing.load = record.load;
+                        existing.left = false;
+                    }
+                    None => {
+                        let mut record = record.clone();
+                        record.left = false;
+                        self.nodes.insert(record.node_id, record);
+                    }
+                }
+                touched.push(StateKey::Node(record.node_id));
+                CommandResponse::Ok
+            }
+            Command::Heartbeats { at_ms, nodes } => {
+                for (node_id, load) in nodes {
+                    if let Some(node) = self.nodes.get_mut(node_id) {
+                        node.last_heartbeat_ms = node.last_heartbeat_ms.max(*at_ms);
+                        node.load = *load;
+                        node.left = false;
+                        touched.push(StateKey::Node(*node_id));
+                    }
+                }
+                CommandResponse::Ok
+            }
+            Command::NodeLeft { node_id, at_ms } => match self.nodes.get_mut(node_id) {
+                Some(node) => {
+                    node.left = true;
+                    node.last_heartbeat_ms = node.last_heartbeat_ms.max(*at_ms);
+                    touched.push(StateKey::Node(*node_id));
+                    CommandResponse::Ok
+                }
+                None => CommandResponse::Rejected(format!("unknown node {node_id}")),
+            },
+        }
+    }
+
+    /// The registry entry of the node with libp2p peer id `peer_id`.
+    pub fn node_by_peer(&self, peer_id: &str) -> Option<&NodeRecord> {
+        self.nodes.values().find(|node| node.peer_id == peer_id)
+    }
+
+    /// A digest of the whole state; equal states give equal digests on any machine.
+    pub fn digest(&self) -> String {
+        let bytes = coditect_memory::codec::encode(self).expect("mesh state always encodes");
+        hex::encode(Sha256::digest(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Capabilities, Load};
+    use proptest::prelude::*;
+
+    fn record(node_id: NodeId, peer: &str) -> NodeRecord {
+        NodeRecord {
+            node_id,
+            peer_id: peer.to_string(),
+            name: format!("n{node_id}"),
+            addrs: vec![format!("/ip4/127.0.0.1/tcp/{}", 4000 + node_id)],
+            capabilities: Capabilities {
+                cores: 2,
+                slots: 2,
+                wasm: true,
+                ..Capabilities::default()
+            },
+            registered_ms: 10,
+            ..NodeRecord::default()
+        }
+    }
+
+    #[test]
+    fn register_then_refresh_keeps_the_first_registration_time() {
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        assert_eq!(
+            state.apply(&Command::RegisterNode(record(1, "a")), &mut touched),
+            CommandResponse::Ok
+        );
+        let mut refreshed = record(1, "a");
+        refreshed.registered_ms = 99;
+        refreshed.addrs = vec!["/ip4/10.0.0.1/tcp/1".into()];
+        state.apply(&Command::RegisterNode(refreshed), &mut touched);
+        let node = &state.nodes[&1];
+        assert_eq!(node.registered_ms, 10);
+        assert_eq!(node.addrs, vec!["/ip4/10.0.0.1/tcp/1".to_string()]);
+        assert_eq!(touched, vec![StateKey::Node(1), StateKey::Node(1)]);
+    }
+
+    #[test]
+    fn a_peer_cannot_take_two_node_ids_nor_an_id_take_two_peers() {
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        assert!(matches!(
+            state.apply(&Command::RegisterNode(record(2, "a")), &mut touched),
+            CommandResponse::Rejected(_)
+        ));
+        assert!(matches!(
+            state.apply(&Command::RegisterNode(record(1, "b")), &mut touched),
+            CommandResponse::Rejected(_)
+        ));
+        assert_eq!(state.nodes.len(), 1);
+        assert_eq!(state.nodes[&1].peer_id, "a");
+    }
+
+    #[test]
+    fn heartbeats_update_known_nodes_and_ignore_unknown_ones() {
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        touched.clear();
+        let load = Load {
+            running: 1,
+            queued: 2,
+            slots: 2,
+        };
+        state.apply(
+            &Command::Heartbeats {
+                at_ms: 500,
+                nodes: vec![(1, load), (7, load)],
+            },
+            &mut touched,
+        );
+        assert_eq!(state.nodes[&1].last_heartbeat_ms, 500);
+        assert_eq!(state.nodes[&1].load, load);
+        assert_eq!(touched, vec![StateKey::Node(1)]);
+        // An older batch never moves the clock back.
+        state.apply(
+            &Command::Heartbeats {
+                at_ms: 100,
+                nodes: vec![(1, load)],
+            },
+            &mut touched,
+        );
+        assert_eq!(state.nodes[&1].last_heartbeat_ms, 500);
+    }
+
+    #[test]
+    fn leaving_marks_the_node_and_registering_again_clears_it() {
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        state.apply(&Command::NodeLeft { node_id: 1, at_ms: 5 }, &mut touched);
+        assert!(state.nodes[&1].left);
+        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        assert!(!state.nodes[&1].left);
+        assert!(matches!(
+            state.apply(&Command::NodeLeft { node_id: 9, at_ms: 5 }, &mut touched),
+            CommandResponse::Rejected(_)
+        ));
+    }
+
+    proptest! {
+        /// Replicas that apply the same commands reach the same digest.
+        #[test]
+        fn apply_is_deterministic(ops in proptest::collection::vec((0u64..5, 0u8..3, 0u64..1000), 0..40)) {
+            let commands: Vec<Command> = ops.iter().map(|(id, kind, at)| match kind {
+                0 => Command::RegisterNode(record(*id, &format!("peer{id}"))),
+                1 => Command::Heartbeats { at_ms: *at, nodes: vec![(*id, Load::default())] },
+                _ => Command::NodeLeft { node_id: *id, at_ms: *at },
+            }).collect();
+            let mut first = MeshState::default();
+            let mut second = MeshState::default();
+            let mut touched = Vec::new();
+            for command in &commands {
+                let a = first.apply(command, &mut touched);
+                let b = second.apply(command, &mut touched);
+                prop_assert_eq!(a, b);
+            }
+            prop_assert_eq!(first.digest(), second.digest());
+            let decoded: MeshState = coditect_memory::codec::decode(&coditect_memory::codec::encode(&first).unwrap()).unwrap();
+            prop_assert_eq!(decoded, first);
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! openraft's log store and state machine over the [`KvStore`] seam.
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::kv::{Column, KvError, KvOp, KvStore};
+use crate::state::{MeshState, StateKey};
+use crate::types::{CommandResponse, MeshNode, NodeId, TypeConfig};
+use coditect_memory::codec;
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+const KEY_FORMAT: &[u8] = b"format";
+/// Written into every database we create; a database without it is not ours.
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/1";
+
+const NODE_PREFIX: &[u8] = b"node/";
+
+fn log_key(index: u64) -> Vec<u8> {
+    index.to_be_bytes().to_vec()
+}
+
+fn storage_error(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    error: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageError::IO {
+        source: StorageIOError::new(subject, verb, AnyError::new(&error)),
+    }
+}
+
+fn kv(subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> impl FnOnce(KvError) -> StorageError<NodeId> {
+    move |error| storage_error(subject, verb, error)
+}
+
+fn codec_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> impl FnOnce(codec::CodecError) -> StorageError<NodeId> {
+    move |error| storage_error(subject, verb, error)
+}
+
+/// Checks or writes the format marker. Returns an error naming the problem if
+/// the database holds data but no marker (not a Coditect database).
+pub fn check_format(store: &dyn KvStore) -> Result<(), String> {
+    match store.get(Column::Meta, KEY_FORMAT).map_err(|e| e.to_string())? {
+        Some(marker) if marker == FORMAT_MARKER => Ok(()),
+        Some(other) => Err(format!(
+            "unknown Raft database format {:?}",
+            String::from_utf8_lossy(&other)
+        )),
+        None => {
+            let empty = Column::ALL.iter().all(|column| {
+                matches!(store.last(*column), Ok(None))
+            });
+            if !empty {
+                return Err("the Raft database holds data but no Coditect format marker".into());
+            }
+            store
+                .write(
+                    vec![KvOp::Put(Column::Meta, KEY_FORMAT.to_vec(), FORMAT_MARKER.to_vec())],
+                    true,
+                )
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The Raft log over a [`KvStore`]. Appends are durable before openraft is told.
+#[derive(Clone)]
+pub struct LogStore {
+    store: Arc<dyn KvStore>,
+}
+
+impl LogStore {
+    /// A log store over `store`.
+    pub fn new(store: Arc<dyn KvStore>) -> Self {
+        LogStore { store }
+    }
+
+    fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8], subject: ErrorSubject<NodeId>) -> StorageResult<Option<T>> {
+        match self
+            .store
+            .get(Column::Meta, key)
+            .map_err(kv(subject.clone(), ErrorVerb::Read))?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(codec_err(subject, ErrorVerb::Read))?)),
+        }
+    }
+
+    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
+        let bytes = codec::encode(value).map_err(codec_err(subject.clone(), ErrorVerb::Write))?;
+        self.store
+            .write(vec![KvOp::Put(Column::Meta, key.to_vec(), bytes)], true)
+            .map_err(kv(subject, ErrorVerb::Write))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(index) => *index,
+            Bound::Excluded(index) => index.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(index) => log_key(index.saturating_add(1)),
+            Bound::Excluded(index) => log_key(*index),
+            Bound::Unbounded => vec![0xff; 9],
+        };
+        let rows = self
+            .store
+            .range(Column::Log, &log_key(start), &end)
+            .map_err(kv(ErrorSubject::Logs, ErrorVerb::Read))?;
+        rows.into_iter()
+            .map(|(_, bytes)| codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read)))
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(KEY_LAST_PURGED, ErrorSubject::Store)?;
+        let last = match self
+            .store
+            .last(Column::Log)
+            .map_err(kv(ErrorSubject::Logs, ErrorVerb::Read))?
+        {
+            None => None,
+            Some((_, bytes)) => {
+                let entry: Entry<TypeConfig> =
+                    codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read))?;
+                Some(entry.log_id)
+            }
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.read_meta(KEY_VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        self.write_meta(KEY_COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED, ErrorSubject::Store)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut ops = Vec::new();
+        for entry in entries {
+            let bytes = codec::encode(&entry).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Write))?;
+            ops.push(KvOp::Put(Column::Log, log_key(entry.log_id.index), bytes));
+        }
+        // Durable (fsync) before the callback: openraft counts the entries as
+        // persisted, and may count this node toward a quorum, once it fires.
+        let result = self.store.write(ops, true);
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(error) => {
+                let message = error.to_string();
+                callback.log_io_completed(Err(std::io::Error::other(message)));
+                Err(storage_error(ErrorSubject::Logs, ErrorVerb::Write, error))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.store
+            .write(
+                vec![KvOp::DeleteRange(Column::Log, log_key(log_id.index), vec![0xff; 9])],
+                true,
+            )
+            .map_err(kv(ErrorSubject::Logs, ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let bytes = codec::encode(&log_id).map_err(codec_err(ErrorSubject::Store, ErrorVerb::Write))?;
+        self.store
+            .write(
+                vec![
+                    KvOp::Put(Column::Meta, KEY_LAST_PURGED.to_vec(), bytes),
+                    KvOp::DeleteRange(Column::Log, log_key(0), log_key(log_id.index.saturating_add(1))),
+                ],
+                true,
+            )
+            .map_err(kv(ErrorSubject::Logs, ErrorVerb::Delete))
+    }
+}
+
+/// The replicated state as this node has applied it, shared with readers that
+/// must answer from the local view without waiting on consensus.
+pub type SharedState = Arc<RwLock<Replica>>;
+
+/// The applied state and the log position it reflects, read together.
+#[derive(Default)]
+pub struct Replica {
+    /// The state.
+    pub state: MeshState,
+    applied: AppliedMeta,
+}
+
+impl Replica {
+    /// Index of the last log entry applied (0 before any).
+    pub fn last_applied_index(&self) -> u64 {
+        self.applied.last_applied.map(|id| id.index).unwrap_or(0)
+    }
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct AppliedMeta {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, MeshNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, MeshNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotPayload {
+    state: MeshState,
+}
+
+/// The state machine over a [`KvStore`]: the state lives in memory
+/// ([`SharedState`]) and every applied batch is written through.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    store: Arc<dyn KvStore>,
+    replica: SharedState,
+    applied_watch: Arc<tokio::sync::watch::Sender<u64>>,
+    snapshot_sequence: u64,
+}
+
+impl StateMachineStore {
+    /// Loads the state machine from `store`.
+    pub fn open(store: Arc<dyn KvStore>) -> StorageResult<Self> {
+        let applied: AppliedMeta = match store
+            .get(Column::Meta, KEY_APPLIED)
+            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
+        {
+            Some(bytes) => codec::decode(&bytes).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?,
+            None => AppliedMeta::default(),
+        };
+        let mut state = MeshState::default();
+        let mut end = NODE_PREFIX.to_vec();
+        end.push(0xff);
+        for (_, bytes) in store
+            .range(Column::State, NODE_PREFIX, &end)
+            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
+        {
+            let record: crate::types::NodeRecord =
+                codec::decode(&bytes).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?;
+            state.nodes.insert(record.node_id, record);
+        }
+        let index = applied.last_applied.map(|id| id.index).unwrap_or(0);
+        Ok(StateMachineStore {
+            store,
+            replica: Arc::new(RwLock::new(Replica { state, applied })),
+            applied_watch: Arc::new(tokio::sync::watch::channel(index).0),
+            snapshot_sequence: 0,
+        })
+    }
+
+    /// The state readers share.
+    pub fn shared_state(&self) -> SharedState {
+        self.replica.clone()
+    }
+
+    /// Changes to the last applied index, for readers that react to new state.
+    pub fn applied_index(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_watch.subscribe()
+    }
+
+    fn record_ops(replica: &Replica, keys: &mut Vec<StateKey>) -> StorageResult<Vec<KvOp>> {
+        let state = &replica.state;
+        keys.sort_unstable();
+        keys.dedup();
+        let mut ops = Vec::with_capacity(keys.len() + 1);
+        for key in keys.iter() {
+            match key {
+                StateKey::Node(node_id) => {
+                    let mut db_key = NODE_PREFIX.to_vec();
+                    db_key.extend_from_slice(&node_id.to_be_bytes());
+                    match state.nodes.get(node_id) {
+                        Some(record) => ops.push(KvOp::Put(
+                            Column::State,
+                            db_key,
+                            codec::encode(record).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                        )),
+                        None => ops.push(KvOp::Delete(Column::State, db_key)),
+                    }
+                }
+            }
+        }
+        ops.push(KvOp::Put(
+            Column::Meta,
+            KEY_APPLIED.to_vec(),
+            codec::encode(&replica.applied).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+        ));
+        Ok(ops)
+    }
+
+    fn read_snapshot(&self) -> StorageResult<Option<StoredSnapshot>> {
+        match self
+            .store
+            .get(Column::Meta, KEY_SNAPSHOT)
+            .map_err(kv(ErrorSubject::Snapshot(None), ErrorVerb::Read))?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?,
+            )),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        // State and applied position are read under one lock, so the
+        // snapshot is exactly the state at `last_log_id`.
+        let (data, applied) = {
+            let replica = self.replica.read().expect("state lock");
+            let data = codec::encode(&SnapshotPayload { state: replica.state.clone() })
+                .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+            (data, replica.applied.clone())
+        };
+        let snapshot_id = match applied.last_applied {
+            Some(last) => format!("{}-{}-{}", last.leader_id, last.index, self.snapshot_sequence),
+            None => format!("--{}", self.snapshot_sequence),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let bytes = codec::encode(&stored).map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        self.store
+            .write(vec![KvOp::Put(Column::Meta, KEY_SNAPSHOT.to_vec(), bytes)], true)
+            .map_err(kv(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, MeshNode>)> {
+        let replica = self.replica.read().expect("state lock");
+        Ok((replica.applied.last_applied, replica.applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let mut touched = Vec::new();
+        let (ops, last_index) = {
+            let mut replica = self.replica.write().expect("state lock");
+            for entry in entries {
+                replica.applied.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(CommandResponse::Ok),
+                    EntryPayload::Normal(command) => {
+                        responses.push(replica.state.apply(&command, &mut touched));
+                    }
+                    EntryPayload::Membership(membership) => {
+                        replica.applied.membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        responses.push(CommandResponse::Ok);
+                    }
+                }
+            }
+            (Self::record_ops(&replica, &mut touched)?, replica.last_applied_index())
+        };
+        // Not synced: the log is the durable record; after a crash openraft
+        // re-applies from whatever applied point survived.
+        self.store
+            .write(ops, false)
+            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+        self.applied_watch.send_replace(last_index);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_sequence += 1;
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MeshNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let payload: SnapshotPayload = codec::decode(&data).map_err(codec_err(subject.clone(), ErrorVerb::Read))?;
+        let (ops, last_index) = {
+            let mut replica = self.replica.write().expect("state lock");
+            replica.state = payload.state;
+            replica.applied = AppliedMeta {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            let mut keys: Vec<StateKey> =
+                replica.state.nodes.keys().map(|id| StateKey::Node(*id)).collect();
+            let mut ops = vec![KvOp::DeleteRange(Column::State, Vec::new(), vec![0xff; 16])];
+            ops.extend(Self::record_ops(&replica, &mut keys)?);
+            let stored = StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            };
+            ops.push(KvOp::Put(
+                Column::Meta,
+                KEY_SNAPSHOT.to_vec(),
+                codec::encode(&stored).map_err(codec_err(subject.clone(), ErrorVerb::Write))?,
+            ));
+            (ops, replica.last_applied_index())
+        };
+        self.store
+            .write(ops, true)
+            .map_err(kv(subject, ErrorVerb::Write))?;
+        self.applied_watch.send_replace(last_index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        Ok(self.read_snapshot()?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
+
+/// Opens the log store and state machine over one store.
+pub fn open_storage(store: Arc<dyn KvStore>) -> StorageResult<(LogStore, StateMachineStore)> {
+    Ok((LogStore::new(store.clone()), StateMachineStore::open(store)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{MemKv, RocksKv};
+    use openraft::testing::{StoreBuilder, Suite};
+
+    struct RocksBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).expect("open rocksdb"));
+            let (log, machine) = open_storage(store)?;
+            Ok((dir, log, machine))
+        }
+    }
+
+    struct MemBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for MemBuilder {
+        async fn build(&self) -> StorageResult<((), LogStore, StateMachineStore)> {
+            let (log, machine) = open_storage(Arc::new(MemKv::new()))?;
+            Ok(((), log, machine))
+        }
+    }
+
+    #[test]
+    fn rocksdb_stores_pass_the_openraft_suite() {
+        Suite::test_all(RocksBuilder).unwrap();
+    }
+
+    #[test]
+    fn memory_stores_pass_the_openraft_suite() {
+        Suite::test_all(MemBuilder).unwrap();
+    }
+
+    #[test]
+    fn format_marker_is_written_then_required() {
+        let store = MemKv::new();
+        check_format(&store).unwrap();
+        assert_eq!(store.get(Column::Meta, KEY_FORMAT).unwrap().unwrap(), FORMAT_MARKER);
+        check_format(&store).unwrap();
+
+        let foreign = MemKv::new();
+        foreign
+            .write(vec![KvOp::Put(Column::Log, vec![1], vec![1])], true)
+            .unwrap();
+        assert!(check_format(&foreign).is_err());
+    }
+}

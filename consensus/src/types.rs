@@ -1,0 +1,132 @@
+//! The openraft type configuration and the commands of the replicated state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+/// A Raft node id: derived once from the node's peer id, persisted in its
+/// data dir and never reused (a new data dir means a new key, so a new id).
+pub type NodeId = u64;
+
+/// What Raft membership stores about a member: enough to reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MeshNode {
+    /// The libp2p peer id, base58.
+    pub peer_id: String,
+    /// Multiaddrs it listens on (without the `/p2p/` suffix).
+    pub addrs: Vec<String>,
+}
+
+impl fmt::Display for MeshNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.peer_id)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The Raft types of the mesh.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = MeshNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of the mesh.
+pub type MeshRaft = openraft::Raft<TypeConfig>;
+
+/// What a node can do, as it advertises it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// CPU cores of the machine.
+    pub cores: u32,
+    /// Physical memory of the machine, MiB.
+    pub memory_mb: u64,
+    /// Tasks the node runs at once.
+    pub slots: u32,
+    /// The `coditect` version it runs.
+    pub version: String,
+    /// Whether it runs wasm tasks (every node does today).
+    pub wasm: bool,
+    /// Extra `--capability KEY[=VALUE]` tags; a bare key has an empty value.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Capabilities {
+    /// Whether the node offers capability `tag` (`wasm`, or a `--capability` key).
+    pub fn has(&self, tag: &str) -> bool {
+        (tag == "wasm" && self.wasm) || self.tags.contains_key(tag)
+    }
+}
+
+/// How busy a node is, as reported in heartbeats and adverts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// Tasks running now.
+    pub running: u32,
+    /// Tasks queued and not yet started.
+    pub queued: u32,
+    /// Task slots.
+    pub slots: u32,
+}
+
+/// One node of the registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Raft node id.
+    pub node_id: NodeId,
+    /// libp2p peer id, base58.
+    pub peer_id: String,
+    /// Human label.
+    pub name: String,
+    /// Multiaddrs it can be reached on.
+    pub addrs: Vec<String>,
+    /// What it offers.
+    pub capabilities: Capabilities,
+    /// When the leader first registered it (leader's clock, ms since the epoch).
+    pub registered_ms: u64,
+    /// Last heartbeat the leader recorded (ms since the epoch).
+    pub last_heartbeat_ms: u64,
+    /// Load in that heartbeat.
+    pub load: Load,
+    /// The node drained and left on purpose (SIGTERM); it may come back.
+    pub left: bool,
+}
+
+/// A change to the replicated state. Every variant is deterministic: the
+/// leader puts its clock readings into the command, followers never read a clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Does nothing; used to measure commit throughput and to probe leadership.
+    Noop,
+    /// Adds a node to the registry, or refreshes its addresses, name and capabilities.
+    RegisterNode(NodeRecord),
+    /// Heartbeats the leader collected since its last batch.
+    Heartbeats {
+        /// Leader's clock when the batch was committed.
+        at_ms: u64,
+        /// Each node's reported load.
+        nodes: Vec<(NodeId, Load)>,
+    },
+    /// A node drained and left on purpose.
+    NodeLeft {
+        /// The node.
+        node_id: NodeId,
+        /// Leader's clock.
+        at_ms: u64,
+    },
+}
+
+/// What applying a command answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// Applied.
+    Ok,
+    /// Not applied, with the reason (the state is unchanged).
+    Rejected(String),
+}

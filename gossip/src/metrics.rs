@@ -1,0 +1,43 @@
+//! Metrics of the network layer, registered into a registry the node passes in.
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The network's metrics.
+#[derive(Clone)]
+pub struct NetworkMetrics {
+    /// Peers with at least one open connection.
+    pub connected_peers: IntGauge,
+    /// Duration of outbound requests that got an answer, seconds.
+    pub rpc_latency: Histogram,
+    /// Outbound requests by outcome (`ok`, `timeout`, `unreachable`).
+    pub rpc_requests: IntCounterVec,
+}
+
+impl NetworkMetrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = NetworkMetrics {
+            connected_peers: IntGauge::new(
+                "coditect_connected_peers",
+                "Peers with at least one open libp2p connection",
+            )?,
+            rpc_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "coditect_rpc_latency_seconds",
+                    "Round trip of node-to-node requests that got an answer",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            )?,
+            rpc_requests: IntCounterVec::new(
+                Opts::new("coditect_rpc_requests_total", "Node-to-node requests by outcome"),
+                &["outcome"],
+            )?,
+        };
+        registry.register(Box::new(metrics.connected_peers.clone()))?;
+        registry.register(Box::new(metrics.rpc_latency.clone()))?;
+        registry.register(Box::new(metrics.rpc_requests.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,566 @@
+//! The production [`Network`]: a libp2p swarm driven by one task.
+//!
+//! This file is the production side of the network seam, so it uses tokio's
+//! clock directly; the simulation replaces the whole seam and never runs it.
+#![allow(clippy::disallowed_methods)] // production network seam: tokio time is fine here
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
+use libp2p::kad::{self, store::MemoryStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::wire::{WireCodec, WireRequest, RPC_PROTOCOL};
+use crate::{Identity, Network, NetworkEvent, NetworkMetrics, PeerName, RequestError};
+
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/coditect/kad/1");
+const IDENTIFY_PROTOCOL: &str = "/coditect/id/1";
+/// Events waiting for the node before new ones are dropped (requests then time out at the caller).
+const EVENT_QUEUE: usize = 16_384;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+    rpc: request_response::Behaviour<WireCodec>,
+}
+
+/// How to start the network.
+#[derive(Clone)]
+pub struct NetworkConfig {
+    /// Who we are.
+    pub identity: Identity,
+    /// Addresses to listen on (multiaddr text).
+    pub listen: Vec<String>,
+    /// Addresses to advertise besides the ones we listen on (NAT, containers).
+    pub external: Vec<String>,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Peers found through discovery we dial on our own, at most.
+    pub max_discovered_peers: usize,
+}
+
+/// Why the network could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkStartError {
+    /// A listen address could not be bound (in use, not local, unsupported).
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// An address is not a valid multiaddr.
+    #[error("{0}")]
+    BadAddress(String),
+    /// The transport or a behaviour could not be built.
+    #[error("cannot build the libp2p swarm: {0}")]
+    Build(String),
+}
+
+enum Command {
+    Publish(String, Vec<u8>),
+    Request {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: WireRequest,
+        reply: oneshot::Sender<Result<Vec<u8>, RequestError>>,
+    },
+    Dial(Multiaddr),
+}
+
+/// Handle to the libp2p network; cheap to clone.
+#[derive(Clone)]
+pub struct Libp2pNetwork {
+    local: PeerName,
+    commands: mpsc::UnboundedSender<Command>,
+    connected: Arc<Mutex<BTreeSet<PeerName>>>,
+}
+
+impl Libp2pNetwork {
+    /// Builds the swarm and binds every listen address. Returns the handle,
+    /// the event stream, and the driver future the caller must spawn.
+    pub fn start(
+        config: NetworkConfig,
+        metrics: NetworkMetrics,
+    ) -> Result<
+        (
+            Self,
+            mpsc::Receiver<NetworkEvent>,
+            impl Future<Output = ()> + Send + 'static,
+        ),
+        NetworkStartError,
+    > {
+        let keypair = config.identity.keypair().clone();
+        let local_peer_id = keypair.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| NetworkStartError::Build(e.to_string()))?
+            .with_quic()
+            .with_behaviour(|key| {
+                let identify = identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                        .with_push_listen_addr_updates(true),
+                );
+                let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+                kad_config.set_query_timeout(Duration::from_secs(10));
+                let kad = kad::Behaviour::with_config(
+                    local_peer_id,
+                    MemoryStore::new(local_peer_id),
+                    kad_config,
+                );
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_millis(500))
+                    .validation_mode(ValidationMode::Strict)
+                    .max_transmit_size(1024 * 1024)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let gossipsub =
+                    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+                let rpc = request_response::Behaviour::with_codec(
+                    WireCodec,
+                    [(RPC_PROTOCOL, ProtocolSupport::Full)],
+                    // One timeout for the whole behaviour; each caller also
+                    // enforces its own, shorter deadline.
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(60))
+                        .with_max_concurrent_streams(4_096),
+                );
+                Ok(Behaviour {
+                    identify,
+                    kad,
+                    gossipsub,
+                    rpc,
+                })
+            })
+            .map_err(|e| NetworkStartError::Build(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+
+        // Loopback and private networks never confirm an external address, so
+        // Kademlia would stay a client and answer nobody; we serve on purpose.
+        swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+        for topic in &config.topics {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&IdentTopic::new(topic.clone()))
+                .map_err(|e| NetworkStartError::Build(e.to_string()))?;
+        }
+        let listen = config
+            .listen
+            .iter()
+            .map(|text| parse_multiaddr(text).map_err(NetworkStartError::BadAddress))
+            .collect::<Result<Vec<_>, _>>()?;
+        let external = config
+            .external
+            .iter()
+            .map(|text| parse_multiaddr(text).map_err(NetworkStartError::BadAddress))
+            .collect::<Result<Vec<_>, _>>()?;
+        for addr in &listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetworkStartError::Listen {
+                    addr: addr.to_string(),
+                    message: listen_error_text(&e),
+                })?;
+        }
+        for addr in external {
+            swarm.add_external_address(addr);
+        }
+
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let connected = Arc::new(Mutex::new(BTreeSet::new()));
+        let driver = Driver {
+            swarm,
+            commands: command_rx,
+            events: event_tx,
+            pending: HashMap::new(),
+            replies: FuturesUnordered::new(),
+            connected: connected.clone(),
+            metrics,
+            max_discovered_peers: config.max_discovered_peers,
+        };
+        let handle = Libp2pNetwork {
+            local: local_peer_id.to_base58(),
+            commands: command_tx,
+            connected,
+        };
+        Ok((handle, event_rx, driver.run()))
+    }
+}
+
+/// Parses a multiaddr, with an error that names the text.
+pub fn parse_multiaddr(text: &str) -> Result<Multiaddr, String> {
+    text.parse::<Multiaddr>()
+        .map_err(|error| format!("invalid multiaddr {text:?}: {error}"))
+}
+
+/// Splits a bootstrap address into the address to dial and the peer id its
+/// `/p2p/` suffix names; an address without that suffix is an error.
+pub fn parse_bootstrap_addr(text: &str) -> Result<(String, PeerName), String> {
+    let addr = parse_multiaddr(text)?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok((text.to_string(), peer.to_base58())),
+        _ => Err(format!(
+            "bootstrap address {text:?} has no /p2p/<peer id> suffix (copy it from the node's log line or node.json)"
+        )),
+    }
+}
+
+/// Checks that `text` is an address this node can listen on (TCP or QUIC over IP).
+pub fn check_listen_addr(text: &str) -> Result<(), String> {
+    let addr = parse_multiaddr(text)?;
+    let mut protocols = addr.iter();
+    let ip = protocols.next();
+    let transport = protocols.next();
+    let ok = matches!(ip, Some(Protocol::Ip4(_)) | Some(Protocol::Ip6(_)))
+        && match transport {
+            Some(Protocol::Tcp(_)) => protocols.next().is_none(),
+            Some(Protocol::Udp(_)) => {
+                matches!(protocols.next(), Some(Protocol::QuicV1)) && protocols.next().is_none()
+            }
+            _ => false,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "listen address {text:?} is not /ip4|ip6/<ip>/tcp/<port> or /ip4|ip6/<ip>/udp/<port>/quic-v1"
+        ))
+    }
+}
+
+fn listen_error_text(error: &libp2p::TransportError<std::io::Error>) -> String {
+    match error {
+        libp2p::TransportError::MultiaddrNotSupported(addr) => {
+            format!("address {addr} is not supported (use /ip4/../tcp/.. or /ip4/../udp/../quic-v1)")
+        }
+        libp2p::TransportError::Other(error) => error.to_string(),
+    }
+}
+
+impl Network for Libp2pNetwork {
+    fn local_peer(&self) -> PeerName {
+        self.local.clone()
+    }
+
+    fn publish(&self, topic: &str, data: Vec<u8>) {
+        let _ = self.commands.send(Command::Publish(topic.to_string(), data));
+    }
+
+    fn request(
+        &self,
+        peer: &str,
+        addrs: &[String],
+        data: Vec<u8>,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RequestError>> {
+        let peer_name = peer.to_string();
+        let parsed = peer.parse::<PeerId>();
+        let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let commands = self.commands.clone();
+        async move {
+            let peer = parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
+            let (reply, answer) = oneshot::channel();
+            let budget_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+            commands
+                .send(Command::Request {
+                    peer,
+                    addrs,
+                    request: WireRequest {
+                        budget_ms,
+                        payload: data,
+                    },
+                    reply,
+                })
+                .map_err(|_| RequestError::Closed)?;
+            match tokio::time::timeout(deadline, answer).await {
+                Err(_) => Err(RequestError::Timeout {
+                    peer: peer_name,
+                    deadline,
+                }),
+                Ok(Err(_)) => Err(RequestError::Closed),
+                Ok(Ok(result)) => result,
+            }
+        }
+        .boxed()
+    }
+
+    fn dial(&self, addr: &str) -> Result<(), RequestError> {
+        let addr: Multiaddr = addr
+            .parse()
+            .map_err(|e| RequestError::Invalid(format!("{addr}: {e}")))?;
+        self.commands
+            .send(Command::Dial(addr))
+            .map_err(|_| RequestError::Closed)
+    }
+
+    fn connected_peers(&self) -> Vec<PeerName> {
+        self.connected
+            .lock()
+            .expect("connected set lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+type PendingReply = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)>;
+
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    pending: HashMap<OutboundRequestId, (oneshot::Sender<Result<Vec<u8>, RequestError>>, Instant, PeerId)>,
+    replies: FuturesUnordered<PendingReply>,
+    connected: Arc<Mutex<BTreeSet<PeerName>>>,
+    metrics: NetworkMetrics,
+    max_discovered_peers: usize,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut bootstrap_tick = tokio::time::interval(Duration::from_secs(5));
+        bootstrap_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((channel, answer)) = self.replies.next(), if !self.replies.is_empty() => {
+                    if let Some(answer) = answer {
+                        // The caller may have given up already; nothing to do then.
+                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, answer);
+                    }
+                }
+                _ = bootstrap_tick.tick() => {
+                    if !self.connected.lock().expect("connected set lock").is_empty() {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                }
+            }
+        }
+        tracing::debug!("network driver stopped");
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        if let Err(error) = self.events.try_send(event) {
+            tracing::warn!("network event dropped: {error}");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish(topic, data) => {
+                // InsufficientPeers while alone is normal; anything else is worth a trace.
+                if let Err(error) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(IdentTopic::new(topic), data)
+                {
+                    tracing::trace!("publish: {error}");
+                }
+            }
+            Command::Request {
+                peer,
+                addrs,
+                request,
+                reply,
+            } => {
+                for addr in addrs {
+                    self.swarm.add_peer_address(peer, addr);
+                }
+                let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
+                self.pending.insert(id, (reply, Instant::now(), peer));
+            }
+            Command::Dial(addr) => {
+                if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                }
+                if let Err(error) = self.swarm.dial(addr.clone()) {
+                    tracing::info!("dial {addr}: {error}");
+                }
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                self.emit(NetworkEvent::ListenAddr(address.to_string()));
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established.get() == 1 {
+                    let first = {
+                        let mut connected = self.connected.lock().expect("connected set lock");
+                        connected.insert(peer_id.to_base58());
+                        self.metrics.connected_peers.set(connected.len() as i64);
+                        connected.len() == 1
+                    };
+                    if first {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                    self.emit(NetworkEvent::PeerUp {
+                        peer: peer_id.to_base58(),
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    {
+                        let mut connected = self.connected.lock().expect("connected set lock");
+                        connected.remove(&peer_id.to_base58());
+                        self.metrics.connected_peers.set(connected.len() as i64);
+                    }
+                    self.emit(NetworkEvent::PeerDown {
+                        peer: peer_id.to_base58(),
+                    });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!("outgoing connection to {peer_id:?} failed: {error}");
+            }
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                for addr in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            }) => {
+                let connected = self.connected.lock().expect("connected set lock").len();
+                if peer != *self.swarm.local_peer_id()
+                    && !self.swarm.is_connected(&peer)
+                    && connected < self.max_discovered_peers
+                {
+                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(addresses.into_vec())
+                        .build();
+                    if let Err(error) = self.swarm.dial(opts) {
+                        tracing::debug!("dial discovered peer {peer}: {error}");
+                    }
+                }
+            }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                let Some(source) = message.source else { return };
+                self.emit(NetworkEvent::Message {
+                    from: source.to_base58(),
+                    topic: message.topic.into_string(),
+                    data: message.data,
+                });
+            }
+            BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    let (reply, answer) = oneshot::channel();
+                    self.emit(NetworkEvent::Request {
+                        from: peer.to_base58(),
+                        budget_ms: request.budget_ms,
+                        data: request.payload,
+                        reply,
+                    });
+                    self.replies
+                        .push(async move { (channel, answer.await.ok()) }.boxed());
+                }
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some((reply, started, _)) = self.pending.remove(&request_id) {
+                        self.metrics
+                            .rpc_latency
+                            .observe(started.elapsed().as_secs_f64());
+                        self.metrics.rpc_requests.with_label_values(&["ok"]).inc();
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            BehaviourEvent::Rpc(request_response::Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            }) => {
+                if let Some((reply, _, _)) = self.pending.remove(&request_id) {
+                    let outcome = match error {
+                        request_response::OutboundFailure::Timeout => "timeout",
+                        _ => "unreachable",
+                    };
+                    self.metrics.rpc_requests.with_label_values(&[outcome]).inc();
+                    let _ = reply.send(Err(RequestError::Unreachable {
+                        peer: peer.to_base58(),
+                        message: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_addresses_need_a_peer_id() {
+        let peer = Identity::from_seed([1; 32]).peer_name();
+        let (addr, parsed) =
+            parse_bootstrap_addr(&format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")).unwrap();
+        assert_eq!(parsed, peer);
+        assert!(addr.ends_with(&peer));
+        let error = parse_bootstrap_addr("/ip4/127.0.0.1/tcp/4001").unwrap_err();
+        assert!(error.contains("/p2p/"), "{error}");
+        let error = parse_bootstrap_addr("not-an-address").unwrap_err();
+        assert!(error.contains("invalid multiaddr"), "{error}");
+    }
+
+    #[test]
+    fn listen_addresses_must_be_tcp_or_quic() {
+        check_listen_addr("/ip4/0.0.0.0/tcp/0").unwrap();
+        check_listen_addr("/ip4/127.0.0.1/udp/0/quic-v1").unwrap();
+        check_listen_addr("/ip6/::1/tcp/9").unwrap();
+        assert!(check_listen_addr("/ip4/127.0.0.1/udp/0").is_err());
+        assert!(check_listen_addr("/dns4/example.com/tcp/1").is_err());
+        assert!(check_listen_addr("/ip4/1.2.3.4").is_err());
+        assert!(check_listen_addr("garbage").is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! Content-addressed storage of a Coditect node.
+//!
+//! This crate owns the blob store: immutable byte strings (wasm modules, task
+//! inputs and outputs) named by the sha256 of their content, `sha256:<hex>`.
+//! Peers fetch blobs from each other by digest, so the name is also the
+//! integrity check. It is a leaf crate: it depends on no other `coditect-*`
+//! crate, and it does no networking.
+//!
+//! It also holds [`codec`], the single module that knows the binary encoding
+//! used for everything the mesh stores or sends, so every crate above can
+//! reach it without a dependency cycle.
+//!
+//! Architecture invariant: a blob file is only ever visible under its digest
+//! name after its content was fully written, synced and verified (write to a
+//! temporary file, fsync, rename), so a crash never leaves a blob whose bytes
+//! do not match its name.
+
+pub mod codec;
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+/// The sha256 digest that names a blob.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// Lower-case hex of the 32 digest bytes, without the `sha256:` prefix.
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The raw digest bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Why a string is not a digest.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DigestParseError {
+    /// The string does not start with `sha256:`.
+    #[error("digest {0:?} does not start with \"sha256:\"")]
+    MissingPrefix(String),
+    /// The part after the prefix is not 64 hex characters.
+    #[error("digest {0:?} is not \"sha256:\" followed by 64 hex characters")]
+    BadHex(String),
+}
+
+impl FromStr for Digest {
+    type Err = DigestParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let hex_part = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| DigestParseError::MissingPrefix(text.to_string()))?;
+        if hex_part.len() != 64 {
+            return Err(DigestParseError::BadHex(text.to_string()));
+        }
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_part.to_ascii_lowercase(), &mut bytes)
+            .map_err(|_| DigestParseError::BadHex(text.to_string()))?;
+        Ok(Digest(bytes))
+    }
+}
+
+/// Errors of the blob store.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// Reading or writing the store's directory failed.
+    #[error("blob store at {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A stored file no longer matches its name (disk corruption or tampering).
+    #[error("blob {digest} is corrupt on disk (content hashes to {actual})")]
+    Corrupt {
+        /// The name the blob is stored under.
+        digest: Digest,
+        /// What its bytes hash to now.
+        actual: Digest,
+    },
+    /// The blob is larger than the store accepts.
+    #[error("blob of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size offered.
+        size: u64,
+        /// Configured maximum.
+        limit: u64,
+    },
+}
+
+/// A directory of immutable blobs named by their sha256.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+    max_blob_bytes: u64,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>, max_blob_bytes: u64) -> Result<Self, BlobError> {
+        let root = root.into();
+        fs::create_dir_all(root.join("tmp")).map_err(|source| BlobError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        Ok(BlobStore {
+            root,
+            max_blob_bytes,
+        })
+    }
+
+    fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join(&hex[..2]).join(hex)
+    }
+
+    /// Stores `bytes` and returns their digest. Storing the same bytes twice is a no-op.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest, BlobError> {
+        if bytes.len() as u64 > self.max_blob_bytes {
+            return Err(BlobError::TooLarge {
+                size: bytes.len() as u64,
+                limit: self.max_blob_bytes,
+            });
+        }
+        let digest = Digest::of(bytes);
+        let final_path = self.path_of(&digest);
+        if final_path.exists() {
+            return Ok(digest);
+        }
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlobError::Io { path, source }
+        };
+        let dir = final_path.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = self.root.join("tmp").join(format!(
+            "{}.{}",
+            digest.hex(),
+            std::process::id()
+        ));
+        {
+            let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            file.write_all(bytes).map_err(io_err(&tmp))?;
+            file.sync_all().map_err(io_err(&tmp))?;
+        }
+        fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
+        Ok(digest)
+    }
+
+    /// The bytes of `digest`, verified against it; `None` if not stored here.
+    pub fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, BlobError> {
+        let path = self.path_of(digest);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let actual = Digest::of(&bytes);
+                if actual != *digest {
+                    return Err(BlobError::Corrupt {
+                        digest: *digest,
+                        actual,
+                    });
+                }
+                Ok(Some(bytes))
+            }
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(BlobError::Io { path, source }),
+        }
+    }
+
+    /// Whether `digest` is stored here (without verifying its bytes).
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path_of(digest).exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn put_then_get_returns_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        let digest = store.put(b"hello").unwrap();
+        assert_eq!(
+            digest.to_string(),
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert_eq!(store.get(&digest).unwrap().unwrap(), b"hello");
+        assert!(store.contains(&digest));
+        assert_eq!(store.put(b"hello").unwrap(), digest);
+    }
+
+    #[test]
+    fn a_missing_blob_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        assert!(store.get(&Digest::of(b"absent")).unwrap().is_none());
+    }
+
+    #[test]
+    fn corruption_on_disk_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1 << 20).unwrap();
+        let digest = store.put(b"original").unwrap();
+        fs::write(store.path_of(&digest), b"tampered").unwrap();
+        assert!(matches!(
+            store.get(&digest),
+            Err(BlobError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_blobs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 4).unwrap();
+        assert!(matches!(
+            store.put(b"12345"),
+            Err(BlobError::TooLarge { size: 5, limit: 4 })
+        ));
+    }
+
+    #[test]
+    fn digest_parsing_rejects_bad_text() {
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestParseError::MissingPrefix(_))
+        ));
+        assert!(matches!(
+            "sha256:zz".parse::<Digest>(),
+            Err(DigestParseError::BadHex(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn digest_text_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let digest = Digest::of(&bytes);
+            prop_assert_eq!(digest.to_string().parse::<Digest>().unwrap(), digest);
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Node configuration in two stages: raw (flags and TOML, everything
+//! optional) then [`RawNodeConfig::validate`] into an immutable [`NodeConfig`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `coditect node` flags; the TOML of `--config` has the same keys.
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawNodeConfig {
+    /// Identity key, RocksDB, blob store and node.json live here [default: ./coditect-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/udp/0/quic-v1 and /ip4/0.0.0.0/tcp/0]
+    #[arg(long, value_name = "MULTIADDR")]
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// Any member of the mesh, ending in /p2p/<peer id> (repeatable); none starts a new mesh
+    #[arg(long, value_name = "MULTIADDR")]
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// HTTP API, metrics and web page; port 0 picks a free one [default: 127.0.0.1:7070]
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Human label [default: host name]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Extra capability tag KEY or KEY=VALUE (repeatable)
+    #[arg(long = "capability", value_name = "KEY[=VALUE]")]
+    #[serde(default)]
+    pub capability: Vec<String>,
+    /// Tasks run at once [default: number of cores]
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Raft voter target [default: 3]
+    #[arg(long)]
+    pub voters: Option<usize>,
+    /// Address to advertise when the listen address is not what peers reach (repeatable)
+    #[arg(long, value_name = "MULTIADDR")]
+    #[serde(default)]
+    pub external_addr: Vec<String>,
+    /// A voter unreachable this long is replaced by a standby, ms [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub voter_grace_ms: Option<u64>,
+    /// Heartbeat and advert period, ms [default: 500]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// How long SIGTERM waits for running work and hand-over, ms [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub drain_grace_ms: Option<u64>,
+    /// TOML file with the same keys; flags win
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// The validated configuration of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// Bootstrap peers: address to dial and the peer id it names.
+    pub bootstrap: Vec<(String, String)>,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Human label.
+    pub name: String,
+    /// `--capability` tags.
+    pub tags: BTreeMap<String, String>,
+    /// Task slots.
+    pub slots: u32,
+    /// Raft voter target.
+    pub voters: usize,
+    /// Addresses to advertise.
+    pub external: Vec<String>,
+    /// Grace period before a silent voter is replaced.
+    pub voter_grace: Duration,
+    /// Heartbeat and advert period.
+    pub heartbeat: Duration,
+    /// SIGTERM grace period.
+    pub drain_grace: Duration,
+}
+
+/// A configuration problem, named.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl RawNodeConfig {
+    /// Fills what the flags left unset from the `--config` TOML file, if any.
+    pub fn merge_file(self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        let file: RawNodeConfig = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+                .map(|line| format!(" (line {line})"))
+                .unwrap_or_default();
+            ConfigError(format!(
+                "config file {}: {}{line}",
+                path.display(),
+                e.message().trim()
+            ))
+        })?;
+        Ok(self.or(file))
+    }
+
+    fn or(self, other: RawNodeConfig) -> RawNodeConfig {
+        fn list(flags: Vec<String>, file: Vec<String>) -> Vec<String> {
+            if flags.is_empty() {
+                file
+            } else {
+                flags
+            }
+        }
+        RawNodeConfig {
+            data_dir: self.data_dir.or(other.data_dir),
+            listen: list(self.listen, other.listen),
+            bootstrap: list(self.bootstrap, other.bootstrap),
+            http: self.http.or(other.http),
+            name: self.name.or(other.name),
+            capability: list(self.capability, other.capability),
+            slots: self.slots.or(other.slots),
+            voters: self.voters.or(other.voters),
+            external_addr: list(self.external_addr, other.external_addr),
+            voter_grace_ms: self.voter_grace_ms.or(other.voter_grace_ms),
+            heartbeat_ms: self.heartbeat_ms.or(other.heartbeat_ms),
+            drain_grace_ms: self.drain_grace_ms.or(other.drain_grace_ms),
+            config: self.config,
+        }
+    }
+
+    /// Checks every value and fills defaults.
+    pub fn validate(self, host_name: &str, cores: u32) -> Result<NodeConfig, ConfigError> {
+        let listen = if self.listen.is_empty() {
+            vec![
+                "/ip4/0.0.0.0/udp/0/quic-v1".to_string(),
+                "/ip4/0.0.0.0/tcp/0".to_string(),
+            ]
+        } else {
+            self.listen
+        };
+        for addr in &listen {
+            coditect_gossip::check_listen_addr(addr).map_err(ConfigError)?;
+        }
+        let bootstrap = self
+            .bootstrap
+            .iter()
+            .map(|addr| coditect_gossip::parse_bootstrap_addr(addr).map_err(ConfigError))
+            .collect::<Result<Vec<_>, _>>()?;
+        for addr in &self.external_addr {
+            coditect_gossip::parse_multiaddr(addr).map_err(ConfigError)?;
+        }
+        let http_text = self.http.unwrap_or_else(|| "127.0.0.1:7070".to_string());
+        let http: SocketAddr = http_text.parse().map_err(|_| {
+            ConfigError(format!(
+                "invalid --http address {http_text:?}: expected IP:PORT, for example 127.0.0.1:7070"
+            ))
+        })?;
+        let mut tags = BTreeMap::new();
+        for tag in &self.capability {
+            let (key, value) = tag.split_once('=').unwrap_or((tag.as_str(), ""));
+            let key = key.trim();
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            {
+                return Err(ConfigError(format!(
+                    "invalid --capability {tag:?}: the key must be letters, digits, '-', '_', '.' or '/'"
+                )));
+            }
+            tags.insert(key.to_string(), value.trim().to_string());
+        }
+        let slots = self.slots.unwrap_or(cores.max(1));
+        if slots == 0 || slots > 4096 {
+            return Err(ConfigError(format!("--slots {slots} is out of range 1..=4096")));
+        }
+        let voters = self.voters.unwrap_or(3);
+        if voters == 0 || voters > 9 {
+            return Err(ConfigError(format!(
+                "--voters {voters} is out of range 1..=9 (Raft groups stay small; 3 or 5 is usual)"
+            )));
+        }
+        let heartbeat_ms = self.heartbeat_ms.unwrap_or(500);
+        if !(50..=60_000).contains(&heartbeat_ms) {
+            return Err(ConfigError(format!(
+                "--heartbeat-ms {heartbeat_ms} is out of range 50..=60000"
+            )));
+        }
+        let voter_grace_ms = self.voter_grace_ms.unwrap_or(10_000);
+        if voter_grace_ms < 4 * heartbeat_ms {
+            return Err(ConfigError(format!(
+                "--voter-grace-ms {voter_grace_ms} must be at least 4 heartbeats ({} ms)",
+                4 * heartbeat_ms
+            )));
+        }
+        let name = self.name.unwrap_or_else(|| host_name.to_string());
+        if name.is_empty() || name.len() > 128 {
+            return Err(ConfigError("--name must be 1 to 128 characters".into()));
+        }
+        Ok(NodeConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./coditect-data")),
+            listen,
+            bootstrap,
+            http,
+            name,
+            tags,
+            slots,
+            voters,
+            external: self.external_addr,
+            voter_grace: Duration::from_millis(voter_grace_ms),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            drain_grace: Duration::from_millis(self.drain_grace_ms.unwrap_or(10_000)),
+        })
+    }
+}
+
+/// The machine's host name, for the default `--name`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "coditect-node".to_string())
+}
+
+/// Physical memory in MiB, from /proc/meminfo (0 if unknown).
+pub fn memory_mb() -> u64 {
+    let Ok(text) = std::fs::read_to_string(Path::new("/proc/meminfo")) else {
+        return 0;
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw() -> RawNodeConfig {
+        RawNodeConfig::default()
+    }
+
+    #[test]
+    fn defaults_follow_the_interface_contract() {
+        let config = raw().validate("box", 4).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("./coditect-data"));
+        assert_eq!(
+            config.listen,
+            vec!["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"]
+        );
+        assert_eq!(config.http.to_string(), "127.0.0.1:7070");
+        assert_eq!(config.name, "box");
+        assert_eq!(config.slots, 4);
+        assert_eq!(config.voters, 3);
+        assert_eq!(config.voter_grace, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases: Vec<(RawNodeConfig, &str)> = vec![
+            (RawNodeConfig { listen: vec!["nonsense".into()], ..raw() }, "invalid multiaddr"),
+            (RawNodeConfig { bootstrap: vec!["/ip4/127.0.0.1/tcp/1".into()], ..raw() }, "/p2p/"),
+            (RawNodeConfig { http: Some("localhost".into()), ..raw() }, "--http"),
+            (RawNodeConfig { slots: Some(0), ..raw() }, "--slots"),
+            (RawNodeConfig { voters: Some(0), ..raw() }, "--voters"),
+            (RawNodeConfig { capability: vec!["=x".into()], ..raw() }, "--capability"),
+            (RawNodeConfig { voter_grace_ms: Some(10), ..raw() }, "--voter-grace-ms"),
+        ];
+        for (config, needle) in cases {
+            let error = config.validate("box", 2).unwrap_err().to_string();
+            assert!(error.contains(needle), "{error:?} should mention {needle:?}");
+        }
+    }
+
+    #[test]
+    fn capabilities_parse_keys_and_values() {
+        let config = RawNodeConfig {
+            capability: vec!["gpu=a100".into(), "llm".into()],
+            ..raw()
+        }
+        .validate("box", 2)
+        .unwrap();
+        assert_eq!(config.tags["gpu"], "a100");
+        assert_eq!(config.tags["llm"], "");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "name = \"from-file\"\nslots = 7\nvoters = 5\ncapability = [\"gpu\"]\n").unwrap();
+        let config = RawNodeConfig {
+            name: Some("from-flag".into()),
+            config: Some(path),
+            ..raw()
+        }
+        .merge_file()
+        .unwrap()
+        .validate("box", 2)
+        .unwrap();
+        assert_eq!(config.name, "from-flag");
+        assert_eq!(config.slots, 7);
+        assert_eq!(config.voters, 5);
+        assert!(config.tags.contains_key("gpu"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "slotz = 7\n").unwrap();
+        let error = RawNodeConfig {
+            config: Some(path),
+            ..raw()
+        }
+        .merge_file()
+        .unwrap_err();
+        assert!(error.to_string().contains("slotz"), "{error}");
+    }
+}

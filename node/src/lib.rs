@@ -1,0 +1,20 @@
+//! The Coditect node: the `coditect` binary's library. It owns the node
+//! runtime (Raft leader = orchestrator, every node a worker), the role logic
+//! and autopilot, the HTTP API, the configuration and the data dir, and it
+//! wires the seams together: [`env::Env`] (time, spawning, randomness), the
+//! network seam of `coditect-gossip`, and the storage seam of
+//! `coditect-consensus`.
+//!
+//! It depends on `coditect-memory`, `coditect-gossip` and
+//! `coditect-consensus`; nothing in production depends on it except the
+//! binary, and it never depends on `coditect-simulation`.
+
+pub mod config;
+pub mod datadir;
+pub mod env;
+pub mod http;
+pub mod messages;
+pub mod metrics;
+pub mod roles;
+pub mod runtime;
+pub mod start;

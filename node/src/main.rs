@@ -1,0 +1,81 @@
+//! `coditect`: the one binary of the mesh. Thin: parse, dispatch, map errors
+//! to exit codes (0 ok, 1 failed, 2 bad usage or input).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use coditect_node::config::RawNodeConfig;
+use coditect_node::start::{load_config, run_node, NodeError};
+
+mod bench;
+mod client;
+
+#[derive(Parser)]
+#[command(name = "coditect", version, about = "Coditect mesh: a peer-to-peer mesh of sandboxed agent nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run a node in the foreground until SIGINT/SIGTERM (which drain it)
+    Node(RawNodeConfig),
+    /// Show the mesh as one node sees it
+    Status {
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+        /// Print the raw JSON of /api/status
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure the mesh (results go into BENCHMARKS.md)
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { 2 } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CODITECT_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,libp2p=warn,openraft=warn,libp2p_gossipsub=error")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: Result<(), NodeError> = match cli.command {
+        Commands::Node(raw) => match load_config(raw) {
+            Ok(config) => runtime.block_on(run_node(config)),
+            Err(error) => Err(error),
+        },
+        Commands::Status { api, json } => runtime.block_on(client::status(&api, json)),
+        Commands::Bench(command) => runtime.block_on(bench::run(command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(NodeError::BadInput(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(NodeError::Failed(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The node's metrics, registered into a registry passed in (never the
+//! global one: the simulation runs many nodes in one process).
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+/// Metrics of the node runtime.
+#[derive(Clone)]
+pub struct NodeMetrics {
+    /// Current Raft term.
+    pub raft_term: IntGauge,
+    /// 1 while this node leads.
+    pub raft_is_leader: IntGauge,
+    /// Last log index applied to the state machine.
+    pub raft_commit_index: IntGauge,
+    /// Voters in the current membership.
+    pub raft_voters: IntGauge,
+    /// Nodes this node knows of (registry, or adverts outside Raft).
+    pub known_nodes: IntGauge,
+    /// Leader changes seen.
+    pub leader_changes: IntCounter,
+    /// Membership changes the autopilot made while leading.
+    pub autopilot_changes: IntCounter,
+}
+
+impl NodeMetrics {
+    /// Creates the metrics and registers them into `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = NodeMetrics {
+            raft_term: IntGauge::new("coditect_raft_term", "Current Raft term")?,
+            raft_is_leader: IntGauge::new("coditect_raft_is_leader", "1 while this node is the Raft leader")?,
+            raft_commit_index: IntGauge::new(
+                "coditect_raft_commit_index",
+                "Last Raft log index applied on this node",
+            )?,
+            raft_voters: IntGauge::new("coditect_raft_voters", "Voters in the Raft membership")?,
+            known_nodes: IntGauge::new("coditect_known_nodes", "Nodes this node knows of")?,
+            leader_changes: IntCounter::new(
+                "coditect_leader_changes_total",
+                "Leader changes this node observed",
+            )?,
+            autopilot_changes: IntCounter::new(
+                "coditect_autopilot_changes_total",
+                "Membership changes made by this node's autopilot",
+            )?,
+        };
+        registry.register(Box::new(metrics.raft_term.clone()))?;
+        registry.register(Box::new(metrics.raft_is_leader.clone()))?;
+        registry.register(Box::new(metrics.raft_commit_index.clone()))?;
+        registry.register(Box::new(metrics.raft_voters.clone()))?;
+        registry.register(Box::new(metrics.known_nodes.clone()))?;
+        registry.register(Box::new(metrics.leader_changes.clone()))?;
+        registry.register(Box::new(metrics.autopilot_changes.clone()))?;
+        Ok(metrics)
+    }
+}

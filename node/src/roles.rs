@@ -1,0 +1,452 @@
+//! Pure role decisions: the leader's autopilot (standbys, promotion, voter
+//! replacement) and the election gate of a node that restarts on old state.
+//! Plain data in, decisions out; no clock, no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use coditect_consensus::NodeId;
+
+/// What the leader knows about one node's health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Milliseconds since the leader last heard from it; `None` if never.
+    pub silent_ms: Option<u64>,
+    /// It drained and left on purpose.
+    pub left: bool,
+}
+
+impl Health {
+    fn is_live(&self, live_ms: u64) -> bool {
+        !self.left && self.silent_ms.is_some_and(|ms| ms <= live_ms)
+    }
+
+    fn is_gone(&self, grace_ms: u64) -> bool {
+        self.left || self.silent_ms.is_none_or(|ms| ms > grace_ms)
+    }
+}
+
+/// The autopilot's view of the mesh, gathered by the leader.
+#[derive(Clone, Debug)]
+pub struct AutopilotInput {
+    /// The leader itself (always live, never replaced by itself).
+    pub leader: NodeId,
+    /// Voter target (`--voters`).
+    pub target_voters: usize,
+    /// Standby learners to keep beside the voters.
+    pub target_standbys: usize,
+    /// Current voters.
+    pub voters: BTreeSet<NodeId>,
+    /// Current learners (standbys).
+    pub learners: BTreeSet<NodeId>,
+    /// Learners whose log is close to the leader's, safe to promote.
+    pub caught_up: BTreeSet<NodeId>,
+    /// Health of every registered node.
+    pub health: BTreeMap<NodeId, Health>,
+    /// A node is live if heard from within this many ms.
+    pub live_ms: u64,
+    /// A voter silent for longer than this is replaced (default 10 s).
+    pub grace_ms: u64,
+}
+
+/// One membership change; the leader applies at most one per round because
+/// Raft serializes membership changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AutopilotAction {
+    /// Start replicating to this node as a standby learner.
+    AddLearner(NodeId),
+    /// Make the voter set exactly this.
+    SetVoters(BTreeSet<NodeId>),
+    /// Stop replicating to these learners.
+    RemoveLearners(BTreeSet<NodeId>),
+}
+
+impl AutopilotInput {
+    fn health_of(&self, node: NodeId) -> Health {
+        if node == self.leader {
+            return Health {
+                silent_ms: Some(0),
+                left: false,
+            };
+        }
+        self.health.get(&node).copied().unwrap_or(Health {
+            silent_ms: None,
+            left: false,
+        })
+    }
+
+    fn live(&self, node: NodeId) -> bool {
+        self.health_of(node).is_live(self.live_ms)
+    }
+
+    /// Live, caught-up learners in a stable order (lowest id first).
+    fn promotable(&self) -> Vec<NodeId> {
+        self.learners
+            .iter()
+            .copied()
+            .filter(|id| self.caught_up.contains(id) && self.live(*id))
+            .collect()
+    }
+}
+
+/// Decides the next membership change, if any.
+pub fn autopilot(input: &AutopilotInput) -> Option<AutopilotAction> {
+    let target_voters = input.target_voters.max(1);
+    let dead_voters: BTreeSet<NodeId> = input
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| *id != input.leader && input.health_of(*id).is_gone(input.grace_ms))
+        .collect();
+    let mut promotable = input.promotable();
+
+    // 1. Replace voters that stayed unreachable past the grace period, with
+    //    standbys; if no standby is ready, shrink only below target if the
+    //    dead voters would otherwise keep counting toward quorum.
+    if !dead_voters.is_empty() && !promotable.is_empty() {
+        let mut voters: BTreeSet<NodeId> = input.voters.difference(&dead_voters).copied().collect();
+        while voters.len() < target_voters {
+            match promotable.first().copied() {
+                Some(id) => {
+                    promotable.remove(0);
+                    voters.insert(id);
+                }
+                None => break,
+            }
+        }
+        return Some(AutopilotAction::SetVoters(voters));
+    }
+
+    // 2. Promote standbys until the voter target is met.
+    if input.voters.len() < target_voters && !promotable.is_empty() {
+        let mut voters = input.voters.clone();
+        for id in promotable {
+            if voters.len() >= target_voters {
+                break;
+            }
+            voters.insert(id);
+        }
+        return Some(AutopilotAction::SetVoters(voters));
+    }
+
+    // 3. Demote extra voters (the target was lowered): keep the leader and the
+    //    live ones with the lowest ids.
+    if input.voters.len() > target_voters && dead_voters.is_empty() {
+        let mut voters: BTreeSet<NodeId> = BTreeSet::from([input.leader]);
+        for id in &input.voters {
+            if voters.len() >= target_voters {
+                break;
+            }
+            voters.insert(*id);
+        }
+        return Some(AutopilotAction::SetVoters(voters));
+    }
+
+    // 4. Drop standbys that are gone.
+    let dead_learners: BTreeSet<NodeId> = input
+        .learners
+        .iter()
+        .copied()
+        .filter(|id| input.health_of(*id).is_gone(input.grace_ms))
+        .collect();
+    if !dead_learners.is_empty() {
+        return Some(AutopilotAction::RemoveLearners(dead_learners));
+    }
+
+    // 5. Keep enough standbys: the voters still missing plus the standby target.
+    let missing_voters = target_voters.saturating_sub(input.voters.len() - dead_voters.len());
+    let wanted_learners = input.target_standbys + missing_voters;
+    if input.learners.len() < wanted_learners {
+        let candidate = input
+            .health
+            .iter()
+            .filter(|(id, health)| {
+                !input.voters.contains(id)
+                    && !input.learners.contains(id)
+                    && health.is_live(input.live_ms)
+            })
+            .map(|(id, _)| *id)
+            .next();
+        if let Some(id) = candidate {
+            return Some(AutopilotAction::AddLearner(id));
+        }
+    }
+    None
+}
+
+/// What the gossip says about membership, as the leader announced it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnouncedMembership {
+    /// The announcing leader's term.
+    pub term: u64,
+    /// Voters it announced.
+    pub voters: BTreeSet<NodeId>,
+    /// Learners it announced.
+    pub learners: BTreeSet<NodeId>,
+}
+
+/// Whether this node may start elections.
+///
+/// A node restarting on old Raft state may believe it is still a voter after
+/// the leader replaced it; if it campaigned, its higher term would depose a
+/// healthy leader. So it stays quiet until it hears the current leader list
+/// it as a voter, or until no leader has been heard for `quiet_ms` (the whole
+/// mesh restarted, and someone must campaign).
+pub fn election_allowed(
+    me: NodeId,
+    local_term: u64,
+    locally_voter: bool,
+    announced: Option<&AnnouncedMembership>,
+    ms_without_leader: u64,
+    quiet_ms: u64,
+) -> bool {
+    if !locally_voter {
+        // Not a voter in our own view: openraft would not campaign anyway.
+        return false;
+    }
+    match announced {
+        Some(membership) if membership.term >= local_term => membership.voters.contains(&me),
+        // We took part in a newer term than the last announcement (an election
+        // after the leader died): our own membership is at least as recent.
+        Some(_) => true,
+        None => ms_without_leader >= quiet_ms,
+    }
+}
+
+/// A node's role as `/api/status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Raft leader and orchestrator.
+    Leader,
+    /// Raft voter.
+    Voter,
+    /// Standby learner receiving the log.
+    Learner,
+    /// Plain worker outside Raft membership.
+    Worker,
+}
+
+/// The role of `me` given who leads and the membership.
+pub fn role_of(
+    me: NodeId,
+    leader: Option<NodeId>,
+    voters: &BTreeSet<NodeId>,
+    learners: &BTreeSet<NodeId>,
+) -> Role {
+    if leader == Some(me) {
+        Role::Leader
+    } else if voters.contains(&me) {
+        Role::Voter
+    } else if learners.contains(&me) {
+        Role::Learner
+    } else {
+        Role::Worker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn live() -> Health {
+        Health {
+            silent_ms: Some(100),
+            left: false,
+        }
+    }
+
+    fn silent(ms: u64) -> Health {
+        Health {
+            silent_ms: Some(ms),
+            left: false,
+        }
+    }
+
+    fn input(voters: &[NodeId], learners: &[NodeId], health: &[(NodeId, Health)]) -> AutopilotInput {
+        AutopilotInput {
+            leader: 1,
+            target_voters: 3,
+            target_standbys: 2,
+            voters: voters.iter().copied().collect(),
+            learners: learners.iter().copied().collect(),
+            caught_up: learners.iter().copied().collect(),
+            health: health.iter().copied().collect(),
+            live_ms: 3_000,
+            grace_ms: 10_000,
+        }
+    }
+
+    #[test]
+    fn a_lone_leader_adds_a_learner_then_promotes_it() {
+        let state = input(&[1], &[], &[(1, live()), (2, live()), (3, live())]);
+        assert_eq!(autopilot(&state), Some(AutopilotAction::AddLearner(2)));
+        let state = input(&[1], &[2, 3], &[(1, live()), (2, live()), (3, live())]);
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::SetVoters([1, 2, 3].into()))
+        );
+    }
+
+    #[test]
+    fn learners_that_lag_are_not_promoted() {
+        let mut state = input(&[1], &[2], &[(1, live()), (2, live())]);
+        state.caught_up.clear();
+        assert_ne!(
+            autopilot(&state),
+            Some(AutopilotAction::SetVoters([1, 2].into()))
+        );
+    }
+
+    #[test]
+    fn a_voter_silent_past_the_grace_period_is_replaced_by_a_standby() {
+        let state = input(
+            &[1, 2, 3],
+            &[4, 5],
+            &[(2, live()), (3, silent(10_001)), (4, live()), (5, live())],
+        );
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::SetVoters([1, 2, 4].into()))
+        );
+    }
+
+    #[test]
+    fn a_voter_silent_within_the_grace_period_is_kept() {
+        let state = input(
+            &[1, 2, 3],
+            &[4, 5],
+            &[(2, live()), (3, silent(9_000)), (4, live()), (5, live())],
+        );
+        assert_eq!(autopilot(&state), None);
+    }
+
+    #[test]
+    fn a_voter_that_left_is_replaced_at_once() {
+        let left = Health {
+            silent_ms: Some(0),
+            left: true,
+        };
+        let state = input(&[1, 2, 3], &[4], &[(2, live()), (3, left), (4, live())]);
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::SetVoters([1, 2, 4].into()))
+        );
+    }
+
+    #[test]
+    fn a_dead_voter_with_no_standby_first_gets_a_standby_added() {
+        let state = input(&[1, 2, 3], &[], &[(2, live()), (3, silent(60_000)), (6, live())]);
+        assert_eq!(autopilot(&state), Some(AutopilotAction::AddLearner(6)));
+    }
+
+    #[test]
+    fn dead_standbys_are_dropped() {
+        let state = input(&[1, 2, 3], &[4], &[(2, live()), (3, live()), (4, silent(20_000))]);
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::RemoveLearners([4].into()))
+        );
+    }
+
+    #[test]
+    fn a_full_healthy_mesh_needs_nothing() {
+        let state = input(
+            &[1, 2, 3],
+            &[4, 5],
+            &[(2, live()), (3, live()), (4, live()), (5, live()), (6, live())],
+        );
+        assert_eq!(autopilot(&state), None);
+    }
+
+    #[test]
+    fn extra_voters_are_demoted_keeping_the_leader() {
+        let mut state = input(
+            &[1, 2, 3, 4, 5],
+            &[],
+            &[(1, live()), (2, live()), (3, live()), (4, live()), (5, live())],
+        );
+        state.leader = 5;
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::SetVoters([1, 2, 5].into()))
+        );
+    }
+
+    #[test]
+    fn the_election_gate_keeps_a_removed_voter_quiet() {
+        let announced = AnnouncedMembership {
+            term: 5,
+            voters: [1, 2, 4].into(),
+            learners: [].into(),
+        };
+        // Removed while down: quiet forever, even long after the leader was heard.
+        assert!(!election_allowed(3, 4, true, Some(&announced), 60_000, 3_000));
+        // Still a voter: may campaign.
+        assert!(election_allowed(2, 4, true, Some(&announced), 0, 3_000));
+        // No leader heard: campaign after the quiet period only.
+        assert!(!election_allowed(3, 4, true, None, 1_000, 3_000));
+        assert!(election_allowed(3, 4, true, None, 3_000, 3_000));
+        // An announcement older than our own term says nothing: a voter that
+        // saw a newer term (a failed election) may keep campaigning at once.
+        assert!(election_allowed(3, 9, true, Some(&announced), 0, 3_000));
+        assert!(!election_allowed(3, 0, false, None, 60_000, 3_000));
+    }
+
+    #[test]
+    fn roles_follow_leadership_and_membership() {
+        let voters: BTreeSet<NodeId> = [1, 2, 3].into();
+        let learners: BTreeSet<NodeId> = [4].into();
+        assert_eq!(role_of(1, Some(1), &voters, &learners), Role::Leader);
+        assert_eq!(role_of(2, Some(1), &voters, &learners), Role::Voter);
+        assert_eq!(role_of(4, Some(1), &voters, &learners), Role::Learner);
+        assert_eq!(role_of(9, Some(1), &voters, &learners), Role::Worker);
+    }
+
+    proptest! {
+        /// Whatever the mesh looks like, the autopilot never drops the leader
+        /// from the voters, never proposes an empty voter set, never grows
+        /// voters past the target, and only promotes live caught-up learners.
+        #[test]
+        fn autopilot_decisions_are_safe(
+            voters in proptest::collection::btree_set(1u64..12, 1..6),
+            learners in proptest::collection::btree_set(1u64..12, 0..5),
+            silences in proptest::collection::btree_map(1u64..12, proptest::option::of(0u64..30_000), 0..12),
+            target in 1usize..6,
+        ) {
+            let leader = *voters.iter().next().unwrap();
+            let learners: BTreeSet<NodeId> = learners.difference(&voters).copied().collect();
+            let health = silences.iter().map(|(id, silent_ms)| (*id, Health { silent_ms: *silent_ms, left: false })).collect();
+            let state = AutopilotInput {
+                leader,
+                target_voters: target,
+                target_standbys: 2,
+                voters: voters.clone(),
+                learners: learners.clone(),
+                caught_up: learners.clone(),
+                health,
+                live_ms: 3_000,
+                grace_ms: 10_000,
+            };
+            match autopilot(&state) {
+                Some(AutopilotAction::SetVoters(new_voters)) => {
+                    prop_assert!(new_voters.contains(&leader));
+                    prop_assert!(!new_voters.is_empty());
+                    prop_assert!(new_voters.len() <= target.max(voters.len()));
+                    for id in new_voters.difference(&voters) {
+                        prop_assert!(learners.contains(id));
+                        prop_assert!(state.live(*id));
+                    }
+                }
+                Some(AutopilotAction::AddLearner(id)) => {
+                    prop_assert!(!voters.contains(&id) && !learners.contains(&id));
+                    prop_assert!(state.live(id));
+                }
+                Some(AutopilotAction::RemoveLearners(ids)) => {
+                    prop_assert!(ids.is_subset(&learners));
+                }
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,1136 @@
+//! The node runtime: wires Raft, the network and the local view together and
+//! runs the periodic work (adverts, heartbeats, autopilot, reconnection).
+//!
+//! Everything here reaches time, spawning and randomness through [`Env`] and
+//! the network through [`Network`], so the simulation can run it unchanged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coditect_consensus::network::{serve_rpc, RaftTransport, TransportError};
+use coditect_consensus::{
+    Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord,
+    SharedState,
+};
+use coditect_gossip::{Network, NetworkEvent, PeerName, RequestError, ADVERT_TOPIC, LEADER_TOPIC};
+use coditect_memory::codec;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use openraft::{ChangeMembers, ServerState};
+use tokio::sync::mpsc;
+
+use crate::env::{jitter, timeout, SharedEnv};
+use crate::messages::{
+    LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse,
+};
+use crate::metrics::NodeMetrics;
+use crate::roles::{self, AnnouncedMembership, AutopilotAction, AutopilotInput, Health, Role};
+
+/// How long a request to the leader may take.
+const CONTROL_DEADLINE: Duration = Duration::from_secs(3);
+/// Standby learners the leader keeps beside the voters.
+const STANDBYS: usize = 2;
+/// A learner within this many entries of the leader may be promoted.
+const CAUGHT_UP_ENTRIES: u64 = 100;
+
+/// What a node runtime needs, already opened and validated.
+pub struct NodeParts {
+    /// Time, spawning, randomness.
+    pub env: SharedEnv,
+    /// The network seam.
+    pub network: Arc<dyn Network>,
+    /// The Raft handle.
+    pub raft: MeshRaft,
+    /// The applied replicated state.
+    pub replica: SharedState,
+    /// Our Raft id.
+    pub node_id: NodeId,
+    /// Human label.
+    pub name: String,
+    /// What we offer.
+    pub capabilities: Capabilities,
+    /// Voter target.
+    pub target_voters: usize,
+    /// Voter grace period.
+    pub voter_grace: Duration,
+    /// Heartbeat and advert period.
+    pub heartbeat: Duration,
+    /// Raft's upper election timeout, for the election gate.
+    pub election_timeout_max: Duration,
+    /// Addresses to dial while we have no connection (bootstrap or remembered).
+    pub seeds: Vec<String>,
+    /// Whether elections may start right away (false when restarting on old state).
+    pub elect_at_start: bool,
+    /// Metrics.
+    pub metrics: NodeMetrics,
+}
+
+#[derive(Default)]
+struct LocalView {
+    listen_addrs: Vec<String>,
+    adverts: BTreeMap<PeerName, (NodeAdvert, Duration)>,
+    leader_advert: Option<(LeaderAdvert, Duration)>,
+    /// Leader only: when each node last heartbeated, and its load.
+    heard: BTreeMap<NodeId, (Duration, Load)>,
+    /// Leader only: loads to write into the registry at the next batch.
+    pending_heartbeats: BTreeMap<NodeId, Load>,
+    /// When this node became leader (to give everyone a fair grace period).
+    leader_since: Option<Duration>,
+    /// When we last knew a leader.
+    last_leader_seen: Duration,
+    last_leader: Option<NodeId>,
+    registered: bool,
+    membership_change_in_flight: bool,
+    next_seed_dial: Duration,
+    seed_backoff: Duration,
+    elect_enabled: bool,
+    leaving: bool,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    env: SharedEnv,
+    network: Arc<dyn Network>,
+    raft: MeshRaft,
+    replica: SharedState,
+    node_id: NodeId,
+    peer_id: String,
+    name: String,
+    capabilities: Capabilities,
+    target_voters: usize,
+    voter_grace: Duration,
+    heartbeat: Duration,
+    quiet_before_election: Duration,
+    seeds: Vec<String>,
+    metrics: NodeMetrics,
+    view: Mutex<LocalView>,
+    stopped: AtomicBool,
+}
+
+/// The Raft transport over the node's network: Raft RPCs ride in
+/// [`NodeRequest::Raft`].
+pub struct NetworkTransport {
+    network: Arc<dyn Network>,
+}
+
+impl NetworkTransport {
+    /// A transport over `network`.
+    pub fn new(network: Arc<dyn Network>) -> Self {
+        NetworkTransport { network }
+    }
+}
+
+impl RaftTransport for NetworkTransport {
+    fn call(
+        &self,
+        _target: NodeId,
+        node: &MeshNode,
+        payload: Vec<u8>,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        let request = codec::encode(&NodeRequest::Raft(payload));
+        let future = request.map(|bytes| {
+            self.network
+                .request(&node.peer_id, &node.addrs, bytes, deadline)
+        });
+        async move {
+            let reply = match future {
+                Ok(future) => future.await,
+                Err(error) => return Err(TransportError::Other(error.to_string())),
+            };
+            let bytes = reply.map_err(|error| match error {
+                RequestError::Timeout { deadline, .. } => TransportError::Timeout(deadline),
+                RequestError::Unreachable { .. } | RequestError::Closed => {
+                    TransportError::Unreachable(error.to_string())
+                }
+                RequestError::Invalid(_) => TransportError::Other(error.to_string()),
+            })?;
+            match codec::decode::<NodeResponse>(&bytes) {
+                Ok(NodeResponse::Raft(reply)) => Ok(reply),
+                Ok(other) => Err(TransportError::Other(format!("unexpected answer {other:?}"))),
+                Err(error) => Err(TransportError::Other(error.to_string())),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// A snapshot of what this node believes, for `/api/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatusView {
+    /// Our peer id.
+    pub peer_id: String,
+    /// Our Raft id.
+    pub node_id: NodeId,
+    /// Our label.
+    pub name: String,
+    /// Our role.
+    pub role: Role,
+    /// The leader's peer id, if known.
+    pub leader: Option<String>,
+    /// The leader's Raft id, if known.
+    pub leader_node_id: Option<NodeId>,
+    /// Raft term (ours, or the leader's as announced).
+    pub term: u64,
+    /// Voters' peer ids.
+    pub voters: Vec<String>,
+    /// Standby learners' peer ids.
+    pub learners: Vec<String>,
+    /// Other nodes as their adverts describe them.
+    pub peers: Vec<PeerStatus>,
+    /// Last applied log index (ours, or the leader's as announced).
+    pub commit_index: u64,
+    /// Peers we hold a connection to.
+    pub connected_peers: usize,
+    /// Nodes in the registry (members) or seen in adverts (workers).
+    pub known_nodes: usize,
+    /// Our capabilities.
+    pub capabilities: serde_json::Value,
+    /// Our listen addresses, with `/p2p/`.
+    pub listen: Vec<String>,
+    /// Whether elections are enabled on this node (see the election gate).
+    pub elections_enabled: bool,
+    /// The binary's version.
+    pub version: String,
+}
+
+/// One peer in `/api/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    /// Peer id.
+    pub peer_id: String,
+    /// Raft id.
+    pub node_id: NodeId,
+    /// Label.
+    pub name: String,
+    /// Addresses.
+    pub addrs: Vec<String>,
+    /// What it offers.
+    pub capabilities: serde_json::Value,
+    /// How busy it is.
+    pub load: Load,
+    /// Whether we hold a connection to it.
+    pub connected: bool,
+}
+
+/// Capabilities as JSON: the fixed keys plus `tags`.
+pub fn capabilities_json(capabilities: &Capabilities) -> serde_json::Value {
+    serde_json::json!({
+        "cores": capabilities.cores,
+        "memory_mb": capabilities.memory_mb,
+        "slots": capabilities.slots,
+        "version": capabilities.version,
+        "wasm": capabilities.wasm,
+        "tags": capabilities.tags,
+    })
+}
+
+fn membership_sets(metrics: &openraft::RaftMetrics<NodeId, MeshNode>) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+    let membership = metrics.membership_config.membership();
+    (
+        membership.voter_ids().collect(),
+        membership.learner_ids().collect(),
+    )
+}
+
+impl Node {
+    /// Starts the node's loops. `events` is the network's event stream.
+    pub fn start(parts: NodeParts, events: mpsc::Receiver<NetworkEvent>) -> Node {
+        let peer_id = parts.network.local_peer();
+        let now = parts.env.elapsed();
+        let inner = Arc::new(Inner {
+            env: parts.env.clone(),
+            network: parts.network,
+            raft: parts.raft,
+            replica: parts.replica,
+            node_id: parts.node_id,
+            peer_id,
+            name: parts.name,
+            capabilities: parts.capabilities,
+            target_voters: parts.target_voters,
+            voter_grace: parts.voter_grace,
+            heartbeat: parts.heartbeat,
+            quiet_before_election: parts.election_timeout_max * 3 + parts.heartbeat * 4,
+            seeds: parts.seeds,
+            metrics: parts.metrics,
+            view: Mutex::new(LocalView {
+                last_leader_seen: now,
+                seed_backoff: Duration::from_millis(250),
+                elect_enabled: parts.elect_at_start,
+                ..LocalView::default()
+            }),
+            stopped: AtomicBool::new(false),
+        });
+        inner.raft.runtime_config().elect(parts.elect_at_start);
+        let node = Node { inner };
+        let events_node = node.clone();
+        parts
+            .env
+            .spawn("network-events", events_node.event_loop(events).boxed());
+        let tick_node = node.clone();
+        parts.env.spawn("tick", tick_node.tick_loop().boxed());
+        node
+    }
+
+    /// Our Raft id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &MeshRaft {
+        &self.inner.raft
+    }
+
+    /// Records a listen address the network reported (without `/p2p/`).
+    pub fn add_listen_addr(&self, addr: String) {
+        let mut view = self.inner.view.lock().expect("view lock");
+        if !view.listen_addrs.contains(&addr) {
+            view.listen_addrs.push(addr);
+        }
+    }
+
+    /// Our listen addresses (without `/p2p/`).
+    pub fn listen_addrs(&self) -> Vec<String> {
+        self.inner.view.lock().expect("view lock").listen_addrs.clone()
+    }
+
+    fn self_member(&self) -> MeshNode {
+        MeshNode {
+            peer_id: self.inner.peer_id.clone(),
+            addrs: self.listen_addrs(),
+        }
+    }
+
+    /// Initializes a new single-voter mesh with this node as its only member.
+    pub async fn initialize_mesh(&self) -> Result<(), String> {
+        let members = BTreeMap::from([(self.inner.node_id, self.self_member())]);
+        self.inner
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|error| format!("cannot initialize the mesh: {error}"))
+    }
+
+    fn raft_metrics(&self) -> openraft::RaftMetrics<NodeId, MeshNode> {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// The leader as this node knows it: from Raft if we are a member that
+    /// hears one, else from the freshest leader advert.
+    pub fn leader(&self) -> Option<LeaderHint> {
+        let metrics = self.raft_metrics();
+        if let Some(leader) = metrics.current_leader {
+            if leader == self.inner.node_id {
+                return Some(LeaderHint {
+                    node_id: leader,
+                    peer_id: self.inner.peer_id.clone(),
+                    addrs: self.listen_addrs(),
+                });
+            }
+            if let Some(node) = metrics.membership_config.membership().get_node(&leader) {
+                return Some(LeaderHint {
+                    node_id: leader,
+                    peer_id: node.peer_id.clone(),
+                    addrs: node.addrs.clone(),
+                });
+            }
+        }
+        let view = self.inner.view.lock().expect("view lock");
+        let fresh = self.inner.heartbeat * 5;
+        view.leader_advert
+            .as_ref()
+            .filter(|(_, at)| self.inner.env.elapsed().saturating_sub(*at) <= fresh)
+            .map(|(advert, _)| advert.leader.clone())
+    }
+
+    fn is_leader(&self) -> bool {
+        let metrics = self.raft_metrics();
+        metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.node_id)
+    }
+
+    fn load(&self) -> Load {
+        Load {
+            running: 0,
+            queued: 0,
+            slots: self.inner.capabilities.slots,
+        }
+    }
+
+    fn record(&self) -> NodeRecord {
+        let now = self.inner.env.now_ms();
+        NodeRecord {
+            node_id: self.inner.node_id,
+            peer_id: self.inner.peer_id.clone(),
+            name: self.inner.name.clone(),
+            addrs: self.listen_addrs(),
+            capabilities: self.inner.capabilities.clone(),
+            registered_ms: now,
+            last_heartbeat_ms: now,
+            load: self.load(),
+            left: false,
+        }
+    }
+
+    /// What `/api/status` shows.
+    pub fn status(&self) -> StatusView {
+        let metrics = self.raft_metrics();
+        let leader = self.leader();
+        let view = self.inner.view.lock().expect("view lock");
+        let (mut voters, mut learners) = membership_sets(&metrics);
+        let mut term = metrics.current_term;
+        let mut commit_index = metrics.last_applied.map(|id| id.index).unwrap_or(0);
+        let mut peer_of: BTreeMap<NodeId, String> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| (*id, node.peer_id.clone()))
+            .collect();
+        peer_of.insert(self.inner.node_id, self.inner.peer_id.clone());
+        // Outside Raft (or holding stale membership), the leader's word wins.
+        if metrics.current_leader.is_none() || !voters.contains(&self.inner.node_id) && !learners.contains(&self.inner.node_id) {
+            if let Some((advert, _)) = &view.leader_advert {
+                if advert.term >= term || metrics.current_leader.is_none() {
+                    voters = advert.voters.iter().map(|m| m.node_id).collect();
+                    learners = advert.learners.iter().map(|m| m.node_id).collect();
+                    for member in advert.voters.iter().chain(&advert.learners) {
+                        peer_of.insert(member.node_id, member.peer_id.clone());
+                    }
+                    term = term.max(advert.term);
+                    commit_index = commit_index.max(advert.commit_index);
+                }
+            }
+        }
+        let leader_id = leader.as_ref().map(|hint| hint.node_id);
+        let role = if self.is_leader() {
+            Role::Leader
+        } else {
+            roles::role_of(self.inner.node_id, leader_id, &voters, &learners)
+        };
+        let connected: BTreeSet<String> = self.inner.network.connected_peers().into_iter().collect();
+        let now = self.inner.env.elapsed();
+        let peers: Vec<PeerStatus> = view
+            .adverts
+            .values()
+            .filter(|(_, at)| now.saturating_sub(*at) <= self.inner.heartbeat * 20)
+            .map(|(advert, _)| PeerStatus {
+                peer_id: advert.peer_id.clone(),
+                node_id: advert.node_id,
+                name: advert.name.clone(),
+                addrs: advert.addrs.clone(),
+                capabilities: capabilities_json(&advert.capabilities),
+                load: advert.load,
+                connected: connected.contains(&advert.peer_id),
+            })
+            .collect();
+        let registry_size = self.inner.replica.read().expect("replica lock").state.nodes.len();
+        let known_nodes = registry_size.max(peers.len() + 1);
+        let name_of = |ids: &BTreeSet<NodeId>| -> Vec<String> {
+            ids.iter()
+                .map(|id| peer_of.get(id).cloned().unwrap_or_else(|| format!("node-{id}")))
+                .collect()
+        };
+        StatusView {
+            peer_id: self.inner.peer_id.clone(),
+            node_id: self.inner.node_id,
+            name: self.inner.name.clone(),
+            role,
+            leader: leader.as_ref().map(|hint| hint.peer_id.clone()),
+            leader_node_id: leader_id,
+            term,
+            voters: name_of(&voters),
+            learners: name_of(&learners),
+            peers,
+            commit_index,
+            connected_peers: connected.len(),
+            known_nodes,
+            capabilities: capabilities_json(&self.inner.capabilities),
+            listen: view
+                .listen_addrs
+                .iter()
+                .map(|addr| format!("{addr}/p2p/{}", self.inner.peer_id))
+                .collect(),
+            elections_enabled: view.elect_enabled,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// Peer addresses worth remembering for the next start (`.../p2p/<peer>`).
+    pub fn peers_to_remember(&self) -> Vec<String> {
+        let view = self.inner.view.lock().expect("view lock");
+        let mut out: Vec<String> = view
+            .adverts
+            .values()
+            .flat_map(|(advert, _)| {
+                advert
+                    .addrs
+                    .iter()
+                    .map(move |addr| format!("{addr}/p2p/{}", advert.peer_id))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out.truncate(64);
+        out
+    }
+
+    async fn event_loop(self, mut events: mpsc::Receiver<NetworkEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                NetworkEvent::ListenAddr(addr) => self.add_listen_addr(addr),
+                NetworkEvent::PeerUp { .. } | NetworkEvent::PeerDown { .. } => {}
+                NetworkEvent::Message { from, topic, data } => self.on_message(&from, &topic, &data),
+                NetworkEvent::Request {
+                    from,
+                    budget_ms,
+                    data,
+                    reply,
+                } => {
+                    let node = self.clone();
+                    self.inner.env.spawn(
+                        "request",
+                        async move {
+                            let budget = Duration::from_millis(u64::from(budget_ms.max(1)));
+                            let answer =
+                                timeout(node.inner.env.as_ref(), budget, node.on_request(&from, &data))
+                                    .await
+                                    .unwrap_or_else(|elapsed| {
+                                        NodeResponse::Error(format!("request {elapsed}"))
+                                    });
+                            if let Ok(bytes) = codec::encode(&answer) {
+                                let _ = reply.send(bytes);
+                            }
+                        }
+                        .boxed(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, from: &str, topic: &str, data: &[u8]) {
+        let now = self.inner.env.elapsed();
+        match topic {
+            ADVERT_TOPIC => {
+                let Ok(advert) = codec::decode::<NodeAdvert>(data) else {
+                    tracing::debug!("undecodable advert from {from}");
+                    return;
+                };
+                if advert.peer_id != from {
+                    return;
+                }
+                let mut view = self.inner.view.lock().expect("view lock");
+                view.adverts.insert(from.to_string(), (advert, now));
+            }
+            LEADER_TOPIC => {
+                let Ok(advert) = codec::decode::<LeaderAdvert>(data) else {
+                    tracing::debug!("undecodable leader advert from {from}");
+                    return;
+                };
+                if advert.leader.peer_id != from {
+                    return;
+                }
+                let mut view = self.inner.view.lock().expect("view lock");
+                let newer = view
+                    .leader_advert
+                    .as_ref()
+                    .is_none_or(|(current, _)| advert.term >= current.term);
+                if newer {
+                    view.leader_advert = Some((advert, now));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_request(&self, from: &str, data: &[u8]) -> NodeResponse {
+        let request = match codec::decode::<NodeRequest>(data) {
+            Ok(request) => request,
+            Err(error) => return NodeResponse::Error(format!("bad request from {from}: {error}")),
+        };
+        match request {
+            NodeRequest::Raft(payload) => NodeResponse::Raft(serve_rpc(&self.inner.raft, &payload).await),
+            NodeRequest::Join(mut record) => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                if record.peer_id != from {
+                    return NodeResponse::Error("a node may only register itself".into());
+                }
+                record.registered_ms = self.inner.env.now_ms();
+                record.last_heartbeat_ms = record.registered_ms;
+                self.note_heard(record.node_id, record.load);
+                match self.write(Command::RegisterNode(record)).await {
+                    Ok(CommandResponse::Ok) => NodeResponse::Ack,
+                    Ok(CommandResponse::Rejected(reason)) => NodeResponse::Error(reason),
+                    Err(error) => NodeResponse::Error(error),
+                }
+            }
+            NodeRequest::Heartbeat { node_id, load } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                self.note_heard(node_id, load);
+                let registered = self
+                    .inner
+                    .replica
+                    .read()
+                    .expect("replica lock")
+                    .state
+                    .nodes
+                    .get(&node_id)
+                    .is_some_and(|node| node.peer_id == from && !node.left);
+                NodeResponse::HeartbeatAck { registered }
+            }
+            NodeRequest::Leave { node_id } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                match self.remove_member(node_id).await {
+                    Ok(()) => NodeResponse::Ack,
+                    Err(error) => NodeResponse::Error(error),
+                }
+            }
+        }
+    }
+
+    fn note_heard(&self, node_id: NodeId, load: Load) {
+        let now = self.inner.env.elapsed();
+        let mut view = self.inner.view.lock().expect("view lock");
+        view.heard.insert(node_id, (now, load));
+        view.pending_heartbeats.insert(node_id, load);
+    }
+
+    async fn write(&self, command: Command) -> Result<CommandResponse, String> {
+        self.inner
+            .raft
+            .client_write(command)
+            .await
+            .map(|response| response.data)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Leader: records that `node_id` left and takes it out of the membership.
+    async fn remove_member(&self, node_id: NodeId) -> Result<(), String> {
+        let at_ms = self.inner.env.now_ms();
+        match self.write(Command::NodeLeft { node_id, at_ms }).await? {
+            CommandResponse::Ok | CommandResponse::Rejected(_) => {}
+        }
+        let metrics = self.raft_metrics();
+        let (voters, learners) = membership_sets(&metrics);
+        if voters.contains(&node_id) && voters.len() > 1 {
+            let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|id| *id != node_id).collect();
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
+                .await
+                .map_err(|error| error.to_string())?;
+        } else if learners.contains(&node_id) {
+            self.inner
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn tick_loop(self) {
+        let mut tick: u64 = 0;
+        while !self.inner.stopped.load(Ordering::SeqCst) {
+            let period = jitter(
+                self.inner.env.as_ref(),
+                self.inner.heartbeat * 9 / 10,
+                self.inner.heartbeat * 11 / 10,
+            );
+            self.inner.env.sleep(period).await;
+            tick += 1;
+            self.tick(tick);
+        }
+    }
+
+    fn tick(&self, tick: u64) {
+        let metrics = self.raft_metrics();
+        let now = self.inner.env.elapsed();
+        let leading = metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(self.inner.node_id);
+        self.update_metrics(&metrics);
+        self.track_leader(&metrics, leading, now);
+        self.gate_elections(&metrics, now);
+        self.publish_advert();
+        if leading {
+            self.publish_leader_advert(&metrics);
+            self.run_autopilot(&metrics, now);
+            if tick % 10 == 0 {
+                self.flush_heartbeats();
+            }
+            self.ensure_self_registered();
+        } else if let Some(leader) = self.leader() {
+            self.send_heartbeat(leader);
+        }
+        self.reconnect_if_alone(now);
+    }
+
+    fn update_metrics(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>) {
+        let m = &self.inner.metrics;
+        m.raft_term.set(metrics.current_term as i64);
+        m.raft_is_leader
+            .set(i64::from(metrics.state == ServerState::Leader));
+        m.raft_commit_index
+            .set(metrics.last_applied.map(|id| id.index).unwrap_or(0) as i64);
+        m.raft_voters
+            .set(metrics.membership_config.membership().voter_ids().count() as i64);
+        let registry = self.inner.replica.read().expect("replica lock").state.nodes.len();
+        let adverts = self.inner.view.lock().expect("view lock").adverts.len() + 1;
+        m.known_nodes.set(registry.max(adverts) as i64);
+    }
+
+    fn track_leader(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, leading: bool, now: Duration) {
+        let leader = self.leader().map(|hint| hint.node_id);
+        let mut view = self.inner.view.lock().expect("view lock");
+        if leader.is_some() {
+            view.last_leader_seen = now;
+        }
+        if leader != view.last_leader {
+            if leader.is_some() {
+                self.inner.metrics.leader_changes.inc();
+                tracing::info!(leader = ?leader, term = metrics.current_term, "leader changed");
+            }
+            view.last_leader = leader;
+            view.registered = false;
+        }
+        match (leading, view.leader_since) {
+            (true, None) => {
+                view.leader_since = Some(now);
+                view.heard.clear();
+                view.membership_change_in_flight = false;
+            }
+            (false, Some(_)) => view.leader_since = None,
+            _ => {}
+        }
+    }
+
+    fn gate_elections(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, now: Duration) {
+        let (voters, _) = membership_sets(metrics);
+        let mut view = self.inner.view.lock().expect("view lock");
+        if view.leaving {
+            return;
+        }
+        let announced = view.leader_advert.as_ref().map(|(advert, _)| AnnouncedMembership {
+            term: advert.term,
+            voters: advert.voters.iter().map(|m| m.node_id).collect(),
+            learners: advert.learners.iter().map(|m| m.node_id).collect(),
+        });
+        // Hearing a leader through Raft itself is as good as an announcement.
+        let allowed = if metrics.current_leader.is_some() && voters.contains(&self.inner.node_id) {
+            true
+        } else {
+            roles::election_allowed(
+                self.inner.node_id,
+                metrics.current_term,
+                voters.contains(&self.inner.node_id),
+                announced.as_ref(),
+                now.saturating_sub(view.last_leader_seen).as_millis() as u64,
+                self.inner.quiet_before_election.as_millis() as u64,
+            )
+        };
+        if allowed != view.elect_enabled {
+            tracing::info!(allowed, "elections {}", if allowed { "enabled" } else { "held back: the leader does not list this node as a voter" });
+            view.elect_enabled = allowed;
+            self.inner.raft.runtime_config().elect(allowed);
+        }
+    }
+
+    fn publish_advert(&self) {
+        let advert = NodeAdvert {
+            node_id: self.inner.node_id,
+            peer_id: self.inner.peer_id.clone(),
+            name: self.inner.name.clone(),
+            addrs: self.listen_addrs(),
+            capabilities: self.inner.capabilities.clone(),
+            load: self.load(),
+        };
+        if let Ok(bytes) = codec::encode(&advert) {
+            self.inner.network.publish(ADVERT_TOPIC, bytes);
+        }
+    }
+
+    fn publish_leader_advert(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>) {
+        let membership = metrics.membership_config.membership();
+        let member = |id: NodeId| Member {
+            node_id: id,
+            peer_id: membership
+                .get_node(&id)
+                .map(|node| node.peer_id.clone())
+                .unwrap_or_default(),
+        };
+        let advert = LeaderAdvert {
+            leader: LeaderHint {
+                node_id: self.inner.node_id,
+                peer_id: self.inner.peer_id.clone(),
+                addrs: self.listen_addrs(),
+            },
+            term: metrics.current_term,
+            voters: membership.voter_ids().map(member).collect(),
+            learners: membership.learner_ids().map(member).collect(),
+            commit_index: metrics.last_applied.map(|id| id.index).unwrap_or(0),
+        };
+        if let Ok(bytes) = codec::encode(&advert) {
+            self.inner.network.publish(LEADER_TOPIC, bytes);
+        }
+        let now = self.inner.env.elapsed();
+        self.inner.view.lock().expect("view lock").leader_advert = Some((advert, now));
+    }
+
+    fn run_autopilot(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, now: Duration) {
+        let (voters, learners) = membership_sets(metrics);
+        let last_index = metrics.last_log_index.unwrap_or(0);
+        let caught_up: BTreeSet<NodeId> = metrics
+            .replication
+            .as_ref()
+            .map(|replication| {
+                replication
+                    .iter()
+                    .filter(|(_, matched)| {
+                        matched.map(|id| id.index).unwrap_or(0) + CAUGHT_UP_ENTRIES >= last_index
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let registry: BTreeMap<NodeId, (bool, MeshNode)> = self
+            .inner
+            .replica
+            .read()
+            .expect("replica lock")
+            .state
+            .nodes
+            .values()
+            .map(|node| {
+                (
+                    node.node_id,
+                    (
+                        node.left,
+                        MeshNode {
+                            peer_id: node.peer_id.clone(),
+                            addrs: node.addrs.clone(),
+                        },
+                    ),
+                )
+            })
+            .collect();
+        let action = {
+            let mut view = self.inner.view.lock().expect("view lock");
+            if view.membership_change_in_flight {
+                return;
+            }
+            let since = view.leader_since.unwrap_or(now);
+            let mut health = BTreeMap::new();
+            for id in registry.keys().chain(voters.iter()).chain(learners.iter()) {
+                let heard_at = view.heard.get(id).map(|(at, _)| *at).unwrap_or(since).max(since);
+                let left = registry.get(id).is_some_and(|(left, _)| *left);
+                health.insert(
+                    *id,
+                    Health {
+                        silent_ms: Some(now.saturating_sub(heard_at).as_millis() as u64),
+                        left,
+                    },
+                );
+            }
+            // A node the registry does not know cannot be added: we lack its address.
+            let input = AutopilotInput {
+                leader: self.inner.node_id,
+                target_voters: self.inner.target_voters,
+                target_standbys: STANDBYS,
+                voters,
+                learners,
+                caught_up,
+                health: health
+                    .into_iter()
+                    .filter(|(id, _)| {
+                        registry.contains_key(id)
+                            || metrics.membership_config.membership().get_node(id).is_some()
+                    })
+                    .map(|(id, mut health)| {
+                        // Nodes we never heard from since leading count as heard at
+                        // `since`; nodes we heard from are live only if recent.
+                        if !view.heard.contains_key(&id) && id != self.inner.node_id {
+                            health.silent_ms = health.silent_ms.map(|ms| ms.max(1));
+                        }
+                        (id, health)
+                    })
+                    .collect(),
+                live_ms: (self.inner.heartbeat * 6).as_millis() as u64,
+                grace_ms: self.inner.voter_grace.as_millis() as u64,
+            };
+            let action = roles::autopilot(&input);
+            if action.is_some() {
+                view.membership_change_in_flight = true;
+            }
+            action
+        };
+        let Some(action) = action else { return };
+        let node = self.clone();
+        self.inner.env.spawn(
+            "autopilot",
+            async move {
+                tracing::info!(?action, "autopilot");
+                let result = match &action {
+                    AutopilotAction::AddLearner(id) => match registry.get(id) {
+                        Some((_, member)) => node
+                            .inner
+                            .raft
+                            .add_learner(*id, member.clone(), false)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                        None => Err(format!("node {id} is not in the registry")),
+                    },
+                    AutopilotAction::SetVoters(voters) => node
+                        .inner
+                        .raft
+                        .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    AutopilotAction::RemoveLearners(ids) => node
+                        .inner
+                        .raft
+                        .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                };
+                match result {
+                    Ok(()) => node.inner.metrics.autopilot_changes.inc(),
+                    Err(error) => tracing::warn!(?action, "autopilot change failed: {error}"),
+                }
+                node.inner.view.lock().expect("view lock").membership_change_in_flight = false;
+            }
+            .boxed(),
+        );
+    }
+
+    fn flush_heartbeats(&self) {
+        let nodes: Vec<(NodeId, Load)> = {
+            let mut view = self.inner.view.lock().expect("view lock");
+            std::mem::take(&mut view.pending_heartbeats).into_iter().collect()
+        };
+        if nodes.is_empty() {
+            return;
+        }
+        let at_ms = self.inner.env.now_ms();
+        let node = self.clone();
+        self.inner.env.spawn(
+            "heartbeat-batch",
+            async move {
+                if let Err(error) = node.write(Command::Heartbeats { at_ms, nodes }).await {
+                    tracing::debug!("heartbeat batch not committed: {error}");
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn ensure_self_registered(&self) {
+        let known = self
+            .inner
+            .replica
+            .read()
+            .expect("replica lock")
+            .state
+            .nodes
+            .get(&self.inner.node_id)
+            .is_some_and(|node| !node.left && node.addrs == self.listen_addrs());
+        let mut view = self.inner.view.lock().expect("view lock");
+        if known || view.registered || view.listen_addrs.is_empty() {
+            return;
+        }
+        view.registered = true;
+        drop(view);
+        let node = self.clone();
+        let record = self.record();
+        self.inner.env.spawn(
+            "register-self",
+            async move {
+                if let Err(error) = node.write(Command::RegisterNode(record)).await {
+                    tracing::debug!("self registration not committed: {error}");
+                    node.inner.view.lock().expect("view lock").registered = false;
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    async fn ask(&self, to: &LeaderHint, request: &NodeRequest) -> Result<NodeResponse, String> {
+        let bytes = codec::encode(request).map_err(|e| e.to_string())?;
+        let reply = self
+            .inner
+            .network
+            .request(&to.peer_id, &to.addrs, bytes, CONTROL_DEADLINE)
+            .await
+            .map_err(|e| e.to_string())?;
+        codec::decode(&reply).map_err(|e| e.to_string())
+    }
+
+    fn send_heartbeat(&self, leader: LeaderHint) {
+        let node = self.clone();
+        self.inner.env.spawn(
+            "heartbeat",
+            async move {
+                let request = NodeRequest::Heartbeat {
+                    node_id: node.inner.node_id,
+                    load: node.load(),
+                };
+                match node.ask(&leader, &request).await {
+                    Ok(NodeResponse::HeartbeatAck { registered: false }) => {
+                        let first = {
+                            let mut view = node.inner.view.lock().expect("view lock");
+                            !std::mem::replace(&mut view.registered, true)
+                        };
+                        if first || node.inner.env.random_u64() % 4 == 0 {
+                            match node.ask(&leader, &NodeRequest::Join(node.record())).await {
+                                Ok(NodeResponse::Ack) => {
+                                    tracing::info!(leader = %leader.peer_id, "joined the mesh")
+                                }
+                                other => {
+                                    tracing::debug!("join answered {other:?}");
+                                    node.inner.view.lock().expect("view lock").registered = false;
+                                }
+                            }
+                        }
+                    }
+                    Ok(NodeResponse::HeartbeatAck { registered: true }) => {}
+                    Ok(other) => tracing::debug!("heartbeat answered {other:?}"),
+                    Err(error) => tracing::debug!("heartbeat to {}: {error}", leader.peer_id),
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    fn reconnect_if_alone(&self, now: Duration) {
+        if !self.inner.network.connected_peers().is_empty() {
+            let mut view = self.inner.view.lock().expect("view lock");
+            view.seed_backoff = Duration::from_millis(250);
+            return;
+        }
+        let mut candidates: Vec<String> = self.inner.seeds.clone();
+        let metrics = self.raft_metrics();
+        for (id, node) in metrics.membership_config.membership().nodes() {
+            if *id != self.inner.node_id {
+                candidates.extend(node.addrs.iter().map(|addr| format!("{addr}/p2p/{}", node.peer_id)));
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        let mut view = self.inner.view.lock().expect("view lock");
+        if now < view.next_seed_dial {
+            return;
+        }
+        let backoff = view.seed_backoff;
+        view.next_seed_dial = now + jitter(self.inner.env.as_ref(), backoff, backoff * 3 / 2);
+        view.seed_backoff = (backoff * 2).min(Duration::from_secs(10));
+        drop(view);
+        tracing::info!(
+            retry_in_ms = backoff.as_millis() as u64,
+            "no peer connected; dialing {} known address(es)",
+            candidates.len()
+        );
+        for addr in candidates {
+            if let Err(error) = self.inner.network.dial(&addr) {
+                tracing::warn!("cannot dial {addr}: {error}");
+            }
+        }
+    }
+
+    /// Drains: leaves the voter set (the leader refills it) within `grace`,
+    /// then stops Raft. Called on SIGTERM.
+    pub async fn drain(&self, grace: Duration) {
+        self.inner.view.lock().expect("view lock").leaving = true;
+        self.inner.raft.runtime_config().elect(false);
+        let env = self.inner.env.clone();
+        let node = self.clone();
+        let leave = async move {
+            loop {
+                let metrics = node.raft_metrics();
+                let (voters, learners) = membership_sets(&metrics);
+                let member = voters.contains(&node.inner.node_id) || learners.contains(&node.inner.node_id);
+                if node.is_leader() {
+                    match node.hand_over_leadership(&voters).await {
+                        Ok(()) => return,
+                        Err(error) => tracing::warn!("hand-over failed: {error}"),
+                    }
+                } else if let Some(leader) = node.leader() {
+                    match node
+                        .ask(&leader, &NodeRequest::Leave { node_id: node.inner.node_id })
+                        .await
+                    {
+                        Ok(NodeResponse::Ack) if !member => return,
+                        Ok(NodeResponse::Ack) => {
+                            // Wait until our own log shows us out (or give up at the grace).
+                            let (voters, learners) = membership_sets(&node.raft_metrics());
+                            if !voters.contains(&node.inner.node_id) && !learners.contains(&node.inner.node_id) {
+                                return;
+                            }
+                        }
+                        other => tracing::info!("leave answered {other:?}"),
+                    }
+                }
+                node.inner.env.sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if timeout(env.as_ref(), grace, leave).await.is_err() {
+            tracing::warn!("drain grace period passed; stopping anyway");
+        }
+        self.stop().await;
+    }
+
+    async fn hand_over_leadership(&self, voters: &BTreeSet<NodeId>) -> Result<(), String> {
+        let at_ms = self.inner.env.now_ms();
+        let _ = self
+            .write(Command::NodeLeft {
+                node_id: self.inner.node_id,
+                at_ms,
+            })
+            .await;
+        let metrics = self.raft_metrics();
+        let (_, learners) = membership_sets(&metrics);
+        let mut remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|id| *id != self.inner.node_id).collect();
+        if let Some(standby) = learners.iter().next() {
+            remaining.insert(*standby);
+        }
+        if remaining.is_empty() {
+            // The last voter cannot leave its own mesh; it just stops.
+            return Ok(());
+        }
+        self.inner
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops the loops and Raft.
+    pub async fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {error}");
+        }
+    }
+}

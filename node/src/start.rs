@@ -1,0 +1,239 @@
+//! Starting a production node: config, data dir, RocksDB, HTTP, libp2p,
+//! Raft, then the runtime, until SIGTERM or SIGINT drains it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coditect_consensus::kv::{KvStore, RocksKv};
+use coditect_consensus::{Capabilities, RaftTiming};
+use coditect_gossip::{Libp2pNetwork, Network, NetworkConfig, NetworkMetrics, ADVERT_TOPIC, LEADER_TOPIC};
+use futures::FutureExt;
+use prometheus::Registry;
+
+use crate::config::{host_name, memory_mb, NodeConfig, RawNodeConfig};
+use crate::datadir::{DataDir, DataDirError, NodeJson};
+use crate::env::{Env, TokioEnv};
+use crate::http::{router, ApiState};
+use crate::metrics::NodeMetrics;
+use crate::runtime::{NetworkTransport, Node, NodeParts};
+
+/// Why a node could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Bad usage or input: a flag, the config file, the data dir, a port in use.
+    #[error("{0}")]
+    BadInput(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<DataDirError> for NodeError {
+    fn from(error: DataDirError) -> Self {
+        NodeError::BadInput(error.to_string())
+    }
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
+
+/// Validates `raw` into a configuration.
+pub fn load_config(raw: RawNodeConfig) -> Result<NodeConfig, NodeError> {
+    raw.merge_file()
+        .and_then(|raw| raw.validate(&host_name(), cores()))
+        .map_err(|error| NodeError::BadInput(error.to_string()))
+}
+
+/// Runs `coditect node` until a signal; returns after a clean drain.
+pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
+    let data = DataDir::open(&config.data_dir)?;
+    let node_id = data.node_id;
+    let peer_id = data.identity.peer_name();
+    let span = tracing::info_span!("node", node = %&peer_id[peer_id.len().saturating_sub(6)..]);
+    let _enter = span.enter();
+
+    let kv: Arc<dyn KvStore> = Arc::new(RocksKv::open(&data.raft_dir()).map_err(|error| {
+        NodeError::BadInput(format!(
+            "data dir {}: {error}; refusing to start (nothing was changed)",
+            data.root().display()
+        ))
+    })?);
+    let http_listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|error| NodeError::BadInput(format!("cannot listen on HTTP address {}: {error}", config.http)))?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|error| NodeError::Failed(error.to_string()))?;
+
+    let registry = Arc::new(Registry::new());
+    let network_metrics = NetworkMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
+    let node_metrics = NodeMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
+
+    let (network, events, driver) = Libp2pNetwork::start(
+        NetworkConfig {
+            identity: data.identity.clone(),
+            listen: config.listen.clone(),
+            external: config.external.clone(),
+            topics: vec![ADVERT_TOPIC.to_string(), LEADER_TOPIC.to_string()],
+            max_discovered_peers: 64,
+        },
+        network_metrics,
+    )
+    .map_err(|error| NodeError::BadInput(error.to_string()))?;
+    let env = TokioEnv::new();
+    env.spawn("network-driver", driver.boxed());
+    let network: Arc<dyn Network> = Arc::new(network);
+
+    let timing = RaftTiming::default();
+    let (raft, state_machine) = coditect_consensus::start_raft(
+        node_id,
+        &timing,
+        kv,
+        Arc::new(NetworkTransport::new(network.clone())),
+    )
+    .await
+    .map_err(|error| match error {
+        coditect_consensus::StartError::Storage(message) => NodeError::BadInput(format!(
+            "data dir {}: {message}; refusing to start (nothing was changed)",
+            data.root().display()
+        )),
+        other => NodeError::Failed(other.to_string()),
+    })?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|error| NodeError::Failed(error.to_string()))?;
+
+    let remembered = data.remembered_peers();
+    let mut seeds: Vec<String> = config.bootstrap.iter().map(|(addr, _)| addr.clone()).collect();
+    seeds.extend(remembered.iter().cloned());
+    let capabilities = Capabilities {
+        cores: cores(),
+        memory_mb: memory_mb(),
+        slots: config.slots,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        wasm: true,
+        tags: config.tags.clone(),
+    };
+    let node = Node::start(
+        NodeParts {
+            env: env.clone(),
+            network: network.clone(),
+            raft,
+            replica: state_machine.shared_state(),
+            node_id,
+            name: config.name.clone(),
+            capabilities,
+            target_voters: config.voters,
+            voter_grace: config.voter_grace,
+            heartbeat: config.heartbeat,
+            election_timeout_max: Duration::from_millis(timing.election_timeout_max_ms),
+            seeds: seeds.clone(),
+            // A node on old Raft state waits to learn whether it is still a voter.
+            elect_at_start: !initialized,
+            metrics: node_metrics,
+        },
+        events,
+    );
+
+    // Wait for the sockets to be bound so node.json holds real ports.
+    for _ in 0..100 {
+        if node.listen_addrs().len() >= config.listen.len() {
+            break;
+        }
+        env.sleep(Duration::from_millis(20)).await;
+    }
+    if node.listen_addrs().is_empty() {
+        return Err(NodeError::Failed("the network reported no listen address".into()));
+    }
+
+    let new_mesh = config.bootstrap.is_empty() && !initialized && remembered.is_empty();
+    if new_mesh {
+        node.initialize_mesh().await.map_err(NodeError::Failed)?;
+        tracing::info!("started a new mesh");
+    }
+
+    let listen: Vec<String> = node
+        .listen_addrs()
+        .iter()
+        .map(|addr| format!("{addr}/p2p/{peer_id}"))
+        .collect();
+    data.write_node_json(&NodeJson {
+        peer_id: peer_id.clone(),
+        http: http_addr.to_string(),
+        listen: listen.clone(),
+    })?;
+    let shareable = listen
+        .iter()
+        .find(|addr| !addr.contains("/0.0.0.0/") && !addr.contains("/::/"))
+        .unwrap_or(&listen[0]);
+    tracing::info!(node_id, http = %http_addr, "listening; others join with: coditect node --bootstrap {shareable}");
+    if !seeds.is_empty() && !new_mesh {
+        tracing::info!("joining through {} known address(es)", seeds.len());
+    }
+
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = router(ApiState {
+        node: node.clone(),
+        registry: registry.clone(),
+    });
+    env.spawn(
+        "http",
+        async move {
+            let server = axum::serve(http_listener, app).with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            });
+            if let Err(error) = server.await {
+                tracing::error!("HTTP server stopped: {error}");
+            }
+        }
+        .boxed(),
+    );
+
+    let persist_node = node.clone();
+    let persist_env = env.clone();
+    let data = Arc::new(data);
+    let persist_data = data.clone();
+    env.spawn(
+        "remember-peers",
+        async move {
+            let mut last = Vec::new();
+            loop {
+                persist_env.sleep(Duration::from_secs(3)).await;
+                let peers = persist_node.peers_to_remember();
+                if !peers.is_empty() && peers != last {
+                    if let Err(error) = persist_data.remember_peers(&peers) {
+                        tracing::warn!("cannot remember peers: {error}");
+                    }
+                    last = peers;
+                }
+            }
+        }
+        .boxed(),
+    );
+
+    wait_for_signal().await;
+    tracing::info!("draining: leaving the voter set and stopping");
+    let drain = node.drain(config.drain_grace);
+    tokio::select! {
+        _ = drain => {}
+        _ = wait_for_signal() => tracing::warn!("second signal: stopping without finishing the drain"),
+    }
+    let _ = stop_http.send(());
+    drop(data);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}

@@ -1,0 +1,292 @@
+//! A harness for black-box tests: it starts real `coditect node` processes on
+//! 127.0.0.1 with port 0, reads their `node.json`, and talks to their HTTP
+//! API with a minimal blocking client. It never parses logs.
+//!
+//! The binary is found through `CODITECT_BIN`, or next to the test
+//! executable's target directory (`target/<profile>/coditect`); build it
+//! first with `cargo build -p coditect-node`.
+#![allow(clippy::disallowed_methods)] // black-box tests run real processes on the wall clock
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `coditect` binary under test.
+pub fn coditect_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("CODITECT_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> or target/<profile>/examples/<example>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives two levels under the target dir");
+    let bin = profile_dir.join("coditect");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p coditect-node` or set CODITECT_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if started.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A blocking HTTP/1.1 request; returns the status code and body.
+pub fn http_request(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {head}")))?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A `coditect node` process.
+pub struct NodeProcess {
+    child: Child,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Its HTTP address (host:port).
+    pub http: String,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its listen addresses, each ending in `/p2p/<peer id>`.
+    pub listen: Vec<String>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+/// Flags that keep a test node on loopback with free ports.
+pub fn loopback_args() -> Vec<String> {
+    [
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--http",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs `coditect` with `args` to completion; returns its exit status and stderr.
+pub fn run_coditect(args: &[String], limit: Duration) -> (ExitStatus, String) {
+    let mut child = Command::new(coditect_bin())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coditect");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .expect("stderr")
+                .read_to_string(&mut stderr)
+                .expect("read stderr");
+            return (status, stderr);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("coditect {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl NodeProcess {
+    /// Starts a node on `data_dir` with `extra` flags and waits for its node.json.
+    pub fn start(data_dir: &Path, name: &str, extra: &[String]) -> NodeProcess {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let node_json = data_dir.join("node.json");
+        let _ = std::fs::remove_file(&node_json);
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open log");
+        let mut args = vec![
+            "node".to_string(),
+            "--data-dir".to_string(),
+            data_dir.display().to_string(),
+            "--name".to_string(),
+            name.to_string(),
+        ];
+        // Explicit --listen flags replace the loopback defaults (restart on fixed ports).
+        if extra.iter().any(|arg| arg == "--listen") {
+            args.extend(["--http".to_string(), "127.0.0.1:0".to_string()]);
+        } else {
+            args.extend(loopback_args());
+        }
+        args.extend(extra.iter().cloned());
+        let mut child = Command::new(coditect_bin())
+            .args(&args)
+            .env("CODITECT_LOG", "info,coditect_node=debug,libp2p=warn,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn coditect node");
+        let info: serde_json::Value = wait_for(Duration::from_secs(30), "node.json", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "node {name} exited with {status} before writing node.json; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            let text = std::fs::read_to_string(&node_json).ok()?;
+            serde_json::from_str(&text).ok()
+        });
+        let listen: Vec<String> = info["listen"]
+            .as_array()
+            .expect("listen list")
+            .iter()
+            .map(|addr| addr.as_str().expect("address").to_string())
+            .collect();
+        let http = info["http"].as_str().expect("http").to_string();
+        assert!(!http.ends_with(":0"), "node.json must hold the bound port: {http}");
+        for addr in &listen {
+            assert!(!addr.contains("/tcp/0/") && !addr.contains("/udp/0/"), "unbound port in {addr}");
+        }
+        NodeProcess {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            http,
+            peer_id: info["peer_id"].as_str().expect("peer id").to_string(),
+            listen,
+            log,
+        }
+    }
+
+    /// The address others bootstrap from (the QUIC one if present).
+    pub fn bootstrap_addr(&self) -> String {
+        self.listen
+            .iter()
+            .find(|addr| addr.contains("quic"))
+            .unwrap_or(&self.listen[0])
+            .clone()
+    }
+
+    /// `/api/status`, or `None` if the node does not answer.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let (code, body) = http_request("GET", &self.http, "/api/status").ok()?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The HTTP status code of `GET path`.
+    pub fn get_code(&self, path: &str) -> Option<u16> {
+        http_request("GET", &self.http, path).ok().map(|(code, _)| code)
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait up to `limit` for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if started.elapsed() > limit {
+                self.kill();
+                panic!("node did not exit within {limit:?} of SIGTERM; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the node logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Strings of a JSON array field.
+pub fn string_list(value: &serde_json::Value, key: &str) -> Vec<String> {
+    let mut list: Vec<String> = value[key]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort();
+    list
+}
