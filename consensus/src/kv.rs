@@ -64,6 +64,9 @@ pub enum KvError {
     },
 }
 
+/// A key and its value.
+pub type KvEntry = (Vec<u8>, Vec<u8>);
+
 /// An ordered key-value store with atomic batches; see the module docs.
 pub trait KvStore: Send + Sync + 'static {
     /// The value of `key`.
@@ -74,9 +77,9 @@ pub trait KvStore: Send + Sync + 'static {
         column: Column,
         from: &[u8],
         to: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError>;
+    ) -> Result<Vec<KvEntry>, KvError>;
     /// The entry with the greatest key.
-    fn last(&self, column: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, KvError>;
+    fn last(&self, column: Column) -> Result<Option<KvEntry>, KvError>;
     /// Applies `ops` atomically. With `durable`, this write and every earlier
     /// one survive a crash once the call returns.
     fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError>;
@@ -95,9 +98,9 @@ impl RocksKv {
         options.create_missing_column_families(true);
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
-        let families = Column::ALL
-            .iter()
-            .map(|column| rocksdb::ColumnFamilyDescriptor::new(column.name(), rocksdb::Options::default()));
+        let families = Column::ALL.iter().map(|column| {
+            rocksdb::ColumnFamilyDescriptor::new(column.name(), rocksdb::Options::default())
+        });
         let db = rocksdb::DB::open_cf_descriptors(&options, path, families).map_err(|error| {
             KvError::Open {
                 path: path.display().to_string(),
@@ -133,7 +136,7 @@ impl KvStore for RocksKv {
         column: Column,
         from: &[u8],
         to: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    ) -> Result<Vec<KvEntry>, KvError> {
         let mut entries = Vec::new();
         let iterator = self.db.iterator_cf(
             self.family(column),
@@ -149,7 +152,7 @@ impl KvStore for RocksKv {
         Ok(entries)
     }
 
-    fn last(&self, column: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, KvError> {
+    fn last(&self, column: Column) -> Result<Option<KvEntry>, KvError> {
         match self
             .db
             .iterator_cf(self.family(column), rocksdb::IteratorMode::End)
@@ -178,7 +181,9 @@ impl KvStore for RocksKv {
         // A durable write fsyncs the WAL before returning, which is what
         // openraft's "log flushed" callback promises.
         options.set_sync(durable);
-        self.db.write_opt(batch, &options).map_err(io_error("write"))
+        self.db
+            .write_opt(batch, &options)
+            .map_err(io_error("write"))
     }
 }
 
@@ -256,7 +261,7 @@ impl KvStore for MemKv {
         column: Column,
         from: &[u8],
         to: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    ) -> Result<Vec<KvEntry>, KvError> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -273,7 +278,7 @@ impl KvStore for MemKv {
             .unwrap_or_default())
     }
 
-    fn last(&self, column: Column) -> Result<Option<(Vec<u8>, Vec<u8>)>, KvError> {
+    fn last(&self, column: Column) -> Result<Option<KvEntry>, KvError> {
         let inner = self.inner.lock().expect("mem kv lock");
         Ok(inner.live.get(&column).and_then(|table| {
             table
@@ -311,7 +316,10 @@ mod tests {
                 true,
             )
             .unwrap();
-        assert_eq!(store.get(Column::Meta, b"vote").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(
+            store.get(Column::Meta, b"vote").unwrap(),
+            Some(b"v".to_vec())
+        );
         assert_eq!(store.get(Column::Log, b"vote").unwrap(), None);
         let keys: Vec<Vec<u8>> = store
             .range(Column::Log, &[2], &[9])
@@ -348,7 +356,10 @@ mod tests {
         {
             let store = RocksKv::open(dir.path()).unwrap();
             store
-                .write(vec![KvOp::Put(Column::State, b"k".to_vec(), b"v".to_vec())], true)
+                .write(
+                    vec![KvOp::Put(Column::State, b"k".to_vec(), b"v".to_vec())],
+                    true,
+                )
                 .unwrap();
         }
         let store = RocksKv::open(dir.path()).unwrap();
@@ -383,6 +394,9 @@ mod tests {
     fn garbage_in_place_of_a_database_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("CURRENT"), b"not a manifest name\n").unwrap();
-        assert!(matches!(RocksKv::open(dir.path()), Err(KvError::Open { .. })));
+        assert!(matches!(
+            RocksKv::open(dir.path()),
+            Err(KvError::Open { .. })
+        ));
     }
 }

@@ -19,7 +19,10 @@ use std::time::Duration;
 
 pub use state::MeshState;
 pub use storage::SharedState;
-pub use types::{Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord, TypeConfig};
+pub use types::{
+    Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord,
+    TypeConfig,
+};
 
 /// Timing of the Raft group. Elections are tuned for LAN latencies: a lost
 /// leader is noticed within `election_timeout_min..max` ms.

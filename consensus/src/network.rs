@@ -42,7 +42,9 @@ pub enum RaftRpcReply {
     /// Answer to `Vote`.
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     /// Answer to `InstallSnapshot`.
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
     /// The request could not be decoded by the receiver.
     Malformed(String),
 }
@@ -135,9 +137,9 @@ impl Connection {
         let reply: RaftRpcReply =
             codec::decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if let RaftRpcReply::Malformed(message) = &reply {
-            return Err(RPCError::Network(NetworkError::new(&TransportError::Other(
-                format!("peer could not decode our request: {message}"),
-            ))));
+            return Err(RPCError::Network(NetworkError::new(
+                &TransportError::Other(format!("peer could not decode our request: {message}")),
+            )));
         }
         Ok(reply)
     }
@@ -156,13 +158,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MeshNode, RaftError<NodeId>>> {
         match self
-            .call(RaftRpc::AppendEntries(rpc), RPCTypes::AppendEntries, &option)
+            .call(
+                RaftRpc::AppendEntries(rpc),
+                RPCTypes::AppendEntries,
+                &option,
+            )
             .await?
         {
             RaftRpcReply::AppendEntries(Ok(response)) => Ok(response),
-            RaftRpcReply::AppendEntries(Err(error)) => {
-                Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), error)))
-            }
+            RaftRpcReply::AppendEntries(Err(error)) => Err(RPCError::RemoteError(
+                RemoteError::new_with_node(self.target, self.node.clone(), error),
+            )),
             _ => Err(self.unexpected()),
         }
     }
@@ -176,13 +182,17 @@ impl RaftNetwork<TypeConfig> for Connection {
         RPCError<NodeId, MeshNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         match self
-            .call(RaftRpc::InstallSnapshot(rpc), RPCTypes::InstallSnapshot, &option)
+            .call(
+                RaftRpc::InstallSnapshot(rpc),
+                RPCTypes::InstallSnapshot,
+                &option,
+            )
             .await?
         {
             RaftRpcReply::InstallSnapshot(Ok(response)) => Ok(response),
-            RaftRpcReply::InstallSnapshot(Err(error)) => {
-                Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), error)))
-            }
+            RaftRpcReply::InstallSnapshot(Err(error)) => Err(RPCError::RemoteError(
+                RemoteError::new_with_node(self.target, self.node.clone(), error),
+            )),
             _ => Err(self.unexpected()),
         }
     }
@@ -192,11 +202,14 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, MeshNode, RaftError<NodeId>>> {
-        match self.call(RaftRpc::Vote(rpc), RPCTypes::Vote, &option).await? {
+        match self
+            .call(RaftRpc::Vote(rpc), RPCTypes::Vote, &option)
+            .await?
+        {
             RaftRpcReply::Vote(Ok(response)) => Ok(response),
-            RaftRpcReply::Vote(Err(error)) => {
-                Err(RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), error)))
-            }
+            RaftRpcReply::Vote(Err(error)) => Err(RPCError::RemoteError(
+                RemoteError::new_with_node(self.target, self.node.clone(), error),
+            )),
             _ => Err(self.unexpected()),
         }
     }

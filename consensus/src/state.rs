@@ -192,12 +192,24 @@ mod tests {
         let mut state = MeshState::default();
         let mut touched = Vec::new();
         state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
-        state.apply(&Command::NodeLeft { node_id: 1, at_ms: 5 }, &mut touched);
+        state.apply(
+            &Command::NodeLeft {
+                node_id: 1,
+                at_ms: 5,
+            },
+            &mut touched,
+        );
         assert!(state.nodes[&1].left);
         state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
         assert!(!state.nodes[&1].left);
         assert!(matches!(
-            state.apply(&Command::NodeLeft { node_id: 9, at_ms: 5 }, &mut touched),
+            state.apply(
+                &Command::NodeLeft {
+                    node_id: 9,
+                    at_ms: 5
+                },
+                &mut touched
+            ),
             CommandResponse::Rejected(_)
         ));
     }

@@ -1,5 +1,8 @@
 //! openraft's log store and state machine over the [`KvStore`] seam.
 
+// openraft's traits return its own (large) StorageError; helpers return it too.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
@@ -44,33 +47,46 @@ fn storage_error(
     }
 }
 
-fn kv(subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> impl FnOnce(KvError) -> StorageError<NodeId> {
+fn kv(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+) -> impl FnOnce(KvError) -> StorageError<NodeId> {
     move |error| storage_error(subject, verb, error)
 }
 
-fn codec_err(subject: ErrorSubject<NodeId>, verb: ErrorVerb) -> impl FnOnce(codec::CodecError) -> StorageError<NodeId> {
+fn codec_err(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+) -> impl FnOnce(codec::CodecError) -> StorageError<NodeId> {
     move |error| storage_error(subject, verb, error)
 }
 
 /// Checks or writes the format marker. Returns an error naming the problem if
 /// the database holds data but no marker (not a Coditect database).
 pub fn check_format(store: &dyn KvStore) -> Result<(), String> {
-    match store.get(Column::Meta, KEY_FORMAT).map_err(|e| e.to_string())? {
+    match store
+        .get(Column::Meta, KEY_FORMAT)
+        .map_err(|e| e.to_string())?
+    {
         Some(marker) if marker == FORMAT_MARKER => Ok(()),
         Some(other) => Err(format!(
             "unknown Raft database format {:?}",
             String::from_utf8_lossy(&other)
         )),
         None => {
-            let empty = Column::ALL.iter().all(|column| {
-                matches!(store.last(*column), Ok(None))
-            });
+            let empty = Column::ALL
+                .iter()
+                .all(|column| matches!(store.last(*column), Ok(None)));
             if !empty {
                 return Err("the Raft database holds data but no Coditect format marker".into());
             }
             store
                 .write(
-                    vec![KvOp::Put(Column::Meta, KEY_FORMAT.to_vec(), FORMAT_MARKER.to_vec())],
+                    vec![KvOp::Put(
+                        Column::Meta,
+                        KEY_FORMAT.to_vec(),
+                        FORMAT_MARKER.to_vec(),
+                    )],
                     true,
                 )
                 .map_err(|e| e.to_string())
@@ -90,18 +106,29 @@ impl LogStore {
         LogStore { store }
     }
 
-    fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &[u8], subject: ErrorSubject<NodeId>) -> StorageResult<Option<T>> {
+    fn read_meta<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<Option<T>> {
         match self
             .store
             .get(Column::Meta, key)
             .map_err(kv(subject.clone(), ErrorVerb::Read))?
         {
             None => Ok(None),
-            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(codec_err(subject, ErrorVerb::Read))?)),
+            Some(bytes) => Ok(Some(
+                codec::decode(&bytes).map_err(codec_err(subject, ErrorVerb::Read))?,
+            )),
         }
     }
 
-    fn write_meta<T: Serialize>(&self, key: &[u8], value: &T, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
+    fn write_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<()> {
         let bytes = codec::encode(value).map_err(codec_err(subject.clone(), ErrorVerb::Write))?;
         self.store
             .write(vec![KvOp::Put(Column::Meta, key.to_vec(), bytes)], true)
@@ -129,7 +156,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .range(Column::Log, &log_key(start), &end)
             .map_err(kv(ErrorSubject::Logs, ErrorVerb::Read))?;
         rows.into_iter()
-            .map(|(_, bytes)| codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read)))
+            .map(|(_, bytes)| {
+                codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read))
+            })
             .collect()
     }
 }
@@ -138,7 +167,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(KEY_LAST_PURGED, ErrorSubject::Store)?;
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(KEY_LAST_PURGED, ErrorSubject::Store)?;
         let last = match self
             .store
             .last(Column::Log)
@@ -146,8 +176,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             None => None,
             Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> =
-                    codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read))?;
+                let entry: Entry<TypeConfig> = codec::decode(&bytes)
+                    .map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read))?;
                 Some(entry.log_id)
             }
         };
@@ -186,7 +216,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut ops = Vec::new();
         for entry in entries {
-            let bytes = codec::encode(&entry).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Write))?;
+            let bytes =
+                codec::encode(&entry).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Write))?;
             ops.push(KvOp::Put(Column::Log, log_key(entry.log_id.index), bytes));
         }
         // Durable (fsync) before the callback: openraft counts the entries as
@@ -208,19 +239,28 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
         self.store
             .write(
-                vec![KvOp::DeleteRange(Column::Log, log_key(log_id.index), vec![0xff; 9])],
+                vec![KvOp::DeleteRange(
+                    Column::Log,
+                    log_key(log_id.index),
+                    vec![0xff; 9],
+                )],
                 true,
             )
             .map_err(kv(ErrorSubject::Logs, ErrorVerb::Delete))
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let bytes = codec::encode(&log_id).map_err(codec_err(ErrorSubject::Store, ErrorVerb::Write))?;
+        let bytes =
+            codec::encode(&log_id).map_err(codec_err(ErrorSubject::Store, ErrorVerb::Write))?;
         self.store
             .write(
                 vec![
                     KvOp::Put(Column::Meta, KEY_LAST_PURGED.to_vec(), bytes),
-                    KvOp::DeleteRange(Column::Log, log_key(0), log_key(log_id.index.saturating_add(1))),
+                    KvOp::DeleteRange(
+                        Column::Log,
+                        log_key(0),
+                        log_key(log_id.index.saturating_add(1)),
+                    ),
                 ],
                 true,
             )
@@ -281,7 +321,8 @@ impl StateMachineStore {
             .get(Column::Meta, KEY_APPLIED)
             .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
         {
-            Some(bytes) => codec::decode(&bytes).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?,
+            Some(bytes) => codec::decode(&bytes)
+                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?,
             None => AppliedMeta::default(),
         };
         let mut state = MeshState::default();
@@ -291,8 +332,8 @@ impl StateMachineStore {
             .range(Column::State, NODE_PREFIX, &end)
             .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
         {
-            let record: crate::types::NodeRecord =
-                codec::decode(&bytes).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?;
+            let record: crate::types::NodeRecord = codec::decode(&bytes)
+                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?;
             state.nodes.insert(record.node_id, record);
         }
         let index = applied.last_applied.map(|id| id.index).unwrap_or(0);
@@ -328,7 +369,8 @@ impl StateMachineStore {
                         Some(record) => ops.push(KvOp::Put(
                             Column::State,
                             db_key,
-                            codec::encode(record).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                            codec::encode(record)
+                                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
                         )),
                         None => ops.push(KvOp::Delete(Column::State, db_key)),
                     }
@@ -338,7 +380,8 @@ impl StateMachineStore {
         ops.push(KvOp::Put(
             Column::Meta,
             KEY_APPLIED.to_vec(),
-            codec::encode(&replica.applied).map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+            codec::encode(&replica.applied)
+                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
         ));
         Ok(ops)
     }
@@ -351,7 +394,8 @@ impl StateMachineStore {
         {
             None => Ok(None),
             Some(bytes) => Ok(Some(
-                codec::decode(&bytes).map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?,
+                codec::decode(&bytes)
+                    .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?,
             )),
         }
     }
@@ -363,12 +407,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // snapshot is exactly the state at `last_log_id`.
         let (data, applied) = {
             let replica = self.replica.read().expect("state lock");
-            let data = codec::encode(&SnapshotPayload { state: replica.state.clone() })
-                .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+            let data = codec::encode(&SnapshotPayload {
+                state: replica.state.clone(),
+            })
+            .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
             (data, replica.applied.clone())
         };
         let snapshot_id = match applied.last_applied {
-            Some(last) => format!("{}-{}-{}", last.leader_id, last.index, self.snapshot_sequence),
+            Some(last) => format!(
+                "{}-{}-{}",
+                last.leader_id, last.index, self.snapshot_sequence
+            ),
             None => format!("--{}", self.snapshot_sequence),
         };
         let meta = SnapshotMeta {
@@ -380,9 +429,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             meta: meta.clone(),
             data: data.clone(),
         };
-        let bytes = codec::encode(&stored).map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        let bytes = codec::encode(&stored)
+            .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         self.store
-            .write(vec![KvOp::Put(Column::Meta, KEY_SNAPSHOT.to_vec(), bytes)], true)
+            .write(
+                vec![KvOp::Put(Column::Meta, KEY_SNAPSHOT.to_vec(), bytes)],
+                true,
+            )
             .map_err(kv(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         Ok(Snapshot {
             meta,
@@ -398,7 +451,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, MeshNode>)> {
         let replica = self.replica.read().expect("state lock");
-        Ok((replica.applied.last_applied, replica.applied.membership.clone()))
+        Ok((
+            replica.applied.last_applied,
+            replica.applied.membership.clone(),
+        ))
     }
 
     async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<CommandResponse>>
@@ -424,7 +480,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
-            (Self::record_ops(&replica, &mut touched)?, replica.last_applied_index())
+            (
+                Self::record_ops(&replica, &mut touched)?,
+                replica.last_applied_index(),
+            )
         };
         // Not synced: the log is the durable record; after a crash openraft
         // re-applies from whatever applied point survived.
@@ -451,7 +510,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let payload: SnapshotPayload = codec::decode(&data).map_err(codec_err(subject.clone(), ErrorVerb::Read))?;
+        let payload: SnapshotPayload =
+            codec::decode(&data).map_err(codec_err(subject.clone(), ErrorVerb::Read))?;
         let (ops, last_index) = {
             let mut replica = self.replica.write().expect("state lock");
             replica.state = payload.state;
@@ -459,8 +519,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
             };
-            let mut keys: Vec<StateKey> =
-                replica.state.nodes.keys().map(|id| StateKey::Node(*id)).collect();
+            let mut keys: Vec<StateKey> = replica
+                .state
+                .nodes
+                .keys()
+                .map(|id| StateKey::Node(*id))
+                .collect();
             let mut ops = vec![KvOp::DeleteRange(Column::State, Vec::new(), vec![0xff; 16])];
             ops.extend(Self::record_ops(&replica, &mut keys)?);
             let stored = StoredSnapshot {
@@ -491,7 +555,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 /// Opens the log store and state machine over one store.
 pub fn open_storage(store: Arc<dyn KvStore>) -> StorageResult<(LogStore, StateMachineStore)> {
-    Ok((LogStore::new(store.clone()), StateMachineStore::open(store)?))
+    Ok((
+        LogStore::new(store.clone()),
+        StateMachineStore::open(store)?,
+    ))
 }
 
 #[cfg(test)]
@@ -505,7 +572,8 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RocksBuilder {
         async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachineStore)> {
             let dir = tempfile::tempdir().expect("temp dir");
-            let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).expect("open rocksdb"));
+            let store: Arc<dyn KvStore> =
+                Arc::new(RocksKv::open(dir.path()).expect("open rocksdb"));
             let (log, machine) = open_storage(store)?;
             Ok((dir, log, machine))
         }
@@ -534,7 +602,10 @@ mod tests {
     fn format_marker_is_written_then_required() {
         let store = MemKv::new();
         check_format(&store).unwrap();
-        assert_eq!(store.get(Column::Meta, KEY_FORMAT).unwrap().unwrap(), FORMAT_MARKER);
+        assert_eq!(
+            store.get(Column::Meta, KEY_FORMAT).unwrap().unwrap(),
+            FORMAT_MARKER
+        );
         check_format(&store).unwrap();
 
         let foreign = MemKv::new();

@@ -31,7 +31,10 @@ impl NetworkMetrics {
                 ]),
             )?,
             rpc_requests: IntCounterVec::new(
-                Opts::new("coditect_rpc_requests_total", "Node-to-node requests by outcome"),
+                Opts::new(
+                    "coditect_rpc_requests_total",
+                    "Node-to-node requests by outcome",
+                ),
                 &["outcome"],
             )?,
         };

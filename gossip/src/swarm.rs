@@ -132,8 +132,10 @@ impl Libp2pNetwork {
                     .max_transmit_size(1024 * 1024)
                     .build()
                     .map_err(|e| e.to_string())?;
-                let gossipsub =
-                    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+                let gossipsub = gossipsub::Behaviour::new(
+                    MessageAuthenticity::Signed(key.clone()),
+                    gossip_config,
+                )?;
                 let rpc = request_response::Behaviour::with_codec(
                     WireCodec,
                     [(RPC_PROTOCOL, ProtocolSupport::Full)],
@@ -252,7 +254,9 @@ pub fn check_listen_addr(text: &str) -> Result<(), String> {
 fn listen_error_text(error: &libp2p::TransportError<std::io::Error>) -> String {
     match error {
         libp2p::TransportError::MultiaddrNotSupported(addr) => {
-            format!("address {addr} is not supported (use /ip4/../tcp/.. or /ip4/../udp/../quic-v1)")
+            format!(
+                "address {addr} is not supported (use /ip4/../tcp/.. or /ip4/../udp/../quic-v1)"
+            )
         }
         libp2p::TransportError::Other(error) => error.to_string(),
     }
@@ -264,7 +268,9 @@ impl Network for Libp2pNetwork {
     }
 
     fn publish(&self, topic: &str, data: Vec<u8>) {
-        let _ = self.commands.send(Command::Publish(topic.to_string(), data));
+        let _ = self
+            .commands
+            .send(Command::Publish(topic.to_string(), data));
     }
 
     fn request(
@@ -279,7 +285,8 @@ impl Network for Libp2pNetwork {
         let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
         let commands = self.commands.clone();
         async move {
-            let peer = parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
+            let peer =
+                parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
             let (reply, answer) = oneshot::channel();
             let budget_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
             commands
@@ -324,13 +331,20 @@ impl Network for Libp2pNetwork {
     }
 }
 
+/// An outbound request waiting for its answer: who to tell, since when, whom we asked.
+type PendingRequest = (
+    oneshot::Sender<Result<Vec<u8>, RequestError>>,
+    Instant,
+    PeerId,
+);
+
 type PendingReply = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)>;
 
 struct Driver {
     swarm: Swarm<Behaviour>,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::Sender<NetworkEvent>,
-    pending: HashMap<OutboundRequestId, (oneshot::Sender<Result<Vec<u8>, RequestError>>, Instant, PeerId)>,
+    pending: HashMap<OutboundRequestId, PendingRequest>,
     replies: FuturesUnordered<PendingReply>,
     connected: Arc<Mutex<BTreeSet<PeerName>>>,
     metrics: NetworkMetrics,
@@ -397,7 +411,10 @@ impl Driver {
             }
             Command::Dial(addr) => {
                 if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                 }
                 if let Err(error) = self.swarm.dial(addr.clone()) {
                     tracing::info!("dial {addr}: {error}");
@@ -415,37 +432,33 @@ impl Driver {
                 peer_id,
                 num_established,
                 ..
-            } => {
-                if num_established.get() == 1 {
-                    let first = {
-                        let mut connected = self.connected.lock().expect("connected set lock");
-                        connected.insert(peer_id.to_base58());
-                        self.metrics.connected_peers.set(connected.len() as i64);
-                        connected.len() == 1
-                    };
-                    if first {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                    }
-                    self.emit(NetworkEvent::PeerUp {
-                        peer: peer_id.to_base58(),
-                    });
+            } if num_established.get() == 1 => {
+                let first = {
+                    let mut connected = self.connected.lock().expect("connected set lock");
+                    connected.insert(peer_id.to_base58());
+                    self.metrics.connected_peers.set(connected.len() as i64);
+                    connected.len() == 1
+                };
+                if first {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
+                self.emit(NetworkEvent::PeerUp {
+                    peer: peer_id.to_base58(),
+                });
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    {
-                        let mut connected = self.connected.lock().expect("connected set lock");
-                        connected.remove(&peer_id.to_base58());
-                        self.metrics.connected_peers.set(connected.len() as i64);
-                    }
-                    self.emit(NetworkEvent::PeerDown {
-                        peer: peer_id.to_base58(),
-                    });
+                {
+                    let mut connected = self.connected.lock().expect("connected set lock");
+                    connected.remove(&peer_id.to_base58());
+                    self.metrics.connected_peers.set(connected.len() as i64);
                 }
+                self.emit(NetworkEvent::PeerDown {
+                    peer: peer_id.to_base58(),
+                });
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!("outgoing connection to {peer_id:?} failed: {error}");
@@ -486,33 +499,35 @@ impl Driver {
                     data: message.data,
                 });
             }
-            BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    let (reply, answer) = oneshot::channel();
-                    self.emit(NetworkEvent::Request {
-                        from: peer.to_base58(),
-                        budget_ms: request.budget_ms,
-                        data: request.payload,
-                        reply,
-                    });
-                    self.replies
-                        .push(async move { (channel, answer.await.ok()) }.boxed());
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    if let Some((reply, started, _)) = self.pending.remove(&request_id) {
-                        self.metrics
-                            .rpc_latency
-                            .observe(started.elapsed().as_secs_f64());
-                        self.metrics.rpc_requests.with_label_values(&["ok"]).inc();
-                        let _ = reply.send(Ok(response));
+            BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let (reply, answer) = oneshot::channel();
+                        self.emit(NetworkEvent::Request {
+                            from: peer.to_base58(),
+                            budget_ms: request.budget_ms,
+                            data: request.payload,
+                            reply,
+                        });
+                        self.replies
+                            .push(async move { (channel, answer.await.ok()) }.boxed());
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => {
+                        if let Some((reply, started, _)) = self.pending.remove(&request_id) {
+                            self.metrics
+                                .rpc_latency
+                                .observe(started.elapsed().as_secs_f64());
+                            self.metrics.rpc_requests.with_label_values(&["ok"]).inc();
+                            let _ = reply.send(Ok(response));
+                        }
                     }
                 }
-            },
+            }
             BehaviourEvent::Rpc(request_response::Event::OutboundFailure {
                 request_id,
                 error,
@@ -524,7 +539,10 @@ impl Driver {
                         request_response::OutboundFailure::Timeout => "timeout",
                         _ => "unreachable",
                     };
-                    self.metrics.rpc_requests.with_label_values(&[outcome]).inc();
+                    self.metrics
+                        .rpc_requests
+                        .with_label_values(&[outcome])
+                        .inc();
                     let _ = reply.send(Err(RequestError::Unreachable {
                         peer: peer.to_base58(),
                         message: error.to_string(),

@@ -143,8 +143,8 @@ mod tests {
     fn oversized_frames_are_refused_before_allocating() {
         let mut bytes = ((MAX_FRAME_BYTES + 1) as u32).to_be_bytes().to_vec();
         bytes.extend_from_slice(&[0; 8]);
-        let error = block_on(WireCodec.read_response(&RPC_PROTOCOL, &mut Cursor::new(bytes)))
-            .unwrap_err();
+        let error =
+            block_on(WireCodec.read_response(&RPC_PROTOCOL, &mut Cursor::new(bytes))).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(error.to_string().contains("exceeds the cap"));
     }
@@ -154,7 +154,12 @@ mod tests {
         let mut bytes = 10u32.to_be_bytes().to_vec();
         bytes.extend_from_slice(&[1, 2, 3]);
         assert!(block_on(WireCodec.read_response(&RPC_PROTOCOL, &mut Cursor::new(bytes))).is_err());
-        let short_request = 2u32.to_be_bytes().iter().chain(&[0, 0]).copied().collect::<Vec<_>>();
+        let short_request = 2u32
+            .to_be_bytes()
+            .iter()
+            .chain(&[0, 0])
+            .copied()
+            .collect::<Vec<_>>();
         assert!(
             block_on(WireCodec.read_request(&RPC_PROTOCOL, &mut Cursor::new(short_request)))
                 .is_err()

@@ -89,7 +89,10 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode(&7u64).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<u64>(&bytes), Err(CodecError::Decode { .. })));
+        assert!(matches!(
+            decode::<u64>(&bytes),
+            Err(CodecError::Decode { .. })
+        ));
     }
 
     #[test]

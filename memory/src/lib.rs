@@ -160,11 +160,10 @@ impl BlobStore {
         };
         let dir = final_path.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = self.root.join("tmp").join(format!(
-            "{}.{}",
-            digest.hex(),
-            std::process::id()
-        ));
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.{}", digest.hex(), std::process::id()));
         {
             let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             file.write_all(bytes).map_err(io_err(&tmp))?;
@@ -231,10 +230,7 @@ mod tests {
         let store = BlobStore::open(dir.path(), 1 << 20).unwrap();
         let digest = store.put(b"original").unwrap();
         fs::write(store.path_of(&digest), b"tampered").unwrap();
-        assert!(matches!(
-            store.get(&digest),
-            Err(BlobError::Corrupt { .. })
-        ));
+        assert!(matches!(store.get(&digest), Err(BlobError::Corrupt { .. })));
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 use clap::Subcommand;
 use coditect_consensus::kv::{KvStore, RocksKv};
 use coditect_consensus::{Capabilities, Command, RaftTiming};
-use coditect_gossip::{Identity, Libp2pNetwork, Network, NetworkConfig, NetworkMetrics, ADVERT_TOPIC, LEADER_TOPIC};
+use coditect_gossip::{
+    Identity, Libp2pNetwork, Network, NetworkConfig, NetworkMetrics, ADVERT_TOPIC, LEADER_TOPIC,
+};
 use coditect_node::datadir::node_id_for;
 use coditect_node::env::{Env, TokioEnv};
 use coditect_node::metrics::NodeMetrics;
@@ -134,11 +136,7 @@ async fn raft_throughput(
         .collect::<Result<_, _>>()?;
     let first = start_bench_node(env.clone(), dirs[0].path(), vec![]).await?;
     first.initialize_mesh().await.map_err(NodeError::Failed)?;
-    let seed = format!(
-        "{}/p2p/{}",
-        first.listen_addrs()[0],
-        first.status().peer_id
-    );
+    let seed = format!("{}/p2p/{}", first.listen_addrs()[0], first.status().peer_id);
     let mut all = vec![first.clone()];
     for dir in &dirs[1..] {
         all.push(start_bench_node(env.clone(), dir.path(), vec![seed.clone()]).await?);
@@ -158,7 +156,9 @@ async fn raft_throughput(
             break;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(NodeError::Failed("the voters did not form within 60 s".into()));
+            return Err(NodeError::Failed(
+                "the voters did not form within 60 s".into(),
+            ));
         }
         env.sleep(Duration::from_millis(50)).await;
     }

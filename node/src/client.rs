@@ -19,14 +19,19 @@ pub async fn status(api: &str, json: bool) -> Result<(), NodeError> {
         .await
         .map_err(|error| NodeError::Failed(format!("cannot reach the node at {api}: {error}")))?;
     if !response.status().is_success() {
-        return Err(NodeError::Failed(format!("{url} answered {}", response.status())));
+        return Err(NodeError::Failed(format!(
+            "{url} answered {}",
+            response.status()
+        )));
     }
-    let status: serde_json::Value = response
-        .json()
-        .await
-        .map_err(|error| NodeError::Failed(format!("{url} sent something that is not JSON: {error}")))?;
+    let status: serde_json::Value = response.json().await.map_err(|error| {
+        NodeError::Failed(format!("{url} sent something that is not JSON: {error}"))
+    })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
         return Ok(());
     }
     let text = |key: &str| status[key].as_str().unwrap_or("-").to_string();
@@ -53,7 +58,11 @@ pub async fn status(api: &str, json: bool) -> Result<(), NodeError> {
     println!("voters   {}", list("voters"));
     println!("standbys {}", list("learners"));
     let peers = status["peers"].as_array().cloned().unwrap_or_default();
-    println!("peers    {} ({} connected)", peers.len(), status["connected_peers"]);
+    println!(
+        "peers    {} ({} connected)",
+        peers.len(),
+        status["connected_peers"]
+    );
     for peer in peers {
         println!(
             "  {:<20} {}  slots {}  tags {}",

@@ -184,7 +184,9 @@ impl RawNodeConfig {
         }
         let slots = self.slots.unwrap_or(cores.max(1));
         if slots == 0 || slots > 4096 {
-            return Err(ConfigError(format!("--slots {slots} is out of range 1..=4096")));
+            return Err(ConfigError(format!(
+                "--slots {slots} is out of range 1..=4096"
+            )));
         }
         let voters = self.voters.unwrap_or(3);
         if voters == 0 || voters > 9 {
@@ -210,7 +212,9 @@ impl RawNodeConfig {
             return Err(ConfigError("--name must be 1 to 128 characters".into()));
         }
         Ok(NodeConfig {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("./coditect-data")),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./coditect-data")),
             listen,
             bootstrap,
             http,
@@ -243,7 +247,13 @@ pub fn memory_mb() -> u64 {
     };
     text.lines()
         .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map(|kib| kib / 1024)
         .unwrap_or(0)
 }
@@ -274,17 +284,62 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cases: Vec<(RawNodeConfig, &str)> = vec![
-            (RawNodeConfig { listen: vec!["nonsense".into()], ..raw() }, "invalid multiaddr"),
-            (RawNodeConfig { bootstrap: vec!["/ip4/127.0.0.1/tcp/1".into()], ..raw() }, "/p2p/"),
-            (RawNodeConfig { http: Some("localhost".into()), ..raw() }, "--http"),
-            (RawNodeConfig { slots: Some(0), ..raw() }, "--slots"),
-            (RawNodeConfig { voters: Some(0), ..raw() }, "--voters"),
-            (RawNodeConfig { capability: vec!["=x".into()], ..raw() }, "--capability"),
-            (RawNodeConfig { voter_grace_ms: Some(10), ..raw() }, "--voter-grace-ms"),
+            (
+                RawNodeConfig {
+                    listen: vec!["nonsense".into()],
+                    ..raw()
+                },
+                "invalid multiaddr",
+            ),
+            (
+                RawNodeConfig {
+                    bootstrap: vec!["/ip4/127.0.0.1/tcp/1".into()],
+                    ..raw()
+                },
+                "/p2p/",
+            ),
+            (
+                RawNodeConfig {
+                    http: Some("localhost".into()),
+                    ..raw()
+                },
+                "--http",
+            ),
+            (
+                RawNodeConfig {
+                    slots: Some(0),
+                    ..raw()
+                },
+                "--slots",
+            ),
+            (
+                RawNodeConfig {
+                    voters: Some(0),
+                    ..raw()
+                },
+                "--voters",
+            ),
+            (
+                RawNodeConfig {
+                    capability: vec!["=x".into()],
+                    ..raw()
+                },
+                "--capability",
+            ),
+            (
+                RawNodeConfig {
+                    voter_grace_ms: Some(10),
+                    ..raw()
+                },
+                "--voter-grace-ms",
+            ),
         ];
         for (config, needle) in cases {
             let error = config.validate("box", 2).unwrap_err().to_string();
-            assert!(error.contains(needle), "{error:?} should mention {needle:?}");
+            assert!(
+                error.contains(needle),
+                "{error:?} should mention {needle:?}"
+            );
         }
     }
 
@@ -304,7 +359,11 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, "name = \"from-file\"\nslots = 7\nvoters = 5\ncapability = [\"gpu\"]\n").unwrap();
+        std::fs::write(
+            &path,
+            "name = \"from-file\"\nslots = 7\nvoters = 5\ncapability = [\"gpu\"]\n",
+        )
+        .unwrap();
         let config = RawNodeConfig {
             name: Some("from-flag".into()),
             config: Some(path),

@@ -168,7 +168,9 @@ impl DataDir {
                 )));
             }
             if node_id_for(&meta.peer_id) != meta.node_id {
-                return Err(corrupt("meta.json node_id does not match the identity".into()));
+                return Err(corrupt(
+                    "meta.json node_id does not match the identity".into(),
+                ));
             }
             return Ok(DataDir {
                 root,
@@ -294,14 +296,26 @@ mod tests {
     fn foreign_and_corrupt_dirs_are_refused_and_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("precious.txt"), b"user data").unwrap();
-        assert!(matches!(DataDir::open(dir.path()), Err(DataDirError::NotOurs(_))));
-        assert_eq!(fs::read(dir.path().join("precious.txt")).unwrap(), b"user data");
+        assert!(matches!(
+            DataDir::open(dir.path()),
+            Err(DataDirError::NotOurs(_))
+        ));
+        assert_eq!(
+            fs::read(dir.path().join("precious.txt")).unwrap(),
+            b"user data"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         drop(DataDir::open(dir.path()).unwrap());
         fs::write(dir.path().join(IDENTITY_FILE), b"garbage").unwrap();
-        assert!(matches!(DataDir::open(dir.path()), Err(DataDirError::Corrupt { .. })));
-        assert_eq!(fs::read(dir.path().join(IDENTITY_FILE)).unwrap(), b"garbage");
+        assert!(matches!(
+            DataDir::open(dir.path()),
+            Err(DataDirError::Corrupt { .. })
+        ));
+        assert_eq!(
+            fs::read(dir.path().join(IDENTITY_FILE)).unwrap(),
+            b"garbage"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         drop(DataDir::open(dir.path()).unwrap());

@@ -38,8 +38,16 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<ApiState>) -> Response {
     match state.node.leader() {
-        Some(leader) => (StatusCode::OK, format!("ready: leader {}\n", leader.peer_id)).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known\n").into_response(),
+        Some(leader) => (
+            StatusCode::OK,
+            format!("ready: leader {}\n", leader.peer_id),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known\n",
+        )
+            .into_response(),
     }
 }
 

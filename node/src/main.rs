@@ -11,7 +11,11 @@ mod bench;
 mod client;
 
 #[derive(Parser)]
-#[command(name = "coditect", version, about = "Coditect mesh: a peer-to-peer mesh of sandboxed agent nodes")]
+#[command(
+    name = "coditect",
+    version,
+    about = "Coditect mesh: a peer-to-peer mesh of sandboxed agent nodes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -20,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run a node in the foreground until SIGINT/SIGTERM (which drain it)
-    Node(RawNodeConfig),
+    Node(Box<RawNodeConfig>),
     /// Show the mesh as one node sees it
     Status {
         /// The node's HTTP API
@@ -47,12 +51,17 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CODITECT_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,libp2p=warn,openraft=warn,libp2p_gossipsub=error")
+                tracing_subscriber::EnvFilter::new(
+                    "info,libp2p=warn,openraft=warn,libp2p_gossipsub=error",
+                )
             }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -60,7 +69,7 @@ fn main() -> ExitCode {
         }
     };
     let result: Result<(), NodeError> = match cli.command {
-        Commands::Node(raw) => match load_config(raw) {
+        Commands::Node(raw) => match load_config(*raw) {
             Ok(config) => runtime.block_on(run_node(config)),
             Err(error) => Err(error),
         },

@@ -27,7 +27,10 @@ impl NodeMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let metrics = NodeMetrics {
             raft_term: IntGauge::new("coditect_raft_term", "Current Raft term")?,
-            raft_is_leader: IntGauge::new("coditect_raft_is_leader", "1 while this node is the Raft leader")?,
+            raft_is_leader: IntGauge::new(
+                "coditect_raft_is_leader",
+                "1 while this node is the Raft leader",
+            )?,
             raft_commit_index: IntGauge::new(
                 "coditect_raft_commit_index",
                 "Last Raft log index applied on this node",

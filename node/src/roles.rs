@@ -263,7 +263,11 @@ mod tests {
         }
     }
 
-    fn input(voters: &[NodeId], learners: &[NodeId], health: &[(NodeId, Health)]) -> AutopilotInput {
+    fn input(
+        voters: &[NodeId],
+        learners: &[NodeId],
+        health: &[(NodeId, Health)],
+    ) -> AutopilotInput {
         AutopilotInput {
             leader: 1,
             target_voters: 3,
@@ -336,13 +340,21 @@ mod tests {
 
     #[test]
     fn a_dead_voter_with_no_standby_first_gets_a_standby_added() {
-        let state = input(&[1, 2, 3], &[], &[(2, live()), (3, silent(60_000)), (6, live())]);
+        let state = input(
+            &[1, 2, 3],
+            &[],
+            &[(2, live()), (3, silent(60_000)), (6, live())],
+        );
         assert_eq!(autopilot(&state), Some(AutopilotAction::AddLearner(6)));
     }
 
     #[test]
     fn dead_standbys_are_dropped() {
-        let state = input(&[1, 2, 3], &[4], &[(2, live()), (3, live()), (4, silent(20_000))]);
+        let state = input(
+            &[1, 2, 3],
+            &[4],
+            &[(2, live()), (3, live()), (4, silent(20_000))],
+        );
         assert_eq!(
             autopilot(&state),
             Some(AutopilotAction::RemoveLearners([4].into()))
@@ -354,7 +366,13 @@ mod tests {
         let state = input(
             &[1, 2, 3],
             &[4, 5],
-            &[(2, live()), (3, live()), (4, live()), (5, live()), (6, live())],
+            &[
+                (2, live()),
+                (3, live()),
+                (4, live()),
+                (5, live()),
+                (6, live()),
+            ],
         );
         assert_eq!(autopilot(&state), None);
     }
@@ -364,7 +382,13 @@ mod tests {
         let mut state = input(
             &[1, 2, 3, 4, 5],
             &[],
-            &[(1, live()), (2, live()), (3, live()), (4, live()), (5, live())],
+            &[
+                (1, live()),
+                (2, live()),
+                (3, live()),
+                (4, live()),
+                (5, live()),
+            ],
         );
         state.leader = 5;
         assert_eq!(
@@ -381,7 +405,14 @@ mod tests {
             learners: [].into(),
         };
         // Removed while down: quiet forever, even long after the leader was heard.
-        assert!(!election_allowed(3, 4, true, Some(&announced), 60_000, 3_000));
+        assert!(!election_allowed(
+            3,
+            4,
+            true,
+            Some(&announced),
+            60_000,
+            3_000
+        ));
         // Still a voter: may campaign.
         assert!(election_allowed(2, 4, true, Some(&announced), 0, 3_000));
         // No leader heard: campaign after the quiet period only.

@@ -22,9 +22,7 @@ use openraft::{ChangeMembers, ServerState};
 use tokio::sync::mpsc;
 
 use crate::env::{jitter, timeout, SharedEnv};
-use crate::messages::{
-    LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse,
-};
+use crate::messages::{LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse};
 use crate::metrics::NodeMetrics;
 use crate::roles::{self, AnnouncedMembership, AutopilotAction, AutopilotInput, Health, Role};
 
@@ -154,7 +152,9 @@ impl RaftTransport for NetworkTransport {
             })?;
             match codec::decode::<NodeResponse>(&bytes) {
                 Ok(NodeResponse::Raft(reply)) => Ok(reply),
-                Ok(other) => Err(TransportError::Other(format!("unexpected answer {other:?}"))),
+                Ok(other) => Err(TransportError::Other(format!(
+                    "unexpected answer {other:?}"
+                ))),
                 Err(error) => Err(TransportError::Other(error.to_string())),
             }
         }
@@ -232,7 +232,9 @@ pub fn capabilities_json(capabilities: &Capabilities) -> serde_json::Value {
     })
 }
 
-fn membership_sets(metrics: &openraft::RaftMetrics<NodeId, MeshNode>) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+fn membership_sets(
+    metrics: &openraft::RaftMetrics<NodeId, MeshNode>,
+) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
     let membership = metrics.membership_config.membership();
     (
         membership.voter_ids().collect(),
@@ -299,7 +301,12 @@ impl Node {
 
     /// Our listen addresses (without `/p2p/`).
     pub fn listen_addrs(&self) -> Vec<String> {
-        self.inner.view.lock().expect("view lock").listen_addrs.clone()
+        self.inner
+            .view
+            .lock()
+            .expect("view lock")
+            .listen_addrs
+            .clone()
     }
 
     fn self_member(&self) -> MeshNode {
@@ -395,7 +402,9 @@ impl Node {
             .collect();
         peer_of.insert(self.inner.node_id, self.inner.peer_id.clone());
         // Outside Raft (or holding stale membership), the leader's word wins.
-        if metrics.current_leader.is_none() || !voters.contains(&self.inner.node_id) && !learners.contains(&self.inner.node_id) {
+        if metrics.current_leader.is_none()
+            || !voters.contains(&self.inner.node_id) && !learners.contains(&self.inner.node_id)
+        {
             if let Some((advert, _)) = &view.leader_advert {
                 if advert.term >= term || metrics.current_leader.is_none() {
                     voters = advert.voters.iter().map(|m| m.node_id).collect();
@@ -414,7 +423,8 @@ impl Node {
         } else {
             roles::role_of(self.inner.node_id, leader_id, &voters, &learners)
         };
-        let connected: BTreeSet<String> = self.inner.network.connected_peers().into_iter().collect();
+        let connected: BTreeSet<String> =
+            self.inner.network.connected_peers().into_iter().collect();
         let now = self.inner.env.elapsed();
         let peers: Vec<PeerStatus> = view
             .adverts
@@ -430,11 +440,23 @@ impl Node {
                 connected: connected.contains(&advert.peer_id),
             })
             .collect();
-        let registry_size = self.inner.replica.read().expect("replica lock").state.nodes.len();
+        let registry_size = self
+            .inner
+            .replica
+            .read()
+            .expect("replica lock")
+            .state
+            .nodes
+            .len();
         let known_nodes = registry_size.max(peers.len() + 1);
         let name_of = |ids: &BTreeSet<NodeId>| -> Vec<String> {
             ids.iter()
-                .map(|id| peer_of.get(id).cloned().unwrap_or_else(|| format!("node-{id}")))
+                .map(|id| {
+                    peer_of
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("node-{id}"))
+                })
                 .collect()
         };
         StatusView {
@@ -486,7 +508,9 @@ impl Node {
             match event {
                 NetworkEvent::ListenAddr(addr) => self.add_listen_addr(addr),
                 NetworkEvent::PeerUp { .. } | NetworkEvent::PeerDown { .. } => {}
-                NetworkEvent::Message { from, topic, data } => self.on_message(&from, &topic, &data),
+                NetworkEvent::Message { from, topic, data } => {
+                    self.on_message(&from, &topic, &data)
+                }
                 NetworkEvent::Request {
                     from,
                     budget_ms,
@@ -498,12 +522,15 @@ impl Node {
                         "request",
                         async move {
                             let budget = Duration::from_millis(u64::from(budget_ms.max(1)));
-                            let answer =
-                                timeout(node.inner.env.as_ref(), budget, node.on_request(&from, &data))
-                                    .await
-                                    .unwrap_or_else(|elapsed| {
-                                        NodeResponse::Error(format!("request {elapsed}"))
-                                    });
+                            let answer = timeout(
+                                node.inner.env.as_ref(),
+                                budget,
+                                node.on_request(&from, &data),
+                            )
+                            .await
+                            .unwrap_or_else(|elapsed| {
+                                NodeResponse::Error(format!("request {elapsed}"))
+                            });
                             if let Ok(bytes) = codec::encode(&answer) {
                                 let _ = reply.send(bytes);
                             }
@@ -556,7 +583,9 @@ impl Node {
             Err(error) => return NodeResponse::Error(format!("bad request from {from}: {error}")),
         };
         match request {
-            NodeRequest::Raft(payload) => NodeResponse::Raft(serve_rpc(&self.inner.raft, &payload).await),
+            NodeRequest::Raft(payload) => {
+                NodeResponse::Raft(serve_rpc(&self.inner.raft, &payload).await)
+            }
             NodeRequest::Join(mut record) => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
@@ -632,7 +661,8 @@ impl Node {
         let metrics = self.raft_metrics();
         let (voters, learners) = membership_sets(&metrics);
         if voters.contains(&node_id) && voters.len() > 1 {
-            let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|id| *id != node_id).collect();
+            let remaining: BTreeSet<NodeId> =
+                voters.iter().copied().filter(|id| *id != node_id).collect();
             self.inner
                 .raft
                 .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
@@ -674,7 +704,7 @@ impl Node {
         if leading {
             self.publish_leader_advert(&metrics);
             self.run_autopilot(&metrics, now);
-            if tick % 10 == 0 {
+            if tick.is_multiple_of(10) {
                 self.flush_heartbeats();
             }
             self.ensure_self_registered();
@@ -693,12 +723,24 @@ impl Node {
             .set(metrics.last_applied.map(|id| id.index).unwrap_or(0) as i64);
         m.raft_voters
             .set(metrics.membership_config.membership().voter_ids().count() as i64);
-        let registry = self.inner.replica.read().expect("replica lock").state.nodes.len();
+        let registry = self
+            .inner
+            .replica
+            .read()
+            .expect("replica lock")
+            .state
+            .nodes
+            .len();
         let adverts = self.inner.view.lock().expect("view lock").adverts.len() + 1;
         m.known_nodes.set(registry.max(adverts) as i64);
     }
 
-    fn track_leader(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, leading: bool, now: Duration) {
+    fn track_leader(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, MeshNode>,
+        leading: bool,
+        now: Duration,
+    ) {
         let leader = self.leader().map(|hint| hint.node_id);
         let mut view = self.inner.view.lock().expect("view lock");
         if leader.is_some() {
@@ -729,11 +771,14 @@ impl Node {
         if view.leaving {
             return;
         }
-        let announced = view.leader_advert.as_ref().map(|(advert, _)| AnnouncedMembership {
-            term: advert.term,
-            voters: advert.voters.iter().map(|m| m.node_id).collect(),
-            learners: advert.learners.iter().map(|m| m.node_id).collect(),
-        });
+        let announced = view
+            .leader_advert
+            .as_ref()
+            .map(|(advert, _)| AnnouncedMembership {
+                term: advert.term,
+                voters: advert.voters.iter().map(|m| m.node_id).collect(),
+                learners: advert.learners.iter().map(|m| m.node_id).collect(),
+            });
         // Hearing a leader through Raft itself is as good as an announcement.
         let allowed = if metrics.current_leader.is_some() && voters.contains(&self.inner.node_id) {
             true
@@ -748,7 +793,15 @@ impl Node {
             )
         };
         if allowed != view.elect_enabled {
-            tracing::info!(allowed, "elections {}", if allowed { "enabled" } else { "held back: the leader does not list this node as a voter" });
+            tracing::info!(
+                allowed,
+                "elections {}",
+                if allowed {
+                    "enabled"
+                } else {
+                    "held back: the leader does not list this node as a voter"
+                }
+            );
             view.elect_enabled = allowed;
             self.inner.raft.runtime_config().elect(allowed);
         }
@@ -840,7 +893,12 @@ impl Node {
             let since = view.leader_since.unwrap_or(now);
             let mut health = BTreeMap::new();
             for id in registry.keys().chain(voters.iter()).chain(learners.iter()) {
-                let heard_at = view.heard.get(id).map(|(at, _)| *at).unwrap_or(since).max(since);
+                let heard_at = view
+                    .heard
+                    .get(id)
+                    .map(|(at, _)| *at)
+                    .unwrap_or(since)
+                    .max(since);
                 let left = registry.get(id).is_some_and(|(left, _)| *left);
                 health.insert(
                     *id,
@@ -862,7 +920,11 @@ impl Node {
                     .into_iter()
                     .filter(|(id, _)| {
                         registry.contains_key(id)
-                            || metrics.membership_config.membership().get_node(id).is_some()
+                            || metrics
+                                .membership_config
+                                .membership()
+                                .get_node(id)
+                                .is_some()
                     })
                     .map(|(id, mut health)| {
                         // Nodes we never heard from since leading count as heard at
@@ -918,7 +980,11 @@ impl Node {
                     Ok(()) => node.inner.metrics.autopilot_changes.inc(),
                     Err(error) => tracing::warn!(?action, "autopilot change failed: {error}"),
                 }
-                node.inner.view.lock().expect("view lock").membership_change_in_flight = false;
+                node.inner
+                    .view
+                    .lock()
+                    .expect("view lock")
+                    .membership_change_in_flight = false;
             }
             .boxed(),
         );
@@ -927,7 +993,9 @@ impl Node {
     fn flush_heartbeats(&self) {
         let nodes: Vec<(NodeId, Load)> = {
             let mut view = self.inner.view.lock().expect("view lock");
-            std::mem::take(&mut view.pending_heartbeats).into_iter().collect()
+            std::mem::take(&mut view.pending_heartbeats)
+                .into_iter()
+                .collect()
         };
         if nodes.is_empty() {
             return;
@@ -1001,7 +1069,7 @@ impl Node {
                             let mut view = node.inner.view.lock().expect("view lock");
                             !std::mem::replace(&mut view.registered, true)
                         };
-                        if first || node.inner.env.random_u64() % 4 == 0 {
+                        if first || node.inner.env.random_u64().is_multiple_of(4) {
                             match node.ask(&leader, &NodeRequest::Join(node.record())).await {
                                 Ok(NodeResponse::Ack) => {
                                     tracing::info!(leader = %leader.peer_id, "joined the mesh")
@@ -1032,7 +1100,11 @@ impl Node {
         let metrics = self.raft_metrics();
         for (id, node) in metrics.membership_config.membership().nodes() {
             if *id != self.inner.node_id {
-                candidates.extend(node.addrs.iter().map(|addr| format!("{addr}/p2p/{}", node.peer_id)));
+                candidates.extend(
+                    node.addrs
+                        .iter()
+                        .map(|addr| format!("{addr}/p2p/{}", node.peer_id)),
+                );
             }
         }
         if candidates.is_empty() {
@@ -1069,7 +1141,8 @@ impl Node {
             loop {
                 let metrics = node.raft_metrics();
                 let (voters, learners) = membership_sets(&metrics);
-                let member = voters.contains(&node.inner.node_id) || learners.contains(&node.inner.node_id);
+                let member =
+                    voters.contains(&node.inner.node_id) || learners.contains(&node.inner.node_id);
                 if node.is_leader() {
                     match node.hand_over_leadership(&voters).await {
                         Ok(()) => return,
@@ -1077,14 +1150,21 @@ impl Node {
                     }
                 } else if let Some(leader) = node.leader() {
                     match node
-                        .ask(&leader, &NodeRequest::Leave { node_id: node.inner.node_id })
+                        .ask(
+                            &leader,
+                            &NodeRequest::Leave {
+                                node_id: node.inner.node_id,
+                            },
+                        )
                         .await
                     {
                         Ok(NodeResponse::Ack) if !member => return,
                         Ok(NodeResponse::Ack) => {
                             // Wait until our own log shows us out (or give up at the grace).
                             let (voters, learners) = membership_sets(&node.raft_metrics());
-                            if !voters.contains(&node.inner.node_id) && !learners.contains(&node.inner.node_id) {
+                            if !voters.contains(&node.inner.node_id)
+                                && !learners.contains(&node.inner.node_id)
+                            {
                                 return;
                             }
                         }
@@ -1110,7 +1190,11 @@ impl Node {
             .await;
         let metrics = self.raft_metrics();
         let (_, learners) = membership_sets(&metrics);
-        let mut remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|id| *id != self.inner.node_id).collect();
+        let mut remaining: BTreeSet<NodeId> = voters
+            .iter()
+            .copied()
+            .filter(|id| *id != self.inner.node_id)
+            .collect();
         if let Some(standby) = learners.iter().next() {
             remaining.insert(*standby);
         }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use coditect_consensus::kv::{KvStore, RocksKv};
 use coditect_consensus::{Capabilities, RaftTiming};
-use coditect_gossip::{Libp2pNetwork, Network, NetworkConfig, NetworkMetrics, ADVERT_TOPIC, LEADER_TOPIC};
+use coditect_gossip::{
+    Libp2pNetwork, Network, NetworkConfig, NetworkMetrics, ADVERT_TOPIC, LEADER_TOPIC,
+};
 use futures::FutureExt;
 use prometheus::Registry;
 
@@ -63,14 +65,21 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
     })?);
     let http_listener = tokio::net::TcpListener::bind(config.http)
         .await
-        .map_err(|error| NodeError::BadInput(format!("cannot listen on HTTP address {}: {error}", config.http)))?;
+        .map_err(|error| {
+            NodeError::BadInput(format!(
+                "cannot listen on HTTP address {}: {error}",
+                config.http
+            ))
+        })?;
     let http_addr = http_listener
         .local_addr()
         .map_err(|error| NodeError::Failed(error.to_string()))?;
 
     let registry = Arc::new(Registry::new());
-    let network_metrics = NetworkMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
-    let node_metrics = NodeMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
+    let network_metrics =
+        NetworkMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
+    let node_metrics =
+        NodeMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
 
     let (network, events, driver) = Libp2pNetwork::start(
         NetworkConfig {
@@ -108,7 +117,11 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
         .map_err(|error| NodeError::Failed(error.to_string()))?;
 
     let remembered = data.remembered_peers();
-    let mut seeds: Vec<String> = config.bootstrap.iter().map(|(addr, _)| addr.clone()).collect();
+    let mut seeds: Vec<String> = config
+        .bootstrap
+        .iter()
+        .map(|(addr, _)| addr.clone())
+        .collect();
     seeds.extend(remembered.iter().cloned());
     let capabilities = Capabilities {
         cores: cores(),
@@ -147,7 +160,9 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
         env.sleep(Duration::from_millis(20)).await;
     }
     if node.listen_addrs().is_empty() {
-        return Err(NodeError::Failed("the network reported no listen address".into()));
+        return Err(NodeError::Failed(
+            "the network reported no listen address".into(),
+        ));
     }
 
     let new_mesh = config.bootstrap.is_empty() && !initialized && remembered.is_empty();

@@ -62,18 +62,29 @@ fn election(trials: usize) {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let first = NodeProcess::start(&dir.path().join("n1"), "n1", &[]);
-        poll_fast(Duration::from_secs(30), || (first.get_code("/readyz") == Some(200)).then_some(()))
-            .expect("first leader");
+        poll_fast(Duration::from_secs(30), || {
+            (first.get_code("/readyz") == Some(200)).then_some(())
+        })
+        .expect("first leader");
         first_leader.push(started.elapsed());
         let boot = first.bootstrap_addr();
-        let second = NodeProcess::start(&dir.path().join("n2"), "n2", &["--bootstrap".into(), boot.clone()]);
+        let second = NodeProcess::start(
+            &dir.path().join("n2"),
+            "n2",
+            &["--bootstrap".into(), boot.clone()],
+        );
         let third = NodeProcess::start(&dir.path().join("n3"), "n3", &["--bootstrap".into(), boot]);
-        poll_fast(Duration::from_secs(60), || agreed_leader(&[&first, &second, &third], 3))
-            .expect("3 voters");
+        poll_fast(Duration::from_secs(60), || {
+            agreed_leader(&[&first, &second, &third], 3)
+        })
+        .expect("3 voters");
         full_mesh.push(started.elapsed());
     }
     summary("first leader (process start to /readyz 200)", first_leader);
-    summary("3 voters agreed by all (first process start to agreement)", full_mesh);
+    summary(
+        "3 voters agreed by all (first process start to agreement)",
+        full_mesh,
+    );
 }
 
 fn failover(trials: usize) {
@@ -83,18 +94,30 @@ fn failover(trials: usize) {
     let mut nodes = vec![first];
     for index in 1..3 {
         let name = format!("n{index}");
-        nodes.push(NodeProcess::start(&dir.path().join(&name), &name, &["--bootstrap".into(), boot.clone()]));
+        nodes.push(NodeProcess::start(
+            &dir.path().join(&name),
+            &name,
+            &["--bootstrap".into(), boot.clone()],
+        ));
     }
     let mut samples = Vec::new();
     for trial in 0..trials {
         let leader = wait_for(Duration::from_secs(60), "3 voters", || {
             agreed_leader(&nodes.iter().collect::<Vec<_>>(), 3)
         });
-        let index = nodes.iter().position(|node| node.peer_id == leader).unwrap();
+        let index = nodes
+            .iter()
+            .position(|node| node.peer_id == leader)
+            .unwrap();
         let data_dir = nodes[index].data_dir.clone();
         nodes[index].kill();
         let killed = Instant::now();
-        let survivors: Vec<&NodeProcess> = nodes.iter().enumerate().filter(|(i, _)| *i != index).map(|(_, n)| n).collect();
+        let survivors: Vec<&NodeProcess> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, n)| n)
+            .collect();
         poll_fast(Duration::from_secs(30), || {
             agreed_leader(&survivors, 1).filter(|new_leader| *new_leader != leader)
         })
@@ -103,7 +126,10 @@ fn failover(trials: usize) {
         eprintln!("trial {trial}: {:?}", killed.elapsed());
         nodes[index] = NodeProcess::start(&data_dir, &format!("n{index}"), &[]);
     }
-    summary("failover (SIGKILL of the leader to a new leader known to all survivors)", samples);
+    summary(
+        "failover (SIGKILL of the leader to a new leader known to all survivors)",
+        samples,
+    );
 }
 
 fn rss() {

@@ -64,7 +64,10 @@ pub fn http_request(method: &str, addr: &str, path: &str) -> std::io::Result<(u1
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {head}")))?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_string()
@@ -75,7 +78,9 @@ pub fn http_request(method: &str, addr: &str, path: &str) -> std::io::Result<(u1
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || rest.len() < size {
             break;
         }
@@ -171,7 +176,10 @@ impl NodeProcess {
         args.extend(extra.iter().cloned());
         let mut child = Command::new(coditect_bin())
             .args(&args)
-            .env("CODITECT_LOG", "info,coditect_node=debug,libp2p=warn,openraft=warn")
+            .env(
+                "CODITECT_LOG",
+                "info,coditect_node=debug,libp2p=warn,openraft=warn",
+            )
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -193,9 +201,15 @@ impl NodeProcess {
             .map(|addr| addr.as_str().expect("address").to_string())
             .collect();
         let http = info["http"].as_str().expect("http").to_string();
-        assert!(!http.ends_with(":0"), "node.json must hold the bound port: {http}");
+        assert!(
+            !http.ends_with(":0"),
+            "node.json must hold the bound port: {http}"
+        );
         for addr in &listen {
-            assert!(!addr.contains("/tcp/0/") && !addr.contains("/udp/0/"), "unbound port in {addr}");
+            assert!(
+                !addr.contains("/tcp/0/") && !addr.contains("/udp/0/"),
+                "unbound port in {addr}"
+            );
         }
         NodeProcess {
             child,
@@ -227,7 +241,9 @@ impl NodeProcess {
 
     /// The HTTP status code of `GET path`.
     pub fn get_code(&self, path: &str) -> Option<u16> {
-        http_request("GET", &self.http, path).ok().map(|(code, _)| code)
+        http_request("GET", &self.http, path)
+            .ok()
+            .map(|(code, _)| code)
     }
 
     /// Whether the process still runs.
@@ -252,7 +268,10 @@ impl NodeProcess {
             }
             if started.elapsed() > limit {
                 self.kill();
-                panic!("node did not exit within {limit:?} of SIGTERM; log:\n{}", self.log_text());
+                panic!(
+                    "node did not exit within {limit:?} of SIGTERM; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -22,11 +22,16 @@ fn flags(bootstrap: Option<&str>) -> Vec<String> {
 
 /// If every node answers with the same leader and the same voter set, returns them.
 fn agreement(nodes: &[&NodeProcess]) -> Option<(String, Vec<String>, Vec<serde_json::Value>)> {
-    let statuses: Vec<serde_json::Value> = nodes.iter().map(|node| node.status()).collect::<Option<_>>()?;
+    let statuses: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|node| node.status())
+        .collect::<Option<_>>()?;
     let leader = statuses[0]["leader"].as_str()?.to_string();
     let voters = string_list(&statuses[0], "voters");
     for status in &statuses {
-        if status["leader"].as_str() != Some(leader.as_str()) || string_list(status, "voters") != voters {
+        if status["leader"].as_str() != Some(leader.as_str())
+            || string_list(status, "voters") != voters
+        {
             return None;
         }
     }
@@ -44,33 +49,63 @@ fn five_nodes_elect_fail_over_rejoin_and_drain() {
         nodes.push(NodeProcess::start(
             &dir.path().join(&name),
             &name,
-            &[flags(Some(&bootstrap)), vec!["--capability".into(), format!("zone=z{index}")]].concat(),
+            &[
+                flags(Some(&bootstrap)),
+                vec!["--capability".into(), format!("zone=z{index}")],
+            ]
+            .concat(),
         ));
     }
     let peer_ids: BTreeSet<String> = nodes.iter().map(|node| node.peer_id.clone()).collect();
     assert_eq!(peer_ids.len(), 5, "every node has its own identity");
 
     // All five agree on one leader and the same three voters.
-    let (leader, voters, statuses) = wait_for(Duration::from_secs(90), "5 nodes to agree on a leader and 3 voters", || {
-        agreement(&nodes.iter().collect::<Vec<_>>()).filter(|(_, voters, _)| voters.len() == 3)
-    });
-    assert!(voters.contains(&leader), "the leader {leader} is a voter {voters:?}");
+    let (leader, voters, statuses) = wait_for(
+        Duration::from_secs(90),
+        "5 nodes to agree on a leader and 3 voters",
+        || agreement(&nodes.iter().collect::<Vec<_>>()).filter(|(_, voters, _)| voters.len() == 3),
+    );
+    assert!(
+        voters.contains(&leader),
+        "the leader {leader} is a voter {voters:?}"
+    );
     assert!(voters.iter().all(|voter| peer_ids.contains(voter)));
-    let roles: Vec<&str> = statuses.iter().map(|s| s["role"].as_str().unwrap()).collect();
-    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{roles:?}");
-    assert_eq!(roles.iter().filter(|r| **r == "voter").count(), 2, "{roles:?}");
+    let roles: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "leader").count(),
+        1,
+        "{roles:?}"
+    );
+    assert_eq!(
+        roles.iter().filter(|r| **r == "voter").count(),
+        2,
+        "{roles:?}"
+    );
 
     // Capabilities travel: the leader sees every other node's tags and slots.
-    let leader_index = nodes.iter().position(|node| node.peer_id == leader).unwrap();
-    wait_for(Duration::from_secs(30), "the leader to see 4 peers with capabilities", || {
-        let status = nodes[leader_index].status()?;
-        let peers = status["peers"].as_array()?.clone();
-        let tagged = peers
-            .iter()
-            .filter(|peer| peer["capabilities"]["wasm"] == true && peer["capabilities"]["slots"].as_u64() >= Some(1))
-            .count();
-        (peers.len() == 4 && tagged == 4).then_some(())
-    });
+    let leader_index = nodes
+        .iter()
+        .position(|node| node.peer_id == leader)
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the leader to see 4 peers with capabilities",
+        || {
+            let status = nodes[leader_index].status()?;
+            let peers = status["peers"].as_array()?.clone();
+            let tagged = peers
+                .iter()
+                .filter(|peer| {
+                    peer["capabilities"]["wasm"] == true
+                        && peer["capabilities"]["slots"].as_u64() >= Some(1)
+                })
+                .count();
+            (peers.len() == 4 && tagged == 4).then_some(())
+        },
+    );
     let status = nodes[leader_index].status().unwrap();
     assert!(status["commit_index"].as_u64().unwrap() > 0);
     assert!(status["term"].as_u64().unwrap() >= 1);
@@ -78,10 +113,18 @@ fn five_nodes_elect_fail_over_rejoin_and_drain() {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|peer| peer["capabilities"]["tags"]["zone"].as_str().map(str::to_string))
+        .filter_map(|peer| {
+            peer["capabilities"]["tags"]["zone"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     let expected_zones = if leader_index == 0 { 4 } else { 3 };
-    assert_eq!(zones.len(), expected_zones, "zone tags seen by the leader: {zones:?}");
+    assert_eq!(
+        zones.len(),
+        expected_zones,
+        "zone tags seen by the leader: {zones:?}"
+    );
 
     // SIGKILL the leader: a different leader among the survivors, and the voter
     // set refilled to three live nodes.
@@ -90,27 +133,45 @@ fn five_nodes_elect_fail_over_rejoin_and_drain() {
     let killed_name = format!("n{leader_index}");
     nodes[leader_index].kill();
     let survivors: Vec<usize> = (0..5).filter(|i| *i != leader_index).collect();
-    let (new_leader, new_voters, _) = wait_for(Duration::from_secs(90), "a new leader and 3 live voters", || {
-        let view: Vec<&NodeProcess> = survivors.iter().map(|i| &nodes[*i]).collect();
-        agreement(&view).filter(|(leader, voters, _)| {
-            *leader != killed_peer && voters.len() == 3 && !voters.contains(&killed_peer)
-        })
-    });
+    let (new_leader, new_voters, _) = wait_for(
+        Duration::from_secs(90),
+        "a new leader and 3 live voters",
+        || {
+            let view: Vec<&NodeProcess> = survivors.iter().map(|i| &nodes[*i]).collect();
+            agreement(&view).filter(|(leader, voters, _)| {
+                *leader != killed_peer && voters.len() == 3 && !voters.contains(&killed_peer)
+            })
+        },
+    );
     assert!(new_voters.contains(&new_leader));
 
     // Restart the killed node on its data dir without --bootstrap: same peer
     // id, finds the mesh from what it persisted, agrees on the leader, and
     // does not depose it.
     let restarted = NodeProcess::start(&killed_dir, &killed_name, &flags(None));
-    assert_eq!(restarted.peer_id, killed_peer, "identity survives a restart");
+    assert_eq!(
+        restarted.peer_id, killed_peer,
+        "identity survives a restart"
+    );
     nodes[leader_index] = restarted;
-    let (leader_after, voters_after, statuses) = wait_for(Duration::from_secs(90), "the restarted node to agree", || {
-        agreement(&nodes.iter().collect::<Vec<_>>()).filter(|(_, voters, _)| voters.len() == 3)
-    });
-    assert_eq!(leader_after, new_leader, "the rejoining node must not disrupt the leader");
-    assert!(!voters_after.contains(&killed_peer), "it rejoined as a worker or standby");
+    let (leader_after, voters_after, statuses) = wait_for(
+        Duration::from_secs(90),
+        "the restarted node to agree",
+        || agreement(&nodes.iter().collect::<Vec<_>>()).filter(|(_, voters, _)| voters.len() == 3),
+    );
+    assert_eq!(
+        leader_after, new_leader,
+        "the rejoining node must not disrupt the leader"
+    );
+    assert!(
+        !voters_after.contains(&killed_peer),
+        "it rejoined as a worker or standby"
+    );
     let rejoined_role = statuses[leader_index]["role"].as_str().unwrap().to_string();
-    assert!(rejoined_role == "worker" || rejoined_role == "learner", "role {rejoined_role}");
+    assert!(
+        rejoined_role == "worker" || rejoined_role == "learner",
+        "role {rejoined_role}"
+    );
 
     // SIGTERM a voter that is not the leader: it drains, leaves the voter
     // set, exits 0, and the leader refills the set from the others.
@@ -122,10 +183,15 @@ fn five_nodes_elect_fail_over_rejoin_and_drain() {
     let status = nodes[drained_index].terminate(Duration::from_secs(30));
     assert!(status.success(), "drain exits 0, got {status}");
     let remaining: Vec<usize> = (0..5).filter(|i| *i != drained_index).collect();
-    wait_for(Duration::from_secs(60), "the voter set refilled after the drain", || {
-        let view: Vec<&NodeProcess> = remaining.iter().map(|i| &nodes[*i]).collect();
-        agreement(&view).filter(|(_, voters, _)| voters.len() == 3 && !voters.contains(&drained_peer))
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "the voter set refilled after the drain",
+        || {
+            let view: Vec<&NodeProcess> = remaining.iter().map(|i| &nodes[*i]).collect();
+            agreement(&view)
+                .filter(|(_, voters, _)| voters.len() == 3 && !voters.contains(&drained_peer))
+        },
+    );
 }
 
 #[test]
@@ -146,12 +212,19 @@ fn a_node_keeps_retrying_an_unreachable_bootstrap_and_joins_when_it_appears() {
 
     let mut second = NodeProcess::start(&dir.path().join("b"), "b", &flags(Some(&bootstrap)));
     std::thread::sleep(Duration::from_secs(3));
-    assert!(second.is_running(), "an unreachable bootstrap is retried, not fatal");
+    assert!(
+        second.is_running(),
+        "an unreachable bootstrap is retried, not fatal"
+    );
     assert_eq!(second.get_code("/healthz"), Some(200));
     assert_eq!(second.get_code("/readyz"), Some(503));
 
     // The bootstrap peer comes back on the same address.
-    let back = NodeProcess::start(&dir.path().join("a"), "a", &[fixed_listen, flags(None)].concat());
+    let back = NodeProcess::start(
+        &dir.path().join("a"),
+        "a",
+        &[fixed_listen, flags(None)].concat(),
+    );
     assert_eq!(back.peer_id, first_peer);
     wait_for(Duration::from_secs(60), "the retrying node to join", || {
         let status = second.status()?;
