@@ -72,12 +72,7 @@ pub trait KvStore: Send + Sync + 'static {
     /// The value of `key`.
     fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
     /// The entries with `from <= key < to`, in key order.
-    fn range(
-        &self,
-        column: Column,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Vec<KvEntry>, KvError>;
+    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError>;
     /// The entry with the greatest key.
     fn last(&self, column: Column) -> Result<Option<KvEntry>, KvError>;
     /// Applies `ops` atomically. With `durable`, this write and every earlier
@@ -131,12 +126,7 @@ impl KvStore for RocksKv {
             .map_err(io_error("read"))
     }
 
-    fn range(
-        &self,
-        column: Column,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Vec<KvEntry>, KvError> {
+    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError> {
         let mut entries = Vec::new();
         let iterator = self.db.iterator_cf(
             self.family(column),
@@ -256,12 +246,7 @@ impl KvStore for MemKv {
             .cloned())
     }
 
-    fn range(
-        &self,
-        column: Column,
-        from: &[u8],
-        to: &[u8],
-    ) -> Result<Vec<KvEntry>, KvError> {
+    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError> {
         if from >= to {
             return Ok(Vec::new());
         }

@@ -26,6 +26,17 @@ impl MeshState {
     pub fn apply(&mut self, command: &Command, touched: &mut Vec<StateKey>) -> CommandResponse {
         match command {
             Command::Noop => CommandResponse::Ok,
+            Command::Batch(commands) => CommandResponse::Batch(
+                commands
+                    .iter()
+                    .map(|command| match command {
+                        Command::Batch(_) => {
+                            CommandResponse::Rejected("batches do not nest".into())
+                        }
+                        command => self.apply(command, touched),
+                    })
+                    .collect(),
+            ),
             Command::RegisterNode(record) => {
                 if let Some(existing) = self
                     .nodes
@@ -212,6 +223,38 @@ mod tests {
             ),
             CommandResponse::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn a_batch_applies_in_order_and_answers_each_command() {
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        let response = state.apply(
+            &Command::Batch(vec![
+                Command::RegisterNode(record(1, "a")),
+                Command::NodeLeft {
+                    node_id: 1,
+                    at_ms: 5,
+                },
+                Command::NodeLeft {
+                    node_id: 2,
+                    at_ms: 5,
+                },
+                Command::Batch(vec![Command::Noop]),
+            ]),
+            &mut touched,
+        );
+        match response {
+            CommandResponse::Batch(answers) => {
+                assert_eq!(answers.len(), 4);
+                assert_eq!(answers[0], CommandResponse::Ok);
+                assert_eq!(answers[1], CommandResponse::Ok);
+                assert!(matches!(answers[2], CommandResponse::Rejected(_)));
+                assert!(matches!(answers[3], CommandResponse::Rejected(_)));
+            }
+            other => panic!("expected a batch answer, got {other:?}"),
+        }
+        assert!(state.nodes[&1].left, "later commands see earlier ones");
     }
 
     proptest! {

@@ -120,6 +120,9 @@ pub enum Command {
         /// Leader's clock.
         at_ms: u64,
     },
+    /// Several commands in one log entry (group commit), applied in order.
+    /// Batches do not nest.
+    Batch(Vec<Command>),
 }
 
 /// What applying a command answered.
@@ -129,4 +132,6 @@ pub enum CommandResponse {
     Ok,
     /// Not applied, with the reason (the state is unchanged).
     Rejected(String),
+    /// The answers to a [`Command::Batch`], in order.
+    Batch(Vec<CommandResponse>),
 }

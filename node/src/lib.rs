@@ -15,6 +15,7 @@ pub mod env;
 pub mod http;
 pub mod messages;
 pub mod metrics;
+pub mod propose;
 pub mod roles;
 pub mod runtime;
 pub mod start;

@@ -52,11 +52,12 @@ fn main() -> ExitCode {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CODITECT_LOG").unwrap_or_else(|_| {
                 tracing_subscriber::EnvFilter::new(
-                    "info,libp2p=warn,openraft=warn,libp2p_gossipsub=error",
+                    "info,libp2p=warn,openraft=error,libp2p_gossipsub=error",
                 )
             }),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::env::{jitter, timeout, SharedEnv};
 use crate::messages::{LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse};
 use crate::metrics::NodeMetrics;
+use crate::propose::{Proposer, WRITE_DEADLINE};
 use crate::roles::{self, AnnouncedMembership, AutopilotAction, AutopilotInput, Health, Role};
 
 /// How long a request to the leader may take.
@@ -108,6 +109,7 @@ struct Inner {
     quiet_before_election: Duration,
     seeds: Vec<String>,
     metrics: NodeMetrics,
+    proposer: Proposer,
     view: Mutex<LocalView>,
     stopped: AtomicBool,
 }
@@ -250,7 +252,7 @@ impl Node {
         let inner = Arc::new(Inner {
             env: parts.env.clone(),
             network: parts.network,
-            raft: parts.raft,
+            raft: parts.raft.clone(),
             replica: parts.replica,
             node_id: parts.node_id,
             peer_id,
@@ -262,6 +264,7 @@ impl Node {
             quiet_before_election: parts.election_timeout_max * 3 + parts.heartbeat * 4,
             seeds: parts.seeds,
             metrics: parts.metrics,
+            proposer: Proposer::start(parts.env.as_ref(), parts.raft.clone()),
             view: Mutex::new(LocalView {
                 last_leader_seen: now,
                 seed_backoff: Duration::from_millis(250),
@@ -601,6 +604,7 @@ impl Node {
                 match self.write(Command::RegisterNode(record)).await {
                     Ok(CommandResponse::Ok) => NodeResponse::Ack,
                     Ok(CommandResponse::Rejected(reason)) => NodeResponse::Error(reason),
+                    Ok(other) => NodeResponse::Error(format!("unexpected answer {other:?}")),
                     Err(error) => NodeResponse::Error(error),
                 }
             }
@@ -643,21 +647,23 @@ impl Node {
         view.pending_heartbeats.insert(node_id, load);
     }
 
-    async fn write(&self, command: Command) -> Result<CommandResponse, String> {
-        self.inner
-            .raft
-            .client_write(command)
-            .await
-            .map(|response| response.data)
-            .map_err(|error| error.to_string())
+    /// Commits `command` through Raft (batched with concurrent writes) and
+    /// returns its answer. Only the leader can write.
+    pub async fn write(&self, command: Command) -> Result<CommandResponse, String> {
+        timeout(
+            self.inner.env.as_ref(),
+            WRITE_DEADLINE,
+            self.inner.proposer.propose(command),
+        )
+        .await
+        .map_err(|elapsed| format!("write not committed: {elapsed}"))?
     }
 
     /// Leader: records that `node_id` left and takes it out of the membership.
     async fn remove_member(&self, node_id: NodeId) -> Result<(), String> {
         let at_ms = self.inner.env.now_ms();
-        match self.write(Command::NodeLeft { node_id, at_ms }).await? {
-            CommandResponse::Ok | CommandResponse::Rejected(_) => {}
-        }
+        // An unknown node (rejected) may still hold a membership slot: go on.
+        self.write(Command::NodeLeft { node_id, at_ms }).await?;
         let metrics = self.raft_metrics();
         let (voters, learners) = membership_sets(&metrics);
         if voters.contains(&node_id) && voters.len() > 1 {
