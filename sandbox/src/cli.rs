@@ -1,0 +1,71 @@
+//! The library side of `coditect run-task`: run one module locally in the
+//! same sandbox the mesh uses.
+
+use std::fs;
+use std::path::Path;
+
+use crate::config::{Limits, SandboxConfig, TaskSpec};
+use crate::error::SandboxError;
+use crate::outcome::Outcome;
+use crate::sandbox::Sandbox;
+use crate::threads::CancelToken;
+
+/// Runs `module_path` (`.wasm` binary or `.wat` text) once under `limits`.
+///
+/// - `/input` is a fresh temporary directory; with `input_file`, that file is
+///   copied in as `/input/input.txt` (as a mission's `input` would be).
+/// - `/output` is `dir` when given (created if missing; files already there
+///   stay visible to the guest and are listed in the outcome), otherwise a
+///   temporary directory removed afterwards (the outcome still lists the
+///   files with their digests).
+/// - Modules are compiled into a temporary cache, so nothing persists.
+///
+/// `Err` means nothing ran because the arguments are unusable (unreadable
+/// module or input, bad `--dir`, impossible limits): the CLI prints it and
+/// exits 2. An unusable module comes back as `Ok` with kind
+/// `invalid_module`, whose [`Outcome::cli_exit_code`] is 2; every other
+/// outcome exits 0.
+pub fn run_task_command(
+    module_path: &Path,
+    input_file: Option<&Path>,
+    dir: Option<&Path>,
+    limits: Limits,
+) -> Result<Outcome, SandboxError> {
+    limits.validate()?;
+    let module = fs::read(module_path)
+        .map_err(|e| SandboxError::io(format!("reading module {}", module_path.display()), e))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("coditect-run-task-")
+        .tempdir()
+        .map_err(|e| SandboxError::io("creating a temporary directory", e))?;
+    let input_dir = scratch.path().join("input");
+    fs::create_dir(&input_dir)
+        .map_err(|e| SandboxError::io(format!("creating {}", input_dir.display()), e))?;
+    if let Some(input) = input_file {
+        if !input.is_file() {
+            return Err(SandboxError::io(
+                format!("reading input {}", input.display()),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a readable file"),
+            ));
+        }
+        fs::copy(input, input_dir.join("input.txt"))
+            .map_err(|e| SandboxError::io(format!("copying input {}", input.display()), e))?;
+    }
+    let output_dir = match dir {
+        Some(dir) => {
+            fs::create_dir_all(dir)
+                .map_err(|e| SandboxError::io(format!("creating --dir {}", dir.display()), e))?;
+            dir.to_path_buf()
+        }
+        None => scratch.path().join("output"),
+    };
+    fs::create_dir_all(&output_dir)
+        .map_err(|e| SandboxError::io(format!("creating {}", output_dir.display()), e))?;
+    let mut config = SandboxConfig::new(scratch.path().join("cache"));
+    // One task (plus one nested instance for `coditect.run_module`).
+    config.max_instances = 4;
+    config.max_idle_threads = 1;
+    let sandbox = Sandbox::new(config)?;
+    let task = TaskSpec::new(input_dir, output_dir, limits);
+    sandbox.run_bytes(&module, task, &CancelToken::new())
+}

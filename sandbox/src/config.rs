@@ -1,0 +1,285 @@
+//! Node-wide sandbox configuration and per-task limits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::env::{GuestEnv, SystemGuestEnv};
+use crate::error::SandboxError;
+use crate::outcome::Progress;
+
+/// Largest linear memory a wasm32 guest can address.
+pub const WASM32_MAX_MEMORY_MB: u64 = 4096;
+
+/// Hard limits for one task, as a mission's `[task.limits]` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Deterministic CPU budget: roughly one unit per wasm instruction.
+    pub fuel: u64,
+    /// Cap on the guest's linear memory (and table storage), in MiB.
+    pub memory_mb: u64,
+    /// Wall-clock budget, enforced through epoch interruption.
+    pub timeout_ms: u64,
+    /// Cap for stdout, stderr and `/output` each; beyond it data is dropped and flagged.
+    pub output_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel: 20_000_000_000,
+            memory_mb: 256,
+            timeout_ms: 60_000,
+            output_mb: 16,
+        }
+    }
+}
+
+impl Limits {
+    /// Rejects limits no task can run under.
+    pub fn validate(&self) -> Result<(), SandboxError> {
+        let problem = if self.fuel == 0 {
+            "fuel must be at least 1".to_string()
+        } else if self.memory_mb == 0 || self.memory_mb > WASM32_MAX_MEMORY_MB {
+            format!(
+                "memory_mb must be between 1 and {WASM32_MAX_MEMORY_MB}, got {}",
+                self.memory_mb
+            )
+        } else if self.timeout_ms == 0 {
+            "timeout_ms must be at least 1".to_string()
+        } else if self.output_mb == 0 || self.output_mb > 1 << 20 {
+            format!(
+                "output_mb must be between 1 and 1048576, got {}",
+                self.output_mb
+            )
+        } else {
+            return Ok(());
+        };
+        Err(SandboxError::InvalidConfig(problem))
+    }
+
+    pub(crate) fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mb << 20).unwrap_or(usize::MAX)
+    }
+
+    pub(crate) fn output_bytes(&self) -> u64 {
+        self.output_mb << 20
+    }
+}
+
+/// Configuration of one node's [`crate::Sandbox`]; build with [`SandboxConfig::new`]
+/// and adjust fields.
+#[derive(Clone)]
+pub struct SandboxConfig {
+    /// Directory of compiled-module artifacts; created if missing. Only this
+    /// node's sandbox should write there.
+    pub cache_dir: PathBuf,
+    /// Largest module (binary or text) accepted by `prepare`.
+    pub max_module_bytes: usize,
+    /// Instance slots in the pooling allocator: the most guests (including
+    /// nested ones started through `coditect.run_module`) alive at once.
+    pub max_instances: u32,
+    /// Size of each pooled linear-memory slot; no task may ask for more.
+    pub max_memory_mb: u64,
+    /// Most elements a guest table may hold.
+    pub max_table_elements: usize,
+    /// Native stack a guest may use before it traps with `stack_overflow`.
+    pub max_wasm_stack_bytes: usize,
+    /// Epoch tick: the granularity of timeouts and of cancellation.
+    pub epoch_tick_ms: u64,
+    /// Fuel metering; turning it off exists only to measure its cost. When off,
+    /// `Limits::fuel` is ignored and `fuel_used` is 0.
+    pub fuel_metering: bool,
+    /// Prepared modules kept in memory (each holds its code and memory image).
+    pub max_cached_modules: usize,
+    /// Structured log lines (`coditect.log`) kept per task; more are counted and dropped.
+    pub max_log_lines: usize,
+    /// Idle guest threads kept warm for the next task.
+    pub max_idle_threads: usize,
+    /// Clock and randomness guests see: the node's Env seam.
+    pub guest_env: Arc<dyn GuestEnv>,
+}
+
+impl SandboxConfig {
+    /// Defaults for a production node: 1000 instance slots of up to 4 GiB
+    /// (virtual reservations, not resident memory), 1 ms epoch ticks, system clock.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        SandboxConfig {
+            cache_dir: cache_dir.into(),
+            max_module_bytes: 64 << 20,
+            max_instances: 1000,
+            max_memory_mb: WASM32_MAX_MEMORY_MB,
+            max_table_elements: 100_000,
+            max_wasm_stack_bytes: 512 << 10,
+            epoch_tick_ms: 1,
+            fuel_metering: true,
+            max_cached_modules: 256,
+            max_log_lines: 1000,
+            max_idle_threads: 64,
+            guest_env: Arc::new(SystemGuestEnv::new()),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), SandboxError> {
+        let problem = if self.max_instances == 0 {
+            "max_instances must be at least 1".to_string()
+        } else if self.max_memory_mb == 0 || self.max_memory_mb > WASM32_MAX_MEMORY_MB {
+            format!(
+                "max_memory_mb must be between 1 and {WASM32_MAX_MEMORY_MB}, got {}",
+                self.max_memory_mb
+            )
+        } else if self.epoch_tick_ms == 0 {
+            "epoch_tick_ms must be at least 1".to_string()
+        } else if self.max_wasm_stack_bytes < 64 << 10 {
+            "max_wasm_stack_bytes must be at least 64 KiB".to_string()
+        } else if self.max_module_bytes == 0 {
+            "max_module_bytes must be at least 1".to_string()
+        } else {
+            return Ok(());
+        };
+        Err(SandboxError::InvalidConfig(problem))
+    }
+}
+
+impl fmt::Debug for SandboxConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("cache_dir", &self.cache_dir)
+            .field("max_module_bytes", &self.max_module_bytes)
+            .field("max_instances", &self.max_instances)
+            .field("max_memory_mb", &self.max_memory_mb)
+            .field("max_table_elements", &self.max_table_elements)
+            .field("max_wasm_stack_bytes", &self.max_wasm_stack_bytes)
+            .field("epoch_tick_ms", &self.epoch_tick_ms)
+            .field("fuel_metering", &self.fuel_metering)
+            .field("max_cached_modules", &self.max_cached_modules)
+            .field("max_log_lines", &self.max_log_lines)
+            .field("max_idle_threads", &self.max_idle_threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An optional host service the node grants to a task, reached by the guest
+/// through `coditect.capability` (for example a language-model call).
+pub trait Capability: Send + Sync {
+    /// Answers one request. The error text is for logs; the guest sees only a
+    /// failure status.
+    fn call(&self, request: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Called on the guest thread each time the guest reports progress; it must
+/// return quickly (send to a channel, update an atomic), as the guest waits.
+pub type ProgressCallback = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// One task to run: its directories, its limits and what the node grants it.
+#[derive(Clone)]
+pub struct TaskSpec {
+    /// Host directory the guest sees read-only as `/input`.
+    pub input_dir: PathBuf,
+    /// Host directory the guest sees read-write as `/output`; it should start empty.
+    pub output_dir: PathBuf,
+    /// Hard limits for this run.
+    pub limits: Limits,
+    /// Capabilities by name; anything absent answers "not granted".
+    pub capabilities: BTreeMap<String, Arc<dyn Capability>>,
+    /// Live progress reports, if the node wants them.
+    pub on_progress: Option<ProgressCallback>,
+}
+
+impl TaskSpec {
+    /// A task with no capabilities and no progress callback.
+    pub fn new(
+        input_dir: impl Into<PathBuf>,
+        output_dir: impl Into<PathBuf>,
+        limits: Limits,
+    ) -> Self {
+        TaskSpec {
+            input_dir: input_dir.into(),
+            output_dir: output_dir.into(),
+            limits,
+            capabilities: BTreeMap::new(),
+            on_progress: None,
+        }
+    }
+
+    /// Grants a capability under `name`.
+    pub fn grant(mut self, name: impl Into<String>, capability: Arc<dyn Capability>) -> Self {
+        self.capabilities.insert(name.into(), capability);
+        self
+    }
+
+    /// Sets the progress callback.
+    pub fn on_progress(mut self, callback: ProgressCallback) -> Self {
+        self.on_progress = Some(callback);
+        self
+    }
+}
+
+impl fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskSpec")
+            .field("input_dir", &self.input_dir)
+            .field("output_dir", &self.output_dir)
+            .field("limits", &self.limits)
+            .field(
+                "capabilities",
+                &self.capabilities.keys().collect::<Vec<_>>(),
+            )
+            .field("on_progress", &self.on_progress.is_some())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_limits_match_the_mission_file_defaults() {
+        let limits = Limits::default();
+        assert_eq!(limits.fuel, 20_000_000_000);
+        assert_eq!(limits.memory_mb, 256);
+        assert_eq!(limits.timeout_ms, 60_000);
+        assert_eq!(limits.output_mb, 16);
+        limits.validate().unwrap();
+    }
+
+    #[test]
+    fn limits_parse_partially_with_defaults() {
+        let limits: Limits = serde_json::from_str(r#"{"fuel": 5}"#).unwrap();
+        assert_eq!(limits.fuel, 5);
+        assert_eq!(limits.memory_mb, 256);
+        assert!(serde_json::from_str::<Limits>(r#"{"fule": 5}"#).is_err());
+    }
+
+    #[test]
+    fn impossible_limits_are_rejected() {
+        for limits in [
+            Limits {
+                fuel: 0,
+                ..Limits::default()
+            },
+            Limits {
+                memory_mb: 5000,
+                ..Limits::default()
+            },
+            Limits {
+                timeout_ms: 0,
+                ..Limits::default()
+            },
+            Limits {
+                output_mb: 0,
+                ..Limits::default()
+            },
+        ] {
+            assert!(matches!(
+                limits.validate(),
+                Err(SandboxError::InvalidConfig(_))
+            ));
+        }
+    }
+}
