@@ -21,7 +21,7 @@ pub use state::MeshState;
 pub use storage::SharedState;
 pub use types::{
     Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord,
-    TypeConfig,
+    TypeConfig, WasmLimits,
 };
 
 /// Timing of the Raft group. Elections are tuned for LAN latencies: a lost

@@ -65,7 +65,7 @@ impl MeshState {
                         existing.left = false;
                     }
                     None => {
-                        let mut record = record.clone();
+                        let mut record = (**record).clone();
                         record.left = false;
                         self.nodes.insert(record.node_id, record);
                     }
@@ -136,13 +136,16 @@ mod tests {
         let mut state = MeshState::default();
         let mut touched = Vec::new();
         assert_eq!(
-            state.apply(&Command::RegisterNode(record(1, "a")), &mut touched),
+            state.apply(
+                &Command::RegisterNode(Box::new(record(1, "a"))),
+                &mut touched
+            ),
             CommandResponse::Ok
         );
         let mut refreshed = record(1, "a");
         refreshed.registered_ms = 99;
         refreshed.addrs = vec!["/ip4/10.0.0.1/tcp/1".into()];
-        state.apply(&Command::RegisterNode(refreshed), &mut touched);
+        state.apply(&Command::RegisterNode(Box::new(refreshed)), &mut touched);
         let node = &state.nodes[&1];
         assert_eq!(node.registered_ms, 10);
         assert_eq!(node.addrs, vec!["/ip4/10.0.0.1/tcp/1".to_string()]);
@@ -153,13 +156,22 @@ mod tests {
     fn a_peer_cannot_take_two_node_ids_nor_an_id_take_two_peers() {
         let mut state = MeshState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        state.apply(
+            &Command::RegisterNode(Box::new(record(1, "a"))),
+            &mut touched,
+        );
         assert!(matches!(
-            state.apply(&Command::RegisterNode(record(2, "a")), &mut touched),
+            state.apply(
+                &Command::RegisterNode(Box::new(record(2, "a"))),
+                &mut touched
+            ),
             CommandResponse::Rejected(_)
         ));
         assert!(matches!(
-            state.apply(&Command::RegisterNode(record(1, "b")), &mut touched),
+            state.apply(
+                &Command::RegisterNode(Box::new(record(1, "b"))),
+                &mut touched
+            ),
             CommandResponse::Rejected(_)
         ));
         assert_eq!(state.nodes.len(), 1);
@@ -170,7 +182,10 @@ mod tests {
     fn heartbeats_update_known_nodes_and_ignore_unknown_ones() {
         let mut state = MeshState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        state.apply(
+            &Command::RegisterNode(Box::new(record(1, "a"))),
+            &mut touched,
+        );
         touched.clear();
         let load = Load {
             running: 1,
@@ -202,7 +217,10 @@ mod tests {
     fn leaving_marks_the_node_and_registering_again_clears_it() {
         let mut state = MeshState::default();
         let mut touched = Vec::new();
-        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        state.apply(
+            &Command::RegisterNode(Box::new(record(1, "a"))),
+            &mut touched,
+        );
         state.apply(
             &Command::NodeLeft {
                 node_id: 1,
@@ -211,7 +229,10 @@ mod tests {
             &mut touched,
         );
         assert!(state.nodes[&1].left);
-        state.apply(&Command::RegisterNode(record(1, "a")), &mut touched);
+        state.apply(
+            &Command::RegisterNode(Box::new(record(1, "a"))),
+            &mut touched,
+        );
         assert!(!state.nodes[&1].left);
         assert!(matches!(
             state.apply(
@@ -231,7 +252,7 @@ mod tests {
         let mut touched = Vec::new();
         let response = state.apply(
             &Command::Batch(vec![
-                Command::RegisterNode(record(1, "a")),
+                Command::RegisterNode(Box::new(record(1, "a"))),
                 Command::NodeLeft {
                     node_id: 1,
                     at_ms: 5,
@@ -262,7 +283,7 @@ mod tests {
         #[test]
         fn apply_is_deterministic(ops in proptest::collection::vec((0u64..5, 0u8..3, 0u64..1000), 0..40)) {
             let commands: Vec<Command> = ops.iter().map(|(id, kind, at)| match kind {
-                0 => Command::RegisterNode(record(*id, &format!("peer{id}"))),
+                0 => Command::RegisterNode(Box::new(record(*id, &format!("peer{id}")))),
                 1 => Command::Heartbeats { at_ms: *at, nodes: vec![(*id, Load::default())] },
                 _ => Command::NodeLeft { node_id: *id, at_ms: *at },
             }).collect();

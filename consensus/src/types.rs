@@ -53,6 +53,8 @@ pub struct Capabilities {
     pub version: String,
     /// Whether it runs wasm tasks (every node does today).
     pub wasm: bool,
+    /// What its sandbox allows, when it runs wasm tasks.
+    pub wasm_limits: Option<WasmLimits>,
     /// Extra `--capability KEY[=VALUE]` tags; a bare key has an empty value.
     pub tags: BTreeMap<String, String>,
 }
@@ -62,6 +64,29 @@ impl Capabilities {
     pub fn has(&self, tag: &str) -> bool {
         (tag == "wasm" && self.wasm) || self.tags.contains_key(tag)
     }
+}
+
+/// What a node's wasm sandbox offers and enforces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmLimits {
+    /// Host ABI version of the `coditect` import module.
+    pub host_abi: String,
+    /// WASI flavour (`preview1`).
+    pub wasi: String,
+    /// Largest linear memory a task may ask for, MiB.
+    pub max_memory_mb: u64,
+    /// Largest module accepted, bytes.
+    pub max_module_bytes: u64,
+    /// Instances at once (tasks plus nested calls).
+    pub max_instances: u32,
+    /// Default fuel of a task that names none.
+    pub default_fuel: u64,
+    /// Default memory cap, MiB.
+    pub default_memory_mb: u64,
+    /// Default wall-clock timeout, ms.
+    pub default_timeout_ms: u64,
+    /// Default cap of stdout, stderr and /output each, MiB.
+    pub default_output_mb: u64,
 }
 
 /// How busy a node is, as reported in heartbeats and adverts.
@@ -105,7 +130,7 @@ pub enum Command {
     /// Does nothing; used to measure commit throughput and to probe leadership.
     Noop,
     /// Adds a node to the registry, or refreshes its addresses, name and capabilities.
-    RegisterNode(NodeRecord),
+    RegisterNode(Box<NodeRecord>),
     /// Heartbeats the leader collected since its last batch.
     Heartbeats {
         /// Leader's clock when the batch was committed.

@@ -9,6 +9,7 @@ use coditect_node::start::{load_config, run_node, NodeError};
 
 mod bench;
 mod client;
+mod run_task;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,8 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Run one wasm module (.wasm or .wat) locally in the sandbox the mesh uses
+    RunTask(run_task::RunTaskArgs),
     /// Measure the mesh (results go into BENCHMARKS.md)
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -69,16 +72,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result: Result<(), NodeError> = match cli.command {
+    let result: Result<u8, NodeError> = match cli.command {
         Commands::Node(raw) => match load_config(*raw) {
-            Ok(config) => runtime.block_on(run_node(config)),
+            Ok(config) => runtime.block_on(run_node(config)).map(|()| 0),
             Err(error) => Err(error),
         },
-        Commands::Status { api, json } => runtime.block_on(client::status(&api, json)),
-        Commands::Bench(command) => runtime.block_on(bench::run(command)),
+        Commands::Status { api, json } => runtime.block_on(client::status(&api, json)).map(|()| 0),
+        Commands::RunTask(args) => run_task::run(args),
+        Commands::Bench(command) => runtime.block_on(bench::run(command)).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(NodeError::BadInput(message)) => {
             eprintln!("error: {message}");
             ExitCode::from(2)

@@ -10,7 +10,7 @@ pub enum NodeRequest {
     /// An encoded Raft RPC for the receiver's Raft node.
     Raft(Vec<u8>),
     /// Register (or refresh) the sender in the registry; sent to the leader.
-    Join(NodeRecord),
+    Join(Box<NodeRecord>),
     /// Liveness and load; sent to the leader every heartbeat period.
     Heartbeat {
         /// The sender.

@@ -52,8 +52,8 @@ pub struct AutopilotInput {
 /// Raft serializes membership changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AutopilotAction {
-    /// Start replicating to this node as a standby learner.
-    AddLearner(NodeId),
+    /// Start replicating to these nodes as standby learners.
+    AddLearners(BTreeSet<NodeId>),
     /// Make the voter set exactly this.
     SetVoters(BTreeSet<NodeId>),
     /// Stop replicating to these learners.
@@ -156,7 +156,7 @@ pub fn autopilot(input: &AutopilotInput) -> Option<AutopilotAction> {
     let missing_voters = target_voters.saturating_sub(input.voters.len() - dead_voters.len());
     let wanted_learners = input.target_standbys + missing_voters;
     if input.learners.len() < wanted_learners {
-        let candidate = input
+        let candidates: BTreeSet<NodeId> = input
             .health
             .iter()
             .filter(|(id, health)| {
@@ -165,9 +165,10 @@ pub fn autopilot(input: &AutopilotInput) -> Option<AutopilotAction> {
                     && health.is_live(input.live_ms)
             })
             .map(|(id, _)| *id)
-            .next();
-        if let Some(id) = candidate {
-            return Some(AutopilotAction::AddLearner(id));
+            .take(wanted_learners - input.learners.len())
+            .collect();
+        if !candidates.is_empty() {
+            return Some(AutopilotAction::AddLearners(candidates));
         }
     }
     None
@@ -284,7 +285,10 @@ mod tests {
     #[test]
     fn a_lone_leader_adds_a_learner_then_promotes_it() {
         let state = input(&[1], &[], &[(1, live()), (2, live()), (3, live())]);
-        assert_eq!(autopilot(&state), Some(AutopilotAction::AddLearner(2)));
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::AddLearners([2, 3].into()))
+        );
         let state = input(&[1], &[2, 3], &[(1, live()), (2, live()), (3, live())]);
         assert_eq!(
             autopilot(&state),
@@ -345,7 +349,10 @@ mod tests {
             &[],
             &[(2, live()), (3, silent(60_000)), (6, live())],
         );
-        assert_eq!(autopilot(&state), Some(AutopilotAction::AddLearner(6)));
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::AddLearners([6].into()))
+        );
     }
 
     #[test]
@@ -469,9 +476,13 @@ mod tests {
                         prop_assert!(state.live(*id));
                     }
                 }
-                Some(AutopilotAction::AddLearner(id)) => {
-                    prop_assert!(!voters.contains(&id) && !learners.contains(&id));
-                    prop_assert!(state.live(id));
+                Some(AutopilotAction::AddLearners(ids)) => {
+                    prop_assert!(!ids.is_empty());
+                    for id in ids {
+                        prop_assert!(!voters.contains(&id) && !learners.contains(&id));
+                        prop_assert!(state.live(id));
+                    }
+                    prop_assert!(learners.len() < 2 + target);
                 }
                 Some(AutopilotAction::RemoveLearners(ids)) => {
                     prop_assert!(ids.is_subset(&learners));

@@ -230,6 +230,7 @@ pub fn capabilities_json(capabilities: &Capabilities) -> serde_json::Value {
         "slots": capabilities.slots,
         "version": capabilities.version,
         "wasm": capabilities.wasm,
+        "wasm_limits": capabilities.wasm_limits,
         "tags": capabilities.tags,
     })
 }
@@ -281,6 +282,10 @@ impl Node {
             .spawn("network-events", events_node.event_loop(events).boxed());
         let tick_node = node.clone();
         parts.env.spawn("tick", tick_node.tick_loop().boxed());
+        let autopilot_node = node.clone();
+        parts
+            .env
+            .spawn("autopilot", autopilot_node.autopilot_loop().boxed());
         node
     }
 
@@ -684,6 +689,21 @@ impl Node {
         Ok(())
     }
 
+    /// The leader's autopilot runs more often than the tick so a new mesh
+    /// forms its voter set quickly; it is a pure decision over local data.
+    async fn autopilot_loop(self) {
+        let period = (self.inner.heartbeat / 5).max(Duration::from_millis(50));
+        while !self.inner.stopped.load(Ordering::SeqCst) {
+            self.inner.env.sleep(period).await;
+            let metrics = self.raft_metrics();
+            if metrics.state == ServerState::Leader
+                && metrics.current_leader == Some(self.inner.node_id)
+            {
+                self.run_autopilot(&metrics, self.inner.env.elapsed());
+            }
+        }
+    }
+
     async fn tick_loop(self) {
         let mut tick: u64 = 0;
         while !self.inner.stopped.load(Ordering::SeqCst) {
@@ -709,7 +729,6 @@ impl Node {
         self.publish_advert();
         if leading {
             self.publish_leader_advert(&metrics);
-            self.run_autopilot(&metrics, now);
             if tick.is_multiple_of(10) {
                 self.flush_heartbeats();
             }
@@ -893,10 +912,14 @@ impl Node {
             .collect();
         let action = {
             let mut view = self.inner.view.lock().expect("view lock");
+            // Until the tick has noted our leadership (and forgotten what an
+            // earlier term heard), silence means nothing.
+            let Some(since) = view.leader_since else {
+                return;
+            };
             if view.membership_change_in_flight {
                 return;
             }
-            let since = view.leader_since.unwrap_or(now);
             let mut health = BTreeMap::new();
             for id in registry.keys().chain(voters.iter()).chain(learners.iter()) {
                 let heard_at = view
@@ -957,16 +980,20 @@ impl Node {
             async move {
                 tracing::info!(?action, "autopilot");
                 let result = match &action {
-                    AutopilotAction::AddLearner(id) => match registry.get(id) {
-                        Some((_, member)) => node
-                            .inner
+                    AutopilotAction::AddLearners(ids) => {
+                        let nodes: BTreeMap<NodeId, MeshNode> = ids
+                            .iter()
+                            .filter_map(|id| {
+                                registry.get(id).map(|(_, member)| (*id, member.clone()))
+                            })
+                            .collect();
+                        node.inner
                             .raft
-                            .add_learner(*id, member.clone(), false)
+                            .change_membership(ChangeMembers::AddNodes(nodes), false)
                             .await
                             .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                        None => Err(format!("node {id} is not in the registry")),
-                    },
+                            .map_err(|e| e.to_string())
+                    }
                     AutopilotAction::SetVoters(voters) => node
                         .inner
                         .raft
@@ -1040,7 +1067,7 @@ impl Node {
         self.inner.env.spawn(
             "register-self",
             async move {
-                if let Err(error) = node.write(Command::RegisterNode(record)).await {
+                if let Err(error) = node.write(Command::RegisterNode(Box::new(record))).await {
                     tracing::debug!("self registration not committed: {error}");
                     node.inner.view.lock().expect("view lock").registered = false;
                 }
@@ -1076,7 +1103,10 @@ impl Node {
                             !std::mem::replace(&mut view.registered, true)
                         };
                         if first || node.inner.env.random_u64().is_multiple_of(4) {
-                            match node.ask(&leader, &NodeRequest::Join(node.record())).await {
+                            match node
+                                .ask(&leader, &NodeRequest::Join(Box::new(node.record())))
+                                .await
+                            {
                                 Ok(NodeResponse::Ack) => {
                                     tracing::info!(leader = %leader.peer_id, "joined the mesh")
                                 }

@@ -116,6 +116,14 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
         .await
         .map_err(|error| NodeError::Failed(error.to_string()))?;
 
+    // The sandbox every task runs in: one engine per node, modules compiled
+    // once into the data dir's cache.
+    let mut sandbox_config = coditect_sandbox::SandboxConfig::new(data.root().join("module-cache"));
+    sandbox_config.max_instances = config.slots.saturating_mul(2).saturating_add(4);
+    let sandbox = coditect_sandbox::Sandbox::new(sandbox_config)
+        .map_err(|error| NodeError::Failed(format!("cannot start the wasm sandbox: {error}")))?;
+    let wasm_limits = wasm_limits(&sandbox.capability());
+
     let remembered = data.remembered_peers();
     let mut seeds: Vec<String> = config
         .bootstrap
@@ -129,6 +137,7 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
         slots: config.slots,
         version: env!("CARGO_PKG_VERSION").to_string(),
         wasm: true,
+        wasm_limits: Some(wasm_limits),
         tags: config.tags.clone(),
     };
     let node = Node::start(
@@ -238,9 +247,25 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
         _ = wait_for_signal() => tracing::warn!("second signal: stopping without finishing the drain"),
     }
     let _ = stop_http.send(());
+    drop(sandbox);
     drop(data);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The sandbox's offer as the registry records it.
+pub fn wasm_limits(offer: &coditect_sandbox::WasmCapability) -> coditect_consensus::WasmLimits {
+    coditect_consensus::WasmLimits {
+        host_abi: offer.host_abi.clone(),
+        wasi: offer.wasi.clone(),
+        max_memory_mb: offer.max_memory_mb,
+        max_module_bytes: offer.max_module_bytes,
+        max_instances: offer.max_instances,
+        default_fuel: offer.default_limits.fuel,
+        default_memory_mb: offer.default_limits.memory_mb,
+        default_timeout_ms: offer.default_limits.timeout_ms,
+        default_output_mb: offer.default_limits.output_mb,
+    }
 }
 
 async fn wait_for_signal() {
