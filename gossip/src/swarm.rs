@@ -79,6 +79,8 @@ enum Command {
         reply: oneshot::Sender<Result<Vec<u8>, RequestError>>,
     },
     Dial(Multiaddr),
+    /// A request to this peer got no answer in time.
+    TimedOut(PeerId),
 }
 
 /// Handle to the libp2p network; cheap to clone.
@@ -113,7 +115,12 @@ impl Libp2pNetwork {
                 yamux::Config::default,
             )
             .map_err(|e| NetworkStartError::Build(e.to_string()))?
-            .with_quic()
+            // A killed peer sends no close; notice within seconds, not quinn's default 10 s.
+            .with_quic_config(|mut quic| {
+                quic.max_idle_timeout = 3_000;
+                quic.keep_alive_interval = Duration::from_millis(1_000);
+                quic
+            })
             .with_behaviour(|key| {
                 let identify = identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
@@ -200,6 +207,7 @@ impl Libp2pNetwork {
             connected: connected.clone(),
             metrics,
             max_discovered_peers: config.max_discovered_peers,
+            silent_requests: HashMap::new(),
         };
         let handle = Libp2pNetwork {
             local: local_peer_id.to_base58(),
@@ -301,10 +309,13 @@ impl Network for Libp2pNetwork {
                 })
                 .map_err(|_| RequestError::Closed)?;
             match tokio::time::timeout(deadline, answer).await {
-                Err(_) => Err(RequestError::Timeout {
-                    peer: peer_name,
-                    deadline,
-                }),
+                Err(_) => {
+                    let _ = commands.send(Command::TimedOut(peer));
+                    Err(RequestError::Timeout {
+                        peer: peer_name,
+                        deadline,
+                    })
+                }
                 Ok(Err(_)) => Err(RequestError::Closed),
                 Ok(Ok(result)) => result,
             }
@@ -349,7 +360,14 @@ struct Driver {
     connected: Arc<Mutex<BTreeSet<PeerName>>>,
     metrics: NetworkMetrics,
     max_discovered_peers: usize,
+    /// Requests in a row that got no answer, per peer.
+    silent_requests: HashMap<PeerId, u32>,
 }
+
+/// After this many unanswered requests in a row, a peer's connections are
+/// presumed half-open (the process died without closing them) and dropped,
+/// so the next request dials afresh.
+const SILENT_REQUESTS_BEFORE_REDIAL: u32 = 3;
 
 impl Driver {
     async fn run(mut self) {
@@ -408,6 +426,19 @@ impl Driver {
                 }
                 let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
                 self.pending.insert(id, (reply, Instant::now(), peer));
+            }
+            Command::TimedOut(peer) => {
+                let count = self.silent_requests.entry(peer).or_default();
+                *count += 1;
+                if *count >= SILENT_REQUESTS_BEFORE_REDIAL {
+                    self.silent_requests.remove(&peer);
+                    if self.swarm.is_connected(&peer) {
+                        tracing::info!(
+                            "{peer} stopped answering; dropping its connections to redial"
+                        );
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
             }
             Command::Dial(addr) => {
                 if let Some(Protocol::P2p(peer)) = addr.iter().last() {

@@ -19,7 +19,7 @@ use coditect_gossip::{
 use coditect_node::datadir::node_id_for;
 use coditect_node::env::{Env, TokioEnv};
 use coditect_node::metrics::NodeMetrics;
-use coditect_node::runtime::{NetworkTransport, Node, NodeParts};
+use coditect_node::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
 use coditect_node::start::NodeError;
 use futures::FutureExt;
 
@@ -84,11 +84,12 @@ async fn start_bench_node(
     let network: Arc<dyn Network> = Arc::new(network);
     let kv: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir).map_err(|e| failed(e.to_string()))?);
     let timing = RaftTiming::default();
+    let addresses = AddressBook::new();
     let (raft, state_machine) = coditect_consensus::start_raft(
         node_id,
         &timing,
         kv,
-        Arc::new(NetworkTransport::new(network.clone())),
+        Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
     )
     .await
     .map_err(|e| failed(e.to_string()))?;
@@ -111,6 +112,7 @@ async fn start_bench_node(
             election_timeout_max: Duration::from_millis(timing.election_timeout_max_ms),
             seeds,
             elect_at_start: true,
+            addresses,
             metrics: NodeMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
         },
         events,

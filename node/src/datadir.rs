@@ -21,6 +21,7 @@ const IDENTITY_FILE: &str = "identity.key";
 /// What `coditect node` writes once it listens.
 pub const NODE_JSON: &str = "node.json";
 const PEERS_FILE: &str = "peers.json";
+const LAST_LISTEN_FILE: &str = "last-listen.json";
 
 /// Why a data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +226,20 @@ impl DataDir {
         write_atomic(&self.root.join(NODE_JSON), text.as_bytes())
     }
 
+    /// The addresses the previous run listened on (without `/p2p/`).
+    pub fn last_listen(&self) -> Vec<String> {
+        fs::read_to_string(self.root.join(LAST_LISTEN_FILE))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records the addresses this run listens on, for the next start.
+    pub fn remember_listen(&self, addrs: &[String]) -> Result<(), DataDirError> {
+        let text = serde_json::to_string_pretty(addrs).expect("addresses serialize");
+        write_atomic(&self.root.join(LAST_LISTEN_FILE), text.as_bytes())
+    }
+
     /// Peer addresses remembered from an earlier run (`<addr>/p2p/<peer>`).
     pub fn remembered_peers(&self) -> Vec<String> {
         fs::read_to_string(self.root.join(PEERS_FILE))
@@ -248,6 +263,43 @@ fn restrict_permissions(path: &Path) {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_: &Path) {}
+
+/// The listen addresses to try first: each configured address with port 0
+/// takes the port the previous run bound for the same transport, so a
+/// restarted node is found where its peers last saw it. Callers fall back to
+/// the configured addresses if those ports are taken now.
+pub fn sticky_listen(configured: &[String], previous: &[String]) -> Vec<String> {
+    fn transport(addr: &str) -> Option<(&'static str, &str)> {
+        let parts: Vec<&str> = addr.split('/').collect();
+        // "", ip4|ip6, ip, tcp|udp, port, [quic-v1]
+        match (parts.get(3), parts.get(5)) {
+            (Some(&"tcp"), None) => Some(("tcp", parts[4])),
+            (Some(&"udp"), Some(&"quic-v1")) => Some(("quic", parts[4])),
+            _ => None,
+        }
+    }
+    configured
+        .iter()
+        .map(|addr| {
+            let Some((kind, "0")) = transport(addr) else {
+                return addr.clone();
+            };
+            let port = previous
+                .iter()
+                .filter_map(|old| transport(old))
+                .find(|(old_kind, port)| *old_kind == kind && *port != "0")
+                .map(|(_, port)| port);
+            match port {
+                Some(port) => {
+                    let mut parts: Vec<&str> = addr.split('/').collect();
+                    parts[4] = port;
+                    parts.join("/")
+                }
+                None => addr.clone(),
+            }
+        })
+        .collect()
+}
 
 /// The contents of node.json, as interfaces.md fixes them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -322,6 +374,28 @@ mod tests {
         fs::write(dir.path().join(META_FILE), b"{").unwrap();
         let error = DataDir::open(dir.path()).err().unwrap().to_string();
         assert!(error.contains("meta.json"), "{error}");
+    }
+
+    #[test]
+    fn restarts_prefer_the_ports_of_the_previous_run() {
+        let configured = vec![
+            "/ip4/0.0.0.0/udp/0/quic-v1".to_string(),
+            "/ip4/0.0.0.0/tcp/0".to_string(),
+            "/ip4/127.0.0.1/tcp/9000".to_string(),
+        ];
+        let previous = vec![
+            "/ip4/127.0.0.1/tcp/41000".to_string(),
+            "/ip4/127.0.0.1/udp/42000/quic-v1".to_string(),
+        ];
+        assert_eq!(
+            sticky_listen(&configured, &previous),
+            vec![
+                "/ip4/0.0.0.0/udp/42000/quic-v1",
+                "/ip4/0.0.0.0/tcp/41000",
+                "/ip4/127.0.0.1/tcp/9000"
+            ]
+        );
+        assert_eq!(sticky_listen(&configured, &[]), configured);
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct NodeParts {
     pub seeds: Vec<String>,
     /// Whether elections may start right away (false when restarting on old state).
     pub elect_at_start: bool,
+    /// Fresh peer addresses, shared with the Raft transport.
+    pub addresses: AddressBook,
     /// Metrics.
     pub metrics: NodeMetrics,
 }
@@ -83,8 +85,12 @@ struct LocalView {
     registered: bool,
     membership_change_in_flight: bool,
     next_seed_dial: Duration,
+    /// When each unconnected member may be dialed again.
+    member_dials: BTreeMap<PeerName, Duration>,
     seed_backoff: Duration,
     elect_enabled: bool,
+    /// A leader replicated to us while we were a voter (see the election gate).
+    voter_confirmed: bool,
     leaving: bool,
 }
 
@@ -110,20 +116,63 @@ struct Inner {
     seeds: Vec<String>,
     metrics: NodeMetrics,
     proposer: Proposer,
+    addresses: AddressBook,
     view: Mutex<LocalView>,
     stopped: AtomicBool,
+}
+
+/// The freshest known addresses of each peer, learned from gossip adverts.
+/// Raft membership records a node's addresses when it joins; they go stale
+/// when it restarts on other ports, so every dial merges both.
+#[derive(Clone, Default)]
+pub struct AddressBook(Arc<Mutex<BTreeMap<PeerName, Vec<String>>>>);
+
+impl AddressBook {
+    /// An empty book.
+    pub fn new() -> Self {
+        AddressBook::default()
+    }
+
+    /// Records `addrs` as the current addresses of `peer`.
+    pub fn learn(&self, peer: &str, addrs: &[String]) {
+        if addrs.is_empty() {
+            return;
+        }
+        self.0
+            .lock()
+            .expect("address book lock")
+            .insert(peer.to_string(), addrs.to_vec());
+    }
+
+    /// The book's addresses of `peer` first, then the `known` ones not among them.
+    pub fn merged(&self, peer: &str, known: &[String]) -> Vec<String> {
+        let mut addrs = self
+            .0
+            .lock()
+            .expect("address book lock")
+            .get(peer)
+            .cloned()
+            .unwrap_or_default();
+        for addr in known {
+            if !addrs.contains(addr) {
+                addrs.push(addr.clone());
+            }
+        }
+        addrs
+    }
 }
 
 /// The Raft transport over the node's network: Raft RPCs ride in
 /// [`NodeRequest::Raft`].
 pub struct NetworkTransport {
     network: Arc<dyn Network>,
+    addresses: AddressBook,
 }
 
 impl NetworkTransport {
-    /// A transport over `network`.
-    pub fn new(network: Arc<dyn Network>) -> Self {
-        NetworkTransport { network }
+    /// A transport over `network`, dialing with the addresses in `addresses`.
+    pub fn new(network: Arc<dyn Network>, addresses: AddressBook) -> Self {
+        NetworkTransport { network, addresses }
     }
 }
 
@@ -136,10 +185,9 @@ impl RaftTransport for NetworkTransport {
         deadline: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
         let request = codec::encode(&NodeRequest::Raft(payload));
-        let future = request.map(|bytes| {
-            self.network
-                .request(&node.peer_id, &node.addrs, bytes, deadline)
-        });
+        let addrs = self.addresses.merged(&node.peer_id, &node.addrs);
+        let future =
+            request.map(|bytes| self.network.request(&node.peer_id, &addrs, bytes, deadline));
         async move {
             let reply = match future {
                 Ok(future) => future.await,
@@ -266,6 +314,7 @@ impl Node {
             seeds: parts.seeds,
             metrics: parts.metrics,
             proposer: Proposer::start(parts.env.as_ref(), parts.raft.clone()),
+            addresses: parts.addresses,
             view: Mutex::new(LocalView {
                 last_leader_seen: now,
                 seed_backoff: Duration::from_millis(250),
@@ -561,6 +610,7 @@ impl Node {
                 if advert.peer_id != from {
                     return;
                 }
+                self.inner.addresses.learn(from, &advert.addrs);
                 let mut view = self.inner.view.lock().expect("view lock");
                 view.adverts.insert(from.to_string(), (advert, now));
             }
@@ -572,6 +622,7 @@ impl Node {
                 if advert.leader.peer_id != from {
                     return;
                 }
+                self.inner.addresses.learn(from, &advert.leader.addrs);
                 let mut view = self.inner.view.lock().expect("view lock");
                 let newer = view
                     .leader_advert
@@ -737,6 +788,52 @@ impl Node {
             self.send_heartbeat(leader);
         }
         self.reconnect_if_alone(now);
+        self.keep_members_connected(&metrics, now);
+    }
+
+    /// Holds a connection to every Raft member (ours and the leader's view),
+    /// so elections never depend on a connection through the dead leader.
+    fn keep_members_connected(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, MeshNode>,
+        now: Duration,
+    ) {
+        let connected: BTreeSet<PeerName> =
+            self.inner.network.connected_peers().into_iter().collect();
+        let mut members: BTreeMap<PeerName, Vec<String>> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.inner.node_id)
+            .map(|(_, node)| (node.peer_id.clone(), node.addrs.clone()))
+            .collect();
+        {
+            let view = self.inner.view.lock().expect("view lock");
+            if let Some((advert, _)) = &view.leader_advert {
+                for member in advert.voters.iter().chain(&advert.learners) {
+                    if member.node_id != self.inner.node_id {
+                        members.entry(member.peer_id.clone()).or_default();
+                    }
+                }
+            }
+        }
+        let mut view = self.inner.view.lock().expect("view lock");
+        for (peer, known) in members {
+            if connected.contains(&peer) {
+                continue;
+            }
+            let due = view.member_dials.get(&peer).is_none_or(|at| now >= *at);
+            if !due {
+                continue;
+            }
+            view.member_dials
+                .insert(peer.clone(), now + Duration::from_secs(2));
+            for addr in self.inner.addresses.merged(&peer, &known) {
+                if let Err(error) = self.inner.network.dial(&format!("{addr}/p2p/{peer}")) {
+                    tracing::debug!("cannot dial member {peer} at {addr}: {error}");
+                }
+            }
+        }
     }
 
     fn update_metrics(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>) {
@@ -804,14 +901,21 @@ impl Node {
                 voters: advert.voters.iter().map(|m| m.node_id).collect(),
                 learners: advert.learners.iter().map(|m| m.node_id).collect(),
             });
-        // Hearing a leader through Raft itself is as good as an announcement.
-        let allowed = if metrics.current_leader.is_some() && voters.contains(&self.inner.node_id) {
+        // A leader replicating to us while our (replicated) membership lists
+        // us as a voter confirms we are one; that survives the leader's death,
+        // so we may campaign at once. A voter removed while it was down never
+        // hears the leader through Raft, so it never gets this confirmation.
+        let locally_voter = voters.contains(&self.inner.node_id);
+        if metrics.current_leader.is_some() {
+            view.voter_confirmed = locally_voter;
+        }
+        let allowed = if locally_voter && view.voter_confirmed {
             true
         } else {
             roles::election_allowed(
                 self.inner.node_id,
                 metrics.current_term,
-                voters.contains(&self.inner.node_id),
+                locally_voter,
                 announced.as_ref(),
                 now.saturating_sub(view.last_leader_seen).as_millis() as u64,
                 self.inner.quiet_before_election.as_millis() as u64,
@@ -910,6 +1014,21 @@ impl Node {
                 )
             })
             .collect();
+        // Membership records addresses at join time; when a member's registry
+        // entry says it now listens elsewhere (a restart on new ports), the
+        // leader rewrites them so every member can reach it again.
+        let stale: BTreeMap<NodeId, MeshNode> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(id, node)| {
+                let (_, fresh) = registry.get(id)?;
+                (!fresh.addrs.is_empty()
+                    && fresh.addrs != node.addrs
+                    && fresh.peer_id == node.peer_id)
+                    .then(|| (*id, fresh.clone()))
+            })
+            .collect();
         let action = {
             let mut view = self.inner.view.lock().expect("view lock");
             // Until the tick has noted our leadership (and forgotten what an
@@ -968,12 +1087,17 @@ impl Node {
                 grace_ms: self.inner.voter_grace.as_millis() as u64,
             };
             let action = roles::autopilot(&input);
-            if action.is_some() {
+            if action.is_some() || !stale.is_empty() {
                 view.membership_change_in_flight = true;
             }
             action
         };
-        let Some(action) = action else { return };
+        let Some(action) = action else {
+            if !stale.is_empty() {
+                self.refresh_member_addresses(stale);
+            }
+            return;
+        };
         let node = self.clone();
         self.inner.env.spawn(
             "autopilot",
@@ -1012,6 +1136,30 @@ impl Node {
                 match result {
                     Ok(()) => node.inner.metrics.autopilot_changes.inc(),
                     Err(error) => tracing::warn!(?action, "autopilot change failed: {error}"),
+                }
+                node.inner
+                    .view
+                    .lock()
+                    .expect("view lock")
+                    .membership_change_in_flight = false;
+            }
+            .boxed(),
+        );
+    }
+
+    fn refresh_member_addresses(&self, nodes: BTreeMap<NodeId, MeshNode>) {
+        let node = self.clone();
+        self.inner.env.spawn(
+            "refresh-addresses",
+            async move {
+                tracing::info!(members = nodes.len(), "updating member addresses");
+                if let Err(error) = node
+                    .inner
+                    .raft
+                    .change_membership(ChangeMembers::SetNodes(nodes), false)
+                    .await
+                {
+                    tracing::warn!("member addresses not updated: {error}");
                 }
                 node.inner
                     .view
@@ -1078,10 +1226,11 @@ impl Node {
 
     async fn ask(&self, to: &LeaderHint, request: &NodeRequest) -> Result<NodeResponse, String> {
         let bytes = codec::encode(request).map_err(|e| e.to_string())?;
+        let addrs = self.inner.addresses.merged(&to.peer_id, &to.addrs);
         let reply = self
             .inner
             .network
-            .request(&to.peer_id, &to.addrs, bytes, CONTROL_DEADLINE)
+            .request(&to.peer_id, &addrs, bytes, CONTROL_DEADLINE)
             .await
             .map_err(|e| e.to_string())?;
         codec::decode(&reply).map_err(|e| e.to_string())
@@ -1194,18 +1343,13 @@ impl Node {
                         )
                         .await
                     {
-                        Ok(NodeResponse::Ack) if !member => return,
-                        Ok(NodeResponse::Ack) => {
-                            // Wait until our own log shows us out (or give up at the grace).
-                            let (voters, learners) = membership_sets(&node.raft_metrics());
-                            if !voters.contains(&node.inner.node_id)
-                                && !learners.contains(&node.inner.node_id)
-                            {
-                                return;
-                            }
-                        }
+                        // The leader answers once the membership change committed.
+                        Ok(NodeResponse::Ack) => return,
                         other => tracing::info!("leave answered {other:?}"),
                     }
+                } else if !member {
+                    // A worker that knows no leader has nothing to hand over.
+                    return;
                 }
                 node.inner.env.sleep(Duration::from_millis(200)).await;
             }

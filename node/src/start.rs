@@ -13,11 +13,11 @@ use futures::FutureExt;
 use prometheus::Registry;
 
 use crate::config::{host_name, memory_mb, NodeConfig, RawNodeConfig};
-use crate::datadir::{DataDir, DataDirError, NodeJson};
+use crate::datadir::{sticky_listen, DataDir, DataDirError, NodeJson};
 use crate::env::{Env, TokioEnv};
 use crate::http::{router, ApiState};
 use crate::metrics::NodeMetrics;
-use crate::runtime::{NetworkTransport, Node, NodeParts};
+use crate::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -81,27 +81,41 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
     let node_metrics =
         NodeMetrics::register(&registry).map_err(|e| NodeError::Failed(e.to_string()))?;
 
-    let (network, events, driver) = Libp2pNetwork::start(
-        NetworkConfig {
-            identity: data.identity.clone(),
-            listen: config.listen.clone(),
-            external: config.external.clone(),
-            topics: vec![ADVERT_TOPIC.to_string(), LEADER_TOPIC.to_string()],
-            max_discovered_peers: 64,
-        },
-        network_metrics,
-    )
-    .map_err(|error| NodeError::BadInput(error.to_string()))?;
+    let network_config = |listen: Vec<String>| NetworkConfig {
+        identity: data.identity.clone(),
+        listen,
+        external: config.external.clone(),
+        topics: vec![ADVERT_TOPIC.to_string(), LEADER_TOPIC.to_string()],
+        max_discovered_peers: 64,
+    };
+    // Prefer last run's ports so peers find a restarted node where they saw it.
+    let sticky = sticky_listen(&config.listen, &data.last_listen());
+    let started = if sticky != config.listen {
+        match Libp2pNetwork::start(network_config(sticky), network_metrics.clone()) {
+            Ok(started) => Ok(started),
+            Err(error) => {
+                tracing::info!(
+                    "previous ports unavailable ({error}); listening on the configured ones"
+                );
+                Libp2pNetwork::start(network_config(config.listen.clone()), network_metrics)
+            }
+        }
+    } else {
+        Libp2pNetwork::start(network_config(config.listen.clone()), network_metrics)
+    };
+    let (network, events, driver) =
+        started.map_err(|error| NodeError::BadInput(error.to_string()))?;
     let env = TokioEnv::new();
     env.spawn("network-driver", driver.boxed());
     let network: Arc<dyn Network> = Arc::new(network);
 
     let timing = RaftTiming::default();
+    let addresses = AddressBook::new();
     let (raft, state_machine) = coditect_consensus::start_raft(
         node_id,
         &timing,
         kv,
-        Arc::new(NetworkTransport::new(network.clone())),
+        Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
     )
     .await
     .map_err(|error| match error {
@@ -156,6 +170,7 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
             seeds: seeds.clone(),
             // A node on old Raft state waits to learn whether it is still a voter.
             elect_at_start: !initialized,
+            addresses,
             metrics: node_metrics,
         },
         events,
@@ -185,6 +200,7 @@ pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
         .iter()
         .map(|addr| format!("{addr}/p2p/{peer_id}"))
         .collect();
+    data.remember_listen(&node.listen_addrs())?;
     data.write_node_json(&NodeJson {
         peer_id: peer_id.clone(),
         http: http_addr.to_string(),

@@ -87,8 +87,16 @@ fn election(trials: usize) {
     );
 }
 
+fn settle_ms() -> u64 {
+    std::env::var("BENCH_SETTLE_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(3_000)
+}
+
 fn failover(trials: usize) {
     let dir = tempfile::tempdir().unwrap();
+    eprintln!("node data and logs in {}", dir.path().display());
     let first = NodeProcess::start(&dir.path().join("n0"), "n0", &[]);
     let boot = first.bootstrap_addr();
     let mut nodes = vec![first];
@@ -102,6 +110,12 @@ fn failover(trials: usize) {
     }
     let mut samples = Vec::new();
     for trial in 0..trials {
+        wait_for(Duration::from_secs(60), "3 voters", || {
+            agreed_leader(&nodes.iter().collect::<Vec<_>>(), 3)
+        });
+        // Let the mesh settle (a node restarted by the previous trial has just
+        // rejoined); BENCH_SETTLE_MS=0 measures back-to-back failures.
+        std::thread::sleep(Duration::from_millis(settle_ms()));
         let leader = wait_for(Duration::from_secs(60), "3 voters", || {
             agreed_leader(&nodes.iter().collect::<Vec<_>>(), 3)
         });
@@ -121,7 +135,27 @@ fn failover(trials: usize) {
         poll_fast(Duration::from_secs(30), || {
             agreed_leader(&survivors, 1).filter(|new_leader| *new_leader != leader)
         })
-        .unwrap_or_else(|| panic!("no new leader in trial {trial}"));
+        .unwrap_or_else(|| {
+            for node in &survivors {
+                let log = node.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- {} ({})", node.peer_id, node.data_dir.display());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+                eprintln!("status: {:?}", node.status());
+            }
+            // Keep the logs for a post-mortem.
+            std::process::Command::new("cp")
+                .args([
+                    "-r",
+                    &dir.path().display().to_string(),
+                    "/tmp/coditect-failover-logs",
+                ])
+                .status()
+                .ok();
+            panic!("no new leader in trial {trial}; logs copied to /tmp/coditect-failover-logs")
+        });
         samples.push(killed.elapsed());
         eprintln!("trial {trial}: {:?}", killed.elapsed());
         nodes[index] = NodeProcess::start(&data_dir, &format!("n{index}"), &[]);
@@ -130,6 +164,14 @@ fn failover(trials: usize) {
         "failover (SIGKILL of the leader to a new leader known to all survivors)",
         samples,
     );
+    if let Some(keep) = std::env::var_os("KEEP_LOGS") {
+        std::process::Command::new("cp")
+            .arg("-r")
+            .arg(dir.path())
+            .arg(keep)
+            .status()
+            .ok();
+    }
 }
 
 fn rss() {
