@@ -208,6 +208,7 @@ impl Libp2pNetwork {
             metrics,
             max_discovered_peers: config.max_discovered_peers,
             silent_requests: HashMap::new(),
+            connections: HashMap::new(),
         };
         let handle = Libp2pNetwork {
             local: local_peer_id.to_base58(),
@@ -362,6 +363,8 @@ struct Driver {
     max_discovered_peers: usize,
     /// Requests in a row that got no answer, per peer.
     silent_requests: HashMap<PeerId, u32>,
+    /// Open connections per peer, oldest first.
+    connections: HashMap<PeerId, Vec<libp2p::swarm::ConnectionId>>,
 }
 
 /// After this many unanswered requests in a row, a peer's connections are
@@ -428,6 +431,21 @@ impl Driver {
                 self.pending.insert(id, (reply, Instant::now(), peer));
             }
             Command::TimedOut(peer) => {
+                // request-response spreads requests over a peer's connections;
+                // when the peer restarted, the older ones are dead (no close
+                // arrives from a killed process). Keep only the newest.
+                if let Some(connections) = self.connections.get(&peer) {
+                    if connections.len() > 1 {
+                        let stale: Vec<_> = connections[..connections.len() - 1].to_vec();
+                        tracing::debug!(
+                            "{peer}: request timed out; closing {} older connection(s)",
+                            stale.len()
+                        );
+                        for id in stale {
+                            self.swarm.close_connection(id);
+                        }
+                    }
+                }
                 let count = self.silent_requests.entry(peer).or_default();
                 *count += 1;
                 if *count >= SILENT_REQUESTS_BEFORE_REDIAL {
@@ -461,9 +479,17 @@ impl Driver {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
                 ..
-            } if num_established.get() == 1 => {
+            } => {
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .push(connection_id);
+                if num_established.get() > 1 {
+                    return;
+                }
                 let first = {
                     let mut connected = self.connected.lock().expect("connected set lock");
                     connected.insert(peer_id.to_base58());
@@ -479,9 +505,19 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
+                if let Some(connections) = self.connections.get_mut(&peer_id) {
+                    connections.retain(|id| *id != connection_id);
+                    if connections.is_empty() {
+                        self.connections.remove(&peer_id);
+                    }
+                }
+                if num_established > 0 {
+                    return;
+                }
                 {
                     let mut connected = self.connected.lock().expect("connected set lock");
                     connected.remove(&peer_id.to_base58());
