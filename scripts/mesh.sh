@@ -55,6 +55,11 @@ echo
 echo "metrics sample:"
 curl -s "$api/metrics" 2>/dev/null | grep -E '^coditect_(raft_term|raft_is_leader|raft_commit_index|connected_peers|known_nodes) ' || true
 
+echo
+echo "an example agent in the sandbox the mesh uses (the analyzer, built from C):"
+bash agents/build.sh >/dev/null
+"$bin" run-task agents/analyzer.wasm --input README.md
+
 if $keep; then
   echo
   echo "the mesh keeps running (APIs: $(for n in n1 n2 n3; do printf '%s ' "http://$(json "$root/$n/node.json" http)"; done)); Ctrl-C stops it"

@@ -232,3 +232,45 @@ fn a_node_keeps_retrying_an_unreachable_bootstrap_and_joins_when_it_appears() {
     });
     assert_eq!(second.get_code("/readyz"), Some(200));
 }
+
+#[test]
+fn a_draining_leader_hands_over_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = NodeProcess::start(&dir.path().join("a"), "a", &flags(None));
+    let bootstrap = first.bootstrap_addr();
+    let mut nodes = vec![first];
+    for name in ["b", "c", "d"] {
+        nodes.push(NodeProcess::start(
+            &dir.path().join(name),
+            name,
+            &flags(Some(&bootstrap)),
+        ));
+    }
+    let (leader, _, _) = wait_for(
+        Duration::from_secs(90),
+        "4 nodes to agree on 3 voters",
+        || agreement(&nodes.iter().collect::<Vec<_>>()).filter(|(_, voters, _)| voters.len() == 3),
+    );
+    let index = nodes
+        .iter()
+        .position(|node| node.peer_id == leader)
+        .unwrap();
+    let status = nodes[index].terminate(Duration::from_secs(30));
+    assert!(status.success(), "a draining leader exits 0, got {status}");
+    let rest: Vec<&NodeProcess> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != index)
+        .map(|(_, n)| n)
+        .collect();
+    let (new_leader, voters, _) = wait_for(
+        Duration::from_secs(60),
+        "a new leader and a refilled voter set",
+        || {
+            agreement(&rest).filter(|(new_leader, voters, _)| {
+                *new_leader != leader && voters.len() == 3 && !voters.contains(&leader)
+            })
+        },
+    );
+    assert!(voters.contains(&new_leader));
+}
