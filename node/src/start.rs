@@ -52,10 +52,15 @@ pub fn load_config(raw: RawNodeConfig) -> Result<NodeConfig, NodeError> {
 /// Runs `coditect node` until a signal; returns after a clean drain.
 pub async fn run_node(config: NodeConfig) -> Result<(), NodeError> {
     let data = DataDir::open(&config.data_dir)?;
+    let peer_id = data.identity.peer_name();
+    // Every line this node logs carries its id, so logs of many nodes split apart.
+    let span = tracing::info_span!("node", node = %&peer_id[peer_id.len().saturating_sub(6)..]);
+    tracing::Instrument::instrument(run_opened(config, data), span).await
+}
+
+async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> {
     let node_id = data.node_id;
     let peer_id = data.identity.peer_name();
-    let span = tracing::info_span!("node", node = %&peer_id[peer_id.len().saturating_sub(6)..]);
-    let _enter = span.enter();
 
     let kv: Arc<dyn KvStore> = Arc::new(RocksKv::open(&data.raft_dir()).map_err(|error| {
         NodeError::BadInput(format!(

@@ -295,26 +295,34 @@ fn a_full_instance_pool_is_a_retryable_error() {
     let mut config = coditect_sandbox::SandboxConfig::new(dir.path().join("cache"));
     config.max_instances = 1;
     let sandbox = coditect_sandbox::Sandbox::new(config).unwrap();
-    let spin = sandbox.prepare(SPIN.as_bytes()).unwrap();
+    // The hog marks /output/started once it holds its slot, then spins.
+    let hog_module = r#"(module
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "started")
+      (func (export "_start")
+        (drop (call $open (i32.const 4) (i32.const 0) (i32.const 16) (i32.const 7)
+          (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 0)))
+        (loop $forever (br $forever))))"#;
+    let spin = sandbox.prepare(hog_module.as_bytes()).unwrap();
     let noop = sandbox.prepare(TINY_BINARY).unwrap();
     let (input, output) = task_dirs(dir.path(), "hog", &[]);
+    let marker = output.join("started");
     let hog_task = TaskSpec::new(input, output, limits(1_000_000_000_000_000, 60_000));
     let hog = sandbox.start(&spin, hog_task, CancelToken::new()).unwrap();
-    // Until the hog holds the only slot a no-op may still get it; then it cannot.
+    // Only once the hog runs is the pool known to be full (a load-dependent
+    // race otherwise: a no-op could hold the slot when the hog asks for it).
+    let mut polls = 0;
+    while !marker.exists() {
+        polls += 1;
+        assert!(polls < 6_000, "the hog never started (30 s)");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (input, output) = task_dirs(dir.path(), "second", &[]);
-    let error = (0..5000)
-        .find_map(|_| {
-            let task = TaskSpec::new(&input, &output, Limits::default());
-            match sandbox.run(&noop, task) {
-                Ok(outcome) => {
-                    assert!(outcome.is_success());
-                    std::thread::sleep(Duration::from_millis(1));
-                    None
-                }
-                Err(error) => Some(error),
-            }
-        })
-        .expect("the pool never filled up");
+    let error = sandbox
+        .run(&noop, TaskSpec::new(&input, &output, Limits::default()))
+        .expect_err("the only slot is taken");
     assert!(
         matches!(error, coditect_sandbox::SandboxError::Exhausted(_)),
         "{error}"
