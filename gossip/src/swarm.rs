@@ -428,7 +428,7 @@ impl Driver {
                     self.swarm.add_peer_address(peer, addr);
                 }
                 let id = self.swarm.behaviour_mut().rpc.send_request(&peer, request);
-                self.pending.insert(id, (reply, Instant::now(), peer));
+                self.pending.insert(id, (reply, Instant::now(), peer)); // production network seam
             }
             Command::TimedOut(peer) => {
                 // request-response spreads requests over a peer's connections;

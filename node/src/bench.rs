@@ -57,7 +57,7 @@ pub async fn run(command: BenchCommand) -> Result<(), NodeError> {
 
 #[allow(clippy::disallowed_methods)] // a benchmark measures wall time on purpose
 fn wall_now() -> std::time::Instant {
-    std::time::Instant::now()
+    std::time::Instant::now() // a benchmark reads the wall clock, not the Env seam
 }
 
 async fn start_bench_node(

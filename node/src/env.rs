@@ -73,7 +73,7 @@ impl TokioEnv {
     #[allow(clippy::disallowed_methods)] // this is the production Env seam
     pub fn new() -> Arc<Self> {
         Arc::new(TokioEnv {
-            started: std::time::Instant::now(),
+            started: std::time::Instant::now(), // production Env seam
             rng: Mutex::new(ChaCha20Rng::from_entropy()),
         })
     }
@@ -82,7 +82,7 @@ impl TokioEnv {
 impl Env for TokioEnv {
     #[allow(clippy::disallowed_methods)] // this is the production Env seam
     fn now_ms(&self) -> u64 {
-        std::time::SystemTime::now()
+        std::time::SystemTime::now() // production Env seam
             .duration_since(std::time::UNIX_EPOCH)
             .map(|since| since.as_millis() as u64)
             .unwrap_or(0)
@@ -101,6 +101,7 @@ impl Env for TokioEnv {
     fn spawn(&self, name: &'static str, task: Pin<Box<dyn Future<Output = ()> + Send>>) {
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
+            // production Env seam
             async move {
                 task.await;
                 tracing::trace!(task = name, "task ended");

@@ -383,6 +383,32 @@ impl Node {
             .map_err(|error| format!("cannot initialize the mesh: {error}"))
     }
 
+    /// Reads the applied replicated state.
+    fn state<T>(&self, read: impl FnOnce(&coditect_consensus::MeshState) -> T) -> T {
+        read(&self.inner.replica.read().expect("replica lock").state)
+    }
+
+    /// Commits a membership change and waits for it.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, MeshNode>,
+    ) -> Result<(), String> {
+        self.inner
+            .raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+
+    /// Nodes this node knows of: the registry if it holds Raft state, else
+    /// the adverts it has heard (plus itself).
+    fn known_nodes(&self) -> usize {
+        let registry = self.state(|state| state.nodes.len());
+        let adverts = self.inner.view.lock().expect("view lock").adverts.len() + 1;
+        registry.max(adverts)
+    }
+
     fn raft_metrics(&self) -> openraft::RaftMetrics<NodeId, MeshNode> {
         self.inner.raft.metrics().borrow().clone()
     }
@@ -447,6 +473,8 @@ impl Node {
     pub fn status(&self) -> StatusView {
         let metrics = self.raft_metrics();
         let leader = self.leader();
+        // Before taking the view lock, which known_nodes takes too.
+        let known_nodes = self.known_nodes();
         let view = self.inner.view.lock().expect("view lock");
         let (mut voters, mut learners) = membership_sets(&metrics);
         let mut term = metrics.current_term;
@@ -497,15 +525,6 @@ impl Node {
                 connected: connected.contains(&advert.peer_id),
             })
             .collect();
-        let registry_size = self
-            .inner
-            .replica
-            .read()
-            .expect("replica lock")
-            .state
-            .nodes
-            .len();
-        let known_nodes = registry_size.max(peers.len() + 1);
         let name_of = |ids: &BTreeSet<NodeId>| -> Vec<String> {
             ids.iter()
                 .map(|id| {
@@ -671,15 +690,12 @@ impl Node {
                     };
                 }
                 self.note_heard(node_id, load);
-                let registered = self
-                    .inner
-                    .replica
-                    .read()
-                    .expect("replica lock")
-                    .state
-                    .nodes
-                    .get(&node_id)
-                    .is_some_and(|node| node.peer_id == from && !node.left);
+                let registered = self.state(|state| {
+                    state
+                        .nodes
+                        .get(&node_id)
+                        .is_some_and(|node| node.peer_id == from && !node.left)
+                });
                 NodeResponse::HeartbeatAck { registered }
             }
             NodeRequest::Leave { node_id } => {
@@ -725,17 +741,11 @@ impl Node {
         if voters.contains(&node_id) && voters.len() > 1 {
             let remaining: BTreeSet<NodeId> =
                 voters.iter().copied().filter(|id| *id != node_id).collect();
-            self.inner
-                .raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
-                .await
-                .map_err(|error| error.to_string())?;
+            self.change_membership(ChangeMembers::ReplaceAllVoters(remaining))
+                .await?;
         } else if learners.contains(&node_id) {
-            self.inner
-                .raft
-                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
-                .await
-                .map_err(|error| error.to_string())?;
+            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])))
+                .await?;
         }
         Ok(())
     }
@@ -845,16 +855,7 @@ impl Node {
             .set(metrics.last_applied.map(|id| id.index).unwrap_or(0) as i64);
         m.raft_voters
             .set(metrics.membership_config.membership().voter_ids().count() as i64);
-        let registry = self
-            .inner
-            .replica
-            .read()
-            .expect("replica lock")
-            .state
-            .nodes
-            .len();
-        let adverts = self.inner.view.lock().expect("view lock").adverts.len() + 1;
-        m.known_nodes.set(registry.max(adverts) as i64);
+        m.known_nodes.set(self.known_nodes() as i64);
     }
 
     fn track_leader(
@@ -993,27 +994,19 @@ impl Node {
                     .collect()
             })
             .unwrap_or_default();
-        let registry: BTreeMap<NodeId, (bool, MeshNode)> = self
-            .inner
-            .replica
-            .read()
-            .expect("replica lock")
-            .state
-            .nodes
-            .values()
-            .map(|node| {
-                (
-                    node.node_id,
-                    (
-                        node.left,
-                        MeshNode {
-                            peer_id: node.peer_id.clone(),
-                            addrs: node.addrs.clone(),
-                        },
-                    ),
-                )
-            })
-            .collect();
+        let registry: BTreeMap<NodeId, (bool, MeshNode)> = self.state(|state| {
+            state
+                .nodes
+                .values()
+                .map(|node| {
+                    let member = MeshNode {
+                        peer_id: node.peer_id.clone(),
+                        addrs: node.addrs.clone(),
+                    };
+                    (node.node_id, (node.left, member))
+                })
+                .collect()
+        });
         // Membership records addresses at join time; when a member's registry
         // entry says it now listens elsewhere (a restart on new ports), the
         // leader rewrites them so every member can reach it again.
@@ -1111,27 +1104,16 @@ impl Node {
                                 registry.get(id).map(|(_, member)| (*id, member.clone()))
                             })
                             .collect();
-                        node.inner
-                            .raft
-                            .change_membership(ChangeMembers::AddNodes(nodes), false)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
+                        node.change_membership(ChangeMembers::AddNodes(nodes)).await
                     }
-                    AutopilotAction::SetVoters(voters) => node
-                        .inner
-                        .raft
-                        .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    AutopilotAction::RemoveLearners(ids) => node
-                        .inner
-                        .raft
-                        .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                    AutopilotAction::SetVoters(voters) => {
+                        node.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()))
+                            .await
+                    }
+                    AutopilotAction::RemoveLearners(ids) => {
+                        node.change_membership(ChangeMembers::RemoveNodes(ids.clone()))
+                            .await
+                    }
                 };
                 match result {
                     Ok(()) => node.inner.metrics.autopilot_changes.inc(),
@@ -1153,12 +1135,7 @@ impl Node {
             "refresh-addresses",
             async move {
                 tracing::info!(members = nodes.len(), "updating member addresses");
-                if let Err(error) = node
-                    .inner
-                    .raft
-                    .change_membership(ChangeMembers::SetNodes(nodes), false)
-                    .await
-                {
+                if let Err(error) = node.change_membership(ChangeMembers::SetNodes(nodes)).await {
                     tracing::warn!("member addresses not updated: {error}");
                 }
                 node.inner
@@ -1195,15 +1172,13 @@ impl Node {
     }
 
     fn ensure_self_registered(&self) {
-        let known = self
-            .inner
-            .replica
-            .read()
-            .expect("replica lock")
-            .state
-            .nodes
-            .get(&self.inner.node_id)
-            .is_some_and(|node| !node.left && node.addrs == self.listen_addrs());
+        let addrs = self.listen_addrs();
+        let known = self.state(|state| {
+            state
+                .nodes
+                .get(&self.inner.node_id)
+                .is_some_and(|node| !node.left && node.addrs == addrs)
+        });
         let mut view = self.inner.view.lock().expect("view lock");
         if known || view.registered || view.listen_addrs.is_empty() {
             return;
@@ -1382,12 +1357,8 @@ impl Node {
             // The last voter cannot leave its own mesh; it just stops.
             return Ok(());
         }
-        self.inner
-            .raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(remaining), false)
+        self.change_membership(ChangeMembers::ReplaceAllVoters(remaining))
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     /// Stops the loops and Raft.
