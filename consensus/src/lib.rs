@@ -15,7 +15,6 @@ pub mod storage;
 pub mod types;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use state::MeshState;
 pub use storage::SharedState;
@@ -95,6 +94,3 @@ pub enum StartError {
     #[error("Raft failed to start: {0}")]
     Raft(String),
 }
-
-/// How long a Raft RPC may take when openraft gives no tighter deadline.
-pub const DEFAULT_RPC_DEADLINE: Duration = Duration::from_secs(2);
