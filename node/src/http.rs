@@ -24,12 +24,22 @@ pub struct ApiState {
 /// The router of the HTTP API.
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
         .fallback(not_found)
         .with_state(state)
+}
+
+/// A status page that polls `/api/status` from the browser.
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("web/index.html"),
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

@@ -108,6 +108,22 @@ fn five_nodes_elect_fail_over_rejoin_and_drain() {
     );
     let status = nodes[leader_index].status().unwrap();
     assert!(status["commit_index"].as_u64().unwrap() > 0);
+    let (code, page) = coditect_tests::http_request("GET", &nodes[leader_index].http, "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("<title>Coditect node</title>") && page.contains("/api/status"));
+    let (code, metrics) =
+        coditect_tests::http_request("GET", &nodes[leader_index].http, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "coditect_raft_term",
+        "coditect_raft_is_leader 1",
+        "coditect_raft_commit_index",
+        "coditect_connected_peers",
+        "coditect_known_nodes",
+        "coditect_rpc_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
     assert!(status["term"].as_u64().unwrap() >= 1);
     let zones: BTreeSet<String> = status["peers"]
         .as_array()
