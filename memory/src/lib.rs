@@ -192,6 +192,11 @@ impl BlobStore {
         }
     }
 
+    /// The largest blob this store accepts.
+    pub fn max_blob_bytes(&self) -> u64 {
+        self.max_blob_bytes
+    }
+
     /// Whether `digest` is stored here (without verifying its bytes).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.path_of(digest).exists()

@@ -84,6 +84,8 @@ async fn start_bench_node(
     let network: Arc<dyn Network> = Arc::new(network);
     let kv: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir).map_err(|e| failed(e.to_string()))?);
     let timing = RaftTiming::default();
+    let blobs = coditect_memory::BlobStore::open(dir.join("blobs"), 1 << 20)
+        .map_err(|e| failed(e.to_string()))?;
     let addresses = AddressBook::new();
     let (raft, state_machine) = coditect_consensus::start_raft(
         node_id,
@@ -113,6 +115,7 @@ async fn start_bench_node(
             seeds,
             elect_at_start: true,
             addresses,
+            blobs,
             metrics: NodeMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
         },
         events,

@@ -23,6 +23,15 @@ pub enum NodeRequest {
         /// The sender.
         node_id: NodeId,
     },
+    /// A slice of a blob by digest; blobs travel in chunks under the wire cap.
+    GetBlob {
+        /// `sha256:<hex>`.
+        digest: String,
+        /// First byte wanted.
+        offset: u64,
+        /// Bytes wanted at most.
+        len: u32,
+    },
 }
 
 /// The answer to a [`NodeRequest`].
@@ -43,8 +52,19 @@ pub enum NodeResponse {
         /// The leader, as the receiver knows it.
         leader: Option<LeaderHint>,
     },
+    /// A slice of a blob, or `None` if the receiver does not hold it.
+    BlobChunk(Option<BlobChunk>),
     /// The request failed.
     Error(String),
+}
+
+/// A slice of a blob.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobChunk {
+    /// The blob's full size.
+    pub total: u64,
+    /// The bytes from the requested offset.
+    pub bytes: Vec<u8>,
 }
 
 /// Where the leader is.

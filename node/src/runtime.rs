@@ -15,20 +15,24 @@ use coditect_consensus::{
     SharedState,
 };
 use coditect_gossip::{Network, NetworkEvent, PeerName, RequestError, ADVERT_TOPIC, LEADER_TOPIC};
-use coditect_memory::codec;
+use coditect_memory::{codec, BlobStore, Digest};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::mpsc;
 
 use crate::env::{jitter, timeout, SharedEnv};
-use crate::messages::{LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse};
+use crate::messages::{
+    BlobChunk, LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse,
+};
 use crate::metrics::NodeMetrics;
 use crate::propose::{Proposer, WRITE_DEADLINE};
 use crate::roles::{self, AnnouncedMembership, AutopilotAction, AutopilotInput, Health, Role};
 
 /// How long a request to the leader may take.
 const CONTROL_DEADLINE: Duration = Duration::from_secs(3);
+/// Bytes of a blob per request, well under the wire's 16 MiB frame cap.
+const BLOB_CHUNK_BYTES: u32 = 4 * 1024 * 1024;
 /// Standby learners the leader keeps beside the voters.
 const STANDBYS: usize = 2;
 /// A learner within this many entries of the leader may be promoted.
@@ -64,6 +68,8 @@ pub struct NodeParts {
     pub elect_at_start: bool,
     /// Fresh peer addresses, shared with the Raft transport.
     pub addresses: AddressBook,
+    /// Content-addressed blobs this node holds and serves to peers.
+    pub blobs: BlobStore,
     /// Metrics.
     pub metrics: NodeMetrics,
 }
@@ -117,6 +123,7 @@ struct Inner {
     metrics: NodeMetrics,
     proposer: Proposer,
     addresses: AddressBook,
+    blobs: BlobStore,
     view: Mutex<LocalView>,
     stopped: AtomicBool,
 }
@@ -315,6 +322,7 @@ impl Node {
             metrics: parts.metrics,
             proposer: Proposer::start(parts.env.as_ref(), parts.raft.clone()),
             addresses: parts.addresses,
+            blobs: parts.blobs,
             view: Mutex::new(LocalView {
                 last_leader_seen: now,
                 seed_backoff: Duration::from_millis(250),
@@ -698,6 +706,11 @@ impl Node {
                 });
                 NodeResponse::HeartbeatAck { registered }
             }
+            NodeRequest::GetBlob {
+                digest,
+                offset,
+                len,
+            } => self.blob_chunk(&digest, offset, len),
             NodeRequest::Leave { node_id } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
@@ -710,6 +723,75 @@ impl Node {
                 }
             }
         }
+    }
+
+    fn blob_chunk(&self, digest: &str, offset: u64, len: u32) -> NodeResponse {
+        let Ok(digest) = digest.parse::<Digest>() else {
+            return NodeResponse::Error(format!("not a digest: {digest}"));
+        };
+        match self.inner.blobs.get(&digest) {
+            Ok(None) => NodeResponse::BlobChunk(None),
+            Ok(Some(bytes)) => {
+                let start = (offset as usize).min(bytes.len());
+                let end = start
+                    .saturating_add(len.min(BLOB_CHUNK_BYTES) as usize)
+                    .min(bytes.len());
+                NodeResponse::BlobChunk(Some(BlobChunk {
+                    total: bytes.len() as u64,
+                    bytes: bytes[start..end].to_vec(),
+                }))
+            }
+            Err(error) => NodeResponse::Error(error.to_string()),
+        }
+    }
+
+    /// The blob store of this node.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// The bytes of `digest`: from this node's store, else fetched in
+    /// chunks from a connected peer that holds it, verified and kept.
+    pub async fn fetch_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, String> {
+        if let Some(bytes) = self.inner.blobs.get(digest).map_err(|e| e.to_string())? {
+            return Ok(Some(bytes));
+        }
+        for peer in self.inner.network.connected_peers() {
+            let hint = LeaderHint {
+                node_id: 0,
+                peer_id: peer.clone(),
+                addrs: Vec::new(),
+            };
+            let mut bytes = Vec::new();
+            let complete = loop {
+                let request = NodeRequest::GetBlob {
+                    digest: digest.to_string(),
+                    offset: bytes.len() as u64,
+                    len: BLOB_CHUNK_BYTES,
+                };
+                match self.ask(&hint, &request).await {
+                    Ok(NodeResponse::BlobChunk(Some(chunk))) => {
+                        if chunk.total > self.inner.blobs.max_blob_bytes() {
+                            break false;
+                        }
+                        let done = chunk.bytes.is_empty();
+                        bytes.extend_from_slice(&chunk.bytes);
+                        if bytes.len() as u64 >= chunk.total {
+                            break true;
+                        }
+                        if done {
+                            break false;
+                        }
+                    }
+                    _ => break false,
+                }
+            };
+            if complete && Digest::of(&bytes) == *digest {
+                self.inner.blobs.put(&bytes).map_err(|e| e.to_string())?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
     }
 
     fn note_heard(&self, node_id: NodeId, load: Load) {

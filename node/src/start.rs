@@ -19,6 +19,9 @@ use crate::http::{router, ApiState};
 use crate::metrics::NodeMetrics;
 use crate::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
 
+/// The largest blob (module, input or output) a node stores: 256 MiB.
+pub const MAX_BLOB_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -143,6 +146,9 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         .map_err(|error| NodeError::Failed(format!("cannot start the wasm sandbox: {error}")))?;
     let wasm_limits = wasm_limits(&sandbox.capability());
 
+    let blobs = coditect_memory::BlobStore::open(data.blob_dir(), MAX_BLOB_BYTES)
+        .map_err(|error| NodeError::BadInput(error.to_string()))?;
+
     let remembered = data.remembered_peers();
     let mut seeds: Vec<String> = config
         .bootstrap
@@ -176,6 +182,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             // A node on old Raft state waits to learn whether it is still a voter.
             elect_at_start: !initialized,
             addresses,
+            blobs,
             metrics: node_metrics,
         },
         events,

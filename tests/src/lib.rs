@@ -49,16 +49,34 @@ pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Optio
 
 /// A blocking HTTP/1.1 request; returns the status code and body.
 pub fn http_request(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let (code, body) = http_exchange(method, addr, path, &[])?;
+    Ok((code, String::from_utf8_lossy(&body).to_string()))
+}
+
+/// A blocking HTTP/1.1 request with a body; returns the status code and the
+/// raw response body (chunked transfer decoded).
+pub fn http_exchange(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("HTTP response without a header end"))?;
+    let head = String::from_utf8_lossy(&response[..split]).to_string();
+    let body = &response[split + 4..];
     let code = head
         .split_whitespace()
         .nth(1)
@@ -70,22 +88,24 @@ pub fn http_request(method: &str, addr: &str, path: &str) -> std::io::Result<(u1
     {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
     Ok((code, body))
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|window| window == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&body[..line_end]).to_string();
+        let Ok(size) = usize::from_str_radix(size_text.trim(), 16) else {
             break;
         };
+        let rest = &body[line_end + 2..];
         if size == 0 || rest.len() < size {
             break;
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
+        out.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
     out
 }
