@@ -9,6 +9,7 @@
 //! clock: commands carry the leader's timestamps.
 
 pub mod kv;
+pub mod mission;
 pub mod network;
 pub mod state;
 pub mod storage;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::mission::{MissionRecord, Refusal};
 use crate::types::{Command, CommandResponse, NodeId, NodeRecord};
 
 /// Everything Raft replicates (besides membership, which openraft keeps).
@@ -12,13 +13,23 @@ use crate::types::{Command, CommandResponse, NodeId, NodeRecord};
 pub struct MeshState {
     /// The node registry, by Raft node id.
     pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Missions by id.
+    pub missions: BTreeMap<String, MissionRecord>,
+    /// Missions submitted so far (the next id is `m{count + 1}`).
+    pub missions_submitted: u64,
+    /// A counter giving each task that becomes ready its age rank.
+    pub next_ready_seq: u64,
 }
 
 /// A key of the state that an apply touched, so storage rewrites only those.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StateKey {
     /// A registry entry.
     Node(NodeId),
+    /// A mission and its tasks.
+    Mission(String),
+    /// The mission and ready counters.
+    Counters,
 }
 
 impl MeshState {
@@ -84,6 +95,75 @@ impl MeshState {
                 }
                 CommandResponse::Ok
             }
+            Command::SubmitMission { name, tasks, at_ms } => {
+                self.missions_submitted += 1;
+                let id = format!("m{}", self.missions_submitted);
+                let mission = MissionRecord::new(
+                    id.clone(),
+                    name.clone(),
+                    tasks.clone(),
+                    *at_ms,
+                    &mut self.next_ready_seq,
+                );
+                self.missions.insert(id.clone(), mission);
+                touched.push(StateKey::Mission(id.clone()));
+                touched.push(StateKey::Counters);
+                CommandResponse::MissionCreated(id)
+            }
+            Command::AssignTask {
+                mission,
+                task,
+                node,
+                attempt,
+                at_ms,
+            } => self.on_mission(mission, touched, |m, _| {
+                m.assign(task, *node, *attempt, *at_ms)
+            }),
+            Command::StealTask {
+                mission,
+                task,
+                from,
+                to,
+                attempt,
+            } => self.on_mission(mission, touched, |m, _| m.steal(task, *from, *to, *attempt)),
+            Command::StartTask {
+                mission,
+                task,
+                node,
+                attempt,
+            } => self.on_mission(mission, touched, |m, _| m.start(task, *node, *attempt)),
+            Command::CompleteTask {
+                mission,
+                task,
+                result,
+            } => self.on_mission(mission, touched, |m, seq| {
+                m.complete(task, result.clone(), seq)
+            }),
+            Command::FailTask {
+                mission,
+                task,
+                violation,
+                retry_not_before_ms,
+            } => self.on_mission(mission, touched, |m, seq| {
+                m.fail(task, violation.clone(), *retry_not_before_ms, seq)
+            }),
+            Command::ReleaseNode { node, reason } => {
+                let mut seq = self.next_ready_seq;
+                for (id, mission) in self.missions.iter_mut() {
+                    if mission.release_node(*node, reason, &mut seq) > 0 {
+                        touched.push(StateKey::Mission(id.clone()));
+                    }
+                }
+                self.next_ready_seq = seq;
+                touched.push(StateKey::Counters);
+                CommandResponse::Ok
+            }
+            Command::CancelMission { mission } => {
+                self.on_mission(mission, touched, |m, _| m.cancel())
+            }
+            Command::RetryMission { mission } => {
+                self.on_mission(mission, touched, |m, seq| m.retry(seq).map(|_| ()))
+            }
             Command::NodeLeft { node_id, at_ms } => match self.nodes.get_mut(node_id) {
                 Some(node) => {
                     node.left = true;
@@ -93,6 +173,31 @@ impl MeshState {
                 }
                 None => CommandResponse::Rejected(format!("unknown node {node_id}")),
             },
+        }
+    }
+
+    /// Applies a transition to one mission; a refusal leaves it unchanged.
+    fn on_mission(
+        &mut self,
+        id: &str,
+        touched: &mut Vec<StateKey>,
+        change: impl FnOnce(&mut MissionRecord, &mut u64) -> Result<(), Refusal>,
+    ) -> CommandResponse {
+        let Some(mission) = self.missions.get_mut(id) else {
+            return CommandResponse::Rejected(format!("unknown mission {id}"));
+        };
+        // Work on a copy so a refusal half way through changes nothing.
+        let mut updated = mission.clone();
+        let mut seq = self.next_ready_seq;
+        match change(&mut updated, &mut seq) {
+            Ok(()) => {
+                *mission = updated;
+                self.next_ready_seq = seq;
+                touched.push(StateKey::Mission(id.to_string()));
+                touched.push(StateKey::Counters);
+                CommandResponse::Ok
+            }
+            Err(refusal) => CommandResponse::Rejected(refusal),
         }
     }
 

@@ -32,6 +32,14 @@ const KEY_FORMAT: &[u8] = b"format";
 pub const FORMAT_MARKER: &[u8] = b"coditect-raft/1";
 
 const NODE_PREFIX: &[u8] = b"node/";
+const MISSION_PREFIX: &[u8] = b"mission/";
+const KEY_COUNTERS: &[u8] = b"counters";
+
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    end
+}
 
 fn log_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
@@ -326,15 +334,28 @@ impl StateMachineStore {
             None => AppliedMeta::default(),
         };
         let mut state = MeshState::default();
-        let mut end = NODE_PREFIX.to_vec();
-        end.push(0xff);
-        for (_, bytes) in store
-            .range(Column::State, NODE_PREFIX, &end)
+        let read = |prefix: &[u8]| {
+            store
+                .range(Column::State, prefix, &prefix_end(prefix))
+                .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))
+        };
+        let decode_err = || codec_err(ErrorSubject::StateMachine, ErrorVerb::Read);
+        for (_, bytes) in read(NODE_PREFIX)? {
+            let record: crate::types::NodeRecord = codec::decode(&bytes).map_err(decode_err())?;
+            state.nodes.insert(record.node_id, record);
+        }
+        for (_, bytes) in read(MISSION_PREFIX)? {
+            let mission: crate::mission::MissionRecord =
+                codec::decode(&bytes).map_err(decode_err())?;
+            state.missions.insert(mission.id.clone(), mission);
+        }
+        if let Some(bytes) = store
+            .get(Column::State, KEY_COUNTERS)
             .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
         {
-            let record: crate::types::NodeRecord = codec::decode(&bytes)
-                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?;
-            state.nodes.insert(record.node_id, record);
+            let (submitted, ready): (u64, u64) = codec::decode(&bytes).map_err(decode_err())?;
+            state.missions_submitted = submitted;
+            state.next_ready_seq = ready;
         }
         let index = applied.last_applied.map(|id| id.index).unwrap_or(0);
         Ok(StateMachineStore {
@@ -375,6 +396,25 @@ impl StateMachineStore {
                         None => ops.push(KvOp::Delete(Column::State, db_key)),
                     }
                 }
+                StateKey::Mission(id) => {
+                    let mut db_key = MISSION_PREFIX.to_vec();
+                    db_key.extend_from_slice(id.as_bytes());
+                    match state.missions.get(id) {
+                        Some(mission) => ops.push(KvOp::Put(
+                            Column::State,
+                            db_key,
+                            codec::encode(mission)
+                                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                        )),
+                        None => ops.push(KvOp::Delete(Column::State, db_key)),
+                    }
+                }
+                StateKey::Counters => ops.push(KvOp::Put(
+                    Column::State,
+                    KEY_COUNTERS.to_vec(),
+                    codec::encode(&(state.missions_submitted, state.next_ready_seq))
+                        .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                )),
             }
         }
         ops.push(KvOp::Put(
@@ -524,6 +564,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .nodes
                 .keys()
                 .map(|id| StateKey::Node(*id))
+                .chain(
+                    replica
+                        .state
+                        .missions
+                        .keys()
+                        .map(|id| StateKey::Mission(id.clone())),
+                )
+                .chain([StateKey::Counters])
                 .collect();
             let mut ops = vec![KvOp::DeleteRange(Column::State, Vec::new(), vec![0xff; 16])];
             ops.extend(Self::record_ops(&replica, &mut keys)?);
@@ -596,6 +644,103 @@ mod tests {
     #[test]
     fn memory_stores_pass_the_openraft_suite() {
         Suite::test_all(MemBuilder).unwrap();
+    }
+
+    #[test]
+    fn applied_missions_survive_a_reopen_and_a_snapshot() {
+        use crate::mission::{TaskExpect, TaskLimits, TaskState, TaskSubmission};
+        use crate::types::Command;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).unwrap());
+            StateMachineStore::open(store).unwrap()
+        };
+        let task = |id: &str, needs: &[&str]| TaskSubmission {
+            id: id.into(),
+            module: "sha256:00".into(),
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            requires: vec![],
+            priority: 1,
+            input: None,
+            inputs: vec![],
+            limits: TaskLimits {
+                fuel: 1,
+                memory_mb: 1,
+                timeout_ms: 1,
+                output_mb: 1,
+            },
+            expect: TaskExpect::default(),
+            done: false,
+        };
+        let entry = |index: u64, command: Command| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        };
+        let built = {
+            let mut machine = open();
+            let answers = futures::executor::block_on(machine.apply(vec![
+                entry(
+                    1,
+                    Command::SubmitMission {
+                        name: "demo".into(),
+                        tasks: vec![task("a", &[]), task("b", &["a"])],
+                        at_ms: 5,
+                    },
+                ),
+                entry(
+                    2,
+                    Command::AssignTask {
+                        mission: "m1".into(),
+                        task: "a".into(),
+                        node: 9,
+                        attempt: 0,
+                        at_ms: 6,
+                    },
+                ),
+                entry(
+                    3,
+                    Command::AssignTask {
+                        mission: "m1".into(),
+                        task: "a".into(),
+                        node: 8,
+                        attempt: 0,
+                        at_ms: 6,
+                    },
+                ),
+            ]))
+            .unwrap();
+            assert_eq!(answers[0], CommandResponse::MissionCreated("m1".into()));
+            assert_eq!(answers[1], CommandResponse::Ok);
+            assert!(
+                matches!(answers[2], CommandResponse::Rejected(_)),
+                "compare-and-set refuses a second owner"
+            );
+            let mut builder = futures::executor::block_on(machine.get_snapshot_builder());
+            futures::executor::block_on(builder.build_snapshot()).unwrap()
+        };
+        let machine = open();
+        {
+            let replica = machine.shared_state();
+            let replica = replica.read().unwrap();
+            let task = &replica.state.missions["m1"].tasks["a"];
+            assert_eq!(
+                (task.state, task.owner, task.attempt),
+                (TaskState::Assigned, Some(9), 1)
+            );
+            assert_eq!(replica.state.missions_submitted, 1);
+            assert_eq!(replica.last_applied_index(), 3);
+        }
+        drop(machine);
+        // A snapshot carries missions to a fresh replica.
+        let mut fresh = StateMachineStore::open(Arc::new(MemKv::new())).unwrap();
+        futures::executor::block_on(fresh.install_snapshot(&built.meta, built.snapshot)).unwrap();
+        let replica = fresh.shared_state();
+        assert_eq!(
+            replica.read().unwrap().state.missions["m1"].tasks["a"].owner,
+            Some(9)
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mission::{TaskResult, TaskSubmission, ViolationRecord};
+
 /// A Raft node id: derived once from the node's peer id, persisted in its
 /// data dir and never reused (a new data dir means a new key, so a new id).
 pub type NodeId = u64;
@@ -148,6 +150,89 @@ pub enum Command {
     /// Several commands in one log entry (group commit), applied in order.
     /// Batches do not nest.
     Batch(Vec<Command>),
+    /// A new mission; its id is the next in sequence (`m1`, `m2`, ...).
+    SubmitMission {
+        /// Human name.
+        name: String,
+        /// Its tasks, validated by the leader (ids unique, dependencies known, no cycle).
+        tasks: Vec<TaskSubmission>,
+        /// Leader's clock.
+        at_ms: u64,
+    },
+    /// Ready -> assigned, if the task is still at `attempt` (compare-and-set).
+    AssignTask {
+        /// Mission id.
+        mission: String,
+        /// Task id.
+        task: String,
+        /// The new owner.
+        node: NodeId,
+        /// The attempt the leader read.
+        attempt: u32,
+        /// Leader's clock (retry backoffs are checked against it).
+        at_ms: u64,
+    },
+    /// A queued task moves to an idle node (compare-and-set on owner and attempt).
+    StealTask {
+        /// Mission id.
+        mission: String,
+        /// Task id.
+        task: String,
+        /// Current owner.
+        from: NodeId,
+        /// New owner.
+        to: NodeId,
+        /// The attempt the thief read.
+        attempt: u32,
+    },
+    /// The owner starts running its queued task.
+    StartTask {
+        /// Mission id.
+        mission: String,
+        /// Task id.
+        task: String,
+        /// The owner.
+        node: NodeId,
+        /// Its attempt (fencing token).
+        attempt: u32,
+    },
+    /// The owner's result; refused unless owner and attempt are current.
+    CompleteTask {
+        /// Mission id.
+        mission: String,
+        /// Task id.
+        task: String,
+        /// The result.
+        result: TaskResult,
+    },
+    /// A run ended in a violation; retry after a backoff or fail.
+    FailTask {
+        /// Mission id.
+        mission: String,
+        /// Task id.
+        task: String,
+        /// What happened (carries node and attempt, the fencing token).
+        violation: ViolationRecord,
+        /// `Some(time)`: ready again from then; `None`: failed.
+        retry_not_before_ms: Option<u64>,
+    },
+    /// A node lost its lease (or drained): its tasks are placed again.
+    ReleaseNode {
+        /// The node.
+        node: NodeId,
+        /// Why, for the tasks' history.
+        reason: String,
+    },
+    /// Cancel a running mission.
+    CancelMission {
+        /// Mission id.
+        mission: String,
+    },
+    /// Re-run a failed mission's failed and blocked tasks.
+    RetryMission {
+        /// Mission id.
+        mission: String,
+    },
 }
 
 /// What applying a command answered.
@@ -159,4 +244,6 @@ pub enum CommandResponse {
     Rejected(String),
     /// The answers to a [`Command::Batch`], in order.
     Batch(Vec<CommandResponse>),
+    /// The id of a mission just submitted.
+    MissionCreated(String),
 }

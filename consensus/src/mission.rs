@@ -1,0 +1,741 @@
+//! Replicated missions and tasks, and the pure transitions between task
+//! states.
+//!
+//! Every ownership change is a compare-and-set on the task's `attempt`, the
+//! fencing token: the leader proposes a change with the attempt it read, and
+//! apply refuses it if the task moved on meanwhile. So a task never has two
+//! live owners, and a result is committed exactly once even when execution
+//! happened twice (a stale owner's result carries a stale attempt).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// A task's state, as interfaces.md names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Dependencies not done.
+    Pending,
+    /// Placeable (or waiting out a retry backoff).
+    Ready,
+    /// In a node's queue.
+    Assigned,
+    /// Running on its owner.
+    Running,
+    /// Result committed.
+    Succeeded,
+    /// Out of attempts.
+    Failed,
+    /// A dependency failed.
+    Blocked,
+    /// The mission was cancelled.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Whether the task will not change again (until a retry of the mission).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Blocked | TaskState::Cancelled
+        )
+    }
+}
+
+/// A mission's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissionState {
+    /// Some task can still run.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// Nothing else can run and some task failed or is blocked.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+/// Limits of one task (see interfaces.md `[task.limits]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// Deterministic CPU budget.
+    pub fuel: u64,
+    /// Linear memory cap, MiB.
+    pub memory_mb: u64,
+    /// Wall-clock timeout, ms.
+    pub timeout_ms: u64,
+    /// Cap of stdout, stderr and /output each, MiB.
+    pub output_mb: u64,
+}
+
+/// What the task's author expects of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExpect {
+    /// Exit code expected (`None`: any).
+    pub exit_code: Option<i32>,
+    /// A string stdout must contain.
+    pub stdout_contains: Option<String>,
+    /// Files the run must leave under /output.
+    pub files: Vec<String>,
+}
+
+/// A task as submitted: everything a worker needs, by digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSubmission {
+    /// Id, unique in the mission.
+    pub id: String,
+    /// `sha256:<hex>` of the wasm module.
+    pub module: String,
+    /// Ids of tasks that must succeed first.
+    pub needs: Vec<String>,
+    /// Capability tags a node must offer.
+    pub requires: Vec<String>,
+    /// 0 (P0, most urgent) to 3.
+    pub priority: u8,
+    /// Digest of the text the guest reads as /input/input.txt.
+    pub input: Option<String>,
+    /// Files copied under /input: (relative path, digest).
+    pub inputs: Vec<(String, String)>,
+    /// Limits.
+    pub limits: TaskLimits,
+    /// Expectations.
+    pub expect: TaskExpect,
+    /// Already done when submitted (a checked markdown box).
+    pub done: bool,
+}
+
+/// One recorded violation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationRecord {
+    /// The attempt it happened in.
+    pub attempt: u32,
+    /// Where it ran.
+    pub node: NodeId,
+    /// Category (trap, timeout, out_of_fuel, memory_limit, expectation_mismatch, lost_node, ...).
+    pub kind: String,
+    /// One line of detail.
+    pub detail: String,
+}
+
+/// A committed result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// Who ran it.
+    pub node: NodeId,
+    /// Which attempt.
+    pub attempt: u32,
+    /// Guest exit code.
+    pub exit_code: Option<i32>,
+    /// Digest of the full stdout.
+    pub stdout_digest: String,
+    /// The first bytes of stdout, for display.
+    pub stdout_head: String,
+    /// Files produced: (path under /output, digest, size).
+    pub outputs: Vec<(String, String, u64)>,
+    /// Fuel used.
+    pub fuel_used: u64,
+    /// Wall time, ms.
+    pub wall_ms: u64,
+}
+
+/// A task in the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// What was submitted.
+    pub spec: TaskSubmission,
+    /// Current state.
+    pub state: TaskState,
+    /// Owner while assigned or running.
+    pub owner: Option<NodeId>,
+    /// Fencing token: bumped by every assignment and steal.
+    pub attempt: u32,
+    /// Runs that ended (successfully or not); bounded by the retry policy.
+    pub runs: u32,
+    /// A retry may not be placed before this time (leader clock, ms).
+    pub not_before_ms: u64,
+    /// Why the task is not running, when it is not.
+    pub reason: Option<String>,
+    /// Every violation, in order.
+    pub violations: Vec<ViolationRecord>,
+    /// The committed result.
+    pub result: Option<TaskResult>,
+    /// How many results were committed (must never exceed 1).
+    pub results_committed: u32,
+    /// Order in which tasks became ready (older first).
+    pub ready_seq: u64,
+}
+
+/// A mission in the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissionRecord {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// State.
+    pub state: MissionState,
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, TaskRecord>,
+    /// When it was submitted (leader clock, ms).
+    pub submitted_ms: u64,
+}
+
+/// Why a mission transition was refused.
+pub type Refusal = String;
+
+impl MissionRecord {
+    /// A new mission; tasks whose dependencies are all done start ready.
+    pub fn new(
+        id: String,
+        name: String,
+        tasks: Vec<TaskSubmission>,
+        submitted_ms: u64,
+        next_seq: &mut u64,
+    ) -> Self {
+        let tasks = tasks
+            .into_iter()
+            .map(|spec| {
+                let state = if spec.done {
+                    TaskState::Succeeded
+                } else {
+                    TaskState::Pending
+                };
+                (
+                    spec.id.clone(),
+                    TaskRecord {
+                        spec,
+                        state,
+                        owner: None,
+                        attempt: 0,
+                        runs: 0,
+                        not_before_ms: 0,
+                        reason: None,
+                        violations: Vec::new(),
+                        result: None,
+                        results_committed: 0,
+                        ready_seq: 0,
+                    },
+                )
+            })
+            .collect();
+        let mut mission = MissionRecord {
+            id,
+            name,
+            state: MissionState::Running,
+            tasks,
+            submitted_ms,
+        };
+        mission.settle(next_seq);
+        mission
+    }
+
+    /// Moves pending tasks whose dependencies all succeeded to ready, blocks
+    /// the dependents of failed or blocked tasks, and sets the mission state.
+    pub fn settle(&mut self, next_seq: &mut u64) {
+        if self.state == MissionState::Cancelled {
+            return;
+        }
+        loop {
+            let mut changed = false;
+            let ids: Vec<String> = self.tasks.keys().cloned().collect();
+            for id in ids {
+                let task = &self.tasks[&id];
+                if task.state != TaskState::Pending {
+                    continue;
+                }
+                let mut all_done = true;
+                let mut blocked_by = None;
+                for need in &task.spec.needs {
+                    match self.tasks.get(need).map(|t| t.state) {
+                        Some(TaskState::Succeeded) => {}
+                        Some(TaskState::Failed | TaskState::Blocked | TaskState::Cancelled) => {
+                            blocked_by = Some(need.clone());
+                            all_done = false;
+                            break;
+                        }
+                        _ => all_done = false,
+                    }
+                }
+                let task = self.tasks.get_mut(&id).expect("task exists");
+                if let Some(need) = blocked_by {
+                    task.state = TaskState::Blocked;
+                    task.reason = Some(format!("blocked by `{need}`"));
+                    changed = true;
+                } else if all_done {
+                    task.state = TaskState::Ready;
+                    task.reason = None;
+                    task.ready_seq = *next_seq;
+                    *next_seq += 1;
+                    changed = true;
+                } else {
+                    let waiting: Vec<&str> = task.spec.needs.iter().map(String::as_str).collect();
+                    task.reason = Some(format!("waiting for {}", waiting.join(", ")));
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let states: Vec<TaskState> = self.tasks.values().map(|t| t.state).collect();
+        self.state = if states.iter().all(|s| *s == TaskState::Succeeded) {
+            MissionState::Succeeded
+        } else if states.iter().all(|s| s.is_terminal()) {
+            MissionState::Failed
+        } else {
+            MissionState::Running
+        };
+    }
+
+    fn task_mut(&mut self, task: &str) -> Result<&mut TaskRecord, Refusal> {
+        let mission = self.id.clone();
+        self.tasks
+            .get_mut(task)
+            .ok_or_else(|| format!("mission {mission} has no task `{task}`"))
+    }
+
+    fn check_running(&self) -> Result<(), Refusal> {
+        match self.state {
+            MissionState::Running => Ok(()),
+            other => Err(format!("mission {} is {other:?}", self.id)),
+        }
+    }
+
+    /// Ready -> assigned to `node`, if the task is still at `attempt`.
+    pub fn assign(
+        &mut self,
+        task: &str,
+        node: NodeId,
+        attempt: u32,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        self.check_running()?;
+        let record = self.task_mut(task)?;
+        if record.state != TaskState::Ready || record.attempt != attempt || record.owner.is_some() {
+            return Err(format!(
+                "task `{task}` is {:?} at attempt {}, not ready at attempt {attempt}",
+                record.state, record.attempt
+            ));
+        }
+        if now_ms < record.not_before_ms {
+            return Err(format!(
+                "task `{task}` backs off until {} ms",
+                record.not_before_ms
+            ));
+        }
+        record.state = TaskState::Assigned;
+        record.owner = Some(node);
+        record.attempt += 1;
+        record.reason = None;
+        Ok(())
+    }
+
+    /// A queued (not started) task moves from `from` to `to`.
+    pub fn steal(
+        &mut self,
+        task: &str,
+        from: NodeId,
+        to: NodeId,
+        attempt: u32,
+    ) -> Result<(), Refusal> {
+        self.check_running()?;
+        let record = self.task_mut(task)?;
+        if record.state != TaskState::Assigned
+            || record.owner != Some(from)
+            || record.attempt != attempt
+        {
+            return Err(format!(
+                "task `{task}` is not queued on node {from} at attempt {attempt}"
+            ));
+        }
+        record.owner = Some(to);
+        record.attempt += 1;
+        Ok(())
+    }
+
+    /// Assigned -> running, by its owner at the current attempt.
+    pub fn start(&mut self, task: &str, node: NodeId, attempt: u32) -> Result<(), Refusal> {
+        self.check_running()?;
+        let record = self.task_mut(task)?;
+        if record.state != TaskState::Assigned
+            || record.owner != Some(node)
+            || record.attempt != attempt
+        {
+            return Err(format!(
+                "task `{task}` is not queued on node {node} at attempt {attempt}"
+            ));
+        }
+        record.state = TaskState::Running;
+        Ok(())
+    }
+
+    /// Commits the result of the current attempt's owner; anything else is refused.
+    pub fn complete(
+        &mut self,
+        task: &str,
+        result: TaskResult,
+        next_seq: &mut u64,
+    ) -> Result<(), Refusal> {
+        self.check_running()?;
+        let record = self.task_mut(task)?;
+        let live = matches!(record.state, TaskState::Assigned | TaskState::Running);
+        if !live || record.owner != Some(result.node) || record.attempt != result.attempt {
+            return Err(format!(
+                "stale result for `{task}` from node {} at attempt {} (task is {:?}, attempt {})",
+                result.node, result.attempt, record.state, record.attempt
+            ));
+        }
+        record.state = TaskState::Succeeded;
+        record.owner = None;
+        record.runs += 1;
+        record.results_committed += 1;
+        record.result = Some(result);
+        self.settle(next_seq);
+        Ok(())
+    }
+
+    /// Records a violation of the current attempt; the task goes back to
+    /// ready (with `retry_not_before_ms`) or fails, blocking its dependents.
+    pub fn fail(
+        &mut self,
+        task: &str,
+        violation: ViolationRecord,
+        retry_not_before_ms: Option<u64>,
+        next_seq: &mut u64,
+    ) -> Result<(), Refusal> {
+        self.check_running()?;
+        let record = self.task_mut(task)?;
+        let live = matches!(record.state, TaskState::Assigned | TaskState::Running);
+        if !live || record.owner != Some(violation.node) || record.attempt != violation.attempt {
+            return Err(format!(
+                "stale violation for `{task}` from node {} at attempt {}",
+                violation.node, violation.attempt
+            ));
+        }
+        record.owner = None;
+        record.runs += 1;
+        let detail = violation.detail.clone();
+        record.violations.push(violation);
+        match retry_not_before_ms {
+            Some(not_before_ms) => {
+                record.state = TaskState::Ready;
+                record.not_before_ms = not_before_ms;
+                record.ready_seq = *next_seq;
+                *next_seq += 1;
+                record.reason = Some(format!("retry after {detail}"));
+            }
+            None => {
+                record.state = TaskState::Failed;
+                record.reason = Some(detail);
+            }
+        }
+        self.settle(next_seq);
+        Ok(())
+    }
+
+    /// A node lost its lease: its queued and running tasks go back to ready.
+    /// Running ones record a `lost_node` violation.
+    pub fn release_node(&mut self, node: NodeId, reason: &str, next_seq: &mut u64) -> usize {
+        if self.state != MissionState::Running {
+            return 0;
+        }
+        let mut released = 0;
+        for record in self.tasks.values_mut() {
+            if record.owner != Some(node) {
+                continue;
+            }
+            if record.state == TaskState::Running {
+                record.violations.push(ViolationRecord {
+                    attempt: record.attempt,
+                    node,
+                    kind: "lost_node".into(),
+                    detail: reason.to_string(),
+                });
+                record.runs += 1;
+            }
+            record.state = TaskState::Ready;
+            record.owner = None;
+            record.ready_seq = *next_seq;
+            *next_seq += 1;
+            record.reason = Some(format!("re-placed: {reason}"));
+            released += 1;
+        }
+        released
+    }
+
+    /// Cancels the mission: queued tasks dropped, running ones told to stop.
+    pub fn cancel(&mut self) -> Result<(), Refusal> {
+        if self.state != MissionState::Running {
+            return Err(format!("mission {} is already {:?}", self.id, self.state));
+        }
+        for record in self.tasks.values_mut() {
+            if !record.state.is_terminal() {
+                record.state = TaskState::Cancelled;
+                record.owner = None;
+                record.reason = Some("mission cancelled".into());
+            }
+        }
+        self.state = MissionState::Cancelled;
+        Ok(())
+    }
+
+    /// Re-runs the failed and blocked tasks with a fresh attempt budget.
+    pub fn retry(&mut self, next_seq: &mut u64) -> Result<usize, Refusal> {
+        if self.state != MissionState::Failed {
+            return Err(format!(
+                "mission {} is {:?}; only failed missions are retried",
+                self.id, self.state
+            ));
+        }
+        let mut again = 0;
+        for record in self.tasks.values_mut() {
+            if matches!(record.state, TaskState::Failed | TaskState::Blocked) {
+                record.state = TaskState::Pending;
+                record.runs = 0;
+                record.not_before_ms = 0;
+                record.reason = None;
+                again += 1;
+            }
+        }
+        self.state = MissionState::Running;
+        self.settle(next_seq);
+        Ok(again)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(id: &str, needs: &[&str]) -> TaskSubmission {
+        TaskSubmission {
+            id: id.into(),
+            module: "sha256:00".into(),
+            needs: needs.iter().map(|s| s.to_string()).collect(),
+            requires: vec!["wasm".into()],
+            priority: 2,
+            input: None,
+            inputs: vec![],
+            limits: TaskLimits {
+                fuel: 1,
+                memory_mb: 1,
+                timeout_ms: 1,
+                output_mb: 1,
+            },
+            expect: TaskExpect::default(),
+            done: false,
+        }
+    }
+
+    fn result(node: NodeId, attempt: u32) -> TaskResult {
+        TaskResult {
+            node,
+            attempt,
+            exit_code: Some(0),
+            stdout_digest: "sha256:00".into(),
+            stdout_head: String::new(),
+            outputs: vec![],
+            fuel_used: 1,
+            wall_ms: 1,
+        }
+    }
+
+    fn chain() -> (MissionRecord, u64) {
+        let mut seq = 0;
+        let mission = MissionRecord::new(
+            "m1".into(),
+            "chain".into(),
+            vec![spec("a", &[]), spec("b", &["a"]), spec("c", &["b"])],
+            0,
+            &mut seq,
+        );
+        (mission, seq)
+    }
+
+    #[test]
+    fn dependencies_gate_readiness_and_success_releases_dependents() {
+        let (mut mission, mut seq) = chain();
+        assert_eq!(mission.tasks["a"].state, TaskState::Ready);
+        assert_eq!(mission.tasks["b"].state, TaskState::Pending);
+        assert!(mission.tasks["b"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("waiting for a"));
+        mission.assign("a", 7, 0, 0).unwrap();
+        mission.start("a", 7, 1).unwrap();
+        mission.complete("a", result(7, 1), &mut seq).unwrap();
+        assert_eq!(mission.tasks["b"].state, TaskState::Ready);
+        assert_eq!(mission.state, MissionState::Running);
+    }
+
+    #[test]
+    fn a_stale_owner_cannot_commit_after_a_steal() {
+        let (mut mission, mut seq) = chain();
+        mission.assign("a", 1, 0, 0).unwrap();
+        mission.steal("a", 1, 2, 1).unwrap();
+        // Node 1 ran it anyway (at-least-once execution): its result is refused.
+        assert!(mission.complete("a", result(1, 1), &mut seq).is_err());
+        assert!(mission.start("a", 1, 1).is_err());
+        mission.start("a", 2, 2).unwrap();
+        mission.complete("a", result(2, 2), &mut seq).unwrap();
+        assert!(
+            mission.complete("a", result(2, 2), &mut seq).is_err(),
+            "committed once"
+        );
+        assert_eq!(mission.tasks["a"].results_committed, 1);
+    }
+
+    #[test]
+    fn running_tasks_cannot_be_stolen() {
+        let (mut mission, _) = chain();
+        mission.assign("a", 1, 0, 0).unwrap();
+        mission.start("a", 1, 1).unwrap();
+        assert!(mission.steal("a", 1, 2, 1).is_err());
+    }
+
+    #[test]
+    fn failure_without_retry_blocks_the_chain_and_fails_the_mission() {
+        let (mut mission, mut seq) = chain();
+        mission.assign("a", 1, 0, 0).unwrap();
+        let violation = ViolationRecord {
+            attempt: 1,
+            node: 1,
+            kind: "trap".into(),
+            detail: "unreachable".into(),
+        };
+        mission
+            .fail("a", violation.clone(), Some(1_000), &mut seq)
+            .unwrap();
+        assert_eq!(mission.tasks["a"].state, TaskState::Ready);
+        assert!(mission.assign("a", 2, 1, 999).is_err(), "backoff holds");
+        mission.assign("a", 2, 1, 1_000).unwrap();
+        let violation = ViolationRecord {
+            attempt: 2,
+            node: 2,
+            ..violation
+        };
+        mission.fail("a", violation, None, &mut seq).unwrap();
+        assert_eq!(mission.tasks["a"].state, TaskState::Failed);
+        assert_eq!(mission.tasks["a"].violations.len(), 2);
+        assert_eq!(mission.tasks["b"].state, TaskState::Blocked);
+        assert_eq!(mission.tasks["c"].state, TaskState::Blocked);
+        assert_eq!(mission.tasks["c"].reason.as_deref(), Some("blocked by `b`"));
+        assert_eq!(mission.state, MissionState::Failed);
+        assert_eq!(mission.retry(&mut seq).unwrap(), 3);
+        assert_eq!(mission.tasks["a"].state, TaskState::Ready);
+        assert_eq!(mission.state, MissionState::Running);
+    }
+
+    #[test]
+    fn a_lost_node_hands_its_tasks_back() {
+        let (mut mission, mut seq) = chain();
+        mission.assign("a", 1, 0, 0).unwrap();
+        mission.start("a", 1, 1).unwrap();
+        assert_eq!(
+            mission.release_node(1, "node 1 stopped heartbeating", &mut seq),
+            1
+        );
+        let task = &mission.tasks["a"];
+        assert_eq!((task.state, task.owner), (TaskState::Ready, None));
+        assert_eq!(task.violations[0].kind, "lost_node");
+        // The lost node's late result is stale.
+        assert!(mission.complete("a", result(1, 1), &mut seq).is_err());
+    }
+
+    #[test]
+    fn cancel_stops_everything_not_finished() {
+        let (mut mission, _) = chain();
+        mission.assign("a", 1, 0, 0).unwrap();
+        mission.cancel().unwrap();
+        assert!(mission
+            .tasks
+            .values()
+            .all(|t| t.state == TaskState::Cancelled && t.owner.is_none()));
+        assert_eq!(mission.state, MissionState::Cancelled);
+        assert!(mission.cancel().is_err());
+    }
+
+    #[test]
+    fn done_tasks_count_as_succeeded() {
+        let mut seq = 0;
+        let mut done = spec("a", &[]);
+        done.done = true;
+        let mission = MissionRecord::new(
+            "m".into(),
+            "n".into(),
+            vec![done, spec("b", &["a"])],
+            0,
+            &mut seq,
+        );
+        assert_eq!(mission.tasks["b"].state, TaskState::Ready);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Assign(usize, NodeId, u32),
+        Steal(usize, NodeId, NodeId, u32),
+        Start(usize, NodeId, u32),
+        Complete(usize, NodeId, u32),
+        Fail(usize, NodeId, u32, bool),
+        Release(NodeId),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let task = 0usize..3;
+        let node = 1u64..4;
+        let attempt = 0u32..6;
+        prop_oneof![
+            (task.clone(), node.clone(), attempt.clone()).prop_map(|(t, n, a)| Op::Assign(t, n, a)),
+            (task.clone(), node.clone(), node.clone(), attempt.clone())
+                .prop_map(|(t, f, to, a)| Op::Steal(t, f, to, a)),
+            (task.clone(), node.clone(), attempt.clone()).prop_map(|(t, n, a)| Op::Start(t, n, a)),
+            (task.clone(), node.clone(), attempt.clone())
+                .prop_map(|(t, n, a)| Op::Complete(t, n, a)),
+            (task, node.clone(), attempt, any::<bool>())
+                .prop_map(|(t, n, a, r)| Op::Fail(t, n, a, r)),
+            node.prop_map(Op::Release),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the leaders propose, in any order and with any stale
+        /// attempts: a task has an owner exactly while assigned or running,
+        /// at most one result is ever committed, and a succeeded task has one.
+        #[test]
+        fn ownership_and_results_stay_consistent(ops in proptest::collection::vec(op(), 0..80)) {
+            let (mut mission, mut seq) = chain();
+            let ids = ["a", "b", "c"];
+            for op in ops {
+                let _ = match op {
+                    Op::Assign(t, n, a) => mission.assign(ids[t], n, a, u64::MAX),
+                    Op::Steal(t, f, to, a) => mission.steal(ids[t], f, to, a),
+                    Op::Start(t, n, a) => mission.start(ids[t], n, a),
+                    Op::Complete(t, n, a) => mission.complete(ids[t], result(n, a), &mut seq),
+                    Op::Fail(t, n, a, retry) => mission.fail(
+                        ids[t],
+                        ViolationRecord { attempt: a, node: n, kind: "trap".into(), detail: "x".into() },
+                        retry.then_some(0),
+                        &mut seq,
+                    ),
+                    Op::Release(n) => { mission.release_node(n, "lost", &mut seq); Ok(()) }
+                };
+                for task in mission.tasks.values() {
+                    let owned = matches!(task.state, TaskState::Assigned | TaskState::Running);
+                    prop_assert_eq!(task.owner.is_some(), owned, "{:?}", task);
+                    prop_assert!(task.results_committed <= 1);
+                    prop_assert_eq!(task.state == TaskState::Succeeded, task.results_committed == 1);
+                }
+                for id in ["b", "c"] {
+                    let task = &mission.tasks[id];
+                    if task.state != TaskState::Pending && task.state != TaskState::Blocked {
+                        let need = &task.spec.needs[0];
+                        prop_assert_eq!(mission.tasks[need].state, TaskState::Succeeded);
+                    }
+                }
+            }
+        }
+    }
+}
