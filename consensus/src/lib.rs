@@ -11,6 +11,7 @@
 pub mod kv;
 pub mod mission;
 pub mod network;
+pub mod runtime;
 pub mod state;
 pub mod storage;
 pub mod types;
@@ -70,13 +71,22 @@ pub async fn start_raft(
     timing: &RaftTiming,
     store: Arc<dyn kv::KvStore>,
     transport: Arc<dyn network::RaftTransport>,
+    context: runtime::RaftContext,
 ) -> Result<(MeshRaft, storage::StateMachineStore), StartError> {
     storage::check_format(store.as_ref()).map_err(StartError::Storage)?;
     let config = Arc::new(raft_config(timing).map_err(StartError::Config)?);
     let (log_store, state_machine) =
         storage::open_storage(store).map_err(|e| StartError::Storage(e.to_string()))?;
     let network = network::NetworkFactory::new(node_id, transport);
-    let raft = openraft::Raft::new(node_id, config, network, log_store, state_machine.clone())
+    // openraft spawns its tasks inside Raft::new: they inherit the context.
+    let raft = context
+        .scope(openraft::Raft::new(
+            node_id,
+            config,
+            network,
+            log_store,
+            state_machine.clone(),
+        ))
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     Ok((raft, state_machine))

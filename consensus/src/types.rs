@@ -36,7 +36,7 @@ openraft::declare_raft_types!(
         Node = MeshNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = crate::runtime::MeshRuntime,
 );
 
 /// The Raft handle of the mesh.

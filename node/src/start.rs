@@ -124,6 +124,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         &timing,
         kv,
         Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
+        coditect_consensus::runtime::RaftContext::from_entropy(),
     )
     .await
     .map_err(|error| match error {
