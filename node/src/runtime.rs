@@ -1167,58 +1167,34 @@ impl Node {
             }
             action
         };
-        let Some(action) = action else {
-            if !stale.is_empty() {
-                self.refresh_member_addresses(stale);
-            }
-            return;
+        let change = match action {
+            Some(AutopilotAction::AddLearners(ids)) => ChangeMembers::AddNodes(
+                ids.iter()
+                    .filter_map(|id| registry.get(id).map(|(_, member)| (*id, member.clone())))
+                    .collect(),
+            ),
+            Some(AutopilotAction::SetVoters(voters)) => ChangeMembers::ReplaceAllVoters(voters),
+            Some(AutopilotAction::RemoveLearners(ids)) => ChangeMembers::RemoveNodes(ids),
+            None if !stale.is_empty() => ChangeMembers::SetNodes(stale),
+            None => return,
         };
+        self.spawn_membership_change(change);
+    }
+
+    /// Commits one autopilot membership change in the background; the next
+    /// may start when it ends.
+    fn spawn_membership_change(&self, change: ChangeMembers<NodeId, MeshNode>) {
         let node = self.clone();
         self.inner.env.spawn(
             "autopilot",
             async move {
-                tracing::info!(?action, "autopilot");
-                let result = match &action {
-                    AutopilotAction::AddLearners(ids) => {
-                        let nodes: BTreeMap<NodeId, MeshNode> = ids
-                            .iter()
-                            .filter_map(|id| {
-                                registry.get(id).map(|(_, member)| (*id, member.clone()))
-                            })
-                            .collect();
-                        node.change_membership(ChangeMembers::AddNodes(nodes)).await
-                    }
-                    AutopilotAction::SetVoters(voters) => {
-                        node.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()))
-                            .await
-                    }
-                    AutopilotAction::RemoveLearners(ids) => {
-                        node.change_membership(ChangeMembers::RemoveNodes(ids.clone()))
-                            .await
-                    }
-                };
-                match result {
+                let what = format!("{change:?}");
+                tracing::info!(change = %what, "autopilot");
+                match node.change_membership(change).await {
                     Ok(()) => node.inner.metrics.autopilot_changes.inc(),
-                    Err(error) => tracing::warn!(?action, "autopilot change failed: {error}"),
-                }
-                node.inner
-                    .view
-                    .lock()
-                    .expect("view lock")
-                    .membership_change_in_flight = false;
-            }
-            .boxed(),
-        );
-    }
-
-    fn refresh_member_addresses(&self, nodes: BTreeMap<NodeId, MeshNode>) {
-        let node = self.clone();
-        self.inner.env.spawn(
-            "refresh-addresses",
-            async move {
-                tracing::info!(members = nodes.len(), "updating member addresses");
-                if let Err(error) = node.change_membership(ChangeMembers::SetNodes(nodes)).await {
-                    tracing::warn!("member addresses not updated: {error}");
+                    Err(error) => {
+                        tracing::warn!(change = %what, "autopilot change failed: {error}")
+                    }
                 }
                 node.inner
                     .view
