@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mission::AgentConfig;
+
 /// `coditect node` flags; the TOML of `--config` has the same keys.
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -56,6 +58,16 @@ pub struct RawNodeConfig {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// The `[agents]` table of the config file (markdown task routing);
+    /// read and checked by `mission::AgentConfig` in `merge_file`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub agents: Option<toml::Table>,
+    /// The agent kinds and keywords the config file defines (built-in
+    /// defaults when it has no `[agents]` table).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub agent_config: Option<AgentConfig>,
 }
 
 /// The validated configuration of a node.
@@ -85,6 +97,8 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// SIGTERM grace period.
     pub drain_grace: Duration,
+    /// How markdown tasks are routed to agent kinds.
+    pub agents: AgentConfig,
 }
 
 /// A configuration problem, named.
@@ -112,7 +126,11 @@ impl RawNodeConfig {
                 e.message().trim()
             ))
         })?;
-        Ok(self.or(file))
+        let agent_config = AgentConfig::from_toml(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+        let mut merged = self.or(file);
+        merged.agent_config = Some(agent_config);
+        Ok(merged)
     }
 
     fn or(self, other: RawNodeConfig) -> RawNodeConfig {
@@ -137,6 +155,8 @@ impl RawNodeConfig {
             heartbeat_ms: self.heartbeat_ms.or(other.heartbeat_ms),
             drain_grace_ms: self.drain_grace_ms.or(other.drain_grace_ms),
             config: self.config,
+            agents: other.agents,
+            agent_config: self.agent_config.or(other.agent_config),
         }
     }
 
@@ -226,6 +246,7 @@ impl RawNodeConfig {
             voter_grace: Duration::from_millis(voter_grace_ms),
             heartbeat: Duration::from_millis(heartbeat_ms),
             drain_grace: Duration::from_millis(self.drain_grace_ms.unwrap_or(10_000)),
+            agents: self.agent_config.unwrap_or_default(),
         })
     }
 }
@@ -377,6 +398,42 @@ mod tests {
         assert_eq!(config.slots, 7);
         assert_eq!(config.voters, 5);
         assert!(config.tags.contains_key("gpu"));
+    }
+
+    #[test]
+    fn the_agents_table_of_the_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "slots = 2\n[agents]\nfallback = \"tester\"\nkeywords = [[\"check\", \"tester\"]]\n",
+        )
+        .unwrap();
+        let config = RawNodeConfig {
+            config: Some(path.clone()),
+            ..raw()
+        }
+        .merge_file()
+        .unwrap()
+        .validate("box", 2)
+        .unwrap();
+        assert_eq!(config.agents.fallback, "tester");
+        assert_eq!(config.agents.route(&["check the parser"]), "tester");
+
+        std::fs::write(&path, "[agents]\nfallback = \"nobody\"\n").unwrap();
+        let error = RawNodeConfig {
+            config: Some(path),
+            ..raw()
+        }
+        .merge_file()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("nobody"), "{error}");
+        // Without a file the built-in routing applies.
+        assert_eq!(
+            raw().validate("box", 2).unwrap().agents,
+            AgentConfig::default()
+        );
     }
 
     #[test]
