@@ -21,3 +21,4 @@ pub mod roles;
 pub mod runtime;
 pub mod scheduler;
 pub mod start;
+pub mod worker;
