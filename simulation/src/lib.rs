@@ -1,14 +1,22 @@
 //! Deterministic simulation of many Coditect nodes in one process.
 //!
-//! This crate will own the simulated implementations of the node's seams
-//! (virtual clock and seeded RNG behind `coditect_node::env::Env`, an
-//! in-process message bus behind `coditect_gossip::Network`, and
-//! `coditect_consensus::kv::MemKv` for storage), the fault nemesis, the
-//! invariant checkers and `coditect sim`. It depends on `coditect-node` and
-//! nothing in production depends on it.
+//! This crate owns the simulated implementations of the node's seams:
+//! [`env::SimEnv`] (virtual clock from a paused current-thread tokio runtime,
+//! a seeded RNG and clock offset per node) behind `coditect_node::env::Env`,
+//! and [`network::Bus`] (an in-process message bus with latency, loss,
+//! duplication, partitions and crashes, feeding a trace hash) behind
+//! `coditect_gossip::Network`. Storage is `coditect_consensus::kv::MemKv`,
+//! whose `crash()` loses unsynced writes, and Raft's randomness comes from a
+//! seeded `coditect_consensus::runtime::RaftContext`. The harness that runs
+//! whole meshes, the fault nemesis, the invariant checkers and `coditect sim`
+//! are the simulation issue's remaining work.
 //!
-//! Today it checks that the seams it will plug into exist with the shapes it
-//! needs, so a change that breaks them fails here first.
+//! It depends on `coditect-node` and nothing in production depends on it.
+//! Runs need a tokio built with `--cfg tokio_unstable` (see
+//! `.cargo/config.toml`) for `Builder::rng_seed`.
+
+pub mod env;
+pub mod network;
 
 #[cfg(test)]
 mod tests {
