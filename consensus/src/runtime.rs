@@ -112,8 +112,8 @@ impl AsyncRuntime for MeshRuntime {
         join_error.is_panic()
     }
 
-    // The node's seeded RNG (Raft runtime seam), not the thread's.
-    fn thread_rng() -> Self::ThreadLocalRng {
+    #[rustfmt::skip]
+    fn thread_rng() -> Self::ThreadLocalRng { // Raft runtime seam: the node's seeded RNG, not the thread's
         CONTEXT
             .try_with(RaftContext::next_rng)
             .unwrap_or_else(|_| ChaCha8Rng::from_entropy())

@@ -100,14 +100,14 @@ impl Env for TokioEnv {
     #[allow(clippy::disallowed_methods)] // this is the production Env seam
     fn spawn(&self, name: &'static str, task: Pin<Box<dyn Future<Output = ()> + Send>>) {
         let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(
-            // production Env seam
+        let task = tracing::Instrument::instrument(
             async move {
                 task.await;
                 tracing::trace!(task = name, "task ended");
             },
             span,
-        ));
+        );
+        tokio::spawn(task); // production Env seam
     }
 
     fn random_u64(&self) -> u64 {

@@ -299,6 +299,26 @@ mod tests {
         (local.set $copy (i32.load (i32.const 12)))
         (call $copy (i32.const 100) (i32.const 9) (local.get $copy))))"#;
 
+    /// Runs `job` as node `node` against the local blob store.
+    fn run(
+        node: NodeId,
+        sandbox: &Sandbox,
+        blobs: &BlobStore,
+        work: &Path,
+        job: &Assignment,
+    ) -> Result<Report, WorkerError> {
+        let source = LocalBlobs(blobs.clone());
+        futures::executor::block_on(run_assignment(
+            node,
+            sandbox,
+            blobs,
+            &source,
+            work,
+            job,
+            CancelToken::new(),
+        ))
+    }
+
     fn setup() -> (tempfile::TempDir, Sandbox, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = coditect_sandbox::SandboxConfig::new(dir.path().join("cache"));
@@ -339,23 +359,13 @@ mod tests {
     #[test]
     fn a_task_sees_its_input_and_dependencies_and_its_outputs_become_blobs() {
         let (dir, sandbox, blobs) = setup();
-        let source = LocalBlobs(blobs.clone());
         let expect = TaskExpect {
             exit_code: Some(0),
             stdout_contains: Some("hello world".into()),
             files: vec!["copy.txt".into()],
         };
         let job = assignment(&blobs, expect);
-        let report = futures::executor::block_on(run_assignment(
-            9,
-            &sandbox,
-            &blobs,
-            &source,
-            &dir.path().join("work"),
-            &job,
-            CancelToken::new(),
-        ))
-        .unwrap();
+        let report = run(9, &sandbox, &blobs, &dir.path().join("work"), &job).unwrap();
         let Report::Succeeded(result) = report else {
             panic!("{report:?}")
         };
@@ -377,7 +387,6 @@ mod tests {
     #[test]
     fn unmet_expectations_and_bad_modules_are_violations_not_errors() {
         let (dir, sandbox, blobs) = setup();
-        let source = LocalBlobs(blobs.clone());
         let expect = TaskExpect {
             exit_code: Some(0),
             stdout_contains: Some("goodbye".into()),
@@ -385,16 +394,7 @@ mod tests {
         };
         let job = assignment(&blobs, expect);
         let work = dir.path().join("work");
-        let report = futures::executor::block_on(run_assignment(
-            1,
-            &sandbox,
-            &blobs,
-            &source,
-            &work,
-            &job,
-            CancelToken::new(),
-        ))
-        .unwrap();
+        let report = run(1, &sandbox, &blobs, &work, &job).unwrap();
         match report {
             Report::Violated { violation, blame } => {
                 assert_eq!(violation.kind, "expectation_mismatch");
@@ -405,16 +405,7 @@ mod tests {
         }
         let mut broken = job.clone();
         broken.task.module = blobs.put(b"\0asm garbage").unwrap().to_string();
-        let report = futures::executor::block_on(run_assignment(
-            1,
-            &sandbox,
-            &blobs,
-            &source,
-            &work,
-            &broken,
-            CancelToken::new(),
-        ))
-        .unwrap();
+        let report = run(1, &sandbox, &blobs, &work, &broken).unwrap();
         assert!(
             matches!(report, Report::Violated { ref violation, .. } if violation.kind == "invalid_module"),
             "{report:?}"
@@ -424,33 +415,14 @@ mod tests {
     #[test]
     fn missing_blobs_and_escaping_paths_are_errors_of_the_node() {
         let (dir, sandbox, blobs) = setup();
-        let source = LocalBlobs(blobs.clone());
         let work = dir.path().join("work");
         let mut job = assignment(&blobs, TaskExpect::default());
         job.task.input = Some(Digest::of(b"nobody has this").to_string());
-        let error = futures::executor::block_on(run_assignment(
-            1,
-            &sandbox,
-            &blobs,
-            &source,
-            &work,
-            &job,
-            CancelToken::new(),
-        ))
-        .unwrap_err();
+        let error = run(1, &sandbox, &blobs, &work, &job).unwrap_err();
         assert!(matches!(error, WorkerError::MissingBlob(_)), "{error}");
         let mut job = assignment(&blobs, TaskExpect::default());
         job.deps = vec![("../escape".into(), vec![])];
-        let error = futures::executor::block_on(run_assignment(
-            1,
-            &sandbox,
-            &blobs,
-            &source,
-            &work,
-            &job,
-            CancelToken::new(),
-        ))
-        .unwrap_err();
+        let error = run(1, &sandbox, &blobs, &work, &job).unwrap_err();
         assert!(matches!(error, WorkerError::BadPath(_)), "{error}");
     }
 }

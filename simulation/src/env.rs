@@ -62,17 +62,9 @@ impl Env for SimEnv {
 mod tests {
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    }
-
     #[test]
     fn time_is_virtual_and_randomness_is_seeded() {
-        let (elapsed, now, draws) = runtime().block_on(async {
+        let (elapsed, now, draws) = crate::runtime(1).unwrap().block_on(async {
             let env = SimEnv::new(42, -250);
             env.sleep(Duration::from_secs(3600)).await;
             (
@@ -83,7 +75,7 @@ mod tests {
         });
         assert_eq!(elapsed, Duration::from_secs(3600), "an hour passes at once");
         assert_eq!(now, SIM_EPOCH_MS + 3_600_000 - 250);
-        let again = runtime().block_on(async {
+        let again = crate::runtime(1).unwrap().block_on(async {
             let env = SimEnv::new(42, 0);
             [env.random_u64(), env.random_u64()]
         });
@@ -93,7 +85,7 @@ mod tests {
 
     #[test]
     fn spawned_tasks_run_on_virtual_time() {
-        let order = runtime().block_on(async {
+        let order = crate::runtime(1).unwrap().block_on(async {
             let env = SimEnv::new(1, 0);
             let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
             for (delay, label) in [(30u64, "c"), (10, "a"), (20, "b")] {

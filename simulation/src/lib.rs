@@ -18,6 +18,16 @@
 pub mod env;
 pub mod network;
 
+/// The runtime every simulated node runs on: one thread, virtual time that
+/// only moves when every task waits, and a scheduler seeded from `seed`.
+pub fn runtime(seed: u64) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
+        .build()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

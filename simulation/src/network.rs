@@ -338,15 +338,6 @@ impl Network for SimNetwork {
 mod tests {
     use super::*;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .rng_seed(tokio::runtime::RngSeed::from_bytes(b"coditect"))
-            .build()
-            .unwrap()
-    }
-
     /// Answers every request with its payload reversed.
     fn serve(
         mut events: mpsc::UnboundedReceiver<NetworkEvent>,
@@ -372,7 +363,7 @@ mod tests {
 
     #[test]
     fn requests_and_gossip_respect_partitions_and_crashes() {
-        runtime().block_on(async {
+        crate::runtime(1).unwrap().block_on(async {
             let bus = Bus::new(7, LinkConfig::default());
             let (a, _a_events) = bus.join("a");
             let (_b, b_events) = bus.join("b");
@@ -418,7 +409,7 @@ mod tests {
     }
 
     fn scripted_run(seed: u64) -> (String, u64) {
-        runtime().block_on(async {
+        crate::runtime(1).unwrap().block_on(async {
             let link = LinkConfig {
                 latency_min_ms: 1,
                 latency_max_ms: 50,
