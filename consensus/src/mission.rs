@@ -504,29 +504,35 @@ impl MissionRecord {
     }
 }
 
+/// A minimal task for tests in this crate: tiny limits, no inputs.
+#[cfg(test)]
+pub(crate) fn test_submission(id: &str, needs: &[&str]) -> TaskSubmission {
+    TaskSubmission {
+        id: id.into(),
+        module: "sha256:00".into(),
+        needs: needs.iter().map(|s| s.to_string()).collect(),
+        requires: vec!["wasm".into()],
+        priority: 2,
+        input: None,
+        inputs: vec![],
+        limits: TaskLimits {
+            fuel: 1,
+            memory_mb: 1,
+            timeout_ms: 1,
+            output_mb: 1,
+        },
+        expect: TaskExpect::default(),
+        done: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn spec(id: &str, needs: &[&str]) -> TaskSubmission {
-        TaskSubmission {
-            id: id.into(),
-            module: "sha256:00".into(),
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            requires: vec!["wasm".into()],
-            priority: 2,
-            input: None,
-            inputs: vec![],
-            limits: TaskLimits {
-                fuel: 1,
-                memory_mb: 1,
-                timeout_ms: 1,
-                output_mb: 1,
-            },
-            expect: TaskExpect::default(),
-            done: false,
-        }
+        test_submission(id, needs)
     }
 
     fn result(node: NodeId, attempt: u32) -> TaskResult {

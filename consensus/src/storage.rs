@@ -648,7 +648,7 @@ mod tests {
 
     #[test]
     fn applied_missions_survive_a_reopen_and_a_snapshot() {
-        use crate::mission::{TaskExpect, TaskLimits, TaskState, TaskSubmission};
+        use crate::mission::TaskState;
         use crate::types::Command;
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
@@ -657,23 +657,7 @@ mod tests {
             let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).unwrap());
             StateMachineStore::open(store).unwrap()
         };
-        let task = |id: &str, needs: &[&str]| TaskSubmission {
-            id: id.into(),
-            module: "sha256:00".into(),
-            needs: needs.iter().map(|s| s.to_string()).collect(),
-            requires: vec![],
-            priority: 1,
-            input: None,
-            inputs: vec![],
-            limits: TaskLimits {
-                fuel: 1,
-                memory_mb: 1,
-                timeout_ms: 1,
-                output_mb: 1,
-            },
-            expect: TaskExpect::default(),
-            done: false,
-        };
+        let task = crate::mission::test_submission;
         let entry = |index: u64, command: Command| Entry::<TypeConfig> {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(command),

@@ -361,6 +361,16 @@ mod tests {
         seen_receiver
     }
 
+    async fn expect_timeout(from: &SimNetwork) {
+        let answer = from
+            .request("b", &[], vec![1], Duration::from_millis(100))
+            .await;
+        assert!(
+            matches!(answer, Err(RequestError::Timeout { .. })),
+            "{answer:?}"
+        );
+    }
+
     #[test]
     fn requests_and_gossip_respect_partitions_and_crashes() {
         crate::runtime(1).unwrap().block_on(async {
@@ -378,23 +388,11 @@ mod tests {
 
             bus.partition(&["a"], &["b"]);
             assert!(a.connected_peers().is_empty());
-            let answer = a
-                .request("b", &[], vec![1], Duration::from_millis(100))
-                .await;
-            assert!(
-                matches!(answer, Err(RequestError::Timeout { .. })),
-                "{answer:?}"
-            );
+            expect_timeout(&a).await;
             bus.heal();
             // One way only: the request arrives but its answer is lost.
             bus.cut_one_way("b", "a");
-            let answer = a
-                .request("b", &[], vec![1], Duration::from_millis(100))
-                .await;
-            assert!(
-                matches!(answer, Err(RequestError::Timeout { .. })),
-                "{answer:?}"
-            );
+            expect_timeout(&a).await;
             bus.heal();
 
             bus.crash("b");

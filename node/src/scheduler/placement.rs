@@ -317,22 +317,13 @@ fn next_below(state: &mut u64, bound: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coditect_consensus::Capabilities;
     use proptest::prelude::*;
     use std::collections::{BTreeSet, HashMap};
 
     fn node(id: NodeId, slots: u32, tags: &[&str]) -> NodeView {
         NodeView {
             id,
-            capabilities: Capabilities {
-                slots,
-                wasm: true,
-                tags: tags
-                    .iter()
-                    .map(|tag| (tag.to_string(), String::new()))
-                    .collect(),
-                ..Capabilities::default()
-            },
+            capabilities: crate::scheduler::view::test_capabilities(slots, tags),
             running: 0,
             queued: 0,
             live: true,

@@ -175,17 +175,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
-    fn capabilities(slots: u32, tags: &[&str]) -> Capabilities {
-        Capabilities {
-            slots,
-            wasm: true,
-            tags: tags
-                .iter()
-                .map(|tag| (tag.to_string(), String::new()))
-                .collect(),
-            ..Capabilities::default()
-        }
-    }
+    use crate::scheduler::view::test_capabilities as capabilities;
 
     fn thief(slots: u32, running: u32, tags: &[&str]) -> NodeView {
         NodeView {

@@ -95,3 +95,17 @@ impl NodeView {
         self.capabilities.slots.saturating_sub(self.holding())
     }
 }
+
+/// Capabilities with `slots` and bare `tags`, for the scheduler's tests.
+#[cfg(test)]
+pub(crate) fn test_capabilities(slots: u32, tags: &[&str]) -> Capabilities {
+    Capabilities {
+        slots,
+        wasm: true,
+        tags: tags
+            .iter()
+            .map(|tag| (tag.to_string(), String::new()))
+            .collect(),
+        ..Capabilities::default()
+    }
+}
