@@ -402,6 +402,7 @@ impl MissionRecord {
         task: &str,
         violation: ViolationRecord,
         retry_not_before_ms: Option<u64>,
+        fail_reason: Option<String>,
         next_seq: &mut u64,
     ) -> Result<(), Refusal> {
         self.check_running()?;
@@ -427,11 +428,22 @@ impl MissionRecord {
             }
             None => {
                 record.state = TaskState::Failed;
-                record.reason = Some(detail);
+                record.reason = Some(fail_reason.unwrap_or(detail));
             }
         }
         self.settle(next_seq);
         Ok(())
+    }
+
+    /// Records why waiting tasks wait; tasks that moved on are left alone.
+    pub fn note_reasons(&mut self, reasons: &[(String, String)]) {
+        for (task, reason) in reasons {
+            if let Some(record) = self.tasks.get_mut(task) {
+                if matches!(record.state, TaskState::Ready | TaskState::Pending) {
+                    record.reason = Some(reason.clone());
+                }
+            }
+        }
     }
 
     /// A node lost its lease: its queued and running tasks go back to ready.
@@ -613,7 +625,7 @@ mod tests {
             detail: "unreachable".into(),
         };
         mission
-            .fail("a", violation.clone(), Some(1_000), &mut seq)
+            .fail("a", violation.clone(), Some(1_000), None, &mut seq)
             .unwrap();
         assert_eq!(mission.tasks["a"].state, TaskState::Ready);
         assert!(mission.assign("a", 2, 1, 999).is_err(), "backoff holds");
@@ -623,7 +635,7 @@ mod tests {
             node: 2,
             ..violation
         };
-        mission.fail("a", violation, None, &mut seq).unwrap();
+        mission.fail("a", violation, None, None, &mut seq).unwrap();
         assert_eq!(mission.tasks["a"].state, TaskState::Failed);
         assert_eq!(mission.tasks["a"].violations.len(), 2);
         assert_eq!(mission.tasks["b"].state, TaskState::Blocked);
@@ -724,6 +736,7 @@ mod tests {
                         ids[t],
                         ViolationRecord { attempt: a, node: n, kind: "trap".into(), detail: "x".into() },
                         retry.then_some(0),
+                        None,
                         &mut seq,
                     ),
                     Op::Release(n) => { mission.release_node(n, "lost", &mut seq); Ok(()) }

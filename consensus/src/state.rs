@@ -144,9 +144,22 @@ impl MeshState {
                 task,
                 violation,
                 retry_not_before_ms,
+                fail_reason,
             } => self.on_mission(mission, touched, |m, seq| {
-                m.fail(task, violation.clone(), *retry_not_before_ms, seq)
+                m.fail(
+                    task,
+                    violation.clone(),
+                    *retry_not_before_ms,
+                    fail_reason.clone(),
+                    seq,
+                )
             }),
+            Command::NoteReasons { mission, reasons } => {
+                self.on_mission(mission, touched, |m, _| {
+                    m.note_reasons(reasons);
+                    Ok(())
+                })
+            }
             Command::ReleaseNode { node, reason } => {
                 let mut seq = self.next_ready_seq;
                 for (id, mission) in self.missions.iter_mut() {

@@ -215,6 +215,16 @@ pub enum Command {
         violation: ViolationRecord,
         /// `Some(time)`: ready again from then; `None`: failed.
         retry_not_before_ms: Option<u64>,
+        /// When failing: why, for the task's `reason` (else the violation's detail).
+        fail_reason: Option<String>,
+    },
+    /// Why ready tasks are not placed (placement's reasons), so every node
+    /// can show them; applied only to tasks still waiting.
+    NoteReasons {
+        /// Mission id.
+        mission: String,
+        /// (task id, reason).
+        reasons: Vec<(String, String)>,
     },
     /// A node lost its lease (or drained): its tasks are placed again.
     ReleaseNode {

@@ -104,11 +104,8 @@ async fn start_bench_node(
             replica: state_machine.shared_state(),
             node_id,
             name: format!("bench-{node_id}"),
-            capabilities: Capabilities {
-                slots: 1,
-                wasm: true,
-                ..Capabilities::default()
-            },
+            // Raft only: these nodes run no tasks.
+            capabilities: Capabilities::default(),
             target_voters: 3,
             voter_grace: Duration::from_secs(10),
             heartbeat: Duration::from_millis(200),
@@ -118,6 +115,8 @@ async fn start_bench_node(
             addresses,
             blobs,
             metrics: NodeMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
+            runner: Arc::new(coditect_node::worker::NoRunner),
+            agents: Default::default(),
         },
         events,
     );

@@ -74,3 +74,365 @@ pub async fn status(api: &str, json: bool) -> Result<(), NodeError> {
     }
     Ok(())
 }
+
+/// An HTTP client with a generous timeout (long polls wait up to 30 s).
+fn http() -> Result<reqwest::Client, NodeError> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .map_err(|error| NodeError::Failed(format!("cannot build an HTTP client: {error}")))
+}
+
+fn unreachable(api: &str) -> impl FnOnce(reqwest::Error) -> NodeError + '_ {
+    move |error| NodeError::Failed(format!("cannot reach the node at {api}: {error}"))
+}
+
+/// The `error` field of a JSON error answer, or the status line.
+async fn problem(response: reqwest::Response) -> String {
+    let status = response.status();
+    match response.json::<serde_json::Value>().await {
+        Ok(body) => body["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| status.to_string()),
+        Err(_) => status.to_string(),
+    }
+}
+
+/// Uploads `bytes` through `POST /api/blobs`; returns the digest.
+async fn upload(client: &reqwest::Client, api: &str, bytes: Vec<u8>) -> Result<String, NodeError> {
+    let url = api_url(api, "/api/blobs")?;
+    let response = client
+        .post(&url)
+        .body(bytes)
+        .send()
+        .await
+        .map_err(unreachable(api))?;
+    if !response.status().is_success() {
+        return Err(NodeError::Failed(format!(
+            "upload refused: {}",
+            problem(response).await
+        )));
+    }
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|error| NodeError::Failed(format!("{url} answered no JSON: {error}")))?;
+    body["digest"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| NodeError::Failed(format!("{url} answered no digest")))
+}
+
+/// Every file under `path` (itself if a file), with its path relative to `base`.
+fn files_under(
+    base: &std::path::Path,
+    path: &std::path::Path,
+) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|entry| entry.file_name());
+        for entry in entries {
+            out.extend(files_under(base, &entry.path())?);
+        }
+    } else {
+        let relative = path
+            .strip_prefix(base)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        out.push((relative, path.to_path_buf()));
+    }
+    Ok(out)
+}
+
+/// Reads a TOML mission, checks it against the disk, uploads every module
+/// and input it names, and returns the mission with paths rewritten to
+/// digests (`inputs` entries become `path=sha256:<hex>`, one per file).
+async fn prepare_toml(
+    client: &reqwest::Client,
+    api: &str,
+    file: &std::path::Path,
+    text: &str,
+) -> Result<String, NodeError> {
+    use coditect_node::mission::{parse_toml, validate, ModuleRef};
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let spec = parse_toml(text).map_err(|e| NodeError::BadInput(e.to_string()))?;
+    validate(&spec, Some(base)).map_err(|e| NodeError::BadInput(e.to_string()))?;
+    let mut document: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| NodeError::BadInput(e.message().to_string()))?;
+    let Some(toml::Value::Array(tasks)) = document.get_mut("task") else {
+        return Ok(text.to_string());
+    };
+    let mut uploaded: std::collections::BTreeMap<std::path::PathBuf, String> = Default::default();
+    for (table, task) in tasks.iter_mut().zip(&spec.tasks) {
+        let Some(table) = table.as_table_mut() else {
+            continue;
+        };
+        if let ModuleRef::Path(path) = &task.module {
+            if !task.module.is_builtin() {
+                let full = base.join(path);
+                let digest = match uploaded.get(&full) {
+                    Some(digest) => digest.clone(),
+                    None => {
+                        let bytes = std::fs::read(&full).map_err(|error| {
+                            NodeError::BadInput(format!("cannot read {}: {error}", full.display()))
+                        })?;
+                        let digest = upload(client, api, bytes).await?;
+                        uploaded.insert(full.clone(), digest.clone());
+                        digest
+                    }
+                };
+                table.insert("module".into(), toml::Value::String(digest));
+            }
+        }
+        let mut inputs = Vec::new();
+        for input in &task.inputs {
+            if input.starts_with("sha256:") || input.contains("=sha256:") {
+                inputs.push(toml::Value::String(input.clone()));
+                continue;
+            }
+            let full = base.join(input);
+            let files = files_under(base, &full).map_err(|error| {
+                NodeError::BadInput(format!("cannot read {}: {error}", full.display()))
+            })?;
+            for (relative, path) in files {
+                let bytes = std::fs::read(&path).map_err(|error| {
+                    NodeError::BadInput(format!("cannot read {}: {error}", path.display()))
+                })?;
+                let digest = upload(client, api, bytes).await?;
+                inputs.push(toml::Value::String(format!("{relative}={digest}")));
+            }
+        }
+        if !task.inputs.is_empty() {
+            table.insert("inputs".into(), toml::Value::Array(inputs));
+        }
+    }
+    toml::to_string(&document).map_err(|error| NodeError::Failed(error.to_string()))
+}
+
+/// `coditect submit FILE [--wait]`.
+pub async fn submit(api: &str, file: &std::path::Path, wait: bool) -> Result<u8, NodeError> {
+    use coditect_node::mission::MissionFormat;
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| NodeError::BadInput(format!("cannot read {}: {error}", file.display())))?;
+    let client = http()?;
+    let (body, content_type) = match MissionFormat::from_path(file) {
+        MissionFormat::Markdown => (text, "text/markdown"),
+        MissionFormat::Toml => (
+            prepare_toml(&client, api, file, &text).await?,
+            "application/toml",
+        ),
+    };
+    let url = api_url(api, "/api/missions")?;
+    let response = client
+        .post(&url)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(unreachable(api))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::BAD_REQUEST {
+        return Err(NodeError::BadInput(problem(response).await));
+    }
+    if !status.is_success() {
+        return Err(NodeError::Failed(format!(
+            "mission not accepted: {}",
+            problem(response).await
+        )));
+    }
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|error| NodeError::Failed(format!("{url} answered no JSON: {error}")))?;
+    let id = body["id"]
+        .as_str()
+        .ok_or_else(|| NodeError::Failed(format!("{url} answered no mission id")))?
+        .to_string();
+    println!("{id}");
+    if !wait {
+        return Ok(0);
+    }
+    watch(&client, api, &id).await
+}
+
+fn count(mission: &serde_json::Value, state: &str) -> u64 {
+    mission["counts"][state].as_u64().unwrap_or(0)
+}
+
+/// Waits before asking again after an error.
+#[allow(clippy::disallowed_methods)] // the CLI is not node code: no seam
+async fn pause() {
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+}
+
+/// Follows a mission until it ends, one progress line per change on stderr.
+async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, NodeError> {
+    let mut version = String::new();
+    let mut failures = 0;
+    loop {
+        let url = api_url(
+            api,
+            &format!("/api/missions/{id}?after={version}&wait_ms=20000"),
+        )?;
+        let response = match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) if failures < 30 => {
+                eprintln!("waiting: {}", problem(response).await);
+                failures += 1;
+                pause().await;
+                continue;
+            }
+            Err(error) if failures < 30 => {
+                eprintln!("waiting: cannot reach {api}: {error}");
+                failures += 1;
+                pause().await;
+                continue;
+            }
+            Ok(response) => return Err(NodeError::Failed(problem(response).await)),
+            Err(error) => return Err(unreachable(api)(error)),
+        };
+        failures = 0;
+        let mission: serde_json::Value = response
+            .json()
+            .await
+            .map_err(|error| NodeError::Failed(format!("{url} answered no JSON: {error}")))?;
+        let next = mission["version"].as_str().unwrap_or_default().to_string();
+        let state = mission["state"].as_str().unwrap_or("?").to_string();
+        if next != version {
+            let total = mission["tasks"].as_array().map(Vec::len).unwrap_or(0);
+            eprintln!(
+                "{id} {state}: {}/{total} succeeded, {} running, {} queued, {} ready, {} failed, {} blocked",
+                count(&mission, "succeeded"),
+                count(&mission, "running"),
+                count(&mission, "assigned"),
+                count(&mission, "ready"),
+                count(&mission, "failed"),
+                count(&mission, "blocked"),
+            );
+            version = next;
+        }
+        if state != "running" {
+            for task in mission["tasks"].as_array().into_iter().flatten() {
+                if task["state"] != "succeeded" {
+                    eprintln!(
+                        "  {} {}: {}",
+                        task["id"].as_str().unwrap_or("?"),
+                        task["state"].as_str().unwrap_or("?"),
+                        task["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            return Ok(if state == "succeeded" { 0 } else { 1 });
+        }
+    }
+}
+
+/// `coditect mission ID [--json]`.
+pub async fn mission(api: &str, id: &str, json: bool) -> Result<u8, NodeError> {
+    let url = api_url(api, &format!("/api/missions/{id}"))?;
+    let response = http()?.get(&url).send().await.map_err(unreachable(api))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(NodeError::BadInput(problem(response).await));
+    }
+    if !response.status().is_success() {
+        return Err(NodeError::Failed(problem(response).await));
+    }
+    let mission: serde_json::Value = response
+        .json()
+        .await
+        .map_err(|error| NodeError::Failed(format!("{url} answered no JSON: {error}")))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&mission).unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    println!(
+        "mission {} ({}): {}",
+        mission["id"].as_str().unwrap_or("?"),
+        mission["name"].as_str().unwrap_or(""),
+        mission["state"].as_str().unwrap_or("?")
+    );
+    println!(
+        "{:<24} {:<10} {:>8} {:<14} reason / result",
+        "task", "state", "attempts", "owner"
+    );
+    for task in mission["tasks"].as_array().into_iter().flatten() {
+        let owner = task["owner"]
+            .as_str()
+            .or_else(|| task["result"]["node"].as_str())
+            .map(|peer| {
+                peer.chars()
+                    .rev()
+                    .take(12)
+                    .collect::<String>()
+                    .chars()
+                    .rev()
+                    .collect()
+            })
+            .unwrap_or_else(|| "-".to_string());
+        let detail = match task["result"]["exit_code"].as_i64() {
+            Some(code) if task["state"] == "succeeded" => format!(
+                "exit {code}, {} output file(s)",
+                task["result"]["outputs"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0)
+            ),
+            _ => task["reason"].as_str().unwrap_or("").to_string(),
+        };
+        println!(
+            "{:<24} {:<10} {:>8} {:<14} {}",
+            task["id"].as_str().unwrap_or("?"),
+            task["state"].as_str().unwrap_or("?"),
+            task["attempts"],
+            owner,
+            detail
+        );
+        for violation in task["violations"].as_array().into_iter().flatten() {
+            println!(
+                "{:<24}   violation (attempt {}): {}: {}",
+                "",
+                violation["attempt"],
+                violation["kind"].as_str().unwrap_or("?"),
+                violation["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `coditect cancel ID` and `coditect retry ID`.
+pub async fn control(api: &str, id: &str, retry: bool) -> Result<u8, NodeError> {
+    let client = http()?;
+    let response = if retry {
+        client.post(api_url(api, &format!("/api/missions/{id}/retry"))?)
+    } else {
+        client.delete(api_url(api, &format!("/api/missions/{id}"))?)
+    }
+    .send()
+    .await
+    .map_err(unreachable(api))?;
+    let status = response.status();
+    if status.is_success() {
+        eprintln!(
+            "mission {id} {}",
+            if retry { "retried" } else { "cancelled" }
+        );
+        return Ok(0);
+    }
+    let message = problem(response).await;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        Err(NodeError::BadInput(message))
+    } else {
+        Err(NodeError::Failed(message))
+    }
+}

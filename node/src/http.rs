@@ -10,7 +10,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::runtime::Node;
+use crate::messages::MissionAction;
+use crate::mission::MissionFormat;
+use crate::runtime::{mission_json, Node, SubmitError};
+
+/// Largest mission file accepted.
+const MAX_MISSION_BYTES: usize = 8 * 1024 * 1024;
+/// Longest a mission query may wait for a change.
+const MAX_WAIT_MS: u64 = 30_000;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,6 +42,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
+        .route(
+            "/api/missions",
+            axum::routing::post(submit_mission)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_MISSION_BYTES)),
+        )
+        .route(
+            "/api/missions/{id}",
+            get(get_mission).delete(cancel_mission),
+        )
+        .route(
+            "/api/missions/{id}/retry",
+            axum::routing::post(retry_mission),
+        )
+        .route(
+            "/api/missions/{id}/tasks/{task}/output/{*path}",
+            get(task_output),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -122,6 +146,125 @@ async fn get_blob(
             format!("no node reachable from here holds {digest}"),
         ),
         Err(problem) => error(StatusCode::INTERNAL_SERVER_ERROR, problem),
+    }
+}
+
+fn submit_error(problem: SubmitError) -> Response {
+    match problem {
+        SubmitError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
+        SubmitError::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}
+
+/// `POST /api/missions`: a TOML mission, or markdown with `Content-Type: text/markdown`.
+async fn submit_mission(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the mission file is not UTF-8");
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let format = MissionFormat::from_content_type(content_type);
+    match state.node.submit_mission(text, format).await {
+        Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response(),
+        Err(problem) => submit_error(problem),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MissionQuery {
+    /// Answer once the mission's `version` differs from this one.
+    after: Option<String>,
+    /// How long to wait for that, ms (at most 30 s).
+    wait_ms: Option<u64>,
+}
+
+fn version_of(json: &serde_json::Value) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(json.to_string().as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// `GET /api/missions/{id}`: the mission from this node's view. With
+/// `after=VERSION&wait_ms=N` it answers as soon as the mission changed
+/// (long poll: how `coditect submit --wait` streams progress).
+async fn get_mission(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::extract::Query(query): axum::extract::Query<MissionQuery>,
+) -> Response {
+    let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let started = state.node.elapsed();
+    loop {
+        let mission = match state.node.mission(&id).await {
+            Ok(Some(mission)) => mission,
+            Ok(None) => return error(StatusCode::NOT_FOUND, format!("no mission {id}")),
+            Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem),
+        };
+        let mut json = mission_json(&mission, &state.node.peer_ids());
+        let version = version_of(&json);
+        let finished = mission.state != coditect_consensus::mission::MissionState::Running;
+        let waited = state.node.elapsed().saturating_sub(started);
+        if query.after.as_deref() != Some(version.as_str()) || finished || waited >= wait {
+            json["version"] = serde_json::Value::String(version);
+            return Json(json).into_response();
+        }
+        state.node.wait_for_change(wait - waited).await;
+    }
+}
+
+async fn control(state: &ApiState, id: &str, action: MissionAction) -> Response {
+    match state.node.control(id, action).await {
+        Ok(()) => match state.node.mission(id).await {
+            Ok(Some(mission)) => {
+                Json(mission_json(&mission, &state.node.peer_ids())).into_response()
+            }
+            _ => Json(serde_json::json!({"id": id})).into_response(),
+        },
+        Err(SubmitError::Invalid(message)) if message.starts_with("no mission") => {
+            error(StatusCode::NOT_FOUND, message)
+        }
+        Err(SubmitError::Invalid(message)) => error(StatusCode::CONFLICT, message),
+        Err(problem) => submit_error(problem),
+    }
+}
+
+/// `DELETE /api/missions/{id}`: cancel.
+async fn cancel_mission(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    control(&state, &id, MissionAction::Cancel).await
+}
+
+/// `POST /api/missions/{id}/retry`: re-run the failed and blocked tasks.
+async fn retry_mission(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    control(&state, &id, MissionAction::Retry).await
+}
+
+/// `GET /api/missions/{id}/tasks/{task}/output/{path}`: a produced file
+/// (`stdout` names the task's standard output when it produced no file of
+/// that name).
+async fn task_output(
+    State(state): State<ApiState>,
+    axum::extract::Path((id, task, path)): axum::extract::Path<(String, String, String)>,
+) -> Response {
+    match state.node.task_output(&id, &task, &path).await {
+        Ok(Some(bytes)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("mission {id} has no output {path:?} of task {task:?} (yet)"),
+        ),
+        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem),
     }
 }
 

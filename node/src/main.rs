@@ -35,6 +35,44 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Submit a mission (TOML task graph or markdown tasklist); prints its id
+    Submit {
+        /// The mission file (.toml, or .md for a markdown tasklist)
+        file: std::path::PathBuf,
+        /// Follow live progress until the mission ends; exit 0 only if every task succeeded
+        #[arg(long)]
+        wait: bool,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+    /// Show one mission and its tasks
+    Mission {
+        /// The mission id (as `submit` printed it)
+        id: String,
+        /// Print the raw JSON of /api/missions/{id}
+        #[arg(long)]
+        json: bool,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+    /// Cancel a mission: queued tasks dropped, running guests interrupted
+    Cancel {
+        /// The mission id
+        id: String,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+    /// Re-run the failed and blocked tasks of a failed mission
+    Retry {
+        /// The mission id
+        id: String,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
     /// Run one wasm module (.wasm or .wat) locally in the sandbox the mesh uses
     RunTask(run_task::RunTaskArgs),
     /// Measure the mesh (results go into BENCHMARKS.md)
@@ -78,6 +116,10 @@ fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Commands::Status { api, json } => runtime.block_on(client::status(&api, json)).map(|()| 0),
+        Commands::Submit { file, wait, api } => runtime.block_on(client::submit(&api, &file, wait)),
+        Commands::Mission { id, json, api } => runtime.block_on(client::mission(&api, &id, json)),
+        Commands::Cancel { id, api } => runtime.block_on(client::control(&api, &id, false)),
+        Commands::Retry { id, api } => runtime.block_on(client::control(&api, &id, true)),
         Commands::RunTask(args) => run_task::run(args),
         Commands::Bench(command) => runtime.block_on(bench::run(command)).map(|()| 0),
     };

@@ -1,8 +1,43 @@
 //! What nodes say to each other: request-response payloads and gossip adverts.
 //! All of it is encoded by `coditect_memory::codec`.
 
+use coditect_consensus::mission::{MissionRecord, TaskSubmission};
 use coditect_consensus::{Capabilities, Load, NodeId, NodeRecord};
 use serde::{Deserialize, Serialize};
+
+use crate::scheduler::{StealRequest, TaskId};
+use crate::worker::{Assignment, Report};
+
+/// A task a node holds at one attempt (its fencing token).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Held {
+    /// Which task.
+    pub id: TaskId,
+    /// The attempt it holds it at.
+    pub attempt: u32,
+}
+
+/// A queued, not yet started task, as adverts show it to would-be thieves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedTask {
+    /// Which task.
+    pub id: TaskId,
+    /// 0 (P0) .. 3.
+    pub priority: u8,
+    /// Age rank.
+    pub ready_seq: u64,
+    /// Capabilities it needs.
+    pub requires: Vec<String>,
+}
+
+/// What a user asks of a mission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MissionAction {
+    /// Stop it: queued tasks dropped, running ones interrupted.
+    Cancel,
+    /// Re-run its failed and blocked tasks.
+    Retry,
+}
 
 /// A node-to-node request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +52,62 @@ pub enum NodeRequest {
         node_id: NodeId,
         /// Its load.
         load: Load,
+        /// Every task it holds (queued, running, or reporting).
+        holding: Vec<Held>,
+    },
+    /// A new mission, validated and with every blob on the sender; to the leader.
+    Submit {
+        /// Its name.
+        name: String,
+        /// Its tasks.
+        tasks: Vec<TaskSubmission>,
+    },
+    /// One mission as the leader's state holds it.
+    GetMission(String),
+    /// Cancel or retry a mission; to the leader.
+    Control {
+        /// Mission id.
+        mission: String,
+        /// What to do.
+        action: MissionAction,
+    },
+    /// Tasks the leader assigned to the receiver.
+    Assign(Vec<Assignment>),
+    /// Tasks the receiver no longer owns: drop them, stop their runs.
+    Revoke(Vec<Held>),
+    /// The sender started running a task; to the leader.
+    Started {
+        /// The owner.
+        node_id: NodeId,
+        /// The task and attempt.
+        held: Held,
+    },
+    /// How a run ended; to the leader, which commits it with the attempt as fencing token.
+    Report {
+        /// The owner.
+        node_id: NodeId,
+        /// Mission id.
+        mission: String,
+        /// Task id.
+        task: String,
+        /// The outcome.
+        report: Report,
+    },
+    /// A thief asks a victim for queued tasks.
+    StealAsk {
+        /// What it wants.
+        request: StealRequest,
+        /// What the thief offers (the victim never gives what it cannot run).
+        capabilities: Capabilities,
+    },
+    /// A victim asks the leader to commit the transfer of tasks it gives away.
+    CommitSteal {
+        /// The victim.
+        from: NodeId,
+        /// The thief.
+        to: NodeId,
+        /// The tasks, at the attempt the victim holds them.
+        tasks: Vec<Held>,
     },
     /// The sender drains and leaves; the leader takes it out of the voter set.
     Leave {
@@ -46,7 +137,26 @@ pub enum NodeResponse {
     HeartbeatAck {
         /// Whether the registry holds the node.
         registered: bool,
+        /// Tasks the node owns but did not list (a lost assignment message).
+        missing: Vec<Assignment>,
+        /// Tasks it listed but no longer owns (stolen, released, cancelled, done).
+        revoked: Vec<Held>,
     },
+    /// The id of a mission just created.
+    MissionCreated(String),
+    /// A mission, if the leader knows it.
+    Mission(Option<Box<MissionRecord>>),
+    /// Whether a report was committed (`false`: stale, the task moved on).
+    Reported {
+        /// Committed.
+        committed: bool,
+        /// Why not, when not.
+        detail: String,
+    },
+    /// Tasks a victim gave a thief, already transferred in Raft.
+    Stolen(Vec<Assignment>),
+    /// Per task of a [`NodeRequest::CommitSteal`], whether the transfer committed.
+    StealCommitted(Vec<bool>),
     /// The receiver is not the leader; try this one.
     NotLeader {
         /// The leader, as the receiver knows it.
@@ -118,6 +228,8 @@ pub struct NodeAdvert {
     pub capabilities: Capabilities,
     /// How busy it is.
     pub load: Load,
+    /// Its most urgent stealable queued tasks (a bounded sample).
+    pub queued: Vec<QueuedTask>,
 }
 
 #[cfg(test)]
@@ -150,11 +262,20 @@ mod tests {
                 queued: 0,
                 slots: 2,
             },
+            holding: vec![Held {
+                id: TaskId::new("m1", "t"),
+                attempt: 2,
+            }],
         };
         match codec::decode::<NodeRequest>(&codec::encode(&request).unwrap()).unwrap() {
-            NodeRequest::Heartbeat { node_id, load } => {
+            NodeRequest::Heartbeat {
+                node_id,
+                load,
+                holding,
+            } => {
                 assert_eq!(node_id, 4);
                 assert_eq!(load.slots, 2);
+                assert_eq!(holding[0].attempt, 2);
             }
             other => panic!("decoded {other:?}"),
         }

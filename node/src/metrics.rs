@@ -20,6 +20,18 @@ pub struct NodeMetrics {
     pub leader_changes: IntCounter,
     /// Membership changes the autopilot made while leading.
     pub autopilot_changes: IntCounter,
+    /// Tasks this node stole from busy peers.
+    pub steals: IntCounter,
+    /// Tasks running on this node now.
+    pub tasks_running: IntGauge,
+    /// Runs on this node that met every expectation.
+    pub tasks_succeeded: IntCounter,
+    /// Runs on this node that ended in a violation.
+    pub task_violations: IntCounter,
+    /// Assignments this node committed while leading.
+    pub tasks_placed: IntCounter,
+    /// Outcomes (results and violations) this node committed while leading.
+    pub results_committed: IntCounter,
 }
 
 impl NodeMetrics {
@@ -45,7 +57,34 @@ impl NodeMetrics {
                 "coditect_autopilot_changes_total",
                 "Membership changes made by this node's autopilot",
             )?,
+            steals: IntCounter::new(
+                "coditect_steals_total",
+                "Queued tasks this node stole from busy peers",
+            )?,
+            tasks_running: IntGauge::new("coditect_tasks_running", "Tasks running on this node")?,
+            tasks_succeeded: IntCounter::new(
+                "coditect_task_runs_succeeded_total",
+                "Runs on this node that met every expectation",
+            )?,
+            task_violations: IntCounter::new(
+                "coditect_task_violations_total",
+                "Runs on this node that ended in a consistency violation",
+            )?,
+            tasks_placed: IntCounter::new(
+                "coditect_tasks_placed_total",
+                "Task assignments committed by this node while leading",
+            )?,
+            results_committed: IntCounter::new(
+                "coditect_task_outcomes_committed_total",
+                "Task outcomes committed by this node while leading",
+            )?,
         };
+        registry.register(Box::new(metrics.steals.clone()))?;
+        registry.register(Box::new(metrics.tasks_running.clone()))?;
+        registry.register(Box::new(metrics.tasks_succeeded.clone()))?;
+        registry.register(Box::new(metrics.task_violations.clone()))?;
+        registry.register(Box::new(metrics.tasks_placed.clone()))?;
+        registry.register(Box::new(metrics.results_committed.clone()))?;
         registry.register(Box::new(metrics.raft_term.clone()))?;
         registry.register(Box::new(metrics.raft_is_leader.clone()))?;
         registry.register(Box::new(metrics.raft_commit_index.clone()))?;

@@ -146,9 +146,16 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     let sandbox = coditect_sandbox::Sandbox::new(sandbox_config)
         .map_err(|error| NodeError::Failed(format!("cannot start the wasm sandbox: {error}")))?;
     let wasm_limits = wasm_limits(&sandbox.capability());
+    let sandbox = Arc::new(sandbox);
 
     let blobs = coditect_memory::BlobStore::open(data.blob_dir(), MAX_BLOB_BYTES)
         .map_err(|error| NodeError::BadInput(error.to_string()))?;
+    crate::builtin::seed(&blobs).map_err(NodeError::Failed)?;
+    let runner = Arc::new(crate::worker::SandboxRunner {
+        sandbox: sandbox.clone(),
+        blobs: blobs.clone(),
+        work_dir: data.root().join("work"),
+    });
 
     let remembered = data.remembered_peers();
     let mut seeds: Vec<String> = config
@@ -185,6 +192,8 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             addresses,
             blobs,
             metrics: node_metrics,
+            runner,
+            agents: config.agents.clone(),
         },
         events,
     );

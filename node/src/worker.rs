@@ -17,6 +17,8 @@ use coditect_memory::{BlobStore, Digest};
 use coditect_sandbox::{CancelToken, Limits, Sandbox, SandboxError};
 use futures::future::BoxFuture;
 
+use serde::{Deserialize, Serialize};
+
 use crate::scheduler::{check, Blame, Expectation, Violation, ViolationKind};
 
 /// Bytes of stdout kept in the replicated result for display; the whole of
@@ -38,8 +40,11 @@ impl BlobSource for crate::runtime::Node {
 /// A dependency's committed outputs: its task id and (path, digest, size) per file.
 pub type DependencyOutputs = (String, Vec<(String, String, u64)>);
 
+/// A peer that may hold blobs a task needs: (peer id, addresses).
+pub type BlobHint = (String, Vec<String>);
+
 /// One task to run, as the leader assigned it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     /// Mission id.
     pub mission: String,
@@ -49,10 +54,14 @@ pub struct Assignment {
     pub attempt: u32,
     /// Each dependency's committed outputs: (task id, [(path, digest, size)]).
     pub deps: Vec<DependencyOutputs>,
+    /// When the task became ready (older first among equal priorities).
+    pub ready_seq: u64,
+    /// Peers to ask first for its blobs: the leader, the dependencies' producers.
+    pub sources: Vec<BlobHint>,
 }
 
 /// How a run ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
     /// The run met every expectation.
     Succeeded(TaskResult),
@@ -60,9 +69,91 @@ pub enum Report {
     Violated {
         /// What happened.
         violation: ViolationRecord,
+        /// Its category.
+        kind: ViolationKind,
         /// Whose fault it was.
         blame: Blame,
     },
+}
+
+impl Report {
+    /// A violation of `kind` in `attempt` on `node`.
+    pub fn violated(node: NodeId, attempt: u32, kind: ViolationKind, detail: &str) -> Report {
+        let violation = Violation::new(kind, detail);
+        Report::Violated {
+            blame: kind.blame(),
+            kind,
+            violation: ViolationRecord {
+                attempt,
+                node,
+                kind: kind.as_str().to_string(),
+                detail: violation.detail,
+            },
+        }
+    }
+}
+
+/// Runs assigned tasks: the sandbox in production, a model in the simulation.
+pub trait TaskRunner: Send + Sync {
+    /// Runs `assignment` for `node`, fetching blobs through `source`.
+    fn run(
+        &self,
+        node: NodeId,
+        source: std::sync::Arc<dyn BlobSource>,
+        assignment: Assignment,
+        cancel: CancelToken,
+    ) -> BoxFuture<'static, Result<Report, WorkerError>>;
+}
+
+/// A runner for nodes that run no tasks (they advertise no slots).
+pub struct NoRunner;
+
+impl TaskRunner for NoRunner {
+    fn run(
+        &self,
+        _node: NodeId,
+        _source: std::sync::Arc<dyn BlobSource>,
+        _assignment: Assignment,
+        _cancel: CancelToken,
+    ) -> BoxFuture<'static, Result<Report, WorkerError>> {
+        Box::pin(async { Err(WorkerError::Io("this node runs no tasks".into())) })
+    }
+}
+
+/// The production runner: the wasmtime sandbox, blobs kept in the node's store.
+pub struct SandboxRunner {
+    /// The sandbox.
+    pub sandbox: std::sync::Arc<Sandbox>,
+    /// Where produced files and stdout are kept.
+    pub blobs: BlobStore,
+    /// Work directories go under here.
+    pub work_dir: PathBuf,
+}
+
+impl TaskRunner for SandboxRunner {
+    fn run(
+        &self,
+        node: NodeId,
+        source: std::sync::Arc<dyn BlobSource>,
+        assignment: Assignment,
+        cancel: CancelToken,
+    ) -> BoxFuture<'static, Result<Report, WorkerError>> {
+        let sandbox = self.sandbox.clone();
+        let blobs = self.blobs.clone();
+        let work_dir = self.work_dir.clone();
+        Box::pin(async move {
+            run_assignment(
+                node,
+                &sandbox,
+                &blobs,
+                source.as_ref(),
+                &work_dir,
+                &assignment,
+                cancel,
+            )
+            .await
+        })
+    }
 }
 
 /// Why a task could not be run here (the task is not at fault).
@@ -179,16 +270,7 @@ async fn run_in(
     }
     let module = blob(source, &task.module).await?;
     let violation = |kind: ViolationKind, detail: String| {
-        let violation = Violation::new(kind, detail);
-        Report::Violated {
-            blame: violation.kind.blame(),
-            violation: ViolationRecord {
-                attempt: assignment.attempt,
-                node,
-                kind: violation.kind.as_str().to_string(),
-                detail: violation.detail,
-            },
-        }
+        Report::violated(node, assignment.attempt, kind, &detail)
     };
     let prepared = match sandbox.prepare(&module) {
         Ok(prepared) => prepared,
@@ -353,6 +435,8 @@ mod tests {
             },
             attempt: 3,
             deps: vec![("up".into(), vec![("data.txt".into(), dep, 5)])],
+            ready_seq: 0,
+            sources: vec![],
         }
     }
 
@@ -396,7 +480,9 @@ mod tests {
         let work = dir.path().join("work");
         let report = run(1, &sandbox, &blobs, &work, &job).unwrap();
         match report {
-            Report::Violated { violation, blame } => {
+            Report::Violated {
+                violation, blame, ..
+            } => {
                 assert_eq!(violation.kind, "expectation_mismatch");
                 assert_eq!((violation.node, violation.attempt), (1, 3));
                 assert_eq!(blame, Blame::Task);

@@ -14,9 +14,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 fn fixture(path: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
+    common::manifest_dir().join("tests/fixtures").join(path)
 }
 
 fn copy_tree(from: &Path, to: &Path) {

@@ -22,6 +22,7 @@ mod agents;
 mod error;
 mod markdown;
 mod spec;
+mod submit;
 mod toml_format;
 mod validate;
 
@@ -32,6 +33,7 @@ pub use agents::{AgentConfig, AgentKind};
 pub use error::MissionError;
 pub use markdown::parse_markdown;
 pub use spec::{Expect, MissionSpec, ModuleRef, Priority, TaskSpec, BUILTIN_PREFIX};
+pub use submit::to_submissions;
 pub use toml_format::parse_toml;
 pub use validate::{check_id, validate, ValidatedMission, MAX_ID_LEN};
 

@@ -229,10 +229,23 @@ fn check_input(task: &TaskSpec, input: &str, base_dir: Option<&Path>) -> Result<
             reason,
         })
     };
-    if input.starts_with("sha256:") {
-        return match Digest::from_str(input) {
-            Ok(_) => Ok(()),
-            Err(e) => invalid(one_line(&e.to_string())),
+    // Uploaded forms: `sha256:<hex>`, or `<path>=sha256:<hex>` keeping the
+    // file's path under /input (what `coditect submit` writes).
+    let (input, uploaded) = match input.split_once("=sha256:") {
+        Some((path, hex)) => (path, Some(format!("sha256:{hex}"))),
+        None if input.starts_with("sha256:") => ("", Some(input.to_string())),
+        None => (input, None),
+    };
+    if let Some(digest) = uploaded {
+        if let Err(e) = Digest::from_str(&digest) {
+            return invalid(one_line(&e.to_string()));
+        }
+        if input.is_empty() {
+            return Ok(());
+        }
+        return match relative_path_problem(input) {
+            Some(reason) => invalid(reason.to_string()),
+            None => Ok(()),
         };
     }
     // An input keeps its relative path under /input, so it must stay inside.

@@ -115,6 +115,9 @@ pub enum ViolationKind {
     LostNode,
     /// The owner stopped the run (mission cancelled or node draining).
     Cancelled,
+    /// The owner could not run the task for a reason of its own (a blob no
+    /// reachable node serves, a full disk, no sandbox slot).
+    NodeError,
 }
 
 impl ViolationKind {
@@ -129,7 +132,9 @@ impl ViolationKind {
     /// - `Cancelled` is nobody's.
     pub fn blame(self) -> Blame {
         match self {
-            ViolationKind::LostNode | ViolationKind::Timeout => Blame::Node,
+            ViolationKind::LostNode | ViolationKind::Timeout | ViolationKind::NodeError => {
+                Blame::Node
+            }
             ViolationKind::Trap
             | ViolationKind::OutOfFuel
             | ViolationKind::MemoryLimit
@@ -150,6 +155,7 @@ impl ViolationKind {
             ViolationKind::ExpectationMismatch { .. } => "expectation_mismatch",
             ViolationKind::LostNode => "lost_node",
             ViolationKind::Cancelled => "cancelled",
+            ViolationKind::NodeError => "node_error",
         }
     }
 }

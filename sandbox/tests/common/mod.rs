@@ -50,9 +50,17 @@ pub fn run_with_inputs(
         .expect("run")
 }
 
+/// This package's folder, as cargo says at run time: a test binary reused
+/// from a shared target dir may have been compiled in another checkout.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The repository's `agents/` directory.
 pub fn agents_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agents")
+    manifest_dir().join("../agents")
 }
 
 /// Builds the C agents once per test binary with `agents/build.sh`, into

@@ -26,8 +26,15 @@ use crate::messages::{
     BlobChunk, LeaderAdvert, LeaderHint, Member, NodeAdvert, NodeRequest, NodeResponse,
 };
 use crate::metrics::NodeMetrics;
+use crate::mission::AgentConfig;
 use crate::propose::{Proposer, WRITE_DEADLINE};
 use crate::roles::{self, AnnouncedMembership, AutopilotAction, AutopilotInput, Health, Role};
+use crate::worker::{BlobHint, TaskRunner};
+
+mod executor;
+mod missions;
+
+pub use missions::{mission_json, SubmitError};
 
 /// How long a request to the leader may take.
 const CONTROL_DEADLINE: Duration = Duration::from_secs(3);
@@ -72,6 +79,10 @@ pub struct NodeParts {
     pub blobs: BlobStore,
     /// Metrics.
     pub metrics: NodeMetrics,
+    /// Runs the tasks this node is assigned.
+    pub runner: Arc<dyn TaskRunner>,
+    /// Routing of markdown tasks to agent kinds.
+    pub agents: AgentConfig,
 }
 
 #[derive(Default)]
@@ -126,6 +137,13 @@ struct Inner {
     blobs: BlobStore,
     view: Mutex<LocalView>,
     stopped: AtomicBool,
+    runner: Arc<dyn TaskRunner>,
+    agents: AgentConfig,
+    exec: Mutex<executor::ExecState>,
+    sched: Mutex<missions::SchedState>,
+    wake: tokio::sync::Notify,
+    /// A node silent this long loses its lease (and its tasks).
+    lease: Duration,
 }
 
 /// The freshest known addresses of each peer, learned from gossip adverts.
@@ -330,6 +348,12 @@ impl Node {
                 ..LocalView::default()
             }),
             stopped: AtomicBool::new(false),
+            runner: parts.runner,
+            agents: parts.agents,
+            exec: Mutex::new(executor::ExecState::default()),
+            sched: Mutex::new(missions::SchedState::default()),
+            wake: tokio::sync::Notify::new(),
+            lease: (parts.heartbeat * 20).max(Duration::from_millis(1500)),
         });
         inner.raft.runtime_config().elect(parts.elect_at_start);
         let node = Node { inner };
@@ -343,7 +367,15 @@ impl Node {
         parts
             .env
             .spawn("autopilot", autopilot_node.autopilot_loop().boxed());
+        let scheduler_node = node.clone();
+        parts
+            .env
+            .spawn("scheduler", scheduler_node.scheduling_loop().boxed());
         node
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
     }
 
     /// Our Raft id.
@@ -452,14 +484,6 @@ impl Node {
     fn is_leader(&self) -> bool {
         let metrics = self.raft_metrics();
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.node_id)
-    }
-
-    fn load(&self) -> Load {
-        Load {
-            running: 0,
-            queued: 0,
-            slots: self.inner.capabilities.slots,
-        }
     }
 
     fn record(&self) -> NodeRecord {
@@ -691,7 +715,11 @@ impl Node {
                     Err(error) => NodeResponse::Error(error),
                 }
             }
-            NodeRequest::Heartbeat { node_id, load } => {
+            NodeRequest::Heartbeat {
+                node_id,
+                load,
+                holding,
+            } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
                         leader: self.leader(),
@@ -704,7 +732,81 @@ impl Node {
                         .get(&node_id)
                         .is_some_and(|node| node.peer_id == from && !node.left)
                 });
-                NodeResponse::HeartbeatAck { registered }
+                let (missing, revoked) = self.reconcile(node_id, &holding);
+                NodeResponse::HeartbeatAck {
+                    registered,
+                    missing,
+                    revoked,
+                }
+            }
+            NodeRequest::Submit { name, tasks } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                let hint = (from.to_string(), self.inner.addresses.merged(from, &[]));
+                match self.leader_submit(Some(hint), name, tasks).await {
+                    Ok(id) => NodeResponse::MissionCreated(id),
+                    Err(SubmitError::Invalid(message) | SubmitError::Unavailable(message)) => {
+                        NodeResponse::Error(message)
+                    }
+                }
+            }
+            NodeRequest::GetMission(id) => NodeResponse::Mission(
+                self.state(|state| state.missions.get(&id).cloned().map(Box::new)),
+            ),
+            NodeRequest::Control { mission, action } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                match self.leader_control(&mission, action).await {
+                    Ok(()) => NodeResponse::Ack,
+                    Err(error) => NodeResponse::Error(error),
+                }
+            }
+            NodeRequest::Assign(assignments) => {
+                self.accept_assignments(assignments);
+                NodeResponse::Ack
+            }
+            NodeRequest::Revoke(held) => {
+                self.revoke(&held);
+                NodeResponse::Ack
+            }
+            NodeRequest::Started { node_id, held } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                self.on_started(node_id, held).await
+            }
+            NodeRequest::Report {
+                node_id,
+                mission,
+                task,
+                report,
+            } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                self.on_report(node_id, &mission, &task, report).await
+            }
+            NodeRequest::StealAsk {
+                request,
+                capabilities,
+            } => self.on_steal_ask(request, capabilities).await,
+            NodeRequest::CommitSteal { from, to, tasks } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                NodeResponse::StealCommitted(self.commit_steal(from, to, &tasks).await)
             }
             NodeRequest::GetBlob {
                 digest,
@@ -753,15 +855,38 @@ impl Node {
     /// The bytes of `digest`: from this node's store, else fetched in
     /// chunks from a connected peer that holds it, verified and kept.
     pub async fn fetch_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, String> {
+        self.fetch_blob_from(digest, &[]).await
+    }
+
+    /// Like [`Node::fetch_blob`], asking the `hints` (dialed if need be) before
+    /// the connected peers.
+    pub async fn fetch_blob_from(
+        &self,
+        digest: &Digest,
+        hints: &[BlobHint],
+    ) -> Result<Option<Vec<u8>>, String> {
         if let Some(bytes) = self.inner.blobs.get(digest).map_err(|e| e.to_string())? {
             return Ok(Some(bytes));
         }
-        for peer in self.inner.network.connected_peers() {
-            let hint = LeaderHint {
+        let mut peers: Vec<LeaderHint> = hints
+            .iter()
+            .filter(|(peer, _)| *peer != self.inner.peer_id)
+            .map(|(peer, addrs)| LeaderHint {
                 node_id: 0,
                 peer_id: peer.clone(),
-                addrs: Vec::new(),
-            };
+                addrs: addrs.clone(),
+            })
+            .collect();
+        for peer in self.inner.network.connected_peers() {
+            if !peers.iter().any(|hint| hint.peer_id == peer) {
+                peers.push(LeaderHint {
+                    node_id: 0,
+                    peer_id: peer,
+                    addrs: Vec::new(),
+                });
+            }
+        }
+        for hint in peers {
             let mut bytes = Vec::new();
             let complete = loop {
                 let request = NodeRequest::GetBlob {
@@ -874,6 +999,12 @@ impl Node {
             self.publish_leader_advert(&metrics);
             if tick.is_multiple_of(10) {
                 self.flush_heartbeats();
+                // The leader holds tasks too; reconcile them like anyone's.
+                let (missing, revoked) = self.reconcile(self.inner.node_id, &self.holding());
+                self.revoke(&revoked);
+                if !missing.is_empty() {
+                    self.accept_assignments(missing);
+                }
             }
             self.ensure_self_registered();
         } else if let Some(leader) = self.leader() {
@@ -881,6 +1012,7 @@ impl Node {
         }
         self.reconnect_if_alone(now);
         self.keep_members_connected(&metrics, now);
+        self.try_steal();
     }
 
     /// Holds a connection to every Raft member (ours and the leader's view),
@@ -1027,6 +1159,7 @@ impl Node {
             addrs: self.listen_addrs(),
             capabilities: self.inner.capabilities.clone(),
             load: self.load(),
+            queued: self.advertised_queue(),
         };
         if let Ok(bytes) = codec::encode(&advert) {
             self.inner.network.publish(ADVERT_TOPIC, bytes);
@@ -1277,9 +1410,25 @@ impl Node {
                 let request = NodeRequest::Heartbeat {
                     node_id: node.inner.node_id,
                     load: node.load(),
+                    holding: node.holding(),
                 };
-                match node.ask(&leader, &request).await {
-                    Ok(NodeResponse::HeartbeatAck { registered: false }) => {
+                let answer = node.ask(&leader, &request).await;
+                if let Ok(NodeResponse::HeartbeatAck {
+                    missing, revoked, ..
+                }) = &answer
+                {
+                    if !revoked.is_empty() {
+                        node.revoke(revoked);
+                    }
+                    if !missing.is_empty() {
+                        tracing::info!(tasks = missing.len(), "the leader restored assignments");
+                        node.accept_assignments(missing.clone());
+                    }
+                }
+                match answer {
+                    Ok(NodeResponse::HeartbeatAck {
+                        registered: false, ..
+                    }) => {
                         let first = {
                             let mut view = node.inner.view.lock().expect("view lock");
                             !std::mem::replace(&mut view.registered, true)
@@ -1299,7 +1448,9 @@ impl Node {
                             }
                         }
                     }
-                    Ok(NodeResponse::HeartbeatAck { registered: true }) => {}
+                    Ok(NodeResponse::HeartbeatAck {
+                        registered: true, ..
+                    }) => {}
                     Ok(other) => tracing::debug!("heartbeat answered {other:?}"),
                     Err(error) => tracing::debug!("heartbeat to {}: {error}", leader.peer_id),
                 }
@@ -1351,6 +1502,7 @@ impl Node {
     /// Drains: leaves the voter set (the leader refills it) within `grace`,
     /// then stops Raft. Called on SIGTERM.
     pub async fn drain(&self, grace: Duration) {
+        self.drain_tasks(grace / 2).await;
         self.inner.view.lock().expect("view lock").leaving = true;
         self.inner.raft.runtime_config().elect(false);
         let env = self.inner.env.clone();

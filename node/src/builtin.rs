@@ -1,0 +1,77 @@
+//! Modules every node ships: `builtin:<name>` in a mission names one of
+//! these. Each node puts them into its blob store at startup, so their
+//! digests are the same on every node running the same binary and a worker
+//! never has to fetch them.
+//!
+//! - `noop`, `echo`, `math`: the example agents in `agents/`.
+//! - `analyzer`, `tester`: the default agent kinds that need no language
+//!   model. Until real agents land they run `echo`, which hands the task's
+//!   text (its markdown line and context) to stdout and `/output/echo.txt`.
+//! - `coder`, `docs`, `general`: kinds that need a language model. They
+//!   require `llm`, so they wait until a node offers it; the module says on
+//!   stderr that no model is wired in and exits 1.
+
+use coditect_memory::{BlobStore, Digest};
+
+const NOOP: &str = include_str!("../../agents/noop.wat");
+const ECHO: &str = include_str!("../../agents/echo.wat");
+const MATH: &str = include_str!("../../agents/math.wat");
+const NO_LLM: &str = include_str!("../../agents/builtin/no-llm.wat");
+
+/// The built-in modules by name.
+pub const BUILTINS: &[(&str, &str)] = &[
+    ("noop", NOOP),
+    ("echo", ECHO),
+    ("math", MATH),
+    ("analyzer", ECHO),
+    ("tester", ECHO),
+    ("coder", NO_LLM),
+    ("docs", NO_LLM),
+    ("general", NO_LLM),
+];
+
+/// The text of built-in module `name`.
+pub fn module(name: &str) -> Option<&'static str> {
+    BUILTINS
+        .iter()
+        .find(|(builtin, _)| *builtin == name)
+        .map(|(_, text)| *text)
+}
+
+/// The digest of built-in module `name`.
+pub fn digest(name: &str) -> Option<Digest> {
+    module(name).map(|text| Digest::of(text.as_bytes()))
+}
+
+/// Stores every built-in module in `blobs`.
+pub fn seed(blobs: &BlobStore) -> Result<(), String> {
+    for (name, text) in BUILTINS {
+        blobs
+            .put(text.as_bytes())
+            .map_err(|error| format!("cannot store built-in module {name}: {error}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_compiles_in_the_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = coditect_sandbox::Sandbox::new(coditect_sandbox::SandboxConfig::new(
+            dir.path().join("cache"),
+        ))
+        .unwrap();
+        for (name, text) in BUILTINS {
+            assert!(
+                sandbox.prepare(text.as_bytes()).is_ok(),
+                "builtin {name} does not compile"
+            );
+        }
+        assert_eq!(digest("analyzer"), digest("echo"));
+        assert_ne!(digest("coder"), digest("echo"));
+        assert!(digest("nope").is_none());
+    }
+}

@@ -1,0 +1,194 @@
+//! A validated mission turned into what Raft stores: every module, input
+//! text and input file named by the digest of a blob this node holds.
+//!
+//! The node that accepts `POST /api/missions` does this; the mesh never reads
+//! the client's disk, so a module given as a path (rather than a digest or a
+//! `builtin:` name) is refused with a message saying to upload it first.
+
+use coditect_consensus::mission::{TaskExpect, TaskLimits, TaskSubmission};
+use coditect_memory::{BlobStore, Digest};
+
+use super::error::MissionError;
+use super::spec::{ModuleRef, BUILTIN_PREFIX};
+use super::validate::ValidatedMission;
+
+/// The tasks of `mission` as submissions, in topological order. Input texts
+/// are stored in `blobs`; every digest named must already be there.
+pub fn to_submissions(
+    mission: &ValidatedMission,
+    blobs: &BlobStore,
+) -> Result<Vec<TaskSubmission>, MissionError> {
+    let held = |digest: &Digest| blobs.contains(digest);
+    let mut out = Vec::with_capacity(mission.spec().tasks.len());
+    for task in mission.ordered_tasks() {
+        let bad_module = |reason: String| MissionError::InvalidModule {
+            task: task.id.clone(),
+            module: task.module.to_string(),
+            reason,
+        };
+        let module = match &task.module {
+            ModuleRef::Digest(digest) if held(digest) => digest.to_string(),
+            ModuleRef::Digest(_) => {
+                return Err(bad_module(
+                    "no such blob on this node; POST the module to /api/blobs first".into(),
+                ))
+            }
+            ModuleRef::Path(path) => match path.strip_prefix(BUILTIN_PREFIX) {
+                Some(name) => crate::builtin::digest(name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> =
+                            crate::builtin::BUILTINS.iter().map(|(n, _)| *n).collect();
+                        bad_module(format!(
+                            "unknown built-in module (known: {})",
+                            names.join(", ")
+                        ))
+                    })?
+                    .to_string(),
+                None => {
+                    return Err(bad_module(
+                        "a path cannot be read by the mesh; upload the module and name it by sha256 digest (coditect submit does this)".into(),
+                    ))
+                }
+            },
+        };
+        let input = match &task.input {
+            Some(text) => Some(
+                blobs
+                    .put(text.as_bytes())
+                    .map_err(|error| MissionError::InvalidField {
+                        field: "input".into(),
+                        place: format!("task `{}`", task.id),
+                        message: error.to_string(),
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let mut inputs = Vec::with_capacity(task.inputs.len());
+        for entry in &task.inputs {
+            let bad_input = |reason: &str| MissionError::InvalidInput {
+                task: task.id.clone(),
+                input: entry.clone(),
+                reason: reason.to_string(),
+            };
+            let (path, digest) = match entry.split_once("=sha256:") {
+                Some((path, hex)) => (path.to_string(), format!("sha256:{hex}")),
+                None if entry.starts_with("sha256:") => {
+                    (entry.trim_start_matches("sha256:").to_string(), entry.clone())
+                }
+                None => return Err(bad_input(
+                    "a path cannot be read by the mesh; upload the file and name it as path=sha256:<hex> (coditect submit does this)",
+                )),
+            };
+            let parsed: Digest = digest
+                .parse()
+                .map_err(|_| bad_input("not a sha256 digest"))?;
+            if !held(&parsed) {
+                return Err(bad_input(
+                    "no such blob on this node; POST it to /api/blobs first",
+                ));
+            }
+            inputs.push((path, digest));
+        }
+        let requires = if task.requires.is_empty() {
+            vec!["wasm".to_string()]
+        } else {
+            task.requires.clone()
+        };
+        out.push(TaskSubmission {
+            id: task.id.clone(),
+            module,
+            needs: task.needs.clone(),
+            requires,
+            priority: task.priority as u8,
+            input,
+            inputs,
+            limits: TaskLimits {
+                fuel: task.limits.fuel,
+                memory_mb: task.limits.memory_mb,
+                timeout_ms: task.limits.timeout_ms,
+                output_mb: task.limits.output_mb,
+            },
+            expect: TaskExpect {
+                exit_code: task.expect.exit_code,
+                stdout_contains: task.expect.stdout_contains.clone(),
+                files: task.expect.files.clone(),
+            },
+            done: task.done,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mission::{parse_toml, validate};
+
+    fn store() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs"), 1 << 20).unwrap();
+        (dir, blobs)
+    }
+
+    fn convert(text: &str, blobs: &BlobStore) -> Result<Vec<TaskSubmission>, MissionError> {
+        let spec = parse_toml(text).unwrap();
+        to_submissions(&validate(&spec, None).unwrap(), blobs)
+    }
+
+    #[test]
+    fn digests_builtins_and_input_text_become_blobs() {
+        let (_dir, blobs) = store();
+        let module = blobs.put(b"(module)").unwrap();
+        let file = blobs.put(b"data").unwrap();
+        let text = format!(
+            "name = \"m\"\n[[task]]\nid = \"b\"\nmodule = \"builtin:echo\"\nneeds = [\"a\"]\ninput = \"hello\"\n\
+             [[task]]\nid = \"a\"\nmodule = \"{module}\"\ninputs = [\"src/x.txt={file}\"]\npriority = \"P0\"\n"
+        );
+        let tasks = convert(&text, &blobs).unwrap();
+        assert_eq!(tasks[0].id, "a", "topological order");
+        assert_eq!(tasks[0].module, module.to_string());
+        assert_eq!(
+            tasks[0].inputs,
+            vec![("src/x.txt".to_string(), file.to_string())]
+        );
+        assert_eq!(tasks[0].priority, 0);
+        assert_eq!(tasks[0].requires, vec!["wasm".to_string()]);
+        assert_eq!(
+            tasks[1].module,
+            crate::builtin::digest("echo").unwrap().to_string()
+        );
+        let input: Digest = tasks[1].input.as_ref().unwrap().parse().unwrap();
+        assert_eq!(blobs.get(&input).unwrap().unwrap(), b"hello");
+    }
+
+    #[test]
+    fn paths_unknown_builtins_and_missing_blobs_are_refused_by_name() {
+        let (_dir, blobs) = store();
+        let one = |module: &str, inputs: &str| {
+            convert(
+                &format!("[[task]]\nid = \"t\"\nmodule = \"{module}\"\ninputs = [{inputs}]\n"),
+                &blobs,
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let error = one("agents/noop.wat", "");
+        assert!(
+            error.contains("task `t`") && error.contains("upload"),
+            "{error}"
+        );
+        let error = one("builtin:nope", "");
+        assert!(error.contains("unknown built-in module"), "{error}");
+        let absent = Digest::of(b"absent");
+        let error = one(&absent.to_string(), "");
+        assert!(error.contains("/api/blobs"), "{error}");
+        let error = one("builtin:noop", "\"src/a.rs\"");
+        assert!(
+            error.contains("src/a.rs") && error.contains("upload"),
+            "{error}"
+        );
+        let error = one("builtin:noop", &format!("\"a={absent}\""));
+        assert!(error.contains("no such blob"), "{error}");
+    }
+}

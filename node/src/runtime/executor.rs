@@ -1,0 +1,581 @@
+//! The worker side of a node: the tasks it holds, its slots, running tasks
+//! through the [`TaskRunner`], reporting outcomes to the leader until one
+//! is acknowledged, giving queued tasks to thieves, and stealing when idle.
+//!
+//! The node holds a task at an attempt (the fencing token). What it holds is
+//! reconciled with the replicated state through heartbeats: the leader
+//! answers with tasks the node owns but did not list (a lost `Assign`) and
+//! tasks it listed but no longer owns (stolen, released, cancelled), so a
+//! lost message or a new leader never loses or duplicates ownership.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coditect_consensus::{Capabilities, Load, NodeId};
+use coditect_memory::Digest;
+use coditect_sandbox::CancelToken;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::Node;
+use crate::messages::{Held, LeaderHint, NodeRequest, NodeResponse, QueuedTask};
+use crate::scheduler::{
+    approve_steal, choose_steal, BreakerGate, NodeView, PeerLoad, StealConfig, StealRequest,
+    TaskId, TaskView, ViolationKind,
+};
+use crate::worker::{Assignment, BlobHint, BlobSource, Report};
+
+/// Queued tasks an advert shows to thieves, at most.
+const ADVERTISED_QUEUE: usize = 32;
+/// Wait between attempts to deliver a report while no leader answers.
+const REPORT_RETRY: Duration = Duration::from_millis(200);
+
+/// Where a held task is.
+enum Phase {
+    /// Waiting for a slot.
+    Queued,
+    /// Being handed to a thief (the transfer is being committed).
+    Giving,
+    /// Running; the token stops it.
+    Running(CancelToken),
+    /// Ran; the outcome is on its way to the leader.
+    Reporting,
+}
+
+struct HeldTask {
+    assignment: Assignment,
+    phase: Phase,
+}
+
+/// The tasks this node holds.
+#[derive(Default)]
+pub(super) struct ExecState {
+    tasks: BTreeMap<TaskId, HeldTask>,
+    draining: bool,
+    steal_in_flight: bool,
+}
+
+impl ExecState {
+    fn running(&self) -> u32 {
+        self.tasks
+            .values()
+            .filter(|t| matches!(t.phase, Phase::Running(_)))
+            .count() as u32
+    }
+
+    fn queued(&self) -> u32 {
+        self.tasks
+            .values()
+            .filter(|t| matches!(t.phase, Phase::Queued | Phase::Giving))
+            .count() as u32
+    }
+
+    fn queued_views(&self) -> Vec<TaskView> {
+        let mut views: Vec<TaskView> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.phase, Phase::Queued))
+            .map(|(id, t)| TaskView {
+                id: id.clone(),
+                priority: t.assignment.task.priority,
+                ready_seq: t.assignment.ready_seq,
+                requires: t.assignment.task.requires.clone(),
+                avoid_nodes: Default::default(),
+            })
+            .collect();
+        views.sort_by(|a, b| {
+            (a.priority, a.ready_seq, &a.id).cmp(&(b.priority, b.ready_seq, &b.id))
+        });
+        views
+    }
+}
+
+/// Fetches blobs from this node's store, then from the assignment's hints,
+/// then from any connected peer.
+struct HintedSource {
+    node: Node,
+    hints: Vec<BlobHint>,
+}
+
+impl BlobSource for HintedSource {
+    fn fetch(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move { self.node.fetch_blob_from(&digest, &self.hints).await })
+    }
+}
+
+impl Node {
+    /// How busy this node is.
+    pub(super) fn load(&self) -> Load {
+        let exec = self.inner.exec.lock().expect("exec lock");
+        Load {
+            running: exec.running(),
+            queued: exec.queued(),
+            slots: if exec.draining {
+                0
+            } else {
+                self.inner.capabilities.slots
+            },
+        }
+    }
+
+    /// Every task this node holds, for its heartbeat.
+    pub(super) fn holding(&self) -> Vec<Held> {
+        let exec = self.inner.exec.lock().expect("exec lock");
+        exec.tasks
+            .iter()
+            .map(|(id, t)| Held {
+                id: id.clone(),
+                attempt: t.assignment.attempt,
+            })
+            .collect()
+    }
+
+    /// The most urgent queued tasks, for adverts.
+    pub(super) fn advertised_queue(&self) -> Vec<QueuedTask> {
+        let exec = self.inner.exec.lock().expect("exec lock");
+        exec.queued_views()
+            .into_iter()
+            .take(ADVERTISED_QUEUE)
+            .map(|view| QueuedTask {
+                id: view.id,
+                priority: view.priority,
+                ready_seq: view.ready_seq,
+                requires: view.requires,
+            })
+            .collect()
+    }
+
+    /// Takes assignments (from the leader, a reconciliation or a steal). An
+    /// assignment at an older attempt than one held is ignored; a newer one
+    /// replaces the held one (stopping its run).
+    pub(super) fn accept_assignments(&self, assignments: Vec<Assignment>) {
+        {
+            let mut exec = self.inner.exec.lock().expect("exec lock");
+            for assignment in assignments {
+                let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
+                if let Some(held) = exec.tasks.get(&id) {
+                    if held.assignment.attempt >= assignment.attempt {
+                        continue;
+                    }
+                    if let Phase::Running(token) = &held.phase {
+                        token.cancel();
+                    }
+                }
+                exec.tasks.insert(
+                    id,
+                    HeldTask {
+                        assignment,
+                        phase: Phase::Queued,
+                    },
+                );
+            }
+        }
+        self.pump();
+    }
+
+    /// Drops tasks this node no longer owns, stopping their runs.
+    pub(super) fn revoke(&self, revoked: &[Held]) {
+        let mut exec = self.inner.exec.lock().expect("exec lock");
+        for held in revoked {
+            let current = exec
+                .tasks
+                .get(&held.id)
+                .is_some_and(|t| t.assignment.attempt == held.attempt);
+            if !current {
+                continue;
+            }
+            if let Some(task) = exec.tasks.remove(&held.id) {
+                if let Phase::Running(token) = task.phase {
+                    tracing::info!(task = %held.id, "run stopped: the task moved on");
+                    token.cancel();
+                }
+            }
+        }
+    }
+
+    /// Starts queued tasks while slots are free, most urgent first.
+    pub(super) fn pump(&self) {
+        loop {
+            let start = {
+                let mut exec = self.inner.exec.lock().expect("exec lock");
+                if exec.draining || exec.running() >= self.inner.capabilities.slots {
+                    return;
+                }
+                let next = exec
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| matches!(t.phase, Phase::Queued))
+                    .min_by(|(a_id, a), (b_id, b)| {
+                        let key = |id: &TaskId, t: &HeldTask| {
+                            (
+                                t.assignment.task.priority,
+                                t.assignment.ready_seq,
+                                id.clone(),
+                            )
+                        };
+                        key(a_id, a).cmp(&key(b_id, b))
+                    })
+                    .map(|(id, _)| id.clone());
+                let Some(id) = next else { return };
+                let token = CancelToken::new();
+                let task = exec.tasks.get_mut(&id).expect("task just found");
+                task.phase = Phase::Running(token.clone());
+                (task.assignment.clone(), token)
+            };
+            let node = self.clone();
+            self.inner
+                .env
+                .spawn("task", node.run_one(start.0, start.1).boxed());
+        }
+    }
+
+    fn still_holds(&self, id: &TaskId, attempt: u32) -> bool {
+        self.inner
+            .exec
+            .lock()
+            .expect("exec lock")
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.assignment.attempt == attempt)
+    }
+
+    async fn run_one(self, assignment: Assignment, cancel: CancelToken) {
+        let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
+        let attempt = assignment.attempt;
+        let node_id = self.inner.node_id;
+        self.notify_started(Held {
+            id: id.clone(),
+            attempt,
+        });
+        self.inner.metrics.tasks_running.inc();
+        let source: Arc<dyn BlobSource> = Arc::new(HintedSource {
+            node: self.clone(),
+            hints: assignment.sources.clone(),
+        });
+        let outcome = self
+            .inner
+            .runner
+            .run(node_id, source, assignment, cancel)
+            .await;
+        self.inner.metrics.tasks_running.dec();
+        let report = match outcome {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(task = %id, "cannot run the task here: {error}");
+                Report::violated(
+                    node_id,
+                    attempt,
+                    ViolationKind::NodeError,
+                    &error.to_string(),
+                )
+            }
+        };
+        match &report {
+            Report::Succeeded(_) => self.inner.metrics.tasks_succeeded.inc(),
+            Report::Violated { .. } => self.inner.metrics.task_violations.inc(),
+        }
+        {
+            let mut exec = self.inner.exec.lock().expect("exec lock");
+            match exec.tasks.get_mut(&id) {
+                Some(task) if task.assignment.attempt == attempt => task.phase = Phase::Reporting,
+                // Revoked while running: nobody wants this outcome.
+                _ => {
+                    drop(exec);
+                    self.pump();
+                    return;
+                }
+            }
+        }
+        self.pump();
+        self.deliver_report(&id, attempt, report).await;
+        {
+            let mut exec = self.inner.exec.lock().expect("exec lock");
+            if exec
+                .tasks
+                .get(&id)
+                .is_some_and(|t| t.assignment.attempt == attempt)
+            {
+                exec.tasks.remove(&id);
+            }
+        }
+        self.pump();
+    }
+
+    /// Sends `report` to the leader until it answers (committed or stale),
+    /// or the task is taken from this node.
+    async fn deliver_report(&self, id: &TaskId, attempt: u32, report: Report) {
+        loop {
+            if !self.still_holds(id, attempt) || self.is_stopped() {
+                return;
+            }
+            let answer = if self.is_leader() {
+                Ok(self
+                    .on_report(self.inner.node_id, &id.mission, &id.task, report.clone())
+                    .await)
+            } else if let Some(leader) = self.leader() {
+                self.ask(
+                    &leader,
+                    &NodeRequest::Report {
+                        node_id: self.inner.node_id,
+                        mission: id.mission.clone(),
+                        task: id.task.clone(),
+                        report: report.clone(),
+                    },
+                )
+                .await
+            } else {
+                Err("no leader known".to_string())
+            };
+            match answer {
+                Ok(NodeResponse::Reported { committed, detail }) => {
+                    if !committed {
+                        tracing::info!(task = %id, "outcome refused: {detail}");
+                    }
+                    return;
+                }
+                Ok(other) => tracing::debug!(task = %id, "report answered {other:?}"),
+                Err(error) => tracing::debug!(task = %id, "report not delivered: {error}"),
+            }
+            self.inner.env.sleep(REPORT_RETRY).await;
+        }
+    }
+
+    fn notify_started(&self, held: Held) {
+        let node = self.clone();
+        self.inner.env.spawn(
+            "task-started",
+            async move {
+                let node_id = node.inner.node_id;
+                if node.is_leader() {
+                    node.on_started(node_id, held).await;
+                } else if let Some(leader) = node.leader() {
+                    let _ = node
+                        .ask(&leader, &NodeRequest::Started { node_id, held })
+                        .await;
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// This node as the scheduler sees it, for stealing decisions.
+    fn self_view(&self) -> NodeView {
+        let load = self.load();
+        NodeView {
+            id: self.inner.node_id,
+            capabilities: Capabilities {
+                slots: load.slots,
+                ..self.inner.capabilities.clone()
+            },
+            running: load.running,
+            queued: load.queued,
+            live: true,
+            breaker: BreakerGate::Closed,
+        }
+    }
+
+    /// When idle, asks the busiest peer (by its adverts) for queued tasks.
+    pub(super) fn try_steal(&self) {
+        let thief = self.self_view();
+        if thief.free_slots() == 0 || thief.queued > 0 {
+            return;
+        }
+        let fresh = self.inner.heartbeat * 5;
+        let now = self.inner.env.elapsed();
+        let (peers, hints): (Vec<PeerLoad>, BTreeMap<NodeId, LeaderHint>) = {
+            let view = self.inner.view.lock().expect("view lock");
+            let adverts = view
+                .adverts
+                .values()
+                .filter(|(advert, at)| {
+                    now.saturating_sub(*at) <= fresh && !advert.queued.is_empty()
+                })
+                .map(|(advert, _)| advert);
+            let mut peers = Vec::new();
+            let mut hints = BTreeMap::new();
+            for advert in adverts {
+                peers.push(PeerLoad {
+                    node: advert.node_id,
+                    queued_tasks: advert
+                        .queued
+                        .iter()
+                        .map(|q| TaskView {
+                            id: q.id.clone(),
+                            priority: q.priority,
+                            ready_seq: q.ready_seq,
+                            requires: q.requires.clone(),
+                            avoid_nodes: Default::default(),
+                        })
+                        .collect(),
+                    running: advert.load.running,
+                    slots: advert.load.slots,
+                    capabilities: advert.capabilities.clone(),
+                });
+                hints.insert(
+                    advert.node_id,
+                    LeaderHint {
+                        node_id: advert.node_id,
+                        peer_id: advert.peer_id.clone(),
+                        addrs: advert.addrs.clone(),
+                    },
+                );
+            }
+            (peers, hints)
+        };
+        let Some(request) = choose_steal(&thief, &peers, &StealConfig::default()) else {
+            return;
+        };
+        let Some(victim) = hints.get(&request.victim).cloned() else {
+            return;
+        };
+        {
+            let mut exec = self.inner.exec.lock().expect("exec lock");
+            if exec.steal_in_flight {
+                return;
+            }
+            exec.steal_in_flight = true;
+        }
+        let node = self.clone();
+        self.inner.env.spawn(
+            "steal",
+            async move {
+                let ask = NodeRequest::StealAsk {
+                    request,
+                    capabilities: node.inner.capabilities.clone(),
+                };
+                match node.ask(&victim, &ask).await {
+                    Ok(NodeResponse::Stolen(assignments)) if !assignments.is_empty() => {
+                        tracing::info!(
+                            victim = %victim.peer_id,
+                            tasks = assignments.len(),
+                            "stole queued tasks"
+                        );
+                        node.inner.metrics.steals.inc_by(assignments.len() as u64);
+                        node.accept_assignments(assignments);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!("steal from {}: {error}", victim.peer_id),
+                }
+                node.inner.exec.lock().expect("exec lock").steal_in_flight = false;
+            }
+            .boxed(),
+        );
+    }
+
+    /// The victim's side of a steal: gives up what the rule allows, commits
+    /// the transfer through the leader, and hands over what committed.
+    pub(super) async fn on_steal_ask(
+        &self,
+        request: StealRequest,
+        thief_capabilities: Capabilities,
+    ) -> NodeResponse {
+        let giving: Vec<Assignment> = {
+            let mut exec = self.inner.exec.lock().expect("exec lock");
+            if exec.draining {
+                return NodeResponse::Stolen(Vec::new());
+            }
+            let me = PeerLoad {
+                node: self.inner.node_id,
+                queued_tasks: exec.queued_views(),
+                running: exec.running(),
+                slots: self.inner.capabilities.slots,
+                capabilities: self.inner.capabilities.clone(),
+            };
+            let approved =
+                approve_steal(&me, &request, &thief_capabilities, &StealConfig::default());
+            approved
+                .iter()
+                .filter_map(|id| {
+                    let task = exec.tasks.get_mut(id)?;
+                    task.phase = Phase::Giving;
+                    Some(task.assignment.clone())
+                })
+                .collect()
+        };
+        if giving.is_empty() {
+            return NodeResponse::Stolen(Vec::new());
+        }
+        let held: Vec<Held> = giving
+            .iter()
+            .map(|a| Held {
+                id: TaskId::new(a.mission.clone(), a.task.id.clone()),
+                attempt: a.attempt,
+            })
+            .collect();
+        let committed = if self.is_leader() {
+            self.commit_steal(self.inner.node_id, request.thief, &held)
+                .await
+        } else {
+            match self.leader() {
+                Some(leader) => match self
+                    .ask(
+                        &leader,
+                        &NodeRequest::CommitSteal {
+                            from: self.inner.node_id,
+                            to: request.thief,
+                            tasks: held.clone(),
+                        },
+                    )
+                    .await
+                {
+                    Ok(NodeResponse::StealCommitted(flags)) => flags,
+                    _ => vec![false; held.len()],
+                },
+                None => vec![false; held.len()],
+            }
+        };
+        let mut given = Vec::new();
+        {
+            let mut exec = self.inner.exec.lock().expect("exec lock");
+            for (mut assignment, ok) in giving.into_iter().zip(committed) {
+                let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
+                let ours = exec
+                    .tasks
+                    .get(&id)
+                    .is_some_and(|t| t.assignment.attempt == assignment.attempt);
+                if ok {
+                    if ours {
+                        exec.tasks.remove(&id);
+                    }
+                    assignment.attempt += 1;
+                    given.push(assignment);
+                } else if ours {
+                    if let Some(task) = exec.tasks.get_mut(&id) {
+                        task.phase = Phase::Queued;
+                    }
+                }
+            }
+        }
+        self.pump();
+        NodeResponse::Stolen(given)
+    }
+
+    /// Stops taking tasks and waits (up to `grace`) for running ones to end
+    /// and report; queued ones go back to the leader when the node leaves.
+    pub(super) async fn drain_tasks(&self, grace: Duration) {
+        self.inner.exec.lock().expect("exec lock").draining = true;
+        let env = self.inner.env.clone();
+        let node = self.clone();
+        let wait = async move {
+            loop {
+                let busy = {
+                    let exec = node.inner.exec.lock().expect("exec lock");
+                    exec.tasks
+                        .values()
+                        .any(|t| matches!(t.phase, Phase::Running(_) | Phase::Reporting))
+                };
+                if !busy {
+                    return;
+                }
+                node.inner.env.sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if crate::env::timeout(env.as_ref(), grace, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("running tasks did not finish within the drain grace; leaving anyway");
+        }
+    }
+}
