@@ -117,6 +117,9 @@ async fn start_bench_node(
             metrics: NodeMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
             runner: Arc::new(coditect_node::worker::NoRunner),
             agents: Default::default(),
+            lease: Duration::from_secs(3),
+            queue_depth: 2,
+            steal: false,
         },
         events,
     );

@@ -54,6 +54,16 @@ pub struct RawNodeConfig {
     /// How long SIGTERM waits for running work and hand-over, ms [default: 10000]
     #[arg(long, value_name = "MS")]
     pub drain_grace_ms: Option<u64>,
+    /// A node silent this long loses its lease and its tasks are placed again, ms [default: 15 heartbeats, at least 1000]
+    #[arg(long, value_name = "MS")]
+    pub lease_ms: Option<u64>,
+    /// While leading: tasks placed on a node beyond its free slots [default: 2]
+    #[arg(long, value_name = "N")]
+    pub queue_depth: Option<u32>,
+    /// Never steal queued tasks from busy peers (for comparisons)
+    #[arg(long)]
+    #[serde(default)]
+    pub no_steal: bool,
     /// TOML file with the same keys; flags win
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -97,6 +107,12 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// SIGTERM grace period.
     pub drain_grace: Duration,
+    /// Node lease.
+    pub lease: Duration,
+    /// Placement queue depth beyond free slots (when leading).
+    pub queue_depth: u32,
+    /// Whether this node steals when idle.
+    pub steal: bool,
     /// How markdown tasks are routed to agent kinds.
     pub agents: AgentConfig,
 }
@@ -154,6 +170,9 @@ impl RawNodeConfig {
             voter_grace_ms: self.voter_grace_ms.or(other.voter_grace_ms),
             heartbeat_ms: self.heartbeat_ms.or(other.heartbeat_ms),
             drain_grace_ms: self.drain_grace_ms.or(other.drain_grace_ms),
+            lease_ms: self.lease_ms.or(other.lease_ms),
+            queue_depth: self.queue_depth.or(other.queue_depth),
+            no_steal: self.no_steal || other.no_steal,
             config: self.config,
             agents: other.agents,
             agent_config: self.agent_config.or(other.agent_config),
@@ -227,6 +246,13 @@ impl RawNodeConfig {
                 4 * heartbeat_ms
             )));
         }
+        let lease_ms = self.lease_ms.unwrap_or((15 * heartbeat_ms).max(1_000));
+        if lease_ms < 2 * heartbeat_ms {
+            return Err(ConfigError(format!(
+                "--lease-ms {lease_ms} must be at least 2 heartbeats ({} ms)",
+                2 * heartbeat_ms
+            )));
+        }
         let name = self.name.unwrap_or_else(|| host_name.to_string());
         if name.is_empty() || name.len() > 128 {
             return Err(ConfigError("--name must be 1 to 128 characters".into()));
@@ -246,6 +272,9 @@ impl RawNodeConfig {
             voter_grace: Duration::from_millis(voter_grace_ms),
             heartbeat: Duration::from_millis(heartbeat_ms),
             drain_grace: Duration::from_millis(self.drain_grace_ms.unwrap_or(10_000)),
+            lease: Duration::from_millis(lease_ms),
+            queue_depth: self.queue_depth.unwrap_or(2),
+            steal: !self.no_steal,
             agents: self.agent_config.unwrap_or_default(),
         })
     }

@@ -194,6 +194,9 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             metrics: node_metrics,
             runner,
             agents: config.agents.clone(),
+            lease: config.lease,
+            queue_depth: config.queue_depth,
+            steal: config.steal,
         },
         events,
     );

@@ -329,3 +329,76 @@ pub fn string_list(value: &serde_json::Value, key: &str) -> Vec<String> {
     list.sort();
     list
 }
+
+/// Runs `coditect` with `args` to completion (killed after `limit`); returns
+/// its exit status, stdout and stderr.
+pub fn coditect_output(args: &[String], limit: Duration) -> (ExitStatus, String, String) {
+    let mut child = Command::new(coditect_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn coditect");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "coditect {args:?} still running after {limit:?}; stderr so far:\n{}",
+                err_reader.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status,
+        out_reader.join().unwrap_or_default(),
+        err_reader.join().unwrap_or_default(),
+    )
+}
+
+impl NodeProcess {
+    /// `http://host:port` of its API, for `--api`.
+    pub fn api(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// A counter or gauge from its `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        let Ok((200, text)) = http_request("GET", &self.http, "/metrics") else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// `GET /api/missions/{id}`, or `None` if it does not answer 200.
+    pub fn mission(&self, id: &str) -> Option<serde_json::Value> {
+        let (code, body) = http_request("GET", &self.http, &format!("/api/missions/{id}")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+}

@@ -285,12 +285,11 @@ impl Node {
             .iter()
             .map(|(v, attempt, reason)| (&v.id, (*attempt, reason)))
             .collect();
-        let plan = place(
-            &views,
-            &nodes,
-            &PlacementConfig::default(),
-            self.inner.env.random_u64(),
-        );
+        let config = PlacementConfig {
+            queue_depth_beyond_slots: self.inner.queue_depth,
+            ..PlacementConfig::default()
+        };
+        let plan = place(&views, &nodes, &config, self.inner.env.random_u64());
 
         // Reasons, written only when they change.
         let mut reasons: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();

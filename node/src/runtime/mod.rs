@@ -83,6 +83,12 @@ pub struct NodeParts {
     pub runner: Arc<dyn TaskRunner>,
     /// Routing of markdown tasks to agent kinds.
     pub agents: AgentConfig,
+    /// A node silent this long loses its lease.
+    pub lease: Duration,
+    /// Placement queue depth beyond free slots.
+    pub queue_depth: u32,
+    /// Whether to steal when idle.
+    pub steal: bool,
 }
 
 #[derive(Default)]
@@ -144,6 +150,8 @@ struct Inner {
     wake: tokio::sync::Notify,
     /// A node silent this long loses its lease (and its tasks).
     lease: Duration,
+    queue_depth: u32,
+    steal: bool,
 }
 
 /// The freshest known addresses of each peer, learned from gossip adverts.
@@ -353,7 +361,9 @@ impl Node {
             exec: Mutex::new(executor::ExecState::default()),
             sched: Mutex::new(missions::SchedState::default()),
             wake: tokio::sync::Notify::new(),
-            lease: (parts.heartbeat * 20).max(Duration::from_millis(1500)),
+            lease: parts.lease,
+            queue_depth: parts.queue_depth,
+            steal: parts.steal,
         });
         inner.raft.runtime_config().elect(parts.elect_at_start);
         let node = Node { inner };
@@ -1012,7 +1022,9 @@ impl Node {
         }
         self.reconnect_if_alone(now);
         self.keep_members_connected(&metrics, now);
-        self.try_steal();
+        if self.inner.steal {
+            self.try_steal();
+        }
     }
 
     /// Holds a connection to every Raft member (ours and the leader's view),
