@@ -167,6 +167,33 @@ pub struct TaskRecord {
     pub ready_seq: u64,
 }
 
+/// Ids of tasks changed since storage last wrote them. Local bookkeeping,
+/// never replicated and never part of equality: storage writes one key per
+/// changed task instead of the whole mission.
+#[derive(Clone, Debug, Default)]
+pub struct Dirty(pub std::collections::BTreeSet<String>);
+
+impl PartialEq for Dirty {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Dirty {}
+
+/// Data derived from a mission's tasks and cached (never replicated, never
+/// part of equality): the reverse dependency index.
+#[derive(Clone, Debug, Default)]
+pub struct Derived(pub Option<BTreeMap<String, Vec<String>>>);
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Derived {}
+
 /// A mission in the replicated state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MissionRecord {
@@ -180,6 +207,12 @@ pub struct MissionRecord {
     pub tasks: BTreeMap<String, TaskRecord>,
     /// When it was submitted (leader clock, ms).
     pub submitted_ms: u64,
+    /// Tasks changed since storage last wrote them.
+    #[serde(skip)]
+    pub dirty: Dirty,
+    /// Which tasks need each task, built on first use.
+    #[serde(skip)]
+    pub derived: Derived,
 }
 
 /// Why a mission transition was refused.
@@ -194,7 +227,7 @@ impl MissionRecord {
         submitted_ms: u64,
         next_seq: &mut u64,
     ) -> Self {
-        let tasks = tasks
+        let tasks: BTreeMap<String, TaskRecord> = tasks
             .into_iter()
             .map(|spec| {
                 let state = if spec.done {
@@ -220,12 +253,15 @@ impl MissionRecord {
                 )
             })
             .collect();
+        let dirty = Dirty(tasks.keys().cloned().collect());
         let mut mission = MissionRecord {
             id,
             name,
             state: MissionState::Running,
             tasks,
             submitted_ms,
+            dirty,
+            derived: Derived::default(),
         };
         mission.settle(next_seq);
         mission
@@ -233,55 +269,115 @@ impl MissionRecord {
 
     /// Moves pending tasks whose dependencies all succeeded to ready, blocks
     /// the dependents of failed or blocked tasks, and sets the mission state.
+    /// Looks at every task; [`Self::settle_after`] looks only downstream of one.
     pub fn settle(&mut self, next_seq: &mut u64) {
         if self.state == MissionState::Cancelled {
             return;
         }
         loop {
             let mut changed = false;
-            let ids: Vec<String> = self.tasks.keys().cloned().collect();
-            for id in ids {
-                let task = &self.tasks[&id];
-                if task.state != TaskState::Pending {
-                    continue;
-                }
-                let mut all_done = true;
-                let mut blocked_by = None;
-                for need in &task.spec.needs {
-                    match self.tasks.get(need).map(|t| t.state) {
-                        Some(TaskState::Succeeded) => {}
-                        Some(TaskState::Failed | TaskState::Blocked | TaskState::Cancelled) => {
-                            blocked_by = Some(need.clone());
-                            all_done = false;
-                            break;
-                        }
-                        _ => all_done = false,
-                    }
-                }
-                let task = self.tasks.get_mut(&id).expect("task exists");
-                if let Some(need) = blocked_by {
-                    task.state = TaskState::Blocked;
-                    task.reason = Some(format!("blocked by `{need}`"));
-                    changed = true;
-                } else if all_done {
-                    task.state = TaskState::Ready;
-                    task.reason = None;
-                    task.ready_seq = *next_seq;
-                    *next_seq += 1;
-                    changed = true;
-                } else {
-                    let waiting: Vec<&str> = task.spec.needs.iter().map(String::as_str).collect();
-                    task.reason = Some(format!("waiting for {}", waiting.join(", ")));
-                }
+            let pending: Vec<String> = self
+                .tasks
+                .iter()
+                .filter(|(_, task)| task.state == TaskState::Pending)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in pending {
+                changed |= self.evaluate(&id, next_seq);
             }
             if !changed {
                 break;
             }
         }
-        let states: Vec<TaskState> = self.tasks.values().map(|t| t.state).collect();
-        self.state = if states.iter().all(|s| *s == TaskState::Succeeded) {
+        self.update_state();
+    }
+
+    /// Settles after `task` ended: only its (transitive) dependents can
+    /// change, so a completion costs its fan-out, not the mission's size.
+    fn settle_after(&mut self, task: &str, next_seq: &mut u64) {
+        if self.state == MissionState::Cancelled {
+            return;
+        }
+        let mut work: std::collections::VecDeque<String> = self.dependents_of(task).into();
+        while let Some(id) = work.pop_front() {
+            if self.tasks.get(&id).map(|t| t.state) != Some(TaskState::Pending) {
+                continue;
+            }
+            if self.evaluate(&id, next_seq) && self.tasks[&id].state == TaskState::Blocked {
+                work.extend(self.dependents_of(&id));
+            }
+        }
+        self.update_state();
+    }
+
+    /// The tasks that need `task`, in id order (an index built on first use).
+    fn dependents_of(&mut self, task: &str) -> Vec<String> {
+        let tasks = &self.tasks;
+        let index = self.derived.0.get_or_insert_with(|| {
+            let mut index: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (id, record) in tasks {
+                for need in &record.spec.needs {
+                    let list = index.entry(need.clone()).or_default();
+                    if !list.contains(id) {
+                        list.push(id.clone());
+                    }
+                }
+            }
+            index
+        });
+        index.get(task).cloned().unwrap_or_default()
+    }
+
+    /// Re-evaluates pending task `id` against its dependencies; returns
+    /// whether its state changed (to ready or blocked).
+    fn evaluate(&mut self, id: &str, next_seq: &mut u64) -> bool {
+        let task = &self.tasks[id];
+        let mut all_done = true;
+        let mut blocked_by = None;
+        for need in &task.spec.needs {
+            match self.tasks.get(need).map(|t| t.state) {
+                Some(TaskState::Succeeded) => {}
+                Some(TaskState::Failed | TaskState::Blocked | TaskState::Cancelled) => {
+                    blocked_by = Some(need.clone());
+                    all_done = false;
+                    break;
+                }
+                _ => all_done = false,
+            }
+        }
+        let task = self.tasks.get_mut(id).expect("task exists");
+        let changed = if let Some(need) = blocked_by {
+            task.state = TaskState::Blocked;
+            task.reason = Some(format!("blocked by `{need}`"));
+            true
+        } else if all_done {
+            task.state = TaskState::Ready;
+            task.reason = None;
+            task.ready_seq = *next_seq;
+            *next_seq += 1;
+            true
+        } else {
+            let waiting: Vec<&str> = task.spec.needs.iter().map(String::as_str).collect();
+            let reason = Some(format!("waiting for {}", waiting.join(", ")));
+            if task.reason == reason {
+                return false;
+            }
+            task.reason = reason;
+            false
+        };
+        self.dirty.0.insert(id.to_string());
+        changed
+    }
+
+    /// The mission's state from its tasks' (scans stop at the first task
+    /// that decides, usually near the front).
+    fn update_state(&mut self) {
+        if self.state == MissionState::Cancelled {
+            return;
+        }
+        self.state = if self.tasks.values().all(|t| t.state == TaskState::Succeeded) {
             MissionState::Succeeded
-        } else if states.iter().all(|s| s.is_terminal()) {
+        } else if self.tasks.values().all(|t| t.state.is_terminal()) {
             MissionState::Failed
         } else {
             MissionState::Running
@@ -328,6 +424,7 @@ impl MissionRecord {
         record.owner = Some(node);
         record.attempt += 1;
         record.reason = None;
+        self.dirty.0.insert(task.to_string());
         Ok(())
     }
 
@@ -351,6 +448,7 @@ impl MissionRecord {
         }
         record.owner = Some(to);
         record.attempt += 1;
+        self.dirty.0.insert(task.to_string());
         Ok(())
     }
 
@@ -367,6 +465,7 @@ impl MissionRecord {
             ));
         }
         record.state = TaskState::Running;
+        self.dirty.0.insert(task.to_string());
         Ok(())
     }
 
@@ -391,7 +490,8 @@ impl MissionRecord {
         record.runs += 1;
         record.results_committed += 1;
         record.result = Some(result);
-        self.settle(next_seq);
+        self.dirty.0.insert(task.to_string());
+        self.settle_after(task, next_seq);
         Ok(())
     }
 
@@ -431,7 +531,8 @@ impl MissionRecord {
                 record.reason = Some(fail_reason.unwrap_or(detail));
             }
         }
-        self.settle(next_seq);
+        self.dirty.0.insert(task.to_string());
+        self.settle_after(task, next_seq);
         Ok(())
     }
 
@@ -441,6 +542,7 @@ impl MissionRecord {
             if let Some(record) = self.tasks.get_mut(task) {
                 if matches!(record.state, TaskState::Ready | TaskState::Pending) {
                     record.reason = Some(reason.clone());
+                    self.dirty.0.insert(task.clone());
                 }
             }
         }
@@ -453,10 +555,11 @@ impl MissionRecord {
             return 0;
         }
         let mut released = 0;
-        for record in self.tasks.values_mut() {
+        for (id, record) in self.tasks.iter_mut() {
             if record.owner != Some(node) {
                 continue;
             }
+            self.dirty.0.insert(id.clone());
             if record.state == TaskState::Running {
                 record.violations.push(ViolationRecord {
                     attempt: record.attempt,
@@ -481,8 +584,9 @@ impl MissionRecord {
         if self.state != MissionState::Running {
             return Err(format!("mission {} is already {:?}", self.id, self.state));
         }
-        for record in self.tasks.values_mut() {
+        for (id, record) in self.tasks.iter_mut() {
             if !record.state.is_terminal() {
+                self.dirty.0.insert(id.clone());
                 record.state = TaskState::Cancelled;
                 record.owner = None;
                 record.reason = Some("mission cancelled".into());
@@ -501,8 +605,9 @@ impl MissionRecord {
             ));
         }
         let mut again = 0;
-        for record in self.tasks.values_mut() {
+        for (id, record) in self.tasks.iter_mut() {
             if matches!(record.state, TaskState::Failed | TaskState::Blocked) {
+                self.dirty.0.insert(id.clone());
                 record.state = TaskState::Pending;
                 record.runs = 0;
                 record.not_before_ms = 0;
@@ -702,7 +807,7 @@ mod tests {
     }
 
     fn op() -> impl Strategy<Value = Op> {
-        let task = 0usize..3;
+        let task = 0usize..5;
         let node = 1u64..4;
         let attempt = 0u32..6;
         prop_oneof![
@@ -721,13 +826,29 @@ mod tests {
     proptest! {
         /// Whatever the leaders propose, in any order and with any stale
         /// attempts: a task has an owner exactly while assigned or running,
-        /// at most one result is ever committed, and a succeeded task has one.
+        /// at most one result is ever committed, a succeeded task has one, and
+        /// a refused transition leaves the mission untouched.
         #[test]
         fn ownership_and_results_stay_consistent(ops in proptest::collection::vec(op(), 0..80)) {
-            let (mut mission, mut seq) = chain();
-            let ids = ["a", "b", "c"];
+            // A diamond with a tail: a -> {b, c} -> d -> e.
+            let mut seq = 0;
+            let mut mission = MissionRecord::new(
+                "m1".into(),
+                "diamond".into(),
+                vec![
+                    spec("a", &[]),
+                    spec("b", &["a"]),
+                    spec("c", &["a"]),
+                    spec("d", &["b", "c"]),
+                    spec("e", &["d"]),
+                ],
+                0,
+                &mut seq,
+            );
+            let ids = ["a", "b", "c", "d", "e"];
             for op in ops {
-                let _ = match op {
+                let before = (mission.clone(), seq);
+                let outcome = match op {
                     Op::Assign(t, n, a) => mission.assign(ids[t], n, a, u64::MAX),
                     Op::Steal(t, f, to, a) => mission.steal(ids[t], f, to, a),
                     Op::Start(t, n, a) => mission.start(ids[t], n, a),
@@ -741,6 +862,16 @@ mod tests {
                     ),
                     Op::Release(n) => { mission.release_node(n, "lost", &mut seq); Ok(()) }
                 };
+                // A refused transition changes nothing (apply relies on it).
+                if outcome.is_err() {
+                    prop_assert_eq!(&(mission.clone(), seq), &before);
+                }
+                // Settling only downstream of the changed task leaves nothing
+                // for a settle over every task to do.
+                let mut full = mission.clone();
+                let mut full_seq = seq;
+                full.settle(&mut full_seq);
+                prop_assert_eq!(&(full, full_seq), &(mission.clone(), seq));
                 for task in mission.tasks.values() {
                     let owned = matches!(task.state, TaskState::Assigned | TaskState::Running);
                     prop_assert_eq!(task.owner.is_some(), owned, "{:?}", task);

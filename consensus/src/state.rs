@@ -26,8 +26,10 @@ pub struct MeshState {
 pub enum StateKey {
     /// A registry entry.
     Node(NodeId),
-    /// A mission and its tasks.
+    /// A mission's header (name, state, submission time).
     Mission(String),
+    /// One task of a mission.
+    Task(String, String),
     /// The mission and ready counters.
     Counters,
 }
@@ -35,17 +37,27 @@ pub enum StateKey {
 impl MeshState {
     /// Applies one command; returns the answer and pushes the keys it changed.
     pub fn apply(&mut self, command: &Command, touched: &mut Vec<StateKey>) -> CommandResponse {
+        self.apply_at(command, touched, 0)
+    }
+
+    /// Applies `command` inside `depth` batches: the proposer may group a
+    /// caller's batch with other writes, so batches nest one level (deeper
+    /// nesting is refused).
+    fn apply_at(
+        &mut self,
+        command: &Command,
+        touched: &mut Vec<StateKey>,
+        depth: usize,
+    ) -> CommandResponse {
         match command {
             Command::Noop => CommandResponse::Ok,
+            Command::Batch(_) if depth >= 2 => {
+                CommandResponse::Rejected("batches nest at most one level".into())
+            }
             Command::Batch(commands) => CommandResponse::Batch(
                 commands
                     .iter()
-                    .map(|command| match command {
-                        Command::Batch(_) => {
-                            CommandResponse::Rejected("batches do not nest".into())
-                        }
-                        command => self.apply(command, touched),
-                    })
+                    .map(|command| self.apply_at(command, touched, depth + 1))
                     .collect(),
             ),
             Command::RegisterNode(record) => {
@@ -107,6 +119,7 @@ impl MeshState {
                 );
                 self.missions.insert(id.clone(), mission);
                 touched.push(StateKey::Mission(id.clone()));
+                self.take_dirty(&id, touched);
                 touched.push(StateKey::Counters);
                 CommandResponse::MissionCreated(id)
             }
@@ -165,6 +178,9 @@ impl MeshState {
                 for (id, mission) in self.missions.iter_mut() {
                     if mission.release_node(*node, reason, &mut seq) > 0 {
                         touched.push(StateKey::Mission(id.clone()));
+                        for task in std::mem::take(&mut mission.dirty.0) {
+                            touched.push(StateKey::Task(id.clone(), task));
+                        }
                     }
                 }
                 self.next_ready_seq = seq;
@@ -189,6 +205,15 @@ impl MeshState {
         }
     }
 
+    /// Moves a mission's changed tasks into `touched`.
+    fn take_dirty(&mut self, id: &str, touched: &mut Vec<StateKey>) {
+        if let Some(mission) = self.missions.get_mut(id) {
+            for task in std::mem::take(&mut mission.dirty.0) {
+                touched.push(StateKey::Task(id.to_string(), task));
+            }
+        }
+    }
+
     /// Applies a transition to one mission; a refusal leaves it unchanged.
     fn on_mission(
         &mut self,
@@ -199,14 +224,14 @@ impl MeshState {
         let Some(mission) = self.missions.get_mut(id) else {
             return CommandResponse::Rejected(format!("unknown mission {id}"));
         };
-        // Work on a copy so a refusal half way through changes nothing.
-        let mut updated = mission.clone();
+        // Every transition checks before it changes anything, so a refusal
+        // leaves the mission as it was (no copy of a large mission needed).
         let mut seq = self.next_ready_seq;
-        match change(&mut updated, &mut seq) {
+        match change(mission, &mut seq) {
             Ok(()) => {
-                *mission = updated;
                 self.next_ready_seq = seq;
                 touched.push(StateKey::Mission(id.to_string()));
+                self.take_dirty(id, touched);
                 touched.push(StateKey::Counters);
                 CommandResponse::Ok
             }
@@ -379,7 +404,8 @@ mod tests {
                     node_id: 2,
                     at_ms: 5,
                 },
-                Command::Batch(vec![Command::Noop]),
+                // A caller's batch grouped with other writes by the proposer.
+                Command::Batch(vec![Command::Noop, Command::Batch(vec![Command::Noop])]),
             ]),
             &mut touched,
         );
@@ -389,7 +415,16 @@ mod tests {
                 assert_eq!(answers[0], CommandResponse::Ok);
                 assert_eq!(answers[1], CommandResponse::Ok);
                 assert!(matches!(answers[2], CommandResponse::Rejected(_)));
-                assert!(matches!(answers[3], CommandResponse::Rejected(_)));
+                match &answers[3] {
+                    CommandResponse::Batch(inner) => {
+                        assert_eq!(inner[0], CommandResponse::Ok);
+                        assert!(
+                            matches!(inner[1], CommandResponse::Rejected(_)),
+                            "a third level is refused"
+                        );
+                    }
+                    other => panic!("expected a nested batch answer, got {other:?}"),
+                }
             }
             other => panic!("expected a batch answer, got {other:?}"),
         }

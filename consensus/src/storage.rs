@@ -33,6 +33,26 @@ pub const FORMAT_MARKER: &[u8] = b"coditect-raft/1";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";
+/// `task/<mission id> 0x00 <task id>`: one key per task, so a change to one
+/// task rewrites that task, not its whole mission.
+const TASK_PREFIX: &[u8] = b"task/";
+
+/// What a mission's own key holds; its tasks live under [`TASK_PREFIX`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MissionHeader {
+    id: String,
+    name: String,
+    state: crate::mission::MissionState,
+    submitted_ms: u64,
+}
+
+fn task_key(mission: &str, task: &str) -> Vec<u8> {
+    let mut key = TASK_PREFIX.to_vec();
+    key.extend_from_slice(mission.as_bytes());
+    key.push(0);
+    key.extend_from_slice(task.as_bytes());
+    key
+}
 const KEY_COUNTERS: &[u8] = b"counters";
 
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -345,9 +365,28 @@ impl StateMachineStore {
             state.nodes.insert(record.node_id, record);
         }
         for (_, bytes) in read(MISSION_PREFIX)? {
-            let mission: crate::mission::MissionRecord =
-                codec::decode(&bytes).map_err(decode_err())?;
-            state.missions.insert(mission.id.clone(), mission);
+            let header: MissionHeader = codec::decode(&bytes).map_err(decode_err())?;
+            state.missions.insert(
+                header.id.clone(),
+                crate::mission::MissionRecord {
+                    id: header.id,
+                    name: header.name,
+                    state: header.state,
+                    tasks: Default::default(),
+                    submitted_ms: header.submitted_ms,
+                    dirty: Default::default(),
+                    derived: Default::default(),
+                },
+            );
+        }
+        for (key, bytes) in read(TASK_PREFIX)? {
+            let record: crate::mission::TaskRecord = codec::decode(&bytes).map_err(decode_err())?;
+            let rest = &key[TASK_PREFIX.len()..];
+            let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+            let mission = String::from_utf8_lossy(&rest[..split]).to_string();
+            if let Some(mission) = state.missions.get_mut(&mission) {
+                mission.tasks.insert(record.spec.id.clone(), record);
+            }
         }
         if let Some(bytes) = store
             .get(Column::State, KEY_COUNTERS)
@@ -403,7 +442,24 @@ impl StateMachineStore {
                         Some(mission) => ops.push(KvOp::Put(
                             Column::State,
                             db_key,
-                            codec::encode(mission)
+                            codec::encode(&MissionHeader {
+                                id: mission.id.clone(),
+                                name: mission.name.clone(),
+                                state: mission.state,
+                                submitted_ms: mission.submitted_ms,
+                            })
+                            .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                        )),
+                        None => ops.push(KvOp::Delete(Column::State, db_key)),
+                    }
+                }
+                StateKey::Task(mission, task) => {
+                    let db_key = task_key(mission, task);
+                    match state.missions.get(mission).and_then(|m| m.tasks.get(task)) {
+                        Some(record) => ops.push(KvOp::Put(
+                            Column::State,
+                            db_key,
+                            codec::encode(record)
                                 .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
                         )),
                         None => ops.push(KvOp::Delete(Column::State, db_key)),
@@ -555,6 +611,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (ops, last_index) = {
             let mut replica = self.replica.write().expect("state lock");
             replica.state = payload.state;
+            // Everything is written below; nothing is left to mark.
+            for mission in replica.state.missions.values_mut() {
+                mission.dirty.0.clear();
+            }
             replica.applied = AppliedMeta {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
@@ -571,6 +631,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         .keys()
                         .map(|id| StateKey::Mission(id.clone())),
                 )
+                .chain(replica.state.missions.values().flat_map(|mission| {
+                    mission
+                        .tasks
+                        .keys()
+                        .map(|task| StateKey::Task(mission.id.clone(), task.clone()))
+                }))
                 .chain([StateKey::Counters])
                 .collect();
             let mut ops = vec![KvOp::DeleteRange(Column::State, Vec::new(), vec![0xff; 16])];
@@ -704,7 +770,47 @@ mod tests {
             let mut builder = futures::executor::block_on(machine.get_snapshot_builder());
             futures::executor::block_on(builder.build_snapshot()).unwrap()
         };
-        let machine = open();
+        // Completing `a` makes `b` ready: a change to a task the command did
+        // not name, which storage must write too.
+        let before_reopen = {
+            let mut machine = open();
+            let result = crate::mission::TaskResult {
+                node: 9,
+                attempt: 1,
+                exit_code: Some(0),
+                stdout_digest: "sha256:00".into(),
+                stdout_head: String::new(),
+                outputs: vec![],
+                fuel_used: 1,
+                wall_ms: 1,
+            };
+            let answers = futures::executor::block_on(machine.apply(vec![entry(
+                4,
+                Command::CompleteTask {
+                    mission: "m1".into(),
+                    task: "a".into(),
+                    result,
+                },
+            )]))
+            .unwrap();
+            assert_eq!(answers[0], CommandResponse::Ok);
+            let state = machine.shared_state().read().unwrap().state.clone();
+            assert_eq!(state.missions["m1"].tasks["b"].state, TaskState::Ready);
+            state
+        };
+        let reopened = open().shared_state().read().unwrap().state.clone();
+        assert_eq!(reopened, before_reopen, "every changed task was written");
+        let machine = {
+            // Back to the state of the snapshot for the checks below.
+            let store: Arc<dyn KvStore> = Arc::new(MemKv::new());
+            let mut machine = StateMachineStore::open(store).unwrap();
+            futures::executor::block_on(machine.install_snapshot(
+                &built.meta,
+                Box::new(Cursor::new(built.snapshot.get_ref().clone())),
+            ))
+            .unwrap();
+            machine
+        };
         {
             let replica = machine.shared_state();
             let replica = replica.read().unwrap();
@@ -715,6 +821,10 @@ mod tests {
             );
             assert_eq!(replica.state.missions_submitted, 1);
             assert_eq!(replica.last_applied_index(), 3);
+            assert_eq!(
+                replica.state.missions["m1"].tasks["b"].state,
+                TaskState::Pending
+            );
         }
         drop(machine);
         // A snapshot carries missions to a fresh replica.

@@ -148,7 +148,7 @@ pub enum Command {
         at_ms: u64,
     },
     /// Several commands in one log entry (group commit), applied in order.
-    /// Batches do not nest.
+    /// A batch may hold batches (the proposer groups callers' batches), one level deep.
     Batch(Vec<Command>),
     /// A new mission; its id is the next in sequence (`m1`, `m2`, ...).
     SubmitMission {

@@ -181,6 +181,8 @@ struct MissionQuery {
     after: Option<String>,
     /// How long to wait for that, ms (at most 30 s).
     wait_ms: Option<u64>,
+    /// `false`: leave out the task list (counts and state only).
+    tasks: Option<bool>,
 }
 
 fn version_of(json: &serde_json::Value) -> String {
@@ -205,7 +207,7 @@ async fn get_mission(
             Ok(None) => return error(StatusCode::NOT_FOUND, format!("no mission {id}")),
             Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem),
         };
-        let mut json = mission_json(&mission, &state.node.peer_ids());
+        let mut json = mission_json(&mission, &state.node.peer_ids(), query.tasks != Some(false));
         let version = version_of(&json);
         let finished = mission.state != coditect_consensus::mission::MissionState::Running;
         let waited = state.node.elapsed().saturating_sub(started);
@@ -221,7 +223,7 @@ async fn control(state: &ApiState, id: &str, action: MissionAction) -> Response 
     match state.node.control(id, action).await {
         Ok(()) => match state.node.mission(id).await {
             Ok(Some(mission)) => {
-                Json(mission_json(&mission, &state.node.peer_ids())).into_response()
+                Json(mission_json(&mission, &state.node.peer_ids(), true)).into_response()
             }
             _ => Json(serde_json::json!({"id": id})).into_response(),
         },

@@ -54,6 +54,8 @@ pub enum NodeRequest {
         load: Load,
         /// Every task it holds (queued, running, or reporting).
         holding: Vec<Held>,
+        /// The ones among them running now.
+        running: Vec<Held>,
     },
     /// A new mission, validated and with every blob on the sender; to the leader.
     Submit {
@@ -75,23 +77,13 @@ pub enum NodeRequest {
     Assign(Vec<Assignment>),
     /// Tasks the receiver no longer owns: drop them, stop their runs.
     Revoke(Vec<Held>),
-    /// The sender started running a task; to the leader.
-    Started {
+    /// How runs ended; to the leader, which commits each with its attempt
+    /// as fencing token and answers each ([`NodeResponse::Answers`]).
+    Reports {
         /// The owner.
         node_id: NodeId,
-        /// The task and attempt.
-        held: Held,
-    },
-    /// How a run ended; to the leader, which commits it with the attempt as fencing token.
-    Report {
-        /// The owner.
-        node_id: NodeId,
-        /// Mission id.
-        mission: String,
-        /// Task id.
-        task: String,
-        /// The outcome.
-        report: Report,
+        /// (task, attempt, outcome).
+        reports: Vec<(TaskId, u32, Report)>,
     },
     /// A thief asks a victim for queued tasks.
     StealAsk {
@@ -153,6 +145,8 @@ pub enum NodeResponse {
         /// Why not, when not.
         detail: String,
     },
+    /// One answer per item of a batched request.
+    Answers(Vec<NodeResponse>),
     /// Tasks a victim gave a thief, already transferred in Raft.
     Stolen(Vec<Assignment>),
     /// Per task of a [`NodeRequest::CommitSteal`], whether the transfer committed.
@@ -266,12 +260,14 @@ mod tests {
                 id: TaskId::new("m1", "t"),
                 attempt: 2,
             }],
+            running: vec![],
         };
         match codec::decode::<NodeRequest>(&codec::encode(&request).unwrap()).unwrap() {
             NodeRequest::Heartbeat {
                 node_id,
                 load,
                 holding,
+                ..
             } => {
                 assert_eq!(node_id, 4);
                 assert_eq!(load.slots, 2);

@@ -151,11 +151,11 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     let blobs = coditect_memory::BlobStore::open(data.blob_dir(), MAX_BLOB_BYTES)
         .map_err(|error| NodeError::BadInput(error.to_string()))?;
     crate::builtin::seed(&blobs).map_err(NodeError::Failed)?;
-    let runner = Arc::new(crate::worker::SandboxRunner {
-        sandbox: sandbox.clone(),
-        blobs: blobs.clone(),
-        work_dir: data.root().join("work"),
-    });
+    let runner = Arc::new(crate::worker::SandboxRunner::new(
+        sandbox.clone(),
+        blobs.clone(),
+        data.root().join("work"),
+    ));
 
     let remembered = data.remembered_peers();
     let mut seeds: Vec<String> = config

@@ -128,6 +128,22 @@ pub struct SandboxRunner {
     pub blobs: BlobStore,
     /// Work directories go under here.
     pub work_dir: PathBuf,
+    /// Work directories not in use, kept for the next run: creating and
+    /// deleting directories per task costs more than a no-op task itself.
+    pub idle_dirs: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
+}
+
+impl SandboxRunner {
+    /// A runner keeping work directories under `work_dir`.
+    pub fn new(sandbox: std::sync::Arc<Sandbox>, blobs: BlobStore, work_dir: PathBuf) -> Self {
+        let _ = std::fs::remove_dir_all(&work_dir);
+        SandboxRunner {
+            sandbox,
+            blobs,
+            work_dir,
+            idle_dirs: Default::default(),
+        }
+    }
 }
 
 impl TaskRunner for SandboxRunner {
@@ -140,18 +156,29 @@ impl TaskRunner for SandboxRunner {
     ) -> BoxFuture<'static, Result<Report, WorkerError>> {
         let sandbox = self.sandbox.clone();
         let blobs = self.blobs.clone();
-        let work_dir = self.work_dir.clone();
+        let idle = self.idle_dirs.clone();
+        let dir = idle
+            .lock()
+            .expect("work dirs lock")
+            .pop()
+            .unwrap_or_else(|| {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.work_dir.join(format!("w{n}"))
+            });
         Box::pin(async move {
-            run_assignment(
+            let report = run_assignment(
                 node,
                 &sandbox,
                 &blobs,
                 source.as_ref(),
-                &work_dir,
+                &dir,
                 &assignment,
                 cancel,
             )
-            .await
+            .await;
+            idle.lock().expect("work dirs lock").push(dir);
+            report
         })
     }
 }
@@ -214,32 +241,50 @@ async fn write_blob(source: &dyn BlobSource, text: &str, to: &Path) -> Result<()
     std::fs::write(to, bytes).map_err(io(to.display()))
 }
 
-/// Runs `assignment` on this node (`node`) and reports how it went. The
-/// work directory `work_dir/<mission>/<task>/<attempt>` is removed afterwards.
+/// Empties `dir` (creating it if missing) without removing it.
+fn empty_dir(dir: &Path) -> Result<(), WorkerError> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let path = entry.map_err(io(dir.display()))?.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(io(path.display()))?;
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io(dir.display()))
+        }
+        Err(error) => Err(io(dir.display())(error)),
+    }
+}
+
+/// Runs `assignment` on this node (`node`) and reports how it went, in the
+/// private work directory `dir` (its `input/` and `output/` are emptied
+/// before and after the run; the directories themselves are kept for reuse).
 pub async fn run_assignment(
     node: NodeId,
     sandbox: &Sandbox,
     blobs: &BlobStore,
     source: &dyn BlobSource,
-    work_dir: &Path,
+    dir: &Path,
     assignment: &Assignment,
     cancel: CancelToken,
 ) -> Result<Report, WorkerError> {
-    let task = &assignment.task;
-    let dir = contained(
-        work_dir,
-        &format!("{}/{}/{}", assignment.mission, task.id, assignment.attempt),
-    )?;
     let input = dir.join("input");
     let output = dir.join("output");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&input).map_err(io(input.display()))?;
-    std::fs::create_dir_all(&output).map_err(io(output.display()))?;
+    empty_dir(&input)?;
+    empty_dir(&output)?;
     let result = run_in(
         node, sandbox, blobs, source, &input, &output, assignment, cancel,
     )
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = empty_dir(&input);
+    let _ = empty_dir(&output);
     result
 }
 
@@ -462,10 +507,12 @@ mod tests {
             blobs.get(&digest.parse().unwrap()).unwrap().unwrap(),
             b"hello "
         );
-        assert!(
-            !dir.path().join("work/m1/cat/3").exists(),
-            "the work dir is cleaned up"
-        );
+        for sub in ["input", "output"] {
+            let left = std::fs::read_dir(dir.path().join("work").join(sub))
+                .unwrap()
+                .count();
+            assert_eq!(left, 0, "{sub} is emptied after the run");
+        }
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //!     cargo run -p coditect-tests --example mesh_bench -- election 10
 //!     cargo run -p coditect-tests --example mesh_bench -- failover 20
 //!     cargo run -p coditect-tests --example mesh_bench -- rss
+//!     cargo run -p coditect-tests --example mesh_bench -- throughput 10000
+//!     cargo run -p coditect-tests --example mesh_bench -- latency 200
+//!     cargo run -p coditect-tests --example mesh_bench -- steal 24
+//!     cargo run -p coditect-tests --example mesh_bench -- resume 10
 //!
 //! Real `coditect node` processes on 127.0.0.1 (build the binary first:
 //! `cargo build -p coditect-node`). Times are wall-clock from the test
@@ -11,7 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use coditect_tests::{string_list, wait_for, NodeProcess};
+use coditect_tests::{http_exchange, http_request, string_list, wait_for, NodeProcess};
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -186,6 +190,257 @@ fn rss() {
     }
 }
 
+/// Mission benchmark timings: heartbeat 100 ms.
+fn mission_flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = ["--heartbeat-ms", "100", "--voter-grace-ms", "3000"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(addr) = bootstrap {
+        flags.extend(["--bootstrap".to_string(), addr.to_string()]);
+    }
+    flags
+}
+
+/// `count` nodes agreed on a leader and min(count, 3) voters.
+fn mesh(dir: &std::path::Path, count: usize, extra: &[&str]) -> Vec<NodeProcess> {
+    let first = NodeProcess::start(&dir.join("n0"), "n0", &mission_flags(None, extra));
+    let boot = first.bootstrap_addr();
+    let mut nodes = vec![first];
+    for i in 1..count {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("n{i}")),
+            &format!("n{i}"),
+            &mission_flags(Some(&boot), extra),
+        ));
+    }
+    let refs: Vec<&NodeProcess> = nodes.iter().collect();
+    wait_for(Duration::from_secs(60), "the mesh", || {
+        agreed_leader(&refs, count.min(3))
+    });
+    nodes
+}
+
+fn leader_of(nodes: &[NodeProcess]) -> usize {
+    let leader = nodes[0].status().unwrap()["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    nodes.iter().position(|n| n.peer_id == leader).unwrap()
+}
+
+/// POSTs a TOML mission; returns its id.
+fn post_mission(node: &NodeProcess, text: &str) -> String {
+    let (code, body) = http_exchange("POST", &node.http, "/api/missions", text.as_bytes()).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 201, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// The mission without its task list.
+fn mission_summary(node: &NodeProcess, id: &str) -> Option<serde_json::Value> {
+    let (code, body) = http_request(
+        "GET",
+        &node.http,
+        &format!("/api/missions/{id}?tasks=false"),
+    )
+    .ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn tasks_toml(count: usize, module: &str) -> String {
+    let mut text = String::from("name = \"bench\"\n");
+    for i in 0..count {
+        text.push_str(&format!("[[task]]\nid = \"t{i}\"\nmodule = \"{module}\"\n"));
+    }
+    text
+}
+
+/// No-op tasks committed per second on 3 voters + 2 workers.
+fn throughput(tasks: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 5, &["--slots", "8", "--queue-depth", "32"]);
+    let leader = leader_of(&nodes);
+    let text = tasks_toml(tasks, "builtin:noop");
+    let started = Instant::now();
+    let id = post_mission(&nodes[leader], &text);
+    let accepted = started.elapsed();
+    let mut first_done = None;
+    let done = loop {
+        let m = mission_summary(&nodes[leader], &id).unwrap();
+        let succeeded = m["counts"]["succeeded"].as_u64().unwrap_or(0);
+        if succeeded > 0 && first_done.is_none() {
+            first_done = Some(started.elapsed());
+        }
+        if m["state"] == "succeeded" {
+            break started.elapsed();
+        }
+        assert!(m["state"] == "running", "{m}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let placed = nodes[leader].metric("coditect_tasks_placed_total");
+    let secs = (done - accepted).as_secs_f64();
+    println!(
+        "throughput: {tasks} no-op tasks on 3 voters + 2 workers (8 slots each): accepted in {:.0} ms, all succeeded {:.0} ms later; {:.0} tasks/s placed, run and committed ({placed} placements)",
+        accepted.as_secs_f64() * 1000.0,
+        secs * 1000.0,
+        tasks as f64 / secs
+    );
+}
+
+/// One no-op task, submit to succeeded, seen through the API's long poll.
+fn latency(trials: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = mesh(dir.path(), 3, &[]);
+    let leader = &nodes[leader_of(&nodes)];
+    let text = tasks_toml(1, "builtin:noop");
+    let mut samples = Vec::new();
+    for _ in 0..trials {
+        let started = Instant::now();
+        let id = post_mission(leader, &text);
+        let mut version = String::new();
+        loop {
+            let (code, body) = http_request(
+                "GET",
+                &leader.http,
+                &format!("/api/missions/{id}?tasks=false&after={version}&wait_ms=5000"),
+            )
+            .unwrap();
+            assert_eq!(code, 200, "{body}");
+            let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if m["state"] == "succeeded" {
+                break;
+            }
+            version = m["version"].as_str().unwrap().to_string();
+        }
+        samples.push(started.elapsed());
+    }
+    summary_p99("one no-op task end to end (POST to succeeded)", samples);
+}
+
+fn summary_p99(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "{name}: n={} p50={:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms",
+        samples.len(),
+        ms(pick(0.5)),
+        ms(pick(0.9)),
+        ms(pick(0.99)),
+        ms(*samples.last().unwrap()),
+    );
+}
+
+/// A burst queued on the only node known at submission, then two idle
+/// nodes join: makespan with and without stealing.
+fn steal(tasks: usize) {
+    for stealing in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut extra = vec!["--slots", "1", "--queue-depth", "256"];
+        if !stealing {
+            extra.push("--no-steal");
+        }
+        let first = NodeProcess::start(&dir.path().join("n0"), "n0", &mission_flags(None, &extra));
+        wait_for(Duration::from_secs(30), "a leader", || {
+            first.status()?["leader"].as_str().map(|_| ())
+        });
+        let busy = dir.path().join("busy.wat");
+        std::fs::write(&busy, "(module (memory (export \"memory\") 1) (func (export \"_start\") (local $i i64) (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1))) (br_if $l (i64.lt_u (local.get $i) (i64.const 150000000))))))").unwrap();
+        let (code, body) = http_exchange(
+            "POST",
+            &first.http,
+            "/api/blobs",
+            &std::fs::read(&busy).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(code, 201);
+        let digest: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let text = tasks_toml(tasks, digest["digest"].as_str().unwrap());
+        let started = Instant::now();
+        let id = post_mission(&first, &text);
+        wait_for(Duration::from_secs(30), "the burst queued", || {
+            let m = mission_summary(&first, &id)?;
+            (m["counts"]["ready"].as_u64().unwrap_or(0) == 0).then_some(())
+        });
+        let boot = first.bootstrap_addr();
+        let mut extra_join = vec!["--slots", "1"];
+        if !stealing {
+            extra_join.push("--no-steal");
+        }
+        let others: Vec<NodeProcess> = (1..3)
+            .map(|i| {
+                NodeProcess::start(
+                    &dir.path().join(format!("n{i}")),
+                    &format!("n{i}"),
+                    &mission_flags(Some(&boot), &extra_join),
+                )
+            })
+            .collect();
+        wait_for(Duration::from_secs(600), "the burst done", || {
+            let m = mission_summary(&first, &id)?;
+            (m["state"] == "succeeded").then_some(())
+        });
+        let makespan = started.elapsed();
+        let steals: f64 = others
+            .iter()
+            .map(|n| n.metric("coditect_steals_total"))
+            .sum();
+        println!(
+            "steal: {tasks} tasks of ~150 ms burst onto 1 node, 2 idle nodes join; stealing {}: makespan {:.2} s, {steals} steals",
+            if stealing { "on " } else { "off" },
+            makespan.as_secs_f64()
+        );
+    }
+}
+
+/// Leader SIGKILL mid-mission to the first task placed by the new leader.
+fn resume(trials: usize) {
+    let mut samples = Vec::new();
+    for _ in 0..trials {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = mesh(dir.path(), 5, &["--slots", "2"]);
+        let leader = leader_of(&nodes);
+        let api = (leader + 1) % nodes.len();
+        let busy = "(module (memory (export \"memory\") 1) (func (export \"_start\") (local $i i64) (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1))) (br_if $l (i64.lt_u (local.get $i) (i64.const 20000000))))))";
+        let (code, body) =
+            http_exchange("POST", &nodes[api].http, "/api/blobs", busy.as_bytes()).unwrap();
+        assert_eq!(code, 201);
+        let digest: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let id = post_mission(
+            &nodes[api],
+            &tasks_toml(2000, digest["digest"].as_str().unwrap()),
+        );
+        wait_for(Duration::from_secs(30), "work under way", || {
+            let m = mission_summary(&nodes[api], &id)?;
+            (m["counts"]["succeeded"].as_u64().unwrap_or(0) >= 50).then_some(())
+        });
+        let before: Vec<f64> = nodes
+            .iter()
+            .map(|n| n.metric("coditect_tasks_placed_total"))
+            .collect();
+        let killed = Instant::now();
+        nodes[leader].kill();
+        let resumed = poll_fast(Duration::from_secs(30), || {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != leader)
+                .any(|(i, n)| n.metric("coditect_tasks_placed_total") > before[i])
+                .then_some(())
+        });
+        match resumed {
+            Some(()) => samples.push(killed.elapsed()),
+            None => println!("resume: a trial never resumed within 30 s"),
+        }
+    }
+    summary_p99(
+        "leader SIGKILL to first placement by the new leader",
+        samples,
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count = |default: usize| args.get(1).and_then(|n| n.parse().ok()).unwrap_or(default);
@@ -193,8 +448,14 @@ fn main() {
         Some("election") => election(count(10)),
         Some("failover") => failover(count(20)),
         Some("rss") => rss(),
+        Some("throughput") => throughput(count(10_000)),
+        Some("latency") => latency(count(200)),
+        Some("steal") => steal(count(24)),
+        Some("resume") => resume(count(10)),
         _ => {
-            eprintln!("usage: mesh_bench election [TRIALS] | failover [TRIALS] | rss");
+            eprintln!(
+                "usage: mesh_bench election|failover|rss|throughput|latency|steal|resume [N]"
+            );
             std::process::exit(2);
         }
     }

@@ -28,8 +28,10 @@ use crate::worker::{Assignment, BlobHint, BlobSource, Report};
 
 /// Queued tasks an advert shows to thieves, at most.
 const ADVERTISED_QUEUE: usize = 32;
-/// Wait between attempts to deliver a report while no leader answers.
+/// Wait between attempts to deliver reports while no leader answers.
 const REPORT_RETRY: Duration = Duration::from_millis(200);
+/// Reports sent to the leader in one request, at most.
+const REPORTS_PER_REQUEST: usize = 512;
 
 /// Where a held task is.
 enum Phase {
@@ -54,6 +56,8 @@ pub(super) struct ExecState {
     tasks: BTreeMap<TaskId, HeldTask>,
     draining: bool,
     steal_in_flight: bool,
+    /// Outcomes waiting to be sent to the leader (sent in batches).
+    outbox: Vec<(TaskId, u32, Report)>,
 }
 
 impl ExecState {
@@ -117,6 +121,21 @@ impl Node {
                 self.inner.capabilities.slots
             },
         }
+    }
+
+    /// The tasks running here now, for the heartbeat: the leader commits
+    /// their `running` state then (a task shorter than a heartbeat goes from
+    /// assigned straight to its result, saving a Raft write per task).
+    pub(super) fn running_tasks(&self) -> Vec<Held> {
+        let exec = self.inner.exec.lock().expect("exec lock");
+        exec.tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.phase, Phase::Running(_)))
+            .map(|(id, t)| Held {
+                id: id.clone(),
+                attempt: t.assignment.attempt,
+            })
+            .collect()
     }
 
     /// Every task this node holds, for its heartbeat.
@@ -230,24 +249,10 @@ impl Node {
         }
     }
 
-    fn still_holds(&self, id: &TaskId, attempt: u32) -> bool {
-        self.inner
-            .exec
-            .lock()
-            .expect("exec lock")
-            .tasks
-            .get(id)
-            .is_some_and(|t| t.assignment.attempt == attempt)
-    }
-
     async fn run_one(self, assignment: Assignment, cancel: CancelToken) {
         let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
         let attempt = assignment.attempt;
         let node_id = self.inner.node_id;
-        self.notify_started(Held {
-            id: id.clone(),
-            attempt,
-        });
         self.inner.metrics.tasks_running.inc();
         let source: Arc<dyn BlobSource> = Arc::new(HintedSource {
             node: self.clone(),
@@ -278,85 +283,93 @@ impl Node {
         {
             let mut exec = self.inner.exec.lock().expect("exec lock");
             match exec.tasks.get_mut(&id) {
-                Some(task) if task.assignment.attempt == attempt => task.phase = Phase::Reporting,
-                // Revoked while running: nobody wants this outcome.
-                _ => {
-                    drop(exec);
-                    self.pump();
-                    return;
+                Some(task) if task.assignment.attempt == attempt => {
+                    task.phase = Phase::Reporting;
+                    exec.outbox.push((id, attempt, report));
                 }
+                // Revoked while running: nobody wants this outcome.
+                _ => {}
             }
         }
-        self.pump();
-        self.deliver_report(&id, attempt, report).await;
-        {
-            let mut exec = self.inner.exec.lock().expect("exec lock");
-            if exec
-                .tasks
-                .get(&id)
-                .is_some_and(|t| t.assignment.attempt == attempt)
-            {
-                exec.tasks.remove(&id);
-            }
-        }
+        self.inner.reports_ready.notify_one();
         self.pump();
     }
 
-    /// Sends `report` to the leader until it answers (committed or stale),
-    /// or the task is taken from this node.
-    async fn deliver_report(&self, id: &TaskId, attempt: u32, report: Report) {
-        loop {
-            if !self.still_holds(id, attempt) || self.is_stopped() {
-                return;
+    /// Sends outcomes to the leader in batches, each until it is answered
+    /// (committed or stale) or its task is taken from this node; then the
+    /// task is let go.
+    pub(super) async fn report_loop(self) {
+        while !self.is_stopped() {
+            let batch: Vec<(TaskId, u32, Report)> = {
+                let mut exec = self.inner.exec.lock().expect("exec lock");
+                let exec = &mut *exec;
+                // Outcomes of tasks taken from us meanwhile are dropped.
+                let tasks = &exec.tasks;
+                exec.outbox.retain(|(id, attempt, _)| {
+                    tasks
+                        .get(id)
+                        .is_some_and(|t| t.assignment.attempt == *attempt)
+                });
+                let take = exec.outbox.len().min(REPORTS_PER_REQUEST);
+                exec.outbox.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                let woken = self.inner.reports_ready.notified();
+                let nap = self.inner.env.sleep(Duration::from_millis(500));
+                futures::future::select(Box::pin(woken), nap).await;
+                continue;
             }
-            let answer = if self.is_leader() {
-                Ok(self
-                    .on_report(self.inner.node_id, &id.mission, &id.task, report.clone())
-                    .await)
+            let node_id = self.inner.node_id;
+            let answers: Result<Vec<NodeResponse>, String> = if self.is_leader() {
+                Ok(self.on_reports(node_id, batch.clone()).await)
             } else if let Some(leader) = self.leader() {
-                self.ask(
-                    &leader,
-                    &NodeRequest::Report {
-                        node_id: self.inner.node_id,
-                        mission: id.mission.clone(),
-                        task: id.task.clone(),
-                        report: report.clone(),
-                    },
-                )
-                .await
+                let request = NodeRequest::Reports {
+                    node_id,
+                    reports: batch.clone(),
+                };
+                match self.ask(&leader, &request).await {
+                    Ok(NodeResponse::Answers(answers)) if answers.len() == batch.len() => {
+                        Ok(answers)
+                    }
+                    Ok(other) => Err(format!("reports answered {other:?}")),
+                    Err(error) => Err(error),
+                }
             } else {
                 Err("no leader known".to_string())
             };
-            match answer {
-                Ok(NodeResponse::Reported { committed, detail }) => {
-                    if !committed {
-                        tracing::info!(task = %id, "outcome refused: {detail}");
+            let answers = answers.unwrap_or_else(|error| {
+                tracing::debug!("{} report(s) not delivered: {error}", batch.len());
+                vec![NodeResponse::Error(error); batch.len()]
+            });
+            let mut retry = false;
+            {
+                let mut exec = self.inner.exec.lock().expect("exec lock");
+                for ((id, attempt, report), answer) in batch.into_iter().zip(answers) {
+                    match answer {
+                        NodeResponse::Reported { committed, detail } => {
+                            if !committed {
+                                tracing::info!(task = %id, "outcome refused: {detail}");
+                            }
+                            if exec
+                                .tasks
+                                .get(&id)
+                                .is_some_and(|t| t.assignment.attempt == attempt)
+                            {
+                                exec.tasks.remove(&id);
+                            }
+                        }
+                        _ => {
+                            exec.outbox.push((id, attempt, report));
+                            retry = true;
+                        }
                     }
-                    return;
                 }
-                Ok(other) => tracing::debug!(task = %id, "report answered {other:?}"),
-                Err(error) => tracing::debug!(task = %id, "report not delivered: {error}"),
             }
-            self.inner.env.sleep(REPORT_RETRY).await;
+            self.pump();
+            if retry {
+                self.inner.env.sleep(REPORT_RETRY).await;
+            }
         }
-    }
-
-    fn notify_started(&self, held: Held) {
-        let node = self.clone();
-        self.inner.env.spawn(
-            "task-started",
-            async move {
-                let node_id = node.inner.node_id;
-                if node.is_leader() {
-                    node.on_started(node_id, held).await;
-                } else if let Some(leader) = node.leader() {
-                    let _ = node
-                        .ask(&leader, &NodeRequest::Started { node_id, held })
-                        .await;
-                }
-            }
-            .boxed(),
-        );
     }
 
     /// This node as the scheduler sees it, for stealing decisions.

@@ -399,7 +399,11 @@ impl Node {
         let listed: BTreeMap<&TaskId, u32> = holding.iter().map(|h| (&h.id, h.attempt)).collect();
         self.state(|state| {
             let mut missing = Vec::new();
-            for mission in state.missions.values() {
+            let running = state
+                .missions
+                .values()
+                .filter(|m| m.state == coditect_consensus::mission::MissionState::Running);
+            for mission in running {
                 for record in mission.tasks.values() {
                     let owned = record.owner == Some(node)
                         && matches!(record.state, TaskState::Assigned | TaskState::Running);
@@ -432,18 +436,57 @@ impl Node {
         })
     }
 
-    /// Leader: the owner started a task.
-    pub(super) async fn on_started(&self, node: NodeId, held: Held) -> NodeResponse {
-        let command = Command::StartTask {
-            mission: held.id.mission,
-            task: held.id.task,
-            node,
-            attempt: held.attempt,
-        };
-        match self.write(command).await {
-            Ok(_) => NodeResponse::Ack,
-            Err(error) => NodeResponse::Error(error),
+    /// Leader: records as `running` the tasks `node` runs that the state
+    /// still shows queued (in the background; one entry for all of them).
+    pub(super) fn commit_starts(&self, node: NodeId, running: Vec<Held>) {
+        let commands: Vec<Command> = self.state(|state| {
+            running
+                .into_iter()
+                .filter(|held| {
+                    state
+                        .missions
+                        .get(&held.id.mission)
+                        .and_then(|m| m.tasks.get(&held.id.task))
+                        .is_some_and(|t| {
+                            t.state == TaskState::Assigned
+                                && t.owner == Some(node)
+                                && t.attempt == held.attempt
+                        })
+                })
+                .map(|held| Command::StartTask {
+                    mission: held.id.mission,
+                    task: held.id.task,
+                    node,
+                    attempt: held.attempt,
+                })
+                .collect()
+        });
+        if commands.is_empty() {
+            return;
         }
+        let me = self.clone();
+        self.inner.env.spawn(
+            "commit-starts",
+            async move {
+                if let Err(error) = me.write(Command::Batch(commands)).await {
+                    tracing::debug!("starts not committed: {error}");
+                }
+            }
+            .boxed(),
+        );
+    }
+
+    /// Leader: commits a batch of outcomes (one Raft entry through the
+    /// proposer); one answer per outcome.
+    pub(super) async fn on_reports(
+        &self,
+        node: NodeId,
+        reports: Vec<(TaskId, u32, Report)>,
+    ) -> Vec<NodeResponse> {
+        let answers = reports.into_iter().map(|(id, _, report)| async move {
+            self.on_report(node, &id.mission, &id.task, report).await
+        });
+        futures::future::join_all(answers).await
     }
 
     /// Leader: commits an outcome (or decides a retry) with the attempt as fencing token.
@@ -816,18 +859,31 @@ fn lower(debug: impl std::fmt::Debug) -> String {
     format!("{debug:?}").to_ascii_lowercase()
 }
 
-/// A mission as `GET /api/missions/{id}` shows it.
+/// A mission as `GET /api/missions/{id}` shows it; without `with_tasks`,
+/// only its state and the count of tasks in each state.
 pub fn mission_json(
     mission: &MissionRecord,
     peers: &BTreeMap<NodeId, String>,
+    with_tasks: bool,
 ) -> serde_json::Value {
     let peer = |id: NodeId| peers.get(&id).cloned().unwrap_or_else(|| id.to_string());
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for task in mission.tasks.values() {
+        *counts.entry(lower(task.state)).or_default() += 1;
+    }
+    if !with_tasks {
+        return serde_json::json!({
+            "id": mission.id,
+            "name": mission.name,
+            "state": lower(mission.state),
+            "submitted_ms": mission.submitted_ms,
+            "counts": counts,
+        });
+    }
     let tasks: Vec<serde_json::Value> = mission
         .tasks
         .values()
         .map(|t| {
-            *counts.entry(lower(t.state)).or_default() += 1;
             let running = u32::from(t.state == TaskState::Running);
             serde_json::json!({
                 "id": t.spec.id,

@@ -148,6 +148,8 @@ struct Inner {
     exec: Mutex<executor::ExecState>,
     sched: Mutex<missions::SchedState>,
     wake: tokio::sync::Notify,
+    /// Outcomes are waiting in the outbox.
+    reports_ready: tokio::sync::Notify,
     /// A node silent this long loses its lease (and its tasks).
     lease: Duration,
     queue_depth: u32,
@@ -361,6 +363,7 @@ impl Node {
             exec: Mutex::new(executor::ExecState::default()),
             sched: Mutex::new(missions::SchedState::default()),
             wake: tokio::sync::Notify::new(),
+            reports_ready: tokio::sync::Notify::new(),
             lease: parts.lease,
             queue_depth: parts.queue_depth,
             steal: parts.steal,
@@ -377,6 +380,10 @@ impl Node {
         parts
             .env
             .spawn("autopilot", autopilot_node.autopilot_loop().boxed());
+        let reporter_node = node.clone();
+        parts
+            .env
+            .spawn("reporter", reporter_node.report_loop().boxed());
         let scheduler_node = node.clone();
         parts
             .env
@@ -729,6 +736,7 @@ impl Node {
                 node_id,
                 load,
                 holding,
+                running,
             } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
@@ -743,6 +751,7 @@ impl Node {
                         .is_some_and(|node| node.peer_id == from && !node.left)
                 });
                 let (missing, revoked) = self.reconcile(node_id, &holding);
+                self.commit_starts(node_id, running);
                 NodeResponse::HeartbeatAck {
                     registered,
                     missing,
@@ -785,26 +794,13 @@ impl Node {
                 self.revoke(&held);
                 NodeResponse::Ack
             }
-            NodeRequest::Started { node_id, held } => {
+            NodeRequest::Reports { node_id, reports } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
                         leader: self.leader(),
                     };
                 }
-                self.on_started(node_id, held).await
-            }
-            NodeRequest::Report {
-                node_id,
-                mission,
-                task,
-                report,
-            } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
-                self.on_report(node_id, &mission, &task, report).await
+                NodeResponse::Answers(self.on_reports(node_id, reports).await)
             }
             NodeRequest::StealAsk {
                 request,
@@ -1011,6 +1007,7 @@ impl Node {
                 self.flush_heartbeats();
                 // The leader holds tasks too; reconcile them like anyone's.
                 let (missing, revoked) = self.reconcile(self.inner.node_id, &self.holding());
+                self.commit_starts(self.inner.node_id, self.running_tasks());
                 self.revoke(&revoked);
                 if !missing.is_empty() {
                     self.accept_assignments(missing);
@@ -1423,6 +1420,7 @@ impl Node {
                     node_id: node.inner.node_id,
                     load: node.load(),
                     holding: node.holding(),
+                    running: node.running_tasks(),
                 };
                 let answer = node.ask(&leader, &request).await;
                 if let Ok(NodeResponse::HeartbeatAck {
