@@ -387,8 +387,17 @@ fn steal(tasks: usize) {
             .iter()
             .map(|n| n.metric("coditect_steals_total"))
             .sum();
+        let (_, body) = http_request("GET", &first.http, &format!("/api/missions/{id}")).unwrap();
+        let mission: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let walls: Vec<f64> = mission["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["result"]["wall_ms"].as_f64())
+            .collect();
+        let mean = walls.iter().sum::<f64>() / walls.len().max(1) as f64;
         println!(
-            "steal: {tasks} tasks of ~150 ms burst onto 1 node, 2 idle nodes join; stealing {}: makespan {:.2} s, {steals} steals",
+            "steal: {tasks} busy tasks (mean run {mean:.0} ms) burst onto 1 node, 2 idle nodes join; stealing {}: makespan {:.2} s, {steals} tasks stolen",
             if stealing { "on " } else { "off" },
             makespan.as_secs_f64()
         );

@@ -236,7 +236,14 @@ impl Node {
                         key(a_id, a).cmp(&key(b_id, b))
                     })
                     .map(|(id, _)| id.clone());
-                let Some(id) = next else { return };
+                let Some(id) = next else {
+                    drop(exec);
+                    // Idle with free slots: steal now rather than at the next tick.
+                    if self.inner.steal {
+                        self.try_steal();
+                    }
+                    return;
+                };
                 let token = CancelToken::new();
                 let task = exec.tasks.get_mut(&id).expect("task just found");
                 task.phase = Phase::Running(token.clone());

@@ -5,9 +5,12 @@
 //! refuses it if the task started or moved in the meantime.
 //!
 //! Policy choices, each with its reason:
-//! - A thief asks only for as many tasks as it has free slots (one while its
-//!   breaker is half-open, none while it is open), so stealing never makes
-//!   the thief the next victim.
+//! - A thief asks for as many tasks as it has free slots plus `prefetch`
+//!   (default 1) so it does not sit idle between steals; one while its
+//!   breaker is half-open, none while it is open. What it holds beyond its
+//!   slots is then at most `prefetch`, and a lone surplus task is never
+//!   stolen (below), so with the default the thief never becomes the next
+//!   victim.
 //! - The victim keeps the queued tasks its own free slots are about to start;
 //!   only the rest, its surplus, is stealable, and at most half of it,
 //!   rounded down. The victim therefore keeps at least as much waiting work
@@ -33,12 +36,15 @@ use super::view::{NodeView, TaskId, TaskView};
 pub struct StealConfig {
     /// Most tasks moved by one request, whatever the free slots.
     pub max_tasks_per_steal: u32,
+    /// Tasks asked for beyond the free slots (queued to start next).
+    pub prefetch: u32,
 }
 
 impl Default for StealConfig {
     fn default() -> Self {
         StealConfig {
             max_tasks_per_steal: 8,
+            prefetch: 1,
         }
     }
 }
@@ -90,7 +96,8 @@ pub fn choose_steal(
         _ if !thief.live => 0,
         BreakerGate::Open => 0,
         BreakerGate::Probe => thief.free_slots().min(1),
-        BreakerGate::Closed => thief.free_slots(),
+        BreakerGate::Closed if thief.free_slots() == 0 => 0,
+        BreakerGate::Closed => thief.free_slots().saturating_add(config.prefetch),
     }
     .min(config.max_tasks_per_steal) as usize;
     if wanted == 0 {
@@ -255,8 +262,15 @@ mod tests {
         let mut queue = names(4, 2);
         queue.extend(names(4, 0));
         let peers = [peer(1, 1, 1, queue)];
-        let request = choose_steal(&thief(4, 2, &[]), &peers, &StealConfig::default()).unwrap();
+        let exact = StealConfig {
+            prefetch: 0,
+            ..StealConfig::default()
+        };
+        let request = choose_steal(&thief(4, 2, &[]), &peers, &exact).unwrap();
         assert_eq!(task_names(&request.tasks), vec!["p0-0", "p0-1"]);
+        // By default one more, queued to start next.
+        let request = choose_steal(&thief(4, 2, &[]), &peers, &StealConfig::default()).unwrap();
+        assert_eq!(task_names(&request.tasks), vec!["p0-0", "p0-1", "p0-2"]);
     }
 
     #[test]
@@ -377,10 +391,11 @@ mod tests {
             thief_running in 0u32..6,
             thief_has_gpu in any::<bool>(),
             max_tasks in 1u32..6,
+            prefetch in 0u32..3,
         ) {
             let tags: &[&str] = if thief_has_gpu { &["gpu"] } else { &[] };
             let thief = thief(thief_slots, thief_running, tags);
-            let config = StealConfig { max_tasks_per_steal: max_tasks };
+            let config = StealConfig { max_tasks_per_steal: max_tasks, prefetch };
             let Some(request) = choose_steal(&thief, &peers, &config) else {
                 return Ok(());
             };
@@ -389,7 +404,8 @@ mod tests {
             let queue: HashMap<&TaskId, &TaskView> = victim.queued_tasks.iter().map(|t| (&t.id, t)).collect();
             prop_assert!(!request.tasks.is_empty());
             prop_assert!(request.tasks.len() * 2 <= victim.queued_tasks.len());
-            prop_assert!(request.tasks.len() <= thief.free_slots() as usize);
+            prop_assert!(thief.free_slots() > 0);
+            prop_assert!(request.tasks.len() <= (thief.free_slots() + prefetch) as usize);
             prop_assert!(request.tasks.len() <= max_tasks as usize);
             for id in &request.tasks {
                 let task = queue.get(id);
