@@ -56,9 +56,16 @@ echo "metrics sample:"
 curl -s "$api/metrics" 2>/dev/null | grep -E '^coditect_(raft_term|raft_is_leader|raft_commit_index|connected_peers|known_nodes) ' || true
 
 echo
-echo "an example agent in the sandbox the mesh uses (the analyzer, built from C):"
+echo "building the example agents (C -> wasm32-wasi) and running the example mission"
+echo "(agents/example-mission.toml: greet, fan out to three tasks, fan in to summarize):"
 bash agents/build.sh >/dev/null
-"$bin" run-task agents/analyzer.wasm --input README.md
+id=$("$bin" submit agents/example-mission.toml --api "$api" --wait)
+echo
+"$bin" mission "$id" --api "$api"
+echo
+echo "the fan-in task's report (GET /api/missions/$id/tasks/summarize/output/report.json):"
+curl -s "$api/api/missions/$id/tasks/summarize/output/report.json" | head -c 600
+echo
 
 if $keep; then
   echo
