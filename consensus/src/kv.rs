@@ -187,6 +187,10 @@ struct MemInner {
     durable: Tables,
     /// Writes applied to `live` but not yet to `durable`, in order.
     unsynced: Vec<KvOp>,
+    /// A deliberate bug, if one was injected.
+    bug: Option<InjectedBug>,
+    /// The state column when the store was opened (or last crashed).
+    state_at_open: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 fn apply_ops(tables: &mut Tables, ops: &[KvOp]) {
@@ -222,6 +226,16 @@ pub struct MemKv {
     inner: Arc<Mutex<MemInner>>,
 }
 
+/// A deliberately broken store, for proving that the simulation's checkers
+/// catch storage bugs: on a crash it forgets every write to the state
+/// column since it was opened, although they were acknowledged as durable,
+/// while it keeps the applied index in the meta column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// Forget acknowledged state writes on crash (see the type's docs).
+    ForgetStateWrites,
+}
+
 impl MemKv {
     /// An empty store.
     pub fn new() -> Self {
@@ -232,7 +246,19 @@ impl MemKv {
     pub fn crash(&self) {
         let mut inner = self.inner.lock().expect("mem kv lock");
         inner.unsynced.clear();
+        if inner.bug == Some(InjectedBug::ForgetStateWrites) {
+            let old = inner.state_at_open.clone();
+            inner.durable.insert(Column::State, old);
+        }
         inner.live = inner.durable.clone();
+        inner.state_at_open = inner.live.get(&Column::State).cloned().unwrap_or_default();
+    }
+
+    /// Turns on a deliberate bug (test and simulation use only).
+    pub fn inject_bug(&self, bug: InjectedBug) {
+        let mut inner = self.inner.lock().expect("mem kv lock");
+        inner.bug = Some(bug);
+        inner.state_at_open = inner.live.get(&Column::State).cloned().unwrap_or_default();
     }
 }
 

@@ -118,6 +118,14 @@ pub trait Network: Send + Sync + 'static {
     fn dial(&self, addr: &str) -> Result<(), RequestError>;
     /// Peers we hold a connection to.
     fn connected_peers(&self) -> Vec<PeerName>;
+    /// Whether we hold a connection to `peer`.
+    fn is_connected(&self, peer: &str) -> bool {
+        self.connected_peers().iter().any(|p| p == peer)
+    }
+    /// Whether we hold a connection to anyone.
+    fn has_peers(&self) -> bool {
+        !self.connected_peers().is_empty()
+    }
 }
 
 /// The topic every node publishes its advert on.

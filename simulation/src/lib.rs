@@ -7,16 +7,23 @@
 //! duplication, partitions and crashes, feeding a trace hash) behind
 //! `coditect_gossip::Network`. Storage is `coditect_consensus::kv::MemKv`,
 //! whose `crash()` loses unsynced writes, and Raft's randomness comes from a
-//! seeded `coditect_consensus::runtime::RaftContext`. The harness that runs
-//! whole meshes, the fault nemesis, the invariant checkers and `coditect sim`
-//! are the simulation issue's remaining work.
+//! seeded `coditect_consensus::runtime::RaftContext`; tasks run through
+//! [`runner::SimRunner`] on the real executor and orchestrator path.
+//! [`harness::run`] runs a whole mesh under a [`scenario`]'s seeded nemesis
+//! and the [`invariants`] checkers; the `coditect-sim` binary (also
+//! `coditect sim`) prints the [`report`].
 //!
 //! It depends on `coditect-node` and nothing in production depends on it.
 //! Runs need a tokio built with `--cfg tokio_unstable` (see
 //! `.cargo/config.toml`) for `Builder::rng_seed`.
 
 pub mod env;
+pub mod harness;
+pub mod invariants;
 pub mod network;
+pub mod report;
+pub mod runner;
+pub mod scenario;
 
 /// The runtime every simulated node runs on: one thread, virtual time that
 /// only moves when every task waits, and a scheduler seeded from `seed`.

@@ -52,10 +52,12 @@ struct BusInner {
     rng: ChaCha8Rng,
     link: LinkConfig,
     nodes: BTreeMap<PeerName, Slot>,
-    /// Directed cuts: messages from the first peer to the second are dropped.
-    cuts: BTreeSet<(PeerName, PeerName)>,
+    /// Directed cuts: messages from a peer to any peer in its set are dropped.
+    cuts: BTreeMap<PeerName, BTreeSet<PeerName>>,
     trace: Sha256,
     sends: u64,
+    /// Extra one-way latency of every message to or from a peer, ms.
+    slow: BTreeMap<PeerName, u64>,
 }
 
 impl BusInner {
@@ -65,16 +67,35 @@ impl BusInner {
         self.sends += 1;
     }
 
+    /// Records a message without formatting it (the hot path).
+    fn record_message(&mut self, kind: u8, from: &str, to: &str, len: usize) {
+        self.trace.update([kind]);
+        self.trace.update(from.as_bytes());
+        self.trace.update([0]);
+        self.trace.update(to.as_bytes());
+        self.trace.update((len as u64).to_le_bytes());
+        self.sends += 1;
+    }
+
+    fn cut(&mut self, from: &str, to: &str) {
+        self.cuts
+            .entry(from.to_string())
+            .or_default()
+            .insert(to.to_string());
+    }
+
     fn passes(&self, from: &str, to: &str) -> bool {
         self.nodes.get(to).is_some_and(|slot| slot.up)
             && self.nodes.get(from).is_some_and(|slot| slot.up)
-            && !self.cuts.contains(&(from.to_string(), to.to_string()))
+            && !self.cuts.get(from).is_some_and(|cut| cut.contains(to))
     }
 
     /// How many copies of a message arrive (0 lost, 1, or 2 duplicated) and
     /// after how long each. Integer arithmetic only, so any machine agrees.
-    fn fate(&mut self) -> Vec<Duration> {
+    fn fate(&mut self, from: &str, to: &str) -> Vec<Duration> {
         let link = self.link;
+        let extra =
+            self.slow.get(from).copied().unwrap_or(0) + self.slow.get(to).copied().unwrap_or(0);
         if self.rng.next_u64() % 1000 < link.loss_per_mille {
             return Vec::new();
         }
@@ -86,7 +107,7 @@ impl BusInner {
         (0..copies)
             .map(|_| {
                 let span = link.latency_max_ms.saturating_sub(link.latency_min_ms) + 1;
-                Duration::from_millis(link.latency_min_ms + self.rng.next_u64() % span)
+                Duration::from_millis(link.latency_min_ms + extra + self.rng.next_u64() % span)
             })
             .collect()
     }
@@ -103,9 +124,10 @@ impl Bus {
             rng: ChaCha8Rng::seed_from_u64(seed),
             link,
             nodes: BTreeMap::new(),
-            cuts: BTreeSet::new(),
+            cuts: BTreeMap::new(),
             trace: Sha256::new(),
             sends: 0,
+            slow: BTreeMap::new(),
         })))
     }
 
@@ -161,8 +183,8 @@ impl Bus {
         let mut inner = self.lock();
         for a in side_a {
             for b in side_b {
-                inner.cuts.insert((a.to_string(), b.to_string()));
-                inner.cuts.insert((b.to_string(), a.to_string()));
+                inner.cut(a, b);
+                inner.cut(b, a);
             }
         }
         inner.record(&format!("partition {side_a:?} | {side_b:?}"));
@@ -171,15 +193,43 @@ impl Bus {
     /// Drops messages from `from` to `to` only (asymmetric partition).
     pub fn cut_one_way(&self, from: &str, to: &str) {
         let mut inner = self.lock();
-        inner.cuts.insert((from.to_string(), to.to_string()));
+        inner.cut(from, to);
         inner.record(&format!("cut {from} -> {to}"));
     }
 
-    /// Restores every link.
+    /// Restores every link (cuts and slowness).
     pub fn heal(&self) {
         let mut inner = self.lock();
         inner.cuts.clear();
+        inner.slow.clear();
         inner.record("heal");
+    }
+
+    /// Adds `extra_ms` to every message to or from `peer` (0 restores it).
+    pub fn slow(&self, peer: &str, extra_ms: u64) {
+        let mut inner = self.lock();
+        if extra_ms == 0 {
+            inner.slow.remove(peer);
+        } else {
+            inner.slow.insert(peer.to_string(), extra_ms);
+        }
+        inner.record(&format!("slow {peer} {extra_ms}"));
+    }
+
+    /// Feeds an observation of the harness into the trace.
+    pub fn note(&self, text: &str) {
+        self.lock().record(text);
+    }
+
+    /// Cuts every link of `peer`, both ways.
+    pub fn isolate(&self, peer: &str) {
+        let mut inner = self.lock();
+        let others: Vec<PeerName> = inner.nodes.keys().filter(|p| *p != peer).cloned().collect();
+        for other in others {
+            inner.cut(peer, &other);
+            inner.cut(&other, peer);
+        }
+        inner.record(&format!("isolate {peer}"));
     }
 
     /// A digest of everything sent so far, in order.
@@ -207,23 +257,18 @@ impl Network for SimNetwork {
 
     fn publish(&self, topic: &str, data: Vec<u8>) {
         let mut inner = self.bus.lock();
-        let targets: Vec<PeerName> = inner
+        let targets: Vec<(PeerName, mpsc::UnboundedSender<NetworkEvent>)> = inner
             .nodes
-            .keys()
-            .filter(|peer| **peer != self.me)
-            .cloned()
+            .iter()
+            .filter(|(peer, _)| **peer != self.me)
+            .map(|(peer, slot)| (peer.clone(), slot.events.clone()))
             .collect();
-        for peer in targets {
+        for (peer, events) in targets {
             if !inner.passes(&self.me, &peer) {
                 continue;
             }
-            inner.record(&format!(
-                "publish {} -> {peer} {topic} {}",
-                self.me,
-                data.len()
-            ));
-            let events = inner.nodes[&peer].events.clone();
-            for delay in inner.fate() {
+            inner.record_message(b'p', &self.me, &peer, data.len());
+            for delay in inner.fate(&self.me, &peer) {
                 let event = NetworkEvent::Message {
                     from: self.me.clone(),
                     topic: topic.to_string(),
@@ -259,9 +304,9 @@ impl Network for SimNetwork {
                         message: "peer is down".into(),
                     });
                 }
-                inner.record(&format!("request {me} -> {peer} {}", data.len()));
+                inner.record_message(b'q', &me, &peer, data.len());
                 let fate = if inner.passes(&me, &peer) {
-                    inner.fate()
+                    inner.fate(&me, &peer)
                 } else {
                     Vec::new()
                 };
@@ -293,9 +338,9 @@ impl Network for SimNetwork {
                 // The answer travels back over the reverse link.
                 let back = {
                     let mut inner = bus.lock();
-                    inner.record(&format!("reply {peer} -> {me} {}", bytes.len()));
+                    inner.record_message(b'r', &peer, &me, bytes.len());
                     if inner.passes(&peer, &me) {
-                        inner.fate().first().copied()
+                        inner.fate(&peer, &me).first().copied()
                     } else {
                         None
                     }
@@ -319,6 +364,24 @@ impl Network for SimNetwork {
     fn dial(&self, _addr: &str) -> Result<(), RequestError> {
         // Every live node is reachable unless a partition says otherwise.
         Ok(())
+    }
+
+    fn is_connected(&self, peer: &str) -> bool {
+        let inner = self.bus.lock();
+        peer != self.me && inner.passes(&self.me, peer) && inner.passes(peer, &self.me)
+    }
+
+    fn has_peers(&self) -> bool {
+        let inner = self.bus.lock();
+        if inner.cuts.is_empty() && inner.nodes.get(&self.me).is_some_and(|s| s.up) {
+            return inner
+                .nodes
+                .iter()
+                .any(|(peer, slot)| slot.up && *peer != self.me);
+        }
+        inner.nodes.keys().any(|peer| {
+            *peer != self.me && inner.passes(&self.me, peer) && inner.passes(peer, &self.me)
+        })
     }
 
     fn connected_peers(&self) -> Vec<PeerName> {

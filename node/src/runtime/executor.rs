@@ -401,7 +401,7 @@ impl Node {
         if thief.free_slots() == 0 || thief.queued > 0 {
             return;
         }
-        let fresh = self.inner.heartbeat * 5;
+        let fresh = self.inner.heartbeat * 8;
         let now = self.inner.env.elapsed();
         let (peers, hints): (Vec<PeerLoad>, BTreeMap<NodeId, LeaderHint>) = {
             let view = self.inner.view.lock().expect("view lock");

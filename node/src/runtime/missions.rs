@@ -84,7 +84,12 @@ impl Node {
     pub(super) async fn scheduling_loop(self) {
         while !self.is_stopped() {
             let woken = self.inner.wake.notified();
-            let nap = self.inner.env.sleep(ROUND_PERIOD);
+            // A node that does not lead only wakes when it becomes leader.
+            let nap = self.inner.env.sleep(if self.is_leader() {
+                ROUND_PERIOD
+            } else {
+                self.inner.heartbeat
+            });
             futures::future::select(Box::pin(woken), nap).await;
             let ready = self.is_leader()
                 && self

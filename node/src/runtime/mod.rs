@@ -115,6 +115,8 @@ struct LocalView {
     /// A leader replicated to us while we were a voter (see the election gate).
     voter_confirmed: bool,
     leaving: bool,
+    /// The advert last published.
+    last_advert: Option<NodeAdvert>,
 }
 
 /// A running node. Cheap to clone.
@@ -443,6 +445,22 @@ impl Node {
     /// Reads the applied replicated state.
     fn state<T>(&self, read: impl FnOnce(&coditect_consensus::MeshState) -> T) -> T {
         read(&self.inner.replica.read().expect("replica lock").state)
+    }
+
+    /// Reads this node's applied copy of the replicated state (empty outside
+    /// Raft membership); for checkers and tools.
+    pub fn with_state<T>(&self, read: impl FnOnce(&coditect_consensus::MeshState) -> T) -> T {
+        self.state(read)
+    }
+
+    /// Whether this node leads now.
+    pub fn leads(&self) -> bool {
+        self.is_leader()
+    }
+
+    /// The tasks this node holds (queued, running or reporting), by attempt.
+    pub fn held_tasks(&self) -> Vec<crate::messages::Held> {
+        self.holding()
     }
 
     /// Commits a membership change and waits for it.
@@ -1000,7 +1018,9 @@ impl Node {
         self.update_metrics(&metrics);
         self.track_leader(&metrics, leading, now);
         self.gate_elections(&metrics, now);
-        self.publish_advert();
+        // Adverts carry load and queued tasks: sent when they change, and at
+        // least every fourth tick so peers know the node is there.
+        self.publish_advert(tick.is_multiple_of(4));
         if leading {
             self.publish_leader_advert(&metrics);
             if tick.is_multiple_of(10) {
@@ -1031,8 +1051,6 @@ impl Node {
         metrics: &openraft::RaftMetrics<NodeId, MeshNode>,
         now: Duration,
     ) {
-        let connected: BTreeSet<PeerName> =
-            self.inner.network.connected_peers().into_iter().collect();
         let mut members: BTreeMap<PeerName, Vec<String>> = metrics
             .membership_config
             .membership()
@@ -1052,7 +1070,7 @@ impl Node {
         }
         let mut view = self.inner.view.lock().expect("view lock");
         for (peer, known) in members {
-            if connected.contains(&peer) {
+            if self.inner.network.is_connected(&peer) {
                 continue;
             }
             let due = view.member_dials.get(&peer).is_none_or(|at| now >= *at);
@@ -1105,6 +1123,8 @@ impl Node {
                 view.leader_since = Some(now);
                 view.heard.clear();
                 view.membership_change_in_flight = false;
+                // Scheduling starts now rather than at the next idle wake-up.
+                self.inner.wake.notify_one();
             }
             (false, Some(_)) => view.leader_since = None,
             _ => {}
@@ -1160,7 +1180,7 @@ impl Node {
         }
     }
 
-    fn publish_advert(&self) {
+    fn publish_advert(&self, even_if_unchanged: bool) {
         let advert = NodeAdvert {
             node_id: self.inner.node_id,
             peer_id: self.inner.peer_id.clone(),
@@ -1170,6 +1190,13 @@ impl Node {
             load: self.load(),
             queued: self.advertised_queue(),
         };
+        {
+            let mut view = self.inner.view.lock().expect("view lock");
+            if !even_if_unchanged && view.last_advert.as_ref() == Some(&advert) {
+                return;
+            }
+            view.last_advert = Some(advert.clone());
+        }
         if let Ok(bytes) = codec::encode(&advert) {
             self.inner.network.publish(ADVERT_TOPIC, bytes);
         }
@@ -1470,7 +1497,7 @@ impl Node {
     }
 
     fn reconnect_if_alone(&self, now: Duration) {
-        if !self.inner.network.connected_peers().is_empty() {
+        if self.inner.network.has_peers() {
             let mut view = self.inner.view.lock().expect("view lock");
             view.seed_backoff = Duration::from_millis(250);
             return;

@@ -1,0 +1,716 @@
+//! The harness: many real nodes (`coditect_node::runtime::Node` with real
+//! openraft, registry, placement, stealing and retries) in one process, on
+//! the simulated seams: [`SimEnv`] for time and randomness, the [`Bus`] for
+//! the network, `MemKv` for storage and [`SimRunner`] for task runs. It
+//! forms a mesh, submits a task workload, applies the seeded nemesis,
+//! samples every live node for the invariant checkers, heals everything for
+//! the last fifth of the run and then checks liveness and convergence.
+#![allow(clippy::disallowed_methods)] // the harness drives virtual time itself
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coditect_consensus::kv::{InjectedBug, KvStore, MemKv};
+use coditect_consensus::runtime::RaftContext;
+use coditect_consensus::{Capabilities, MeshState, NodeId, RaftTiming};
+use coditect_gossip::NetworkEvent;
+use coditect_memory::{codec, BlobStore};
+use coditect_node::datadir::node_id_for;
+use coditect_node::env::{Env, SharedEnv};
+use coditect_node::metrics::NodeMetrics;
+use coditect_node::mission::MissionFormat;
+use coditect_node::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest as _, Sha256};
+
+use crate::env::SimEnv;
+use crate::invariants::{self, Checker, Final, NodeObs, Observation};
+use crate::network::{Bus, LinkConfig};
+use crate::runner::{SimRunner, TaskModel};
+use crate::scenario::{schedule, Fault, Scenario};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Everything random derives from it.
+    pub seed: u64,
+    /// Nodes at the start.
+    pub nodes: usize,
+    /// What to exercise.
+    pub scenario: Scenario,
+    /// Virtual run time, seconds; the last fifth is fault-free.
+    pub virtual_secs: u64,
+    /// A deliberate bug, to prove the checkers catch it.
+    pub bug: Option<InjectedBug>,
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct SimOutcome {
+    /// Digest of the full event trace.
+    pub trace_hash: String,
+    /// Events in the trace.
+    pub trace_events: u64,
+    /// Checker name -> "ok" or the first violation.
+    pub invariants: Vec<(String, String)>,
+    /// Tasks submitted.
+    pub tasks_submitted: usize,
+    /// Tasks that ended succeeded (in the leader's state).
+    pub tasks_succeeded: usize,
+    /// Virtual ms from each leader loss to the next leader.
+    pub failovers: Vec<u64>,
+    /// The faults as they were applied, with virtual times.
+    pub fault_log: Vec<String>,
+    /// Nodes that existed during the run (joins included).
+    pub nodes_total: usize,
+}
+
+impl SimOutcome {
+    /// Whether every invariant held.
+    pub fn ok(&self) -> bool {
+        self.invariants.iter().all(|(_, verdict)| verdict == "ok")
+    }
+}
+
+/// Heartbeat of simulated nodes.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How often the harness samples nodes for the checkers.
+const SAMPLE_EVERY_MS: u64 = 100;
+/// How often replica digests are taken (they cost a full encode).
+const DIGEST_EVERY_MS: u64 = 2_000;
+/// The harness's time step.
+const STEP: Duration = Duration::from_millis(10);
+
+struct Slot {
+    name: String,
+    node_id: NodeId,
+    kv: MemKv,
+    blobs: BlobStore,
+    env: Arc<SimEnv>,
+    runner: Arc<SimRunner>,
+    node: Option<Node>,
+    seed: u64,
+    /// When to start it again, if it is down.
+    restart_at: Option<u64>,
+}
+
+/// A running simulation.
+pub struct Sim {
+    config: SimConfig,
+    bus: Bus,
+    slots: Vec<Slot>,
+    _scratch: tempfile::TempDir,
+    rng: ChaCha8Rng,
+    checkers: Vec<Box<dyn Checker>>,
+    fault_log: Vec<String>,
+    failovers: Vec<u64>,
+    /// (virtual ms of the leader loss, term then).
+    pending_failover: Option<(u64, u64)>,
+    submitted: BTreeMap<String, usize>,
+    heals: Vec<(u64, Heal)>,
+    blobs: BlobStore,
+    target_voters: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Heal {
+    Links,
+    Slow(usize),
+}
+
+fn peer_name(index: usize) -> String {
+    format!("sim-{index:04}")
+}
+
+fn address(name: &str) -> String {
+    format!("/sim/{name}")
+}
+
+impl Sim {
+    fn now_ms(&self) -> u64 {
+        self.slots[0].env.elapsed().as_millis() as u64
+    }
+
+    fn new_slot(&mut self, index: usize) -> Slot {
+        let name = peer_name(index);
+        let seed = self.rng.gen::<u64>();
+        let drift = self.rng.gen_range(-300i64..=300);
+        let slowdown = if self.config.scenario == Scenario::Steal && index == 1 {
+            8
+        } else {
+            1
+        };
+        let kv = MemKv::new();
+        if let Some(bug) = self.config.bug {
+            kv.inject_bug(bug);
+        }
+        // One store for every node: simulated tasks read no blobs, and
+        // submissions only need the built-in modules, stored once.
+        let blobs = self.blobs.clone();
+        Slot {
+            node_id: node_id_for(&name),
+            name,
+            kv,
+            blobs,
+            env: SimEnv::new(seed, drift),
+            runner: SimRunner::new(
+                seed,
+                TaskModel {
+                    min_ms: 50,
+                    max_ms: 600,
+                    slowdown,
+                },
+            ),
+            node: None,
+            seed,
+            restart_at: None,
+        }
+    }
+
+    /// Starts (or restarts, on its persisted state) the node in slot `index`.
+    async fn boot(&mut self, index: usize, initialize: bool) {
+        let slot = &self.slots[index];
+        let (network, mut unbounded) = self.bus.join(&slot.name);
+        let (events_tx, events) = tokio::sync::mpsc::channel::<NetworkEvent>(4096);
+        tokio::spawn(async move {
+            while let Some(event) = unbounded.recv().await {
+                if events_tx.send(event).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let network: Arc<dyn coditect_gossip::Network> = Arc::new(network);
+        let store: Arc<dyn KvStore> = Arc::new(slot.kv.clone());
+        let addresses = AddressBook::new();
+        let timing = RaftTiming::default();
+        let context = RaftContext::seeded(slot.seed ^ self.rng.gen::<u64>());
+        let (raft, state_machine) = coditect_consensus::start_raft(
+            slot.node_id,
+            &timing,
+            store,
+            Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
+            context,
+        )
+        .await
+        .expect("raft on memory storage");
+        let initialized = raft.is_initialized().await.unwrap_or(false);
+        let env: SharedEnv = slot.env.clone();
+        let seeds = if index == 0 {
+            Vec::new()
+        } else {
+            vec![format!(
+                "{}/p2p/{}",
+                address(&self.slots[0].name),
+                self.slots[0].name
+            )]
+        };
+        let node = Node::start(
+            NodeParts {
+                env,
+                network,
+                raft,
+                replica: state_machine.shared_state(),
+                node_id: slot.node_id,
+                name: slot.name.clone(),
+                capabilities: Capabilities {
+                    cores: 2,
+                    memory_mb: 4096,
+                    slots: 2,
+                    version: "sim".into(),
+                    wasm: true,
+                    wasm_limits: None,
+                    tags: BTreeMap::new(),
+                },
+                target_voters: self.target_voters,
+                voter_grace: Duration::from_secs(10),
+                heartbeat: HEARTBEAT,
+                election_timeout_max: Duration::from_millis(timing.election_timeout_max_ms),
+                seeds,
+                elect_at_start: !initialized,
+                addresses,
+                blobs: slot.blobs.clone(),
+                metrics: NodeMetrics::register(&prometheus::Registry::new()).expect("metrics"),
+                runner: slot.runner.clone(),
+                agents: Default::default(),
+                lease: HEARTBEAT * 12,
+                queue_depth: 2,
+                steal: true,
+            },
+            events,
+        );
+        node.add_listen_addr(address(&slot.name));
+        if initialize && !initialized {
+            node.initialize_mesh()
+                .await
+                .expect("the first node initializes the mesh");
+        }
+        self.slots[index].node = Some(node);
+        self.slots[index].restart_at = None;
+    }
+
+    /// Kills the node in slot `index` (unsynced writes are lost).
+    async fn kill(&mut self, index: usize, down_ms: u64) {
+        let now = self.now_ms();
+        let slot = &mut self.slots[index];
+        let Some(node) = slot.node.take() else {
+            return;
+        };
+        self.bus.crash(&slot.name);
+        node.stop().await;
+        slot.kv.crash();
+        slot.restart_at = Some(now + down_ms);
+    }
+
+    fn live(&self) -> impl Iterator<Item = (usize, &Node)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.node.as_ref().map(|n| (i, n)))
+    }
+
+    /// The index of the node that leads now (Raft state Leader), if one does.
+    fn leader_index(&self) -> Option<usize> {
+        self.live()
+            .filter(|(_, node)| node.leads())
+            .max_by_key(|(_, node)| node.raft().metrics().borrow().current_term)
+            .map(|(i, _)| i)
+    }
+
+    fn sample(&self, at_ms: u64, with_digests: bool) -> Vec<NodeObs> {
+        self.live()
+            .map(|(i, node)| {
+                let metrics = node.raft().metrics().borrow().clone();
+                let membership = metrics.membership_config.membership();
+                let member = membership.get_node(&node.node_id()).is_some();
+                let applied = metrics.last_applied.map(|id| (id.leader_id.term, id.index));
+                let (digest, max_results) = node.with_state(|state| {
+                    let max_results = state
+                        .missions
+                        .values()
+                        .flat_map(|m| m.tasks.values())
+                        .map(|t| t.results_committed)
+                        .max()
+                        .unwrap_or(0);
+                    let digest = (with_digests && member).then(|| {
+                        let bytes = codec::encode(state).expect("state encodes");
+                        (
+                            applied.map(|(_, index)| index).unwrap_or(0),
+                            hex::encode(Sha256::digest(&bytes)),
+                        )
+                    });
+                    (digest, max_results)
+                });
+                let _ = at_ms;
+                NodeObs {
+                    name: self.slots[i].name.clone(),
+                    node_id: node.node_id(),
+                    state: metrics.state,
+                    term: metrics.current_term,
+                    leader: metrics.current_leader,
+                    applied,
+                    voters: membership.voter_ids().collect(),
+                    learners: membership.learner_ids().collect(),
+                    member,
+                    held: node.held_tasks(),
+                    digest,
+                    max_results_per_task: max_results,
+                }
+            })
+            .collect()
+    }
+
+    fn note_sample(&self, at_ms: u64, nodes: &[NodeObs]) {
+        let mut line = format!("sample {at_ms}");
+        for node in nodes {
+            line.push_str(&format!(
+                " {}:{:?}:{}:{:?}",
+                node.name, node.state, node.term, node.applied
+            ));
+        }
+        self.bus.note(&line);
+    }
+
+    async fn wait_formed(&mut self, limit_ms: u64) -> bool {
+        let want = self.target_voters.min(self.slots.len());
+        let deadline = self.now_ms() + limit_ms;
+        while self.now_ms() < deadline {
+            if let Some(leader) = self.leader_index() {
+                let node = self.slots[leader].node.as_ref().expect("leader is live");
+                let voters = node
+                    .raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .count();
+                let registered = node.with_state(|s| s.nodes.len());
+                if voters == want && registered == self.slots.len() {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// A mission of `count` modelled tasks with layered dependencies.
+    fn mission_text(&self, wave: usize, count: usize) -> String {
+        let mut text = format!("name = \"wave {wave}\"\n");
+        for i in 0..count {
+            text.push_str(&format!(
+                "[[task]]\nid = \"t{i:04}\"\nmodule = \"builtin:noop\"\n"
+            ));
+            if i >= 8 {
+                text.push_str(&format!("needs = [\"t{:04}\"]\n", i - 8));
+            }
+        }
+        text
+    }
+
+    async fn submit(&mut self, wave: usize, count: usize) {
+        let text = self.mission_text(wave, count);
+        // Through any live node, as a client would; retried until accepted.
+        for _ in 0..50 {
+            let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
+            if live.is_empty() {
+                break;
+            }
+            let index = live[self.rng.gen_range(0..live.len())];
+            let node = self.slots[index].node.clone().expect("live");
+            match node.submit_mission(&text, MissionFormat::Toml).await {
+                Ok(id) => {
+                    self.bus.note(&format!("submitted {id} ({count} tasks)"));
+                    self.submitted.insert(id, count);
+                    return;
+                }
+                Err(error) => {
+                    self.bus.note(&format!("submission refused: {error:?}"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        self.fault_log.push(format!(
+            "wave {wave} ({count} tasks) could not be submitted"
+        ));
+    }
+
+    async fn apply(&mut self, at: u64, fault: Fault) {
+        let leader = self.leader_index();
+        let text = match &fault {
+            Fault::KillLeader { down_ms } => match leader {
+                Some(index) => {
+                    let term = self.slots[index]
+                        .node
+                        .as_ref()
+                        .map(|n| n.raft().metrics().borrow().current_term)
+                        .unwrap_or(0);
+                    self.pending_failover.get_or_insert((at, term));
+                    self.kill(index, *down_ms).await;
+                    format!("kill leader {} for {down_ms} ms", self.slots[index].name)
+                }
+                None => "kill the leader: no leader now, skipped".to_string(),
+            },
+            Fault::Kill { node, down_ms } => {
+                let index = node % self.slots.len();
+                if Some(index) == leader {
+                    let term = self.slots[index]
+                        .node
+                        .as_ref()
+                        .map(|n| n.raft().metrics().borrow().current_term)
+                        .unwrap_or(0);
+                    self.pending_failover.get_or_insert((at, term));
+                }
+                self.kill(index, *down_ms).await;
+                format!("kill {} for {down_ms} ms", self.slots[index].name)
+            }
+            Fault::IsolateLeader { ms } => match leader {
+                Some(index) => {
+                    let term = self.slots[index]
+                        .node
+                        .as_ref()
+                        .map(|n| n.raft().metrics().borrow().current_term)
+                        .unwrap_or(0);
+                    self.pending_failover.get_or_insert((at, term));
+                    self.bus.isolate(&self.slots[index].name);
+                    self.heals.push((at + ms, Heal::Links));
+                    format!("isolate leader {} for {ms} ms", self.slots[index].name)
+                }
+                None => "isolate the leader: no leader now, skipped".to_string(),
+            },
+            Fault::Split { minority, ms } => {
+                let names: Vec<String> = self.slots.iter().map(|s| s.name.clone()).collect();
+                let side_a: Vec<&str> = minority
+                    .iter()
+                    .map(|i| names[i % names.len()].as_str())
+                    .collect();
+                let side_b: Vec<&str> = names
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| !side_a.contains(n))
+                    .collect();
+                self.bus.partition(&side_a, &side_b);
+                self.heals.push((at + ms, Heal::Links));
+                format!("split {side_a:?} from the rest for {ms} ms")
+            }
+            Fault::OneWay { from, to, ms } => {
+                let from = &self.slots[from % self.slots.len()].name;
+                let to = &self.slots[to % self.slots.len()].name;
+                self.bus.cut_one_way(from, to);
+                self.heals.push((at + ms, Heal::Links));
+                format!("drop {from} -> {to} for {ms} ms")
+            }
+            Fault::SlowLinks { node, extra_ms, ms } => {
+                let index = node % self.slots.len();
+                self.bus.slow(&self.slots[index].name, *extra_ms);
+                self.heals.push((at + ms, Heal::Slow(index)));
+                format!(
+                    "slow {}'s links by {extra_ms} ms for {ms} ms",
+                    self.slots[index].name
+                )
+            }
+            Fault::Join => {
+                let index = self.slots.len();
+                let slot = self.new_slot(index);
+                self.slots.push(slot);
+                self.boot(index, false).await;
+                format!("{} joins", self.slots[index].name)
+            }
+            Fault::Leave { node, down_ms } => {
+                let index = node % self.slots.len();
+                match self.slots[index].node.take() {
+                    Some(leaving) => {
+                        // Drain as on SIGTERM, within a grace period.
+                        leaving.drain(Duration::from_secs(3)).await;
+                        self.bus.crash(&self.slots[index].name);
+                        self.slots[index].restart_at = Some(self.now_ms() + down_ms);
+                        format!(
+                            "{} drains and leaves for {down_ms} ms",
+                            self.slots[index].name
+                        )
+                    }
+                    None => format!("{} would leave but is down", self.slots[index].name),
+                }
+            }
+        };
+        let line = format!("t={:.1}s {text}", at as f64 / 1000.0);
+        self.bus.note(&line);
+        self.fault_log.push(line);
+    }
+
+    async fn restart_due(&mut self, now: u64) {
+        for index in 0..self.slots.len() {
+            if self.slots[index].restart_at.is_some_and(|at| at <= now) {
+                self.boot(index, false).await;
+                let line = format!(
+                    "t={:.1}s {} restarts on its persisted state",
+                    now as f64 / 1000.0,
+                    self.slots[index].name
+                );
+                self.bus.note(&line);
+                self.fault_log.push(line);
+            }
+        }
+    }
+
+    fn heal_due(&mut self, now: u64) {
+        let (due, later): (Vec<_>, Vec<_>) = self.heals.drain(..).partition(|(at, _)| *at <= now);
+        self.heals = later;
+        for (_, heal) in due {
+            match heal {
+                Heal::Links => self.bus.heal(),
+                Heal::Slow(index) => self.bus.slow(&self.slots[index].name, 0),
+            }
+        }
+    }
+
+    fn track_failover(&mut self, now: u64) {
+        let Some((lost_at, old_term)) = self.pending_failover else {
+            return;
+        };
+        let new_leader = self.live().any(|(_, node)| {
+            node.leads() && node.raft().metrics().borrow().current_term > old_term
+        });
+        if new_leader {
+            self.failovers.push(now - lost_at);
+            self.bus
+                .note(&format!("new leader {} ms after the loss", now - lost_at));
+            self.pending_failover = None;
+        }
+    }
+}
+
+/// Runs one simulation to its end. Must be called outside any tokio runtime:
+/// it builds its own (one thread, paused time, seeded scheduler).
+pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome {
+    let runtime = crate::runtime(config.seed).expect("tokio runtime");
+    runtime.block_on(async move {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let bus = Bus::new(rng.gen(), LinkConfig::default());
+        let scratch = tempfile::tempdir().expect("scratch dir");
+        let blobs = BlobStore::open(scratch.path().join("blobs"), 1 << 20)
+            .expect("blob store in the scratch dir");
+        coditect_node::builtin::seed(&blobs).expect("built-in modules");
+        let mut sim = Sim {
+            bus,
+            slots: Vec::new(),
+            blobs,
+            _scratch: scratch,
+            rng,
+            checkers: invariants::all(),
+            fault_log: Vec::new(),
+            failovers: Vec::new(),
+            pending_failover: None,
+            submitted: BTreeMap::new(),
+            heals: Vec::new(),
+            target_voters: 3,
+            config: config.clone(),
+        };
+        for index in 0..config.nodes.max(1) {
+            let slot = sim.new_slot(index);
+            sim.slots.push(slot);
+        }
+        sim.boot(0, true).await;
+        for index in 1..sim.slots.len() {
+            sim.boot(index, false).await;
+        }
+        let virtual_ms = config.virtual_secs.max(5) * 1000;
+        let formed = sim.wait_formed(30_000).await;
+        if !formed {
+            sim.fault_log
+                .push("the mesh did not form within 30 virtual seconds".into());
+        }
+        let faults = schedule(config.scenario, config.seed, config.nodes, virtual_ms);
+        // The workload: tasks proportional to nodes for `scale`, else a fixed
+        // amount, in waves over the fault phase.
+        let total_tasks = match config.scenario {
+            Scenario::Scale => config.nodes * 4,
+            _ => 40.max(config.nodes),
+        };
+        let waves = 4;
+        let wave_times: Vec<u64> = (0..waves)
+            .map(|w| sim.now_ms() + w as u64 * (virtual_ms * 3 / 5) / waves as u64)
+            .collect();
+        let mut next_wave = 0;
+        let mut next_fault = 0;
+        let mut next_sample = 0;
+        let mut next_digest = 0;
+        let recovery_at = virtual_ms * 4 / 5;
+        let mut recovered = false;
+        while sim.now_ms() < virtual_ms {
+            let now = sim.now_ms();
+            progress(now, virtual_ms);
+            while next_wave < waves && wave_times[next_wave] <= now {
+                let count = total_tasks / waves + usize::from(next_wave < total_tasks % waves);
+                sim.submit(next_wave, count.max(1)).await;
+                next_wave += 1;
+            }
+            while next_fault < faults.len() && faults[next_fault].0 <= now && now < recovery_at {
+                let (at, fault) = faults[next_fault].clone();
+                sim.apply(at, fault).await;
+                next_fault += 1;
+            }
+            if now >= recovery_at && !recovered {
+                recovered = true;
+                sim.bus.heal();
+                sim.heals.clear();
+                for slot in &mut sim.slots {
+                    if slot.node.is_none() {
+                        slot.restart_at = Some(now);
+                    }
+                }
+                let line = format!(
+                    "t={:.1}s recovery: every link healed, every node restarted",
+                    now as f64 / 1000.0
+                );
+                sim.bus.note(&line);
+                sim.fault_log.push(line);
+            }
+            sim.restart_due(sim.now_ms()).await;
+            sim.heal_due(sim.now_ms());
+            sim.track_failover(sim.now_ms());
+            let now = sim.now_ms();
+            if now >= next_sample {
+                let digests = now >= next_digest;
+                if digests {
+                    next_digest = now + DIGEST_EVERY_MS;
+                }
+                let nodes = sim.sample(now, digests);
+                sim.note_sample(now, &nodes);
+                let observation = Observation {
+                    at_ms: now,
+                    nodes: &nodes,
+                };
+                for checker in &mut sim.checkers {
+                    checker.observe(&observation);
+                }
+                next_sample = now + SAMPLE_EVERY_MS;
+            }
+            tokio::time::sleep(STEP).await;
+        }
+        progress(virtual_ms, virtual_ms);
+        // The end: every checker sees the final state.
+        let end_at = sim.now_ms();
+        let nodes = sim.sample(end_at, true);
+        sim.note_sample(end_at, &nodes);
+        let leader_state: Option<MeshState> = sim
+            .leader_index()
+            .and_then(|i| sim.slots[i].node.as_ref())
+            .map(|node| node.with_state(|s| s.clone()));
+        let live: Vec<NodeId> = sim.live().map(|(_, n)| n.node_id()).collect();
+        let observation = Observation {
+            at_ms: end_at,
+            nodes: &nodes,
+        };
+        let end = Final {
+            nodes: &nodes,
+            leader_state: leader_state.as_ref(),
+            target_voters: sim.target_voters,
+            live,
+            submitted: &sim.submitted,
+        };
+        for checker in &mut sim.checkers {
+            checker.observe(&observation);
+            checker.finish(&end);
+        }
+        let invariants = sim
+            .checkers
+            .iter()
+            .map(|c| {
+                (
+                    c.name().to_string(),
+                    c.violation()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| "ok".into()),
+                )
+            })
+            .collect();
+        let tasks_succeeded = leader_state
+            .as_ref()
+            .map(|state| {
+                sim.submitted
+                    .keys()
+                    .filter_map(|id| state.missions.get(id))
+                    .flat_map(|m| m.tasks.values())
+                    .filter(|t| t.state == coditect_consensus::mission::TaskState::Succeeded)
+                    .count()
+            })
+            .unwrap_or(0);
+        for (_, node) in sim.live() {
+            node.stop().await;
+        }
+        let outcome = SimOutcome {
+            trace_hash: sim.bus.trace_hash(),
+            trace_events: sim.bus.events(),
+            invariants,
+            tasks_submitted: sim.submitted.values().sum(),
+            tasks_succeeded,
+            failovers: sim.failovers.clone(),
+            fault_log: sim.fault_log.clone(),
+            nodes_total: sim.slots.len(),
+        };
+        outcome
+    })
+}
