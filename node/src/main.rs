@@ -73,6 +73,13 @@ enum Commands {
         #[arg(long, default_value = "http://127.0.0.1:7070")]
         api: String,
     },
+    /// Deterministic simulation of many nodes (runs `coditect-sim`, installed beside this binary)
+    #[command(disable_help_flag = true)]
+    Sim {
+        /// --nodes N --seed S --scenario NAME --virtual-secs T --report FILE (see `coditect sim --help`)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run one wasm module (.wasm or .wat) locally in the sandbox the mesh uses
     RunTask(run_task::RunTaskArgs),
     /// Measure the mesh (results go into BENCHMARKS.md)
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
         Commands::Retry { id, api } => runtime.block_on(client::control(&api, &id, true)),
         Commands::RunTask(args) => run_task::run(args),
         Commands::Bench(command) => runtime.block_on(bench::run(command)).map(|()| 0),
+        Commands::Sim { args } => sim(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -134,4 +142,28 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `coditect sim`: the simulation lives in its own binary, `coditect-sim`
+/// (the simulation crate depends on this one, so it cannot be linked in);
+/// it is found beside this executable, else on `PATH`.
+fn sim(args: &[String]) -> Result<u8, NodeError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("coditect-sim")))
+        .filter(|path| path.is_file());
+    let program = beside.unwrap_or_else(|| std::path::PathBuf::from("coditect-sim"));
+    let status = std::process::Command::new(&program)
+        .args(args)
+        .status()
+        .map_err(|error| {
+            NodeError::Failed(format!(
+                "cannot run {} (build it with `cargo build -p coditect-simulation`): {error}",
+                program.display()
+            ))
+        })?;
+    Ok(status
+        .code()
+        .map(|code| code.clamp(0, 255) as u8)
+        .unwrap_or(1))
 }

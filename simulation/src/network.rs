@@ -58,6 +58,32 @@ struct BusInner {
     sends: u64,
     /// Extra one-way latency of every message to or from a peer, ms.
     slow: BTreeMap<PeerName, u64>,
+    /// Messages in flight, by (delivery time, sequence): one driver task
+    /// delivers them, instead of a task and a timer per message.
+    in_flight:
+        BTreeMap<(tokio::time::Instant, u64), (mpsc::UnboundedSender<NetworkEvent>, NetworkEvent)>,
+    next_seq: u64,
+    /// Wakes the driver when an earlier delivery is queued.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// One copy's delay: loss, duplication and latency drawn from the RNG with
+/// integer arithmetic only, so any machine agrees.
+fn draw_delays(rng: &mut ChaCha8Rng, link: LinkConfig, extra: u64) -> ([u64; 2], usize) {
+    if rng.next_u64() % 1000 < link.loss_per_mille {
+        return ([0, 0], 0);
+    }
+    let copies = if rng.next_u64() % 1000 < link.duplicate_per_mille {
+        2
+    } else {
+        1
+    };
+    let span = link.latency_max_ms.saturating_sub(link.latency_min_ms) + 1;
+    let mut delays = [0u64; 2];
+    for delay in delays.iter_mut().take(copies) {
+        *delay = link.latency_min_ms + extra + rng.next_u64() % span;
+    }
+    (delays, copies)
 }
 
 impl BusInner {
@@ -91,25 +117,64 @@ impl BusInner {
     }
 
     /// How many copies of a message arrive (0 lost, 1, or 2 duplicated) and
-    /// after how long each. Integer arithmetic only, so any machine agrees.
+    /// after how long each.
     fn fate(&mut self, from: &str, to: &str) -> Vec<Duration> {
-        let link = self.link;
-        let extra =
-            self.slow.get(from).copied().unwrap_or(0) + self.slow.get(to).copied().unwrap_or(0);
-        if self.rng.next_u64() % 1000 < link.loss_per_mille {
-            return Vec::new();
-        }
-        let copies = if self.rng.next_u64() % 1000 < link.duplicate_per_mille {
-            2
-        } else {
-            1
-        };
-        (0..copies)
-            .map(|_| {
-                let span = link.latency_max_ms.saturating_sub(link.latency_min_ms) + 1;
-                Duration::from_millis(link.latency_min_ms + extra + self.rng.next_u64() % span)
-            })
+        let extra = self.extra(from, to);
+        let (delays, copies) = draw_delays(&mut self.rng, self.link, extra);
+        delays[..copies]
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
             .collect()
+    }
+
+    fn extra(&self, from: &str, to: &str) -> u64 {
+        if self.slow.is_empty() {
+            return 0;
+        }
+        self.slow.get(from).copied().unwrap_or(0) + self.slow.get(to).copied().unwrap_or(0)
+    }
+
+    /// Queues `event` for delivery to `to` after `delay`.
+    fn deliver(
+        &mut self,
+        to: mpsc::UnboundedSender<NetworkEvent>,
+        event: NetworkEvent,
+        delay: Duration,
+    ) {
+        let due = tokio::time::Instant::now() + delay;
+        let earliest = self.in_flight.keys().next().map(|(at, _)| *at);
+        self.next_seq += 1;
+        self.in_flight.insert((due, self.next_seq), (to, event));
+        if earliest.is_none_or(|at| due < at) {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Delivers queued messages at their time, in (time, sequence) order.
+async fn drive(bus: std::sync::Weak<Mutex<BusInner>>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        let next = {
+            let Some(bus) = bus.upgrade() else { return };
+            let mut inner = bus.lock().expect("bus lock");
+            let now = tokio::time::Instant::now();
+            while let Some(entry) = inner.in_flight.first_entry() {
+                if entry.key().0 > now {
+                    break;
+                }
+                let (to, event) = entry.remove();
+                let _ = to.send(event);
+            }
+            inner.in_flight.keys().next().map(|(at, _)| *at)
+        };
+        match next {
+            Some(at) => {
+                let woken = wake.notified();
+                futures::future::select(Box::pin(woken), Box::pin(tokio::time::sleep_until(at)))
+                    .await;
+            }
+            None => wake.notified().await,
+        }
     }
 }
 
@@ -120,7 +185,8 @@ pub struct Bus(Arc<Mutex<BusInner>>);
 impl Bus {
     /// A bus whose randomness comes from `seed`.
     pub fn new(seed: u64, link: LinkConfig) -> Bus {
-        Bus(Arc::new(Mutex::new(BusInner {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let bus = Bus(Arc::new(Mutex::new(BusInner {
             rng: ChaCha8Rng::seed_from_u64(seed),
             link,
             nodes: BTreeMap::new(),
@@ -128,7 +194,12 @@ impl Bus {
             trace: Sha256::new(),
             sends: 0,
             slow: BTreeMap::new(),
-        })))
+            in_flight: BTreeMap::new(),
+            next_seq: 0,
+            wake: wake.clone(),
+        })));
+        tokio::spawn(drive(Arc::downgrade(&bus.0), wake));
+        bus
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BusInner> {
@@ -256,30 +327,47 @@ impl Network for SimNetwork {
     }
 
     fn publish(&self, topic: &str, data: Vec<u8>) {
-        let mut inner = self.bus.lock();
-        let targets: Vec<(PeerName, mpsc::UnboundedSender<NetworkEvent>)> = inner
+        let mut guard = self.bus.lock();
+        let inner = &mut *guard;
+        if !inner.nodes.get(&self.me).is_some_and(|slot| slot.up) {
+            return;
+        }
+        let my_cuts = inner.cuts.get(&self.me).cloned();
+        let targets: Vec<(&PeerName, &Slot)> = inner
             .nodes
             .iter()
-            .filter(|(peer, _)| **peer != self.me)
-            .map(|(peer, slot)| (peer.clone(), slot.events.clone()))
+            .filter(|(peer, slot)| {
+                slot.up
+                    && **peer != self.me
+                    && !my_cuts.as_ref().is_some_and(|cut| cut.contains(*peer))
+            })
             .collect();
-        for (peer, events) in targets {
-            if !inner.passes(&self.me, &peer) {
-                continue;
+        let mut deliveries = Vec::with_capacity(targets.len());
+        for (peer, slot) in targets {
+            inner.trace.update([b'p']);
+            inner.trace.update(self.me.as_bytes());
+            inner.trace.update([0]);
+            inner.trace.update(peer.as_bytes());
+            inner.trace.update((data.len() as u64).to_le_bytes());
+            inner.sends += 1;
+            let extra = if inner.slow.is_empty() {
+                0
+            } else {
+                inner.slow.get(&self.me).copied().unwrap_or(0)
+                    + inner.slow.get(peer).copied().unwrap_or(0)
+            };
+            let (delays, copies) = draw_delays(&mut inner.rng, inner.link, extra);
+            for delay in &delays[..copies] {
+                deliveries.push((slot.events.clone(), Duration::from_millis(*delay)));
             }
-            inner.record_message(b'p', &self.me, &peer, data.len());
-            for delay in inner.fate(&self.me, &peer) {
-                let event = NetworkEvent::Message {
-                    from: self.me.clone(),
-                    topic: topic.to_string(),
-                    data: data.clone(),
-                };
-                let events = events.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = events.send(event);
-                });
-            }
+        }
+        for (events, delay) in deliveries {
+            let event = NetworkEvent::Message {
+                from: self.me.clone(),
+                topic: topic.to_string(),
+                data: data.clone(),
+            };
+            inner.deliver(events, event, delay);
         }
     }
 
@@ -321,10 +409,7 @@ impl Network for SimNetwork {
                             reply,
                         };
                         let delay = *delay;
-                        tokio::spawn(async move {
-                            tokio::time::sleep(delay).await;
-                            let _ = events.send(event);
-                        });
+                        inner.deliver(events, event, delay);
                         true
                     }
                     None => false,

@@ -401,6 +401,16 @@ impl Node {
         if thief.free_slots() == 0 || thief.queued > 0 {
             return;
         }
+        if self
+            .inner
+            .view
+            .lock()
+            .expect("view lock")
+            .adverts_with_queue
+            == 0
+        {
+            return;
+        }
         let fresh = self.inner.heartbeat * 8;
         let now = self.inner.env.elapsed();
         let (peers, hints): (Vec<PeerLoad>, BTreeMap<NodeId, LeaderHint>) = {

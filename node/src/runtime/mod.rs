@@ -117,6 +117,8 @@ struct LocalView {
     leaving: bool,
     /// The advert last published.
     last_advert: Option<NodeAdvert>,
+    /// How many of the adverts heard show queued tasks (nothing to steal at 0).
+    adverts_with_queue: usize,
 }
 
 /// A running node. Cheap to clone.
@@ -175,10 +177,14 @@ impl AddressBook {
         if addrs.is_empty() {
             return;
         }
-        self.0
-            .lock()
-            .expect("address book lock")
-            .insert(peer.to_string(), addrs.to_vec());
+        let mut book = self.0.lock().expect("address book lock");
+        match book.get_mut(peer) {
+            Some(known) if known.as_slice() == addrs => {}
+            Some(known) => *known = addrs.to_vec(),
+            None => {
+                book.insert(peer.to_string(), addrs.to_vec());
+            }
+        }
     }
 
     /// The book's addresses of `peer` first, then the `known` ones not among them.
@@ -698,7 +704,23 @@ impl Node {
                 }
                 self.inner.addresses.learn(from, &advert.addrs);
                 let mut view = self.inner.view.lock().expect("view lock");
-                view.adverts.insert(from.to_string(), (advert, now));
+                let queued = !advert.queued.is_empty();
+                let was_queued = match view.adverts.get_mut(from) {
+                    Some(entry) => {
+                        let was = !entry.0.queued.is_empty();
+                        *entry = (advert, now);
+                        was
+                    }
+                    None => {
+                        view.adverts.insert(from.to_string(), (advert, now));
+                        false
+                    }
+                };
+                match (was_queued, queued) {
+                    (false, true) => view.adverts_with_queue += 1,
+                    (true, false) => view.adverts_with_queue -= 1,
+                    _ => {}
+                }
             }
             LEADER_TOPIC => {
                 let Ok(advert) = codec::decode::<LeaderAdvert>(data) else {
@@ -1018,9 +1040,12 @@ impl Node {
         self.update_metrics(&metrics);
         self.track_leader(&metrics, leading, now);
         self.gate_elections(&metrics, now);
-        // Adverts carry load and queued tasks: sent when they change, and at
-        // least every fourth tick so peers know the node is there.
-        self.publish_advert(tick.is_multiple_of(4));
+        // Adverts carry load and queued tasks: sent when they change, else
+        // every 4th tick while tasks wait here (thieves need a fresh view)
+        // and every 16th when idle (peers only need to know the node is up;
+        // this bounds the all-to-all gossip of a large mesh).
+        let refresh = if self.load().queued > 0 { 4 } else { 16 };
+        self.publish_advert(tick.is_multiple_of(refresh));
         if leading {
             self.publish_leader_advert(&metrics);
             if tick.is_multiple_of(10) {

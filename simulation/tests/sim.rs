@@ -1,0 +1,207 @@
+//! The simulation's own tests: runs replay exactly from their seed (in two
+//! separate processes), a sweep of seeds keeps every invariant, and a
+//! deliberately injected storage bug is caught, so the checkers can fail.
+
+use std::process::Command;
+
+use coditect_consensus::kv::InjectedBug;
+use coditect_simulation::harness::{run, SimConfig, SimOutcome};
+use coditect_simulation::scenario::Scenario;
+
+fn config(seed: u64, nodes: usize, scenario: Scenario, virtual_secs: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        nodes,
+        scenario,
+        virtual_secs,
+        bug: None,
+    }
+}
+
+fn quiet_run(config: SimConfig) -> SimOutcome {
+    run(config, &mut |_, _| {})
+}
+
+fn broken(outcome: &SimOutcome) -> Vec<String> {
+    outcome
+        .invariants
+        .iter()
+        .filter(|(_, verdict)| verdict != "ok")
+        .map(|(name, verdict)| format!("{name}: {verdict}"))
+        .collect()
+}
+
+/// `coditect-sim` in a child process; returns (exit code, stdout, report JSON).
+fn sim_process(args: &[&str]) -> (i32, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_coditect-sim"))
+        .args(args)
+        .arg("--quiet")
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("run coditect-sim");
+    let json = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        json,
+    )
+}
+
+#[test]
+fn the_same_seed_gives_the_same_trace_in_two_processes() {
+    for (scenario, seed) in [("failover", "11"), ("partition", "12"), ("churn", "13")] {
+        let args = [
+            "--nodes",
+            "7",
+            "--seed",
+            seed,
+            "--scenario",
+            scenario,
+            "--virtual-secs",
+            "30",
+        ];
+        let (code_a, out_a, first) = sim_process(&args);
+        let (code_b, _, second) = sim_process(&args);
+        assert_eq!(code_a, 0, "{out_a}");
+        assert_eq!(code_b, 0);
+        let hash = first["trace_hash"].as_str().unwrap();
+        assert_eq!(hash.len(), 64, "{first}");
+        assert_eq!(Some(hash), second["trace_hash"].as_str(), "{scenario}");
+        assert_eq!(first["tasks_submitted"], second["tasks_submitted"]);
+        assert_eq!(first["failovers"], second["failovers"]);
+        // A different seed is a different run.
+        let mut other = args;
+        other[3] = "99";
+        let (_, _, third) = sim_process(&other);
+        assert_ne!(third["trace_hash"], first["trace_hash"], "{scenario}");
+    }
+}
+
+#[test]
+fn the_report_has_every_field_of_the_interface() {
+    let (code, stdout, report) = sim_process(&[
+        "--nodes",
+        "5",
+        "--seed",
+        "3",
+        "--scenario",
+        "failover",
+        "--virtual-secs",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{stdout}");
+    for key in [
+        "seed",
+        "nodes",
+        "scenario",
+        "virtual_secs",
+        "trace_hash",
+        "invariants",
+        "tasks_submitted",
+        "tasks_succeeded",
+        "failovers",
+        "wall_ms",
+    ] {
+        assert!(!report[key].is_null(), "{key} missing from {report}");
+    }
+    assert_eq!(report["seed"], 3);
+    assert_eq!(report["scenario"], "failover");
+    let invariants = report["invariants"].as_object().unwrap();
+    assert_eq!(invariants.len(), 6, "{report}");
+    assert!(invariants.values().all(|v| v == "ok"), "{report}");
+    assert_eq!(report["tasks_submitted"], report["tasks_succeeded"]);
+    assert!(!report["failovers"].as_array().unwrap().is_empty());
+    assert!(stdout.contains("invariants:"), "{stdout}");
+}
+
+#[test]
+fn a_sweep_of_seeds_keeps_every_invariant() {
+    let mut failures = Vec::new();
+    for seed in 0..32u64 {
+        for scenario in [Scenario::Failover, Scenario::Partition] {
+            let outcome = quiet_run(config(seed, 7, scenario, 40));
+            let broken = broken(&outcome);
+            if !broken.is_empty() || outcome.tasks_submitted == 0 {
+                failures.push(format!(
+                    "coditect sim --nodes 7 --seed {seed} --scenario {scenario} --virtual-secs 40: {broken:?}"
+                ));
+            }
+        }
+    }
+    for seed in 0..8u64 {
+        for scenario in [Scenario::Churn, Scenario::Scale, Scenario::Steal] {
+            let outcome = quiet_run(config(seed, 7, scenario, 40));
+            let broken = broken(&outcome);
+            if !broken.is_empty() {
+                failures.push(format!(
+                    "coditect sim --nodes 7 --seed {seed} --scenario {scenario} --virtual-secs 40: {broken:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn an_injected_storage_bug_is_caught_and_the_run_exits_one() {
+    let mut caught = 0;
+    for seed in 0..4u64 {
+        let mut with_bug = config(seed, 5, Scenario::Failover, 30);
+        with_bug.bug = Some(InjectedBug::ForgetStateWrites);
+        let outcome = quiet_run(with_bug);
+        let broken = broken(&outcome);
+        if broken.iter().any(|b| {
+            b.starts_with("committed_entries_never_change") || b.starts_with("replicas_converge")
+        }) {
+            caught += 1;
+        }
+        // The same seeds without the bug are clean.
+        assert!(broken_is_empty(seed), "seed {seed} fails without the bug");
+    }
+    assert_eq!(caught, 4, "the checkers missed the injected bug");
+    let (code, stdout, report) = sim_process(&[
+        "--nodes",
+        "5",
+        "--seed",
+        "1",
+        "--virtual-secs",
+        "30",
+        "--inject-bug",
+        "forget-state-writes",
+    ]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("coditect sim --nodes 5 --seed 1 --scenario failover --virtual-secs 30 --inject-bug forget-state-writes"),
+        "{stdout}"
+    );
+    assert_ne!(report["invariants"]["replicas_converge"], "ok", "{report}");
+}
+
+fn broken_is_empty(seed: u64) -> bool {
+    broken(&quiet_run(config(seed, 5, Scenario::Failover, 30))).is_empty()
+}
+
+#[test]
+fn bad_arguments_exit_two_with_one_line() {
+    for args in [
+        &["--scenario", "chaos"][..],
+        &["--nodes", "0"][..],
+        &["--virtual-secs", "1"][..],
+        &["--inject-bug", "nope"][..],
+        &["--bogus"][..],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_coditect-sim"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    }
+}
