@@ -8,7 +8,7 @@ keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 bash scripts/setup.sh
 source scripts/env.sh
-cargo build --locked -p coditect-node --bin coditect >&2
+cargo build --locked -p coditect-node --bin coditect -p coditect-simulation --bin coditect-sim >&2
 bin="$CODITECT_BIN"
 
 root=.mesh
@@ -66,6 +66,11 @@ echo
 echo "the fan-in task's report (GET /api/missions/$id/tasks/summarize/output/report.json):"
 curl -s "$api/api/missions/$id/tasks/summarize/output/report.json" | head -c 600
 echo
+
+echo
+echo "the deterministic simulation: 20 real nodes in one process, the leader killed"
+echo "again and again, 60 virtual seconds (replay any run with the same --seed):"
+"$bin" sim --nodes 20 --seed 7 --scenario failover --virtual-secs 60 --quiet | grep -v '^  t='
 
 if $keep; then
   echo

@@ -11,6 +11,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build the coditect binary for the black-box tests" >&2
-cargo build --locked -p coditect-node --bin coditect
+cargo build --locked -p coditect-node --bin coditect -p coditect-simulation --bin coditect-sim
 echo "== tests" >&2
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final "$@"

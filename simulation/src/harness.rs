@@ -65,6 +65,8 @@ pub struct SimOutcome {
     pub fault_log: Vec<String>,
     /// Nodes that existed during the run (joins included).
     pub nodes_total: usize,
+    /// Virtual ms from the first submission until every task had succeeded.
+    pub busy_virtual_ms: Option<u64>,
 }
 
 impl SimOutcome {
@@ -107,11 +109,25 @@ pub struct Sim {
     fault_log: Vec<String>,
     failovers: Vec<u64>,
     /// (virtual ms of the leader loss, term then).
-    pending_failover: Option<(u64, u64)>,
+    pending_failover: Option<PendingFailover>,
     submitted: BTreeMap<String, usize>,
     heals: Vec<(u64, Heal)>,
     blobs: BlobStore,
     target_voters: usize,
+}
+
+/// A leader loss waiting for leadership to come back.
+#[derive(Clone, Copy, Debug)]
+struct PendingFailover {
+    /// Virtual ms of the loss.
+    at: u64,
+    /// The lost leader's term.
+    term: u64,
+    /// The lost leader.
+    node: NodeId,
+    /// Killed (it may come back and resume its term) or cut off (it still
+    /// believes it leads, so only a higher term counts).
+    killed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -363,8 +379,11 @@ impl Sim {
             text.push_str(&format!(
                 "[[task]]\nid = \"t{i:04}\"\nmodule = \"builtin:noop\"\n"
             ));
-            if i >= 8 {
-                text.push_str(&format!("needs = [\"t{:04}\"]\n", i - 8));
+            // Chains as wide as the mesh's slots, so dependencies cross
+            // nodes without capping how many tasks can run at once.
+            let width = (self.slots.len() * 2).max(8);
+            if i >= width {
+                text.push_str(&format!("needs = [\"t{:04}\"]\n", i - width));
             }
         }
         text
@@ -407,7 +426,13 @@ impl Sim {
                         .as_ref()
                         .map(|n| n.raft().metrics().borrow().current_term)
                         .unwrap_or(0);
-                    self.pending_failover.get_or_insert((at, term));
+                    let node = self.slots[index].node_id;
+                    self.pending_failover.get_or_insert(PendingFailover {
+                        at,
+                        term,
+                        node,
+                        killed: true,
+                    });
                     self.kill(index, *down_ms).await;
                     format!("kill leader {} for {down_ms} ms", self.slots[index].name)
                 }
@@ -421,7 +446,13 @@ impl Sim {
                         .as_ref()
                         .map(|n| n.raft().metrics().borrow().current_term)
                         .unwrap_or(0);
-                    self.pending_failover.get_or_insert((at, term));
+                    let node = self.slots[index].node_id;
+                    self.pending_failover.get_or_insert(PendingFailover {
+                        at,
+                        term,
+                        node,
+                        killed: true,
+                    });
                 }
                 self.kill(index, *down_ms).await;
                 format!("kill {} for {down_ms} ms", self.slots[index].name)
@@ -433,7 +464,13 @@ impl Sim {
                         .as_ref()
                         .map(|n| n.raft().metrics().borrow().current_term)
                         .unwrap_or(0);
-                    self.pending_failover.get_or_insert((at, term));
+                    let node = self.slots[index].node_id;
+                    self.pending_failover.get_or_insert(PendingFailover {
+                        at,
+                        term,
+                        node,
+                        killed: false,
+                    });
                     self.bus.isolate(&self.slots[index].name);
                     self.heals.push((at + ms, Heal::Links));
                     format!("isolate leader {} for {ms} ms", self.slots[index].name)
@@ -526,12 +563,38 @@ impl Sim {
         }
     }
 
+    /// Tasks of the submitted missions that succeeded, in the leader's state.
+    fn succeeded_now(&self) -> usize {
+        let Some(leader) = self.leader_index() else {
+            return 0;
+        };
+        let node = self.slots[leader].node.as_ref().expect("leader is live");
+        node.with_state(|state| {
+            self.submitted
+                .keys()
+                .filter_map(|id| state.missions.get(id))
+                .map(|m| {
+                    m.tasks
+                        .values()
+                        .filter(|t| t.state == coditect_consensus::mission::TaskState::Succeeded)
+                        .count()
+                })
+                .sum()
+        })
+    }
+
     fn track_failover(&mut self, now: u64) {
-        let Some((lost_at, old_term)) = self.pending_failover else {
+        let Some(lost) = self.pending_failover else {
             return;
         };
+        let lost_at = lost.at;
+        // Leadership is back when a live node leads a later term, or the
+        // killed leader restarted and resumed its own term (openraft keeps a
+        // committed vote across restarts; followers that had not timed out
+        // yet simply follow it again).
         let new_leader = self.live().any(|(_, node)| {
-            node.leads() && node.raft().metrics().borrow().current_term > old_term
+            let term = node.raft().metrics().borrow().current_term;
+            node.leads() && (term > lost.term || (lost.killed && node.node_id() == lost.node))
         });
         if new_leader {
             self.failovers.push(now - lost_at);
@@ -585,11 +648,14 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
         let faults = schedule(config.scenario, config.seed, config.nodes, virtual_ms);
         // The workload: tasks proportional to nodes for `scale`, else a fixed
         // amount, in waves over the fault phase.
-        let total_tasks = match config.scenario {
-            Scenario::Scale => config.nodes * 4,
-            _ => 40.max(config.nodes),
+        // `scale` submits one burst of 20 tasks per node at the start, to
+        // measure tasks per virtual second; the others submit in waves.
+        let (total_tasks, waves) = match config.scenario {
+            Scenario::Scale => (config.nodes * 20, 1),
+            _ => (40.max(config.nodes), 4),
         };
-        let waves = 4;
+        let first_submit = sim.now_ms();
+        let mut all_done_at: Option<u64> = None;
         let wave_times: Vec<u64> = (0..waves)
             .map(|w| sim.now_ms() + w as u64 * (virtual_ms * 3 / 5) / waves as u64)
             .collect();
@@ -639,6 +705,12 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                 }
                 let nodes = sim.sample(now, digests);
                 sim.note_sample(now, &nodes);
+                if all_done_at.is_none() && next_wave == waves {
+                    let done = sim.succeeded_now();
+                    if done >= total_tasks {
+                        all_done_at = Some(now);
+                    }
+                }
                 let observation = Observation {
                     at_ms: now,
                     nodes: &nodes,
@@ -651,7 +723,28 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             tokio::time::sleep(STEP).await;
         }
         progress(virtual_ms, virtual_ms);
-        // The end: every checker sees the final state.
+        // The end: writes never stop (heartbeat batches), so give replication
+        // a moment to bring every member to the same applied index (up to 5
+        // virtual s), then every checker sees the final state.
+        let mut nodes = sim.sample(sim.now_ms(), false);
+        for _ in 0..500 {
+            let leader = nodes
+                .iter()
+                .find(|n| n.state == openraft::ServerState::Leader);
+            let settled = leader.is_some_and(|leader| {
+                nodes
+                    .iter()
+                    .filter(|n| {
+                        leader.voters.contains(&n.node_id) || leader.learners.contains(&n.node_id)
+                    })
+                    .all(|n| n.applied == leader.applied)
+            });
+            if settled {
+                break;
+            }
+            tokio::time::sleep(STEP).await;
+            nodes = sim.sample(sim.now_ms(), false);
+        }
         let end_at = sim.now_ms();
         let nodes = sim.sample(end_at, true);
         sim.note_sample(end_at, &nodes);
@@ -710,6 +803,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             failovers: sim.failovers.clone(),
             fault_log: sim.fault_log.clone(),
             nodes_total: sim.slots.len(),
+            busy_virtual_ms: all_done_at.map(|at| at - first_submit),
         };
         outcome
     })

@@ -92,6 +92,14 @@ fn main() -> ExitCode {
         virtual_secs: args.virtual_secs,
         bug,
     };
+    // Node logs, for digging into one run: CODITECT_LOG=coditect_node=info.
+    if let Ok(filter) = std::env::var("CODITECT_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .without_time()
+            .init();
+    }
     let started = Instant::now();
     let quiet = args.quiet;
     let mut last_shown = 0u64;

@@ -21,6 +21,10 @@ pub fn json(config: &SimConfig, outcome: &SimOutcome, wall_ms: u64) -> serde_jso
         "tasks_submitted": outcome.tasks_submitted,
         "tasks_succeeded": outcome.tasks_succeeded,
         "failovers": outcome.failovers,
+        "busy_virtual_ms": outcome.busy_virtual_ms,
+        "tasks_per_virtual_sec": outcome.busy_virtual_ms.filter(|ms| *ms > 0).map(|ms| {
+            (outcome.tasks_succeeded as f64 * 1000.0 / ms as f64 * 10.0).round() / 10.0
+        }),
         "faults": outcome.fault_log,
         "wall_ms": wall_ms,
         "injected_bug": config.bug.map(|bug| format!("{bug:?}")),
@@ -52,9 +56,17 @@ pub fn summary(config: &SimConfig, outcome: &SimOutcome, wall_ms: u64) -> String
         wall_ms as f64 / 1000.0
     ));
     out.push_str(&format!(
-        "tasks: {} submitted, {} succeeded\n",
+        "tasks: {} submitted, {} succeeded",
         outcome.tasks_submitted, outcome.tasks_succeeded
     ));
+    match outcome.busy_virtual_ms {
+        Some(ms) if ms > 0 => out.push_str(&format!(
+            ", all done {:.1} virtual s after the first submission ({:.1} tasks per virtual s)\n",
+            ms as f64 / 1000.0,
+            outcome.tasks_succeeded as f64 * 1000.0 / ms as f64
+        )),
+        _ => out.push('\n'),
+    }
     if !outcome.failovers.is_empty() {
         let mut sorted = outcome.failovers.clone();
         sorted.sort_unstable();
