@@ -549,17 +549,28 @@ impl MissionRecord {
     }
 
     /// A node lost its lease: its queued and running tasks go back to ready.
-    /// Running ones record a `lost_node` violation.
-    pub fn release_node(&mut self, node: NodeId, reason: &str, next_seq: &mut u64) -> usize {
+    /// Running ones record a `lost_node` violation and use up a run; one
+    /// that reaches `max_runs` fails (a task that keeps taking its node down
+    /// must not be placed forever), blocking its dependents.
+    pub fn release_node(
+        &mut self,
+        node: NodeId,
+        reason: &str,
+        max_runs: u32,
+        next_seq: &mut u64,
+    ) -> usize {
         if self.state != MissionState::Running {
             return 0;
         }
         let mut released = 0;
+        let mut failed = Vec::new();
         for (id, record) in self.tasks.iter_mut() {
             if record.owner != Some(node) {
                 continue;
             }
             self.dirty.0.insert(id.clone());
+            record.owner = None;
+            released += 1;
             if record.state == TaskState::Running {
                 record.violations.push(ViolationRecord {
                     attempt: record.attempt,
@@ -568,13 +579,24 @@ impl MissionRecord {
                     detail: reason.to_string(),
                 });
                 record.runs += 1;
+                if record.runs >= max_runs.max(1) {
+                    record.state = TaskState::Failed;
+                    record.reason = Some(format!(
+                        "out of attempts ({} of {}); last violation: lost_node: {reason}",
+                        record.runs,
+                        max_runs.max(1)
+                    ));
+                    failed.push(id.clone());
+                    continue;
+                }
             }
             record.state = TaskState::Ready;
-            record.owner = None;
             record.ready_seq = *next_seq;
             *next_seq += 1;
             record.reason = Some(format!("re-placed: {reason}"));
-            released += 1;
+        }
+        for id in failed {
+            self.settle_after(&id, next_seq);
         }
         released
     }
@@ -758,7 +780,7 @@ mod tests {
         mission.assign("a", 1, 0, 0).unwrap();
         mission.start("a", 1, 1).unwrap();
         assert_eq!(
-            mission.release_node(1, "node 1 stopped heartbeating", &mut seq),
+            mission.release_node(1, "node 1 stopped heartbeating", 3, &mut seq),
             1
         );
         let task = &mission.tasks["a"];
@@ -766,6 +788,33 @@ mod tests {
         assert_eq!(task.violations[0].kind, "lost_node");
         // The lost node's late result is stale.
         assert!(mission.complete("a", result(1, 1), &mut seq).is_err());
+    }
+
+    #[test]
+    fn a_task_that_keeps_losing_its_node_fails_and_blocks_its_dependents() {
+        let (mut mission, mut seq) = chain();
+        for (node, attempt) in [(1, 0), (2, 1), (3, 2)] {
+            mission.assign("a", node, attempt, 0).unwrap();
+            mission.start("a", node, attempt + 1).unwrap();
+            mission.release_node(node, "lost", 3, &mut seq);
+        }
+        let task = &mission.tasks["a"];
+        assert_eq!(task.state, TaskState::Failed);
+        assert_eq!(task.runs, 3);
+        assert!(task
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("out of attempts (3 of 3)"));
+        assert_eq!(mission.tasks["b"].state, TaskState::Blocked);
+        assert_eq!(mission.tasks["c"].state, TaskState::Blocked);
+        assert_eq!(mission.state, MissionState::Failed);
+        // A queued (never started) task is handed back without using a run.
+        let (mut other, mut seq) = chain();
+        other.assign("a", 1, 0, 0).unwrap();
+        other.release_node(1, "lost", 1, &mut seq);
+        assert_eq!(other.tasks["a"].state, TaskState::Ready);
+        assert_eq!(other.tasks["a"].runs, 0);
     }
 
     #[test]
@@ -860,7 +909,7 @@ mod tests {
                         None,
                         &mut seq,
                     ),
-                    Op::Release(n) => { mission.release_node(n, "lost", &mut seq); Ok(()) }
+                    Op::Release(n) => { mission.release_node(n, "lost", 3, &mut seq); Ok(()) }
                 };
                 // A refused transition changes nothing (apply relies on it).
                 if outcome.is_err() {

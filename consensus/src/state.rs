@@ -173,10 +173,14 @@ impl MeshState {
                     Ok(())
                 })
             }
-            Command::ReleaseNode { node, reason } => {
+            Command::ReleaseNode {
+                node,
+                reason,
+                max_runs,
+            } => {
                 let mut seq = self.next_ready_seq;
                 for (id, mission) in self.missions.iter_mut() {
-                    if mission.release_node(*node, reason, &mut seq) > 0 {
+                    if mission.release_node(*node, reason, *max_runs, &mut seq) > 0 {
                         touched.push(StateKey::Mission(id.clone()));
                         for task in std::mem::take(&mut mission.dirty.0) {
                             touched.push(StateKey::Task(id.clone(), task));

@@ -232,6 +232,8 @@ pub enum Command {
         node: NodeId,
         /// Why, for the tasks' history.
         reason: String,
+        /// A running task that has now used this many runs fails.
+        max_runs: u32,
     },
     /// Cancel a running mission.
     CancelMission {

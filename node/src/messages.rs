@@ -28,6 +28,8 @@ pub struct QueuedTask {
     pub ready_seq: u64,
     /// Capabilities it needs.
     pub requires: Vec<String>,
+    /// Nodes that must not take it (it failed there for node-specific reasons).
+    pub avoid: Vec<NodeId>,
 }
 
 /// What a user asks of a mission.

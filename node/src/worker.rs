@@ -58,6 +58,9 @@ pub struct Assignment {
     pub ready_seq: u64,
     /// Peers to ask first for its blobs: the leader, the dependencies' producers.
     pub sources: Vec<BlobHint>,
+    /// Nodes it failed on for node-specific reasons (thieves among them leave it).
+    #[serde(default)]
+    pub avoid: Vec<NodeId>,
 }
 
 /// How a run ended.
@@ -482,6 +485,7 @@ mod tests {
             deps: vec![("up".into(), vec![("data.txt".into(), dep, 5)])],
             ready_seq: 0,
             sources: vec![],
+            avoid: vec![],
         }
     }
 

@@ -33,7 +33,7 @@ pub use agents::{AgentConfig, AgentKind};
 pub use error::MissionError;
 pub use markdown::parse_markdown;
 pub use spec::{Expect, MissionSpec, ModuleRef, Priority, TaskSpec, BUILTIN_PREFIX};
-pub use submit::to_submissions;
+pub use submit::{check_submissions, to_submissions};
 pub use toml_format::parse_toml;
 pub use validate::{check_id, validate, ValidatedMission, MAX_ID_LEN};
 

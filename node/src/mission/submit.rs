@@ -10,7 +10,7 @@ use coditect_memory::{BlobStore, Digest};
 
 use super::error::MissionError;
 use super::spec::{ModuleRef, BUILTIN_PREFIX};
-use super::validate::ValidatedMission;
+use super::validate::{validate, ValidatedMission};
 
 /// The tasks of `mission` as submissions, in topological order. Input texts
 /// are stored in `blobs`; every digest named must already be there.
@@ -120,6 +120,48 @@ pub fn to_submissions(
     Ok(out)
 }
 
+/// The leader's own check of submissions it receives from a peer: the same
+/// graph rules as [`validate`] (ids, known dependencies, no cycle, limits,
+/// digests), so a mission that never went through a node's parser cannot
+/// leave tasks pending forever.
+pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), MissionError> {
+    let mut spec = super::spec::MissionSpec {
+        name: name.to_string(),
+        tasks: Vec::with_capacity(tasks.len()),
+    };
+    for task in tasks {
+        let module = ModuleRef::parse(&task.module).map_err(|e| MissionError::InvalidModule {
+            task: task.id.clone(),
+            module: task.module.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(module, ModuleRef::Digest(_)) {
+            return Err(MissionError::InvalidModule {
+                task: task.id.clone(),
+                module: task.module.clone(),
+                reason: "a submission names modules by digest".into(),
+            });
+        }
+        let mut spec_task = super::spec::TaskSpec::new(task.id.clone(), module);
+        spec_task.needs = task.needs.clone();
+        spec_task.requires = task.requires.clone();
+        spec_task.done = task.done;
+        spec_task.inputs = task
+            .inputs
+            .iter()
+            .map(|(path, digest)| format!("{path}={digest}"))
+            .collect();
+        spec_task.limits = coditect_sandbox::Limits {
+            fuel: task.limits.fuel,
+            memory_mb: task.limits.memory_mb,
+            timeout_ms: task.limits.timeout_ms,
+            output_mb: task.limits.output_mb,
+        };
+        spec.tasks.push(spec_task);
+    }
+    validate(&spec, None).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +202,25 @@ mod tests {
         );
         let input: Digest = tasks[1].input.as_ref().unwrap().parse().unwrap();
         assert_eq!(blobs.get(&input).unwrap().unwrap(), b"hello");
+    }
+
+    #[test]
+    fn the_leader_rechecks_the_graph_of_a_submission() {
+        let (_dir, blobs) = store();
+        let text = "[[task]]\nid = \"a\"\nmodule = \"builtin:noop\"\n[[task]]\nid = \"b\"\nmodule = \"builtin:noop\"\nneeds = [\"a\"]\n";
+        let mut tasks = convert(text, &blobs).unwrap();
+        assert!(check_submissions("m", &tasks).is_ok());
+        tasks[0].needs = vec!["b".into()];
+        let error = check_submissions("m", &tasks).unwrap_err().to_string();
+        assert!(error.contains("cycle"), "{error}");
+        tasks[0].needs = vec!["ghost".into()];
+        let error = check_submissions("m", &tasks).unwrap_err().to_string();
+        assert!(error.contains("ghost"), "{error}");
+        tasks[0].needs.clear();
+        tasks[1].id = "a".into();
+        let error = check_submissions("m", &tasks).unwrap_err().to_string();
+        assert!(error.contains("duplicate"), "{error}");
+        assert!(check_submissions("m", &[]).is_err());
     }
 
     #[test]

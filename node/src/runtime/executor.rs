@@ -85,13 +85,33 @@ impl ExecState {
                 priority: t.assignment.task.priority,
                 ready_seq: t.assignment.ready_seq,
                 requires: t.assignment.task.requires.clone(),
-                avoid_nodes: Default::default(),
+                avoid_nodes: t.assignment.avoid.iter().copied().collect(),
             })
             .collect();
         views.sort_by(|a, b| {
             (a.priority, a.ready_seq, &a.id).cmp(&(b.priority, b.ready_seq, &b.id))
         });
         views
+    }
+}
+
+/// Puts tasks still marked `Giving` back in the queue when a steal request
+/// ends, however it ends.
+struct GivingGuard {
+    node: Node,
+    tasks: Vec<(TaskId, u32)>,
+}
+
+impl Drop for GivingGuard {
+    fn drop(&mut self) {
+        let mut exec = self.node.inner.exec.lock().expect("exec lock");
+        for (id, attempt) in &self.tasks {
+            if let Some(task) = exec.tasks.get_mut(id) {
+                if task.assignment.attempt == *attempt && matches!(task.phase, Phase::Giving) {
+                    task.phase = Phase::Queued;
+                }
+            }
+        }
     }
 }
 
@@ -161,6 +181,7 @@ impl Node {
                 priority: view.priority,
                 ready_seq: view.ready_seq,
                 requires: view.requires,
+                avoid: view.avoid_nodes.into_iter().collect(),
             })
             .collect()
     }
@@ -435,7 +456,7 @@ impl Node {
                             priority: q.priority,
                             ready_seq: q.ready_seq,
                             requires: q.requires.clone(),
-                            avoid_nodes: Default::default(),
+                            avoid_nodes: q.avoid.iter().copied().collect(),
                         })
                         .collect(),
                     running: advert.load.running,
@@ -526,6 +547,16 @@ impl Node {
         if giving.is_empty() {
             return NodeResponse::Stolen(Vec::new());
         }
+        // If this request is dropped half way (the thief's deadline), the
+        // tasks must not stay `Giving` forever: the guard puts back whatever
+        // is still being given at the same attempt.
+        let guard = GivingGuard {
+            node: self.clone(),
+            tasks: giving
+                .iter()
+                .map(|a| (TaskId::new(a.mission.clone(), a.task.id.clone()), a.attempt))
+                .collect(),
+        };
         let held: Vec<Held> = giving
             .iter()
             .map(|a| Held {
@@ -555,6 +586,8 @@ impl Node {
                 None => vec![false; held.len()],
             }
         };
+        let mut committed = committed;
+        committed.resize(giving.len(), false);
         let mut given = Vec::new();
         {
             let mut exec = self.inner.exec.lock().expect("exec lock");
@@ -577,6 +610,7 @@ impl Node {
                 }
             }
         }
+        drop(guard);
         self.pump();
         NodeResponse::Stolen(given)
     }

@@ -147,21 +147,35 @@ impl Node {
             deps,
             ready_seq: record.ready_seq,
             sources,
+            avoid: task_view(&mission.id, record)
+                .avoid_nodes
+                .into_iter()
+                .collect(),
         }
     }
 
     /// One placement round: place, note reasons, take back lost nodes' tasks.
     async fn schedule_round(&self) {
+        if !self.caught_up() {
+            return;
+        }
         let now_ms = self.inner.env.now_ms();
         let now = self.inner.env.elapsed();
         let lease = self.inner.lease;
-        let (heard, since): (BTreeMap<NodeId, Duration>, Duration) = {
+        let (heard, since, draining): (BTreeMap<NodeId, Duration>, Duration, BTreeSet<NodeId>) = {
             let view = self.inner.view.lock().expect("view lock");
             (
                 view.heard.iter().map(|(id, (at, _))| (*id, *at)).collect(),
                 view.leader_since.unwrap_or(now),
+                // A node whose last heartbeat offers no slots is draining.
+                view.heard
+                    .iter()
+                    .filter(|(_, (_, load))| load.slots == 0)
+                    .map(|(id, _)| *id)
+                    .collect(),
             )
         };
+        let self_draining = self.load().slots == 0;
         let silent_for = |node: NodeId| -> Duration {
             if node == self.inner.node_id {
                 return Duration::ZERO;
@@ -228,6 +242,7 @@ impl Node {
                 releases.push(Command::ReleaseNode {
                     node: *owner,
                     reason: format!("node {owner} left the mesh"),
+                    max_runs: RetryPolicy::default().max_attempts,
                 });
             } else if silent > lease {
                 releases.push(Command::ReleaseNode {
@@ -236,6 +251,7 @@ impl Node {
                         "node {owner} stopped heartbeating ({} ms silent) and lost its lease",
                         silent.as_millis()
                     ),
+                    max_runs: RetryPolicy::default().max_attempts,
                 });
                 let mut sched = self.inner.sched.lock().expect("sched lock");
                 sched.breakers.entry(*owner).or_default().record_failure(
@@ -269,9 +285,13 @@ impl Node {
                 .filter(|(_, _, left)| !left)
                 .map(|(id, capabilities, _)| {
                     let (running, queued) = snapshot.holding.get(id).copied().unwrap_or_default();
+                    let mut capabilities = capabilities.clone();
+                    if draining.contains(id) || (*id == self.inner.node_id && self_draining) {
+                        capabilities.slots = 0;
+                    }
                     NodeView {
                         id: *id,
-                        capabilities: capabilities.clone(),
+                        capabilities,
                         running,
                         queued,
                         live: silent_for(*id) <= lease,
@@ -399,8 +419,29 @@ impl Node {
         }
     }
 
+    /// Whether the registry says Raft node `node` is libp2p peer `peer`
+    /// (a node may only speak for itself).
+    pub(super) fn node_is(&self, node: NodeId, peer: &str) -> bool {
+        if node == self.inner.node_id {
+            return peer == self.inner.peer_id;
+        }
+        self.state(|state| state.nodes.get(&node).is_some_and(|n| n.peer_id == peer))
+    }
+
+    /// Whether this leader has applied an entry of its own term, so its
+    /// state holds everything earlier leaders committed: until then it
+    /// neither schedules nor reconciles (a lagging state would revoke
+    /// valid work).
+    pub(super) fn caught_up(&self) -> bool {
+        let metrics = self.raft_metrics();
+        metrics.last_applied.map(|id| id.leader_id.term) == Some(metrics.current_term)
+    }
+
     /// Leader: what `node` should hold (from the state) against what it says it holds.
     pub(super) fn reconcile(&self, node: NodeId, holding: &[Held]) -> (Vec<Assignment>, Vec<Held>) {
+        if !self.caught_up() {
+            return (Vec::new(), Vec::new());
+        }
         let listed: BTreeMap<&TaskId, u32> = holding.iter().map(|h| (&h.id, h.attempt)).collect();
         self.state(|state| {
             let mut missing = Vec::new();
@@ -615,6 +656,8 @@ impl Node {
         name: String,
         tasks: Vec<TaskSubmission>,
     ) -> Result<String, SubmitError> {
+        crate::mission::check_submissions(&name, &tasks)
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let hints: Vec<BlobHint> = hint.into_iter().collect();
         let mut wanted: BTreeSet<String> = BTreeSet::new();
         for task in &tasks {

@@ -790,6 +790,14 @@ impl Node {
                         .get(&node_id)
                         .is_some_and(|node| node.peer_id == from && !node.left)
                 });
+                if !registered {
+                    // Not (yet) this peer's registered id: no tasks to reconcile.
+                    return NodeResponse::HeartbeatAck {
+                        registered,
+                        missing: Vec::new(),
+                        revoked: Vec::new(),
+                    };
+                }
                 let (missing, revoked) = self.reconcile(node_id, &holding);
                 self.commit_starts(node_id, running);
                 NodeResponse::HeartbeatAck {
@@ -840,18 +848,43 @@ impl Node {
                         leader: self.leader(),
                     };
                 }
+                if !self.node_is(node_id, from) {
+                    return NodeResponse::Error(format!("node {node_id} is not {from}"));
+                }
                 NodeResponse::Answers(self.on_reports(node_id, reports).await)
             }
             NodeRequest::StealAsk {
                 request,
                 capabilities,
-            } => self.on_steal_ask(request, capabilities).await,
-            NodeRequest::CommitSteal { from, to, tasks } => {
+            } => {
+                // The thief must be who it says: its advert ties id and peer.
+                let genuine = self
+                    .inner
+                    .view
+                    .lock()
+                    .expect("view lock")
+                    .adverts
+                    .get(from)
+                    .is_some_and(|(advert, _)| advert.node_id == request.thief);
+                if !genuine {
+                    return NodeResponse::Stolen(Vec::new());
+                }
+                self.on_steal_ask(request, capabilities).await
+            }
+            NodeRequest::CommitSteal {
+                from: victim,
+                to,
+                tasks,
+            } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
                         leader: self.leader(),
                     };
                 }
+                if !self.node_is(victim, from) {
+                    return NodeResponse::Error(format!("node {victim} is not {from}"));
+                }
+                let (from, to) = (victim, to);
                 NodeResponse::StealCommitted(self.commit_steal(from, to, &tasks).await)
             }
             NodeRequest::GetBlob {
