@@ -110,7 +110,9 @@ pub struct Sim {
     failovers: Vec<u64>,
     /// (virtual ms of the leader loss, term then).
     pending_failover: Option<PendingFailover>,
-    submitted: BTreeMap<String, usize>,
+    submitted: Arc<std::sync::Mutex<BTreeMap<String, usize>>>,
+    /// The live nodes' handles, for background submitters.
+    handles: Arc<std::sync::Mutex<BTreeMap<usize, Node>>>,
     heals: Vec<(u64, Heal)>,
     blobs: BlobStore,
     target_voters: usize,
@@ -262,6 +264,10 @@ impl Sim {
                 .await
                 .expect("the first node initializes the mesh");
         }
+        self.handles
+            .lock()
+            .expect("handles lock")
+            .insert(index, node.clone());
         self.slots[index].node = Some(node);
         self.slots[index].restart_at = None;
     }
@@ -273,6 +279,7 @@ impl Sim {
         let Some(node) = slot.node.take() else {
             return;
         };
+        self.handles.lock().expect("handles lock").remove(&index);
         self.bus.crash(&slot.name);
         node.stop().await;
         slot.kv.crash();
@@ -389,31 +396,39 @@ impl Sim {
         text
     }
 
-    async fn submit(&mut self, wave: usize, count: usize) {
+    /// Submits a wave in the background, through any live node as a client
+    /// would, retrying until the mesh accepts it; the run goes on meanwhile
+    /// (a submission must not hold back faults, samples or recovery).
+    fn submit(&mut self, wave: usize, count: usize) {
         let text = self.mission_text(wave, count);
-        // Through any live node, as a client would; retried until accepted.
-        for _ in 0..50 {
-            let live: Vec<usize> = self.live().map(|(i, _)| i).collect();
-            if live.is_empty() {
-                break;
-            }
-            let index = live[self.rng.gen_range(0..live.len())];
-            let node = self.slots[index].node.clone().expect("live");
-            match node.submit_mission(&text, MissionFormat::Toml).await {
-                Ok(id) => {
-                    self.bus.note(&format!("submitted {id} ({count} tasks)"));
-                    self.submitted.insert(id, count);
-                    return;
+        let handles = self.handles.clone();
+        let submitted = self.submitted.clone();
+        let bus = self.bus.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.rng.gen());
+        tokio::spawn(async move {
+            loop {
+                let node = {
+                    let live = handles.lock().expect("handles lock");
+                    if live.is_empty() {
+                        None
+                    } else {
+                        let pick = rng.gen_range(0..live.len());
+                        live.values().nth(pick).cloned()
+                    }
+                };
+                if let Some(node) = node {
+                    match node.submit_mission(&text, MissionFormat::Toml).await {
+                        Ok(id) => {
+                            bus.note(&format!("submitted {id} ({count} tasks)"));
+                            submitted.lock().expect("submitted lock").insert(id, count);
+                            return;
+                        }
+                        Err(error) => bus.note(&format!("submission refused: {error:?}")),
+                    }
                 }
-                Err(error) => {
-                    self.bus.note(&format!("submission refused: {error:?}"));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-        }
-        self.fault_log.push(format!(
-            "wave {wave} ({count} tasks) could not be submitted"
-        ));
+        });
     }
 
     async fn apply(&mut self, at: u64, fault: Fault) {
@@ -519,6 +534,7 @@ impl Sim {
                 let index = node % self.slots.len();
                 match self.slots[index].node.take() {
                     Some(leaving) => {
+                        self.handles.lock().expect("handles lock").remove(&index);
                         // Drain as on SIGTERM, within a grace period.
                         leaving.drain(Duration::from_secs(3)).await;
                         self.bus.crash(&self.slots[index].name);
@@ -569,8 +585,9 @@ impl Sim {
             return 0;
         };
         let node = self.slots[leader].node.as_ref().expect("leader is live");
+        let submitted = self.submitted.lock().expect("submitted lock").clone();
         node.with_state(|state| {
-            self.submitted
+            submitted
                 .keys()
                 .filter_map(|id| state.missions.get(id))
                 .map(|m| {
@@ -626,7 +643,8 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             fault_log: Vec::new(),
             failovers: Vec::new(),
             pending_failover: None,
-            submitted: BTreeMap::new(),
+            submitted: Default::default(),
+            handles: Default::default(),
             heals: Vec::new(),
             target_voters: 3,
             config: config.clone(),
@@ -670,7 +688,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             progress(now, virtual_ms);
             while next_wave < waves && wave_times[next_wave] <= now {
                 let count = total_tasks / waves + usize::from(next_wave < total_tasks % waves);
-                sim.submit(next_wave, count.max(1)).await;
+                sim.submit(next_wave, count.max(1));
                 next_wave += 1;
             }
             while next_fault < faults.len() && faults[next_fault].0 <= now && now < recovery_at {
@@ -757,12 +775,14 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             at_ms: end_at,
             nodes: &nodes,
         };
+        let submitted = sim.submitted.lock().expect("submitted lock").clone();
         let end = Final {
             nodes: &nodes,
             leader_state: leader_state.as_ref(),
             target_voters: sim.target_voters,
             live,
-            submitted: &sim.submitted,
+            submitted: &submitted,
+            waves_expected: waves,
         };
         for checker in &mut sim.checkers {
             checker.observe(&observation);
@@ -783,7 +803,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
         let tasks_succeeded = leader_state
             .as_ref()
             .map(|state| {
-                sim.submitted
+                submitted
                     .keys()
                     .filter_map(|id| state.missions.get(id))
                     .flat_map(|m| m.tasks.values())
@@ -798,7 +818,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             trace_hash: sim.bus.trace_hash(),
             trace_events: sim.bus.events(),
             invariants,
-            tasks_submitted: sim.submitted.values().sum(),
+            tasks_submitted: submitted.values().sum(),
             tasks_succeeded,
             failovers: sim.failovers.clone(),
             fault_log: sim.fault_log.clone(),

@@ -23,6 +23,17 @@ impl Checker for ExactlyOnceResults {
             self.first.set(None, "no leader at the end".into());
             return;
         };
+        if end.submitted.len() < end.waves_expected {
+            self.first.set(
+                None,
+                format!(
+                    "only {} of {} missions were ever accepted",
+                    end.submitted.len(),
+                    end.waves_expected
+                ),
+            );
+            return;
+        }
         for (id, count) in end.submitted {
             let Some(mission) = state.missions.get(id) else {
                 self.first
@@ -44,9 +55,11 @@ impl Checker for ExactlyOnceResults {
                     self.first.set(
                         None,
                         format!(
-                            "task {id}/{} is {:?} with {} results committed ({})",
+                            "task {id}/{} is {:?} (owner {:?}, attempt {}) with {} results committed ({})",
                             task.spec.id,
                             task.state,
+                            task.owner,
+                            task.attempt,
                             task.results_committed,
                             task.reason.as_deref().unwrap_or("no reason")
                         ),

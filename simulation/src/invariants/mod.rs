@@ -67,6 +67,8 @@ pub struct Final<'a> {
     pub live: Vec<NodeId>,
     /// Tasks submitted during the run, by mission id.
     pub submitted: &'a BTreeMap<String, usize>,
+    /// Missions the workload tried to submit (each must have been accepted).
+    pub waves_expected: usize,
 }
 
 /// A checker of one invariant.
