@@ -29,7 +29,9 @@ const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
 const KEY_FORMAT: &[u8] = b"format";
 /// Written into every database we create; a database without it is not ours.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/1";
+/// Version 2: standard Raft leader ids (one leader per term) and one key per
+/// task; a version 1 database is refused by name, never misread.
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/2";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";

@@ -345,6 +345,13 @@ impl Sim {
     }
 
     fn note_sample(&self, at_ms: u64, nodes: &[NodeObs]) {
+        if std::env::var_os("SIM_DEBUG_SAMPLES").is_some() {
+            let line: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}:{:?}:t{}:v{:?}", n.name, n.state, n.term, n.voters.len()))
+                .collect();
+            eprintln!("{at_ms} {}", line.join(" "));
+        }
         let mut line = format!("sample {at_ms}");
         for node in nodes {
             line.push_str(&format!(
