@@ -189,6 +189,11 @@ impl Sim {
 
     /// Starts (or restarts, on its persisted state) the node in slot `index`.
     async fn boot(&mut self, index: usize, initialize: bool) {
+        // Real machines never start in the same millisecond: a few ms apart,
+        // so Raft's timers are not all in phase (in-phase timers make equal
+        // election timeouts collide forever).
+        let gap = self.rng.gen_range(0..4u64);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
         let slot = &self.slots[index];
         let (network, mut unbounded) = self.bus.join(&slot.name);
         let (events_tx, events) = tokio::sync::mpsc::channel::<NetworkEvent>(4096);
@@ -612,6 +617,31 @@ impl Sim {
             return;
         };
         let lost_at = lost.at;
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+        let bucket = (now - lost_at) / 250;
+        if std::env::var_os("SIM_DEBUG_FAILOVER").is_some()
+            && LAST.swap(bucket, std::sync::atomic::Ordering::Relaxed) != bucket
+        {
+            // A timeline of the voters while leadership is lost, for digging.
+            for (_, node) in self.live() {
+                let status = node.status();
+                let metrics = node.raft().metrics().borrow().clone();
+                let voters: Vec<NodeId> =
+                    metrics.membership_config.membership().voter_ids().collect();
+                if voters.contains(&node.node_id()) {
+                    eprintln!(
+                        "  +{} ms {} {:?} term {} elect {} leader {:?} voters {:?}",
+                        now - lost_at,
+                        status.name,
+                        metrics.state,
+                        metrics.current_term,
+                        status.elections_enabled,
+                        metrics.current_leader,
+                        voters
+                    );
+                }
+            }
+        }
         // Leadership is back when a live node leads a later term, or the
         // killed leader restarted and resumed its own term (openraft keeps a
         // committed vote across restarts; followers that had not timed out

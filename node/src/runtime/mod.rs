@@ -119,6 +119,10 @@ struct LocalView {
     last_advert: Option<NodeAdvert>,
     /// How many of the adverts heard show queued tasks (nothing to steal at 0).
     adverts_with_queue: usize,
+    /// Since when this node has been a candidate without winning.
+    candidate_since: Option<Duration>,
+    /// Elections paused until then to break a repeating split vote.
+    split_pause_until: Option<Duration>,
 }
 
 /// A running node. Cheap to clone.
@@ -140,6 +144,7 @@ struct Inner {
     voter_grace: Duration,
     heartbeat: Duration,
     quiet_before_election: Duration,
+    election_timeout_max: Duration,
     seeds: Vec<String>,
     metrics: NodeMetrics,
     proposer: Proposer,
@@ -354,6 +359,7 @@ impl Node {
             voter_grace: parts.voter_grace,
             heartbeat: parts.heartbeat,
             quiet_before_election: parts.election_timeout_max * 3 + parts.heartbeat * 4,
+            election_timeout_max: parts.election_timeout_max,
             seeds: parts.seeds,
             metrics: parts.metrics,
             proposer: Proposer::start(parts.env.as_ref(), parts.raft.clone()),
@@ -1041,13 +1047,48 @@ impl Node {
     async fn autopilot_loop(self) {
         let period = (self.inner.heartbeat / 5).max(Duration::from_millis(50));
         while !self.inner.stopped.load(Ordering::SeqCst) {
-            self.inner.env.sleep(period).await;
+            let nap = jitter(self.inner.env.as_ref(), period * 9 / 10, period * 11 / 10);
+            self.inner.env.sleep(nap).await;
             let metrics = self.raft_metrics();
+            self.break_split_votes(&metrics, self.inner.env.elapsed());
             if metrics.state == ServerState::Leader
                 && metrics.current_leader == Some(self.inner.node_id)
             {
                 self.run_autopilot(&metrics, self.inner.env.elapsed());
             }
+        }
+    }
+
+    /// openraft draws each node's election timeout once, at start, so two
+    /// voters whose timeouts expire together split every vote again (in
+    /// standard Raft, one leader per term). A node still a candidate after
+    /// two rounds pauses its own elections for a random while, so the other
+    /// wins; it votes meanwhile.
+    fn break_split_votes(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, now: Duration) {
+        let mut view = self.inner.view.lock().expect("view lock");
+        if let Some(until) = view.split_pause_until {
+            if now >= until {
+                view.split_pause_until = None;
+                let enabled = view.elect_enabled;
+                self.inner.raft.runtime_config().elect(enabled);
+            }
+            return;
+        }
+        if metrics.state != ServerState::Candidate {
+            view.candidate_since = None;
+            return;
+        }
+        let since = *view.candidate_since.get_or_insert(now);
+        if view.elect_enabled && now.saturating_sub(since) >= self.inner.election_timeout_max * 2 {
+            let max = self.inner.election_timeout_max;
+            let pause = jitter(self.inner.env.as_ref(), max / 2, max * 2);
+            tracing::info!(
+                pause_ms = pause.as_millis() as u64,
+                "split vote: pausing elections"
+            );
+            view.split_pause_until = Some(now + pause);
+            view.candidate_since = None;
+            self.inner.raft.runtime_config().elect(false);
         }
     }
 
@@ -1223,7 +1264,7 @@ impl Node {
                 self.inner.quiet_before_election.as_millis() as u64,
             )
         };
-        if allowed != view.elect_enabled {
+        if allowed != view.elect_enabled && view.split_pause_until.is_none() {
             tracing::info!(
                 allowed,
                 "elections {}",
