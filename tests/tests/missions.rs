@@ -514,3 +514,60 @@ fn the_example_mission_fans_out_and_in_on_a_local_mesh() {
     .unwrap();
     assert_eq!(code, 404);
 }
+
+#[test]
+fn sigterm_on_a_busy_worker_hands_its_work_back_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_mesh(dir.path(), 4, |_| {
+        vec![
+            "--slots",
+            "1",
+            "--queue-depth",
+            "4",
+            "--drain-grace-ms",
+            "6000",
+        ]
+    });
+    write(dir.path(), "busy.wat", &busy_wat(200_000_000));
+    let mut text = String::from("name = \"drain\"\n");
+    for i in 0..24 {
+        text.push_str(&format!(
+            "[[task]]\nid = \"d{i:02}\"\nmodule = \"busy.wat\"\n"
+        ));
+    }
+    let file = write(dir.path(), "drain.toml", &text);
+    let status = nodes[0].status().unwrap();
+    let voters = string_list(&status, "voters");
+    let worker = (0..4)
+        .find(|i| !voters.contains(&nodes[*i].peer_id))
+        .expect("a non-voter among four nodes");
+    let api = (0..4).find(|i| *i != worker).unwrap();
+    let (code, id, stderr) = submit(&nodes[api], &file, false);
+    assert_eq!(code, 0, "{stderr}");
+    let peer = nodes[worker].peer_id.clone();
+    wait_for(
+        Duration::from_secs(60),
+        "the worker holding queued tasks",
+        || {
+            let m = nodes[api].mission(&id)?;
+            let held = tasks(&m)
+                .iter()
+                .filter(|t| t["owner"].as_str() == Some(peer.as_str()))
+                .count();
+            (held >= 2).then_some(())
+        },
+    );
+    let exit = nodes[worker].terminate(Duration::from_secs(30));
+    assert!(exit.success(), "a drained node exits 0: {exit:?}");
+    let mission = wait_state(&nodes[api], &id, "succeeded", Duration::from_secs(120));
+    assert_all_succeeded_once(&mission, 24);
+    // What the drained node still had queued was placed again elsewhere.
+    let moved = tasks(&mission)
+        .iter()
+        .filter(|t| {
+            t["attempt"].as_u64().unwrap_or(0) > 1
+                && t["result"]["node"].as_str() != Some(peer.as_str())
+        })
+        .count();
+    assert!(moved >= 1, "no task was handed back: {mission}");
+}
