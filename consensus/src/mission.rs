@@ -643,6 +643,21 @@ impl MissionRecord {
     }
 }
 
+/// A successful result of `attempt` on `node`, for tests in this crate.
+#[cfg(test)]
+pub(crate) fn test_result(node: NodeId, attempt: u32) -> TaskResult {
+    TaskResult {
+        node,
+        attempt,
+        exit_code: Some(0),
+        stdout_digest: "sha256:00".into(),
+        stdout_head: String::new(),
+        outputs: vec![],
+        fuel_used: 1,
+        wall_ms: 1,
+    }
+}
+
 /// A minimal task for tests in this crate: tiny limits, no inputs.
 #[cfg(test)]
 pub(crate) fn test_submission(id: &str, needs: &[&str]) -> TaskSubmission {
@@ -675,16 +690,7 @@ mod tests {
     }
 
     fn result(node: NodeId, attempt: u32) -> TaskResult {
-        TaskResult {
-            node,
-            attempt,
-            exit_code: Some(0),
-            stdout_digest: "sha256:00".into(),
-            stdout_head: String::new(),
-            outputs: vec![],
-            fuel_used: 1,
-            wall_ms: 1,
-        }
+        test_result(node, attempt)
     }
 
     fn chain() -> (MissionRecord, u64) {

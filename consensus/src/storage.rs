@@ -776,16 +776,7 @@ mod tests {
         // not name, which storage must write too.
         let before_reopen = {
             let mut machine = open();
-            let result = crate::mission::TaskResult {
-                node: 9,
-                attempt: 1,
-                exit_code: Some(0),
-                stdout_digest: "sha256:00".into(),
-                stdout_head: String::new(),
-                outputs: vec![],
-                fuel_used: 1,
-                wall_ms: 1,
-            };
+            let result = crate::mission::test_result(9, 1);
             let answers = futures::executor::block_on(machine.apply(vec![entry(
                 4,
                 Command::CompleteTask {

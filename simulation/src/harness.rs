@@ -443,23 +443,29 @@ impl Sim {
         });
     }
 
+    /// Notes that the leader in slot `index` is lost at `at` (killed, or cut
+    /// off while it still believes it leads), unless a loss is pending.
+    fn leader_lost(&mut self, index: usize, at: u64, killed: bool) {
+        let term = self.slots[index]
+            .node
+            .as_ref()
+            .map(|n| n.raft().metrics().borrow().current_term)
+            .unwrap_or(0);
+        let node = self.slots[index].node_id;
+        self.pending_failover.get_or_insert(PendingFailover {
+            at,
+            term,
+            node,
+            killed,
+        });
+    }
+
     async fn apply(&mut self, at: u64, fault: Fault) {
         let leader = self.leader_index();
         let text = match &fault {
             Fault::KillLeader { down_ms } => match leader {
                 Some(index) => {
-                    let term = self.slots[index]
-                        .node
-                        .as_ref()
-                        .map(|n| n.raft().metrics().borrow().current_term)
-                        .unwrap_or(0);
-                    let node = self.slots[index].node_id;
-                    self.pending_failover.get_or_insert(PendingFailover {
-                        at,
-                        term,
-                        node,
-                        killed: true,
-                    });
+                    self.leader_lost(index, at, true);
                     self.kill(index, *down_ms).await;
                     format!("kill leader {} for {down_ms} ms", self.slots[index].name)
                 }
@@ -468,36 +474,14 @@ impl Sim {
             Fault::Kill { node, down_ms } => {
                 let index = node % self.slots.len();
                 if Some(index) == leader {
-                    let term = self.slots[index]
-                        .node
-                        .as_ref()
-                        .map(|n| n.raft().metrics().borrow().current_term)
-                        .unwrap_or(0);
-                    let node = self.slots[index].node_id;
-                    self.pending_failover.get_or_insert(PendingFailover {
-                        at,
-                        term,
-                        node,
-                        killed: true,
-                    });
+                    self.leader_lost(index, at, true);
                 }
                 self.kill(index, *down_ms).await;
                 format!("kill {} for {down_ms} ms", self.slots[index].name)
             }
             Fault::IsolateLeader { ms } => match leader {
                 Some(index) => {
-                    let term = self.slots[index]
-                        .node
-                        .as_ref()
-                        .map(|n| n.raft().metrics().borrow().current_term)
-                        .unwrap_or(0);
-                    let node = self.slots[index].node_id;
-                    self.pending_failover.get_or_insert(PendingFailover {
-                        at,
-                        term,
-                        node,
-                        killed: false,
-                    });
+                    self.leader_lost(index, at, false);
                     self.bus.isolate(&self.slots[index].name);
                     self.heals.push((at + ms, Heal::Links));
                     format!("isolate leader {} for {ms} ms", self.slots[index].name)

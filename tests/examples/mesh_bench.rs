@@ -192,15 +192,7 @@ fn rss() {
 
 /// Mission benchmark timings: heartbeat 100 ms.
 fn mission_flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
-    let mut flags: Vec<String> = ["--heartbeat-ms", "100", "--voter-grace-ms", "3000"]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
-    if let Some(addr) = bootstrap {
-        flags.extend(["--bootstrap".to_string(), addr.to_string()]);
-    }
-    flags
+    coditect_tests::mesh_flags(100, bootstrap, extra)
 }
 
 /// `count` nodes agreed on a leader and min(count, 3) voters.

@@ -140,6 +140,22 @@ pub fn loopback_args() -> Vec<String> {
     .collect()
 }
 
+/// Flags for fast test meshes: heartbeat `heartbeat_ms`, a voter silent for
+/// 3 s replaced, `extra` flags, and `--bootstrap` when given.
+pub fn mesh_flags(heartbeat_ms: u64, bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut flags: Vec<String> = vec![
+        "--heartbeat-ms".into(),
+        heartbeat_ms.to_string(),
+        "--voter-grace-ms".into(),
+        "3000".into(),
+    ];
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    if let Some(addr) = bootstrap {
+        flags.extend(["--bootstrap".to_string(), addr.to_string()]);
+    }
+    flags
+}
+
 /// Runs `coditect` with `args` to completion; returns its exit status and stderr.
 pub fn run_coditect(args: &[String], limit: Duration) -> (ExitStatus, String) {
     let mut child = Command::new(coditect_bin())

@@ -9,15 +9,7 @@ use coditect_tests::{string_list, wait_for, NodeProcess};
 /// Fast timings so the test runs in seconds: heartbeat 200 ms, a voter
 /// silent for 3 s is replaced.
 fn flags(bootstrap: Option<&str>) -> Vec<String> {
-    let mut flags: Vec<String> = ["--heartbeat-ms", "200", "--voter-grace-ms", "3000"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if let Some(addr) = bootstrap {
-        flags.push("--bootstrap".into());
-        flags.push(addr.into());
-    }
-    flags
+    coditect_tests::mesh_flags(200, bootstrap, &[])
 }
 
 /// If every node answers with the same leader and the same voter set, returns them.

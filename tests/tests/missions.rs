@@ -15,16 +15,7 @@ use serde_json::Value;
 /// Fast timings: heartbeat 100 ms (so a node lease is 1.5 s), a voter
 /// silent for 3 s is replaced.
 fn flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
-    let mut flags: Vec<String> = ["--heartbeat-ms", "100", "--voter-grace-ms", "3000"]
-        .iter()
-        .chain(extra)
-        .map(|s| s.to_string())
-        .collect();
-    if let Some(addr) = bootstrap {
-        flags.push("--bootstrap".into());
-        flags.push(addr.into());
-    }
-    flags
+    coditect_tests::mesh_flags(100, bootstrap, extra)
 }
 
 /// Starts `count` nodes (the first bootstraps the mesh; `extra(i)` adds

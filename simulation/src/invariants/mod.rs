@@ -95,6 +95,13 @@ pub fn all() -> Vec<Box<dyn Checker>> {
     ]
 }
 
+impl Final<'_> {
+    /// The node that leads at the end, if one does.
+    pub fn leader(&self) -> Option<&NodeObs> {
+        self.nodes.iter().find(|n| n.state == ServerState::Leader)
+    }
+}
+
 /// Keeps the first violation of a checker.
 #[derive(Default)]
 pub(crate) struct First(Option<String>);

@@ -17,11 +17,7 @@ impl Checker for VotersRestored {
     fn observe(&mut self, _observation: &Observation<'_>) {}
 
     fn finish(&mut self, end: &Final<'_>) {
-        let Some(leader) = end
-            .nodes
-            .iter()
-            .find(|n| n.state == openraft::ServerState::Leader)
-        else {
+        let Some(leader) = end.leader() else {
             self.first.set(None, "no leader at the end".into());
             return;
         };
