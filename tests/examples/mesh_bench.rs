@@ -196,22 +196,8 @@ fn mission_flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
 }
 
 /// `count` nodes agreed on a leader and min(count, 3) voters.
-fn mesh(dir: &std::path::Path, count: usize, extra: &[&str]) -> Vec<NodeProcess> {
-    let first = NodeProcess::start(&dir.join("n0"), "n0", &mission_flags(None, extra));
-    let boot = first.bootstrap_addr();
-    let mut nodes = vec![first];
-    for i in 1..count {
-        nodes.push(NodeProcess::start(
-            &dir.join(format!("n{i}")),
-            &format!("n{i}"),
-            &mission_flags(Some(&boot), extra),
-        ));
-    }
-    let refs: Vec<&NodeProcess> = nodes.iter().collect();
-    wait_for(Duration::from_secs(60), "the mesh", || {
-        agreed_leader(&refs, count.min(3))
-    });
-    nodes
+fn mesh(dir: &std::path::Path, count: usize, extra: &'static [&'static str]) -> Vec<NodeProcess> {
+    coditect_tests::start_mesh(dir, count, 100, |_| extra.to_vec())
 }
 
 fn leader_of(nodes: &[NodeProcess]) -> usize {

@@ -156,6 +156,48 @@ pub fn mesh_flags(heartbeat_ms: u64, bootstrap: Option<&str>, extra: &[&str]) ->
     flags
 }
 
+/// Starts `count` nodes under `dir` with heartbeat `heartbeat_ms` (the
+/// first starts the mesh, the others bootstrap from it; `extra(i)` adds
+/// flags to node i) and waits until they all name the same leader and
+/// min(count, 3) voters.
+pub fn start_mesh(
+    dir: &Path,
+    count: usize,
+    heartbeat_ms: u64,
+    extra: impl Fn(usize) -> Vec<&'static str>,
+) -> Vec<NodeProcess> {
+    let first = NodeProcess::start(
+        &dir.join("n0"),
+        "n0",
+        &mesh_flags(heartbeat_ms, None, &extra(0)),
+    );
+    let boot = first.bootstrap_addr();
+    let mut nodes = vec![first];
+    for i in 1..count {
+        nodes.push(NodeProcess::start(
+            &dir.join(format!("n{i}")),
+            &format!("n{i}"),
+            &mesh_flags(heartbeat_ms, Some(&boot), &extra(i)),
+        ));
+    }
+    let voters = count.min(3);
+    wait_for(
+        Duration::from_secs(60),
+        "a leader and the voter set",
+        || {
+            let statuses: Vec<serde_json::Value> =
+                nodes.iter().map(|n| n.status()).collect::<Option<_>>()?;
+            let leader = statuses[0]["leader"].as_str()?.to_string();
+            let agreed = statuses.iter().all(|s| {
+                s["leader"].as_str() == Some(leader.as_str())
+                    && string_list(s, "voters").len() == voters
+            });
+            agreed.then_some(())
+        },
+    );
+    nodes
+}
+
 /// Runs `coditect` with `args` to completion; returns its exit status and stderr.
 pub fn run_coditect(args: &[String], limit: Duration) -> (ExitStatus, String) {
     let mut child = Command::new(coditect_bin())

@@ -18,39 +18,13 @@ fn flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
     coditect_tests::mesh_flags(100, bootstrap, extra)
 }
 
-/// Starts `count` nodes (the first bootstraps the mesh; `extra(i)` adds
-/// flags to node i) and waits until they agree on a leader and, with three
-/// or more nodes, on three voters.
+/// A mesh of `count` nodes with heartbeat 100 ms; `extra(i)` adds flags to node i.
 fn start_mesh(
     dir: &Path,
     count: usize,
     extra: impl Fn(usize) -> Vec<&'static str>,
 ) -> Vec<NodeProcess> {
-    let first = NodeProcess::start(&dir.join("n0"), "n0", &flags(None, &extra(0)));
-    let boot = first.bootstrap_addr();
-    let mut nodes = vec![first];
-    for i in 1..count {
-        nodes.push(NodeProcess::start(
-            &dir.join(format!("n{i}")),
-            &format!("n{i}"),
-            &flags(Some(&boot), &extra(i)),
-        ));
-    }
-    let voters = count.min(3);
-    wait_for(
-        Duration::from_secs(60),
-        "a leader and the voter set",
-        || {
-            let statuses: Vec<Value> = nodes.iter().map(|n| n.status()).collect::<Option<_>>()?;
-            let leader = statuses[0]["leader"].as_str()?.to_string();
-            let agreed = statuses.iter().all(|s| {
-                s["leader"].as_str() == Some(leader.as_str())
-                    && string_list(s, "voters").len() == voters
-            });
-            agreed.then_some(())
-        },
-    );
-    nodes
+    coditect_tests::start_mesh(dir, count, 100, extra)
 }
 
 /// A module that counts to `n` (about 1 ms per million on this machine's
