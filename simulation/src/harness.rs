@@ -844,7 +844,10 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             failovers: sim.failovers.clone(),
             fault_log: sim.fault_log.clone(),
             nodes_total: sim.slots.len(),
-            busy_virtual_ms: all_done_at.map(|at| at - first_submit),
+            // Throughput only means something for a single burst (`scale`).
+            busy_virtual_ms: all_done_at
+                .filter(|_| waves == 1)
+                .map(|at| at - first_submit),
         };
         outcome
     })
