@@ -107,16 +107,25 @@ impl MeshState {
                 }
                 CommandResponse::Ok
             }
-            Command::SubmitMission { name, tasks, at_ms } => {
+            Command::SubmitMission {
+                name,
+                tasks,
+                at_ms,
+                assign,
+            } => {
                 self.missions_submitted += 1;
                 let id = format!("m{}", self.missions_submitted);
-                let mission = MissionRecord::new(
+                let mut mission = MissionRecord::new(
                     id.clone(),
                     name.clone(),
                     tasks.clone(),
                     *at_ms,
                     &mut self.next_ready_seq,
                 );
+                for (task, node) in assign {
+                    // A refusal (not ready, unknown task) just leaves it to placement.
+                    let _ = mission.assign(task, *node, 0, *at_ms);
+                }
                 self.missions.insert(id.clone(), mission);
                 touched.push(StateKey::Mission(id.clone()));
                 self.take_dirty(&id, touched);
@@ -391,6 +400,33 @@ mod tests {
             ),
             CommandResponse::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn a_submission_can_carry_the_first_placements() {
+        use crate::mission::{test_submission, TaskState};
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        let answer = state.apply(
+            &Command::SubmitMission {
+                name: "m".into(),
+                tasks: vec![test_submission("a", &[]), test_submission("b", &["a"])],
+                at_ms: 7,
+                // `b` is not ready and `ghost` does not exist: both refused.
+                assign: vec![("a".into(), 4), ("b".into(), 4), ("ghost".into(), 4)],
+            },
+            &mut touched,
+        );
+        assert_eq!(answer, CommandResponse::MissionCreated("m1".into()));
+        let mission = &state.missions["m1"];
+        let a = &mission.tasks["a"];
+        assert_eq!(
+            (a.state, a.owner, a.attempt),
+            (TaskState::Assigned, Some(4), 1)
+        );
+        let b = &mission.tasks["b"];
+        assert_eq!((b.state, b.owner, b.attempt), (TaskState::Pending, None, 0));
+        assert!(touched.contains(&StateKey::Task("m1".into(), "a".into())));
     }
 
     #[test]

@@ -739,6 +739,7 @@ mod tests {
                         name: "demo".into(),
                         tasks: vec![task("a", &[]), task("b", &["a"])],
                         at_ms: 5,
+                        assign: vec![],
                     },
                 ),
                 entry(

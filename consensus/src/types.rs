@@ -158,6 +158,10 @@ pub enum Command {
         tasks: Vec<TaskSubmission>,
         /// Leader's clock.
         at_ms: u64,
+        /// The leader's placement of tasks that are ready at once, applied in
+        /// the same entry (one Raft round less per mission); each is the
+        /// same compare-and-set as [`Command::AssignTask`] at attempt 0.
+        assign: Vec<(String, NodeId)>,
     },
     /// Ready -> assigned, if the task is still at `attempt` (compare-and-set).
     AssignTask {

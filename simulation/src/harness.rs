@@ -643,9 +643,27 @@ impl Sim {
     }
 }
 
+/// Panics seen in this process since it started (any thread or task); a
+/// panic inside a node (say openraft's core) leaves the run going but that
+/// node broken, so the report counts it as a broken invariant.
+static PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static PANIC_HOOK: std::sync::Once = std::sync::Once::new();
+
+fn count_panics() {
+    PANIC_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
 /// Runs one simulation to its end. Must be called outside any tokio runtime:
 /// it builds its own (one thread, paused time, seeded scheduler).
 pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome {
+    count_panics();
+    let panics_before = PANICS.load(std::sync::atomic::Ordering::SeqCst);
     let runtime = crate::runtime(config.seed).expect("tokio runtime");
     runtime.block_on(async move {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -809,7 +827,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             checker.observe(&observation);
             checker.finish(&end);
         }
-        let invariants = sim
+        let mut invariants: Vec<(String, String)> = sim
             .checkers
             .iter()
             .map(|c| {
@@ -821,6 +839,15 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                 )
             })
             .collect();
+        let panics = PANICS.load(std::sync::atomic::Ordering::SeqCst) - panics_before;
+        invariants.push((
+            "no_panics".to_string(),
+            if panics == 0 {
+                "ok".to_string()
+            } else {
+                format!("{panics} panic(s) inside the run (see stderr)")
+            },
+        ));
         let tasks_succeeded = leader_state
             .as_ref()
             .map(|state| {

@@ -113,7 +113,8 @@ fn the_report_has_every_field_of_the_interface() {
     assert_eq!(report["seed"], 3);
     assert_eq!(report["scenario"], "failover");
     let invariants = report["invariants"].as_object().unwrap();
-    assert_eq!(invariants.len(), 6, "{report}");
+    assert_eq!(invariants.len(), 7, "{report}");
+    assert_eq!(invariants["no_panics"], "ok", "{report}");
     assert!(invariants.values().all(|v| v == "ok"), "{report}");
     assert_eq!(report["tasks_submitted"], report["tasks_succeeded"]);
     assert!(!report["failovers"].as_array().unwrap().is_empty());

@@ -34,6 +34,9 @@ const ROUND_PERIOD: Duration = Duration::from_millis(50);
 #[derive(Default)]
 pub(super) struct SchedState {
     breakers: BTreeMap<NodeId, Breaker>,
+    /// The node views of the last round, for placing a new mission's ready
+    /// tasks in its submission entry (kept current by every round).
+    last_views: Vec<NodeView>,
 }
 
 /// Why a submission was refused.
@@ -273,10 +276,6 @@ impl Node {
             self.wake_scheduler();
             return;
         }
-        if snapshot.ready.is_empty() {
-            return;
-        }
-
         let nodes: Vec<NodeView> = {
             let sched = self.inner.sched.lock().expect("sched lock");
             snapshot
@@ -304,6 +303,10 @@ impl Node {
                 })
                 .collect()
         };
+        self.inner.sched.lock().expect("sched lock").last_views = nodes.clone();
+        if snapshot.ready.is_empty() {
+            return;
+        }
         let views: Vec<TaskView> = snapshot.ready.iter().map(|(v, _, _)| v.clone()).collect();
         let attempts: BTreeMap<&TaskId, (u32, &Option<String>)> = snapshot
             .ready
@@ -678,11 +681,18 @@ impl Node {
             }
         }
         let at_ms = self.inner.env.now_ms();
+        let assign = self.first_placements(&tasks);
         match self
-            .write(Command::SubmitMission { name, tasks, at_ms })
+            .write(Command::SubmitMission {
+                name,
+                tasks,
+                at_ms,
+                assign: assign.clone(),
+            })
             .await
         {
             Ok(CommandResponse::MissionCreated(id)) => {
+                self.dispatch_placed(&id, &assign);
                 self.wake_scheduler();
                 Ok(id)
             }
@@ -691,6 +701,77 @@ impl Node {
             ))),
             Err(error) => Err(SubmitError::Unavailable(error)),
         }
+    }
+
+    /// Where a new mission's immediately ready tasks go, decided with the
+    /// last round's node views (which are then charged for them), so they
+    /// are assigned in the submission's own Raft entry. Empty until this
+    /// leader has scheduled once; tasks left out wait for the next round.
+    fn first_placements(&self, tasks: &[TaskSubmission]) -> Vec<(String, NodeId)> {
+        if !self.caught_up() {
+            return Vec::new();
+        }
+        let ready: Vec<TaskView> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| !t.done && t.needs.is_empty())
+            .map(|(i, t)| TaskView {
+                id: TaskId::new("", t.id.clone()),
+                priority: t.priority,
+                ready_seq: i as u64,
+                requires: t.requires.clone(),
+                avoid_nodes: BTreeSet::new(),
+            })
+            .collect();
+        let mut sched = self.inner.sched.lock().expect("sched lock");
+        if ready.is_empty() || sched.last_views.is_empty() {
+            return Vec::new();
+        }
+        let config = PlacementConfig {
+            queue_depth_beyond_slots: self.inner.queue_depth,
+            ..PlacementConfig::default()
+        };
+        let plan = place(
+            &ready,
+            &sched.last_views,
+            &config,
+            self.inner.env.random_u64(),
+        );
+        for (_, node) in &plan.assignments {
+            if let Some(view) = sched.last_views.iter_mut().find(|v| v.id == *node) {
+                view.queued += 1;
+            }
+        }
+        plan.assignments
+            .into_iter()
+            .map(|(id, node)| (id.task, node))
+            .collect()
+    }
+
+    /// Pushes the placements a submission carried to their owners.
+    fn dispatch_placed(&self, mission: &str, placed: &[(String, NodeId)]) {
+        if placed.is_empty() {
+            return;
+        }
+        let mut by_owner: BTreeMap<NodeId, Vec<Assignment>> = BTreeMap::new();
+        self.state(|state| {
+            let Some(record) = state.missions.get(mission) else {
+                return;
+            };
+            for (task, node) in placed {
+                if let Some(task) = record.tasks.get(task) {
+                    if task.owner == Some(*node) && task.state == TaskState::Assigned {
+                        by_owner
+                            .entry(*node)
+                            .or_default()
+                            .push(self.assignment_for(state, record, task));
+                    }
+                }
+            }
+        });
+        let count: usize = by_owner.values().map(Vec::len).sum();
+        self.inner.metrics.tasks_placed.inc_by(count as u64);
+        self.dispatch(by_owner);
     }
 
     /// Any node: parses, validates and converts a mission file, then hands

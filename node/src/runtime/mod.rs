@@ -1330,6 +1330,14 @@ impl Node {
 
     fn run_autopilot(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, now: Duration) {
         let (voters, learners) = membership_sets(metrics);
+        // A leader that is leaving, or that already removed itself from the
+        // voters (it steps down once that commits), changes nothing more:
+        // openraft 0.9 panics on a membership change in that window.
+        if !voters.contains(&self.inner.node_id)
+            || self.inner.view.lock().expect("view lock").leaving
+        {
+            return;
+        }
         let last_index = metrics.last_log_index.unwrap_or(0);
         let caught_up: BTreeSet<NodeId> = metrics
             .replication
@@ -1649,7 +1657,11 @@ impl Node {
                 let (voters, learners) = membership_sets(&metrics);
                 let member =
                     voters.contains(&node.inner.node_id) || learners.contains(&node.inner.node_id);
-                if node.is_leader() {
+                if node.is_leader() && !voters.contains(&node.inner.node_id) {
+                    // Handed over already; the new voters elect a leader
+                    // once this change commits. Nothing more to change.
+                    return;
+                } else if node.is_leader() {
                     match node.hand_over_leadership(&voters).await {
                         Ok(()) => return,
                         Err(error) => tracing::warn!("hand-over failed: {error}"),
