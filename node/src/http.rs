@@ -153,6 +153,7 @@ fn submit_error(problem: SubmitError) -> Response {
     match problem {
         SubmitError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
         SubmitError::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
+        SubmitError::NotFound(message) => error(StatusCode::NOT_FOUND, message),
     }
 }
 
@@ -227,9 +228,6 @@ async fn control(state: &ApiState, id: &str, action: MissionAction) -> Response 
             }
             _ => Json(serde_json::json!({"id": id})).into_response(),
         },
-        Err(SubmitError::Invalid(message)) if message.starts_with("no mission") => {
-            error(StatusCode::NOT_FOUND, message)
-        }
         Err(SubmitError::Invalid(message)) => error(StatusCode::CONFLICT, message),
         Err(problem) => submit_error(problem),
     }

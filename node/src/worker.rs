@@ -11,7 +11,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use coditect_consensus::mission::{TaskResult, TaskSubmission, ViolationRecord};
+use coditect_consensus::mission::{TaskLimits, TaskResult, TaskSubmission, ViolationRecord};
 use coditect_consensus::NodeId;
 use coditect_memory::{BlobStore, Digest};
 use coditect_sandbox::{CancelToken, Limits, Sandbox, SandboxError};
@@ -39,6 +39,26 @@ impl BlobSource for crate::runtime::Node {
 
 /// A dependency's committed outputs: its task id and (path, digest, size) per file.
 pub type DependencyOutputs = (String, Vec<(String, String, u64)>);
+
+/// The sandbox limits of a replicated task.
+pub fn sandbox_limits(limits: &TaskLimits) -> Limits {
+    Limits {
+        fuel: limits.fuel,
+        memory_mb: limits.memory_mb,
+        timeout_ms: limits.timeout_ms,
+        output_mb: limits.output_mb,
+    }
+}
+
+/// The replicated form of sandbox limits.
+pub fn task_limits(limits: &Limits) -> TaskLimits {
+    TaskLimits {
+        fuel: limits.fuel,
+        memory_mb: limits.memory_mb,
+        timeout_ms: limits.timeout_ms,
+        output_mb: limits.output_mb,
+    }
+}
 
 /// A peer that may hold blobs a task needs: (peer id, addresses).
 pub type BlobHint = (String, Vec<String>);
@@ -327,13 +347,7 @@ async fn run_in(
         }
         Err(other) => return Err(WorkerError::Sandbox(other)),
     };
-    let limits = Limits {
-        fuel: task.limits.fuel,
-        memory_mb: task.limits.memory_mb,
-        timeout_ms: task.limits.timeout_ms,
-        output_mb: task.limits.output_mb,
-    };
-    let spec = coditect_sandbox::TaskSpec::new(input, output, limits);
+    let spec = coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits));
     let outcome = sandbox
         .start(&prepared, spec, cancel)
         .map_err(WorkerError::Sandbox)?

@@ -89,7 +89,6 @@ struct Slot {
     name: String,
     node_id: NodeId,
     kv: MemKv,
-    blobs: BlobStore,
     env: Arc<SimEnv>,
     runner: Arc<SimRunner>,
     node: Option<Node>,
@@ -116,6 +115,12 @@ pub struct Sim {
     heals: Vec<(u64, Heal)>,
     blobs: BlobStore,
     target_voters: usize,
+    /// `SIM_DEBUG_SAMPLES`: print every sample's roles and terms.
+    debug_samples: bool,
+    /// `SIM_DEBUG_FAILOVER`: print the voters every 250 ms while leadership is lost.
+    debug_failover: bool,
+    /// The last 250 ms step of the failover timeline printed.
+    debug_bucket: Option<u64>,
 }
 
 /// A leader loss waiting for leadership to come back.
@@ -164,14 +169,10 @@ impl Sim {
         if let Some(bug) = self.config.bug {
             kv.inject_bug(bug);
         }
-        // One store for every node: simulated tasks read no blobs, and
-        // submissions only need the built-in modules, stored once.
-        let blobs = self.blobs.clone();
         Slot {
             node_id: node_id_for(&name),
             name,
             kv,
-            blobs,
             env: SimEnv::new(seed, drift),
             runner: SimRunner::new(
                 seed,
@@ -253,7 +254,9 @@ impl Sim {
                 seeds,
                 elect_at_start: !initialized,
                 addresses,
-                blobs: slot.blobs.clone(),
+                // One store for every node: simulated tasks read no blobs,
+                // and submissions only need the built-in modules.
+                blobs: self.blobs.clone(),
                 metrics: NodeMetrics::register(&prometheus::Registry::new()).expect("metrics"),
                 runner: slot.runner.clone(),
                 agents: Default::default(),
@@ -306,7 +309,7 @@ impl Sim {
             .map(|(i, _)| i)
     }
 
-    fn sample(&self, at_ms: u64, with_digests: bool) -> Vec<NodeObs> {
+    fn sample(&self, with_digests: bool) -> Vec<NodeObs> {
         self.live()
             .map(|(i, node)| {
                 let metrics = node.raft().metrics().borrow().clone();
@@ -330,7 +333,6 @@ impl Sim {
                     });
                     (digest, max_results)
                 });
-                let _ = at_ms;
                 NodeObs {
                     name: self.slots[i].name.clone(),
                     node_id: node.node_id(),
@@ -341,7 +343,7 @@ impl Sim {
                     voters: membership.voter_ids().collect(),
                     learners: membership.learner_ids().collect(),
                     member,
-                    held: node.held_tasks(),
+                    held: node.holding(),
                     digest,
                     max_results_per_task: max_results,
                 }
@@ -350,7 +352,7 @@ impl Sim {
     }
 
     fn note_sample(&self, at_ms: u64, nodes: &[NodeObs]) {
-        if std::env::var_os("SIM_DEBUG_SAMPLES").is_some() {
+        if self.debug_samples {
             let line: Vec<String> = nodes
                 .iter()
                 .map(|n| format!("{}:{:?}:t{}:v{:?}", n.name, n.state, n.term, n.voters.len()))
@@ -601,11 +603,8 @@ impl Sim {
             return;
         };
         let lost_at = lost.at;
-        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
         let bucket = (now - lost_at) / 250;
-        if std::env::var_os("SIM_DEBUG_FAILOVER").is_some()
-            && LAST.swap(bucket, std::sync::atomic::Ordering::Relaxed) != bucket
-        {
+        if self.debug_failover && self.debug_bucket.replace(bucket) != Some(bucket) {
             // A timeline of the voters while leadership is lost, for digging.
             for (_, node) in self.live() {
                 let status = node.status();
@@ -677,6 +676,9 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             slots: Vec::new(),
             blobs,
             _scratch: scratch,
+            debug_samples: std::env::var_os("SIM_DEBUG_SAMPLES").is_some(),
+            debug_failover: std::env::var_os("SIM_DEBUG_FAILOVER").is_some(),
+            debug_bucket: None,
             rng,
             checkers: invariants::all(),
             fault_log: Vec::new(),
@@ -760,7 +762,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                 if digests {
                     next_digest = now + DIGEST_EVERY_MS;
                 }
-                let nodes = sim.sample(now, digests);
+                let nodes = sim.sample(digests);
                 sim.note_sample(now, &nodes);
                 if all_done_at.is_none() && next_wave == waves {
                     let done = sim.succeeded_now();
@@ -783,7 +785,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
         // The end: writes never stop (heartbeat batches), so give replication
         // a moment to bring every member to the same applied index (up to 5
         // virtual s), then every checker sees the final state.
-        let mut nodes = sim.sample(sim.now_ms(), false);
+        let mut nodes = sim.sample(false);
         for _ in 0..500 {
             let leader = nodes
                 .iter()
@@ -800,10 +802,10 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                 break;
             }
             tokio::time::sleep(STEP).await;
-            nodes = sim.sample(sim.now_ms(), false);
+            nodes = sim.sample(false);
         }
         let end_at = sim.now_ms();
-        let nodes = sim.sample(end_at, true);
+        let nodes = sim.sample(true);
         sim.note_sample(end_at, &nodes);
         let leader_state: Option<MeshState> = sim
             .leader_index()

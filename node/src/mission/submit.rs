@@ -5,7 +5,7 @@
 //! the client's disk, so a module given as a path (rather than a digest or a
 //! `builtin:` name) is refused with a message saying to upload it first.
 
-use coditect_consensus::mission::{TaskExpect, TaskLimits, TaskSubmission};
+use coditect_consensus::mission::{TaskExpect, TaskSubmission};
 use coditect_memory::{BlobStore, Digest};
 
 use super::error::MissionError;
@@ -103,12 +103,7 @@ pub fn to_submissions(
             priority: task.priority as u8,
             input,
             inputs,
-            limits: TaskLimits {
-                fuel: task.limits.fuel,
-                memory_mb: task.limits.memory_mb,
-                timeout_ms: task.limits.timeout_ms,
-                output_mb: task.limits.output_mb,
-            },
+            limits: crate::worker::task_limits(&task.limits),
             expect: TaskExpect {
                 exit_code: task.expect.exit_code,
                 stdout_contains: task.expect.stdout_contains.clone(),
@@ -151,12 +146,7 @@ pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), Mis
             .iter()
             .map(|(path, digest)| format!("{path}={digest}"))
             .collect();
-        spec_task.limits = coditect_sandbox::Limits {
-            fuel: task.limits.fuel,
-            memory_mb: task.limits.memory_mb,
-            timeout_ms: task.limits.timeout_ms,
-            output_mb: task.limits.output_mb,
-        };
+        spec_task.limits = crate::worker::sandbox_limits(&task.limits);
         spec.tasks.push(spec_task);
     }
     validate(&spec, None).map(|_| ())

@@ -158,8 +158,9 @@ impl Node {
             .collect()
     }
 
-    /// Every task this node holds, for its heartbeat.
-    pub(super) fn holding(&self) -> Vec<Held> {
+    /// Every task this node holds (queued, running or reporting), by
+    /// attempt: for its heartbeat, and for checkers.
+    pub fn holding(&self) -> Vec<Held> {
         let exec = self.inner.exec.lock().expect("exec lock");
         exec.tasks
             .iter()

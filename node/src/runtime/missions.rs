@@ -46,6 +46,8 @@ pub enum SubmitError {
     Invalid(String),
     /// The mesh could not take it now (HTTP 503).
     Unavailable(String),
+    /// No such mission (HTTP 404).
+    NotFound(String),
 }
 
 /// Violation kinds whose blame is the node (the task avoids that node next).
@@ -836,10 +838,10 @@ impl Node {
         &self,
         mission: &str,
         action: MissionAction,
-    ) -> Result<(), String> {
+    ) -> Result<(), SubmitError> {
         let before = self.state(|state| state.missions.get(mission).cloned());
         let Some(before) = before else {
-            return Err(format!("no mission {mission}"));
+            return Err(SubmitError::NotFound(format!("no mission {mission}")));
         };
         let command = match action {
             MissionAction::Cancel => Command::CancelMission {
@@ -849,10 +851,18 @@ impl Node {
                 mission: mission.to_string(),
             },
         };
-        match self.write(command).await? {
+        match self
+            .write(command)
+            .await
+            .map_err(SubmitError::Unavailable)?
+        {
             CommandResponse::Ok => {}
-            CommandResponse::Rejected(reason) => return Err(reason),
-            other => return Err(format!("unexpected answer {other:?}")),
+            CommandResponse::Rejected(reason) => return Err(SubmitError::Invalid(reason)),
+            other => {
+                return Err(SubmitError::Unavailable(format!(
+                    "unexpected answer {other:?}"
+                )))
+            }
         }
         if action == MissionAction::Cancel {
             // Interrupt running guests now rather than at the next heartbeat.
@@ -890,10 +900,7 @@ impl Node {
     /// Any node: cancels or retries a mission through the leader.
     pub async fn control(&self, mission: &str, action: MissionAction) -> Result<(), SubmitError> {
         if self.is_leader() {
-            return self
-                .leader_control(mission, action)
-                .await
-                .map_err(SubmitError::Invalid);
+            return self.leader_control(mission, action).await;
         }
         let leader = self
             .leader()
@@ -904,6 +911,9 @@ impl Node {
         };
         match self.ask(&leader, &request).await {
             Ok(NodeResponse::Ack) => Ok(()),
+            Ok(NodeResponse::Mission(None)) => {
+                Err(SubmitError::NotFound(format!("no mission {mission}")))
+            }
             Ok(NodeResponse::Error(message)) => Err(SubmitError::Invalid(message)),
             Ok(other) => Err(SubmitError::Unavailable(format!(
                 "the leader answered {other:?}"

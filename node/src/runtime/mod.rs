@@ -470,11 +470,6 @@ impl Node {
         self.is_leader()
     }
 
-    /// The tasks this node holds (queued, running or reporting), by attempt.
-    pub fn held_tasks(&self) -> Vec<crate::messages::Held> {
-        self.holding()
-    }
-
     /// Commits a membership change and waits for it.
     async fn change_membership(
         &self,
@@ -821,9 +816,11 @@ impl Node {
                 let hint = (from.to_string(), self.inner.addresses.merged(from, &[]));
                 match self.leader_submit(Some(hint), name, tasks).await {
                     Ok(id) => NodeResponse::MissionCreated(id),
-                    Err(SubmitError::Invalid(message) | SubmitError::Unavailable(message)) => {
-                        NodeResponse::Error(message)
-                    }
+                    Err(
+                        SubmitError::Invalid(message)
+                        | SubmitError::Unavailable(message)
+                        | SubmitError::NotFound(message),
+                    ) => NodeResponse::Error(message),
                 }
             }
             NodeRequest::GetMission(id) => NodeResponse::Mission(
@@ -837,7 +834,10 @@ impl Node {
                 }
                 match self.leader_control(&mission, action).await {
                     Ok(()) => NodeResponse::Ack,
-                    Err(error) => NodeResponse::Error(error),
+                    Err(SubmitError::NotFound(_)) => NodeResponse::Mission(None),
+                    Err(SubmitError::Invalid(message) | SubmitError::Unavailable(message)) => {
+                        NodeResponse::Error(message)
+                    }
                 }
             }
             NodeRequest::Assign(assignments) => {
