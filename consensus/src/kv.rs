@@ -67,14 +67,39 @@ pub enum KvError {
 /// A key and its value.
 pub type KvEntry = (Vec<u8>, Vec<u8>);
 
+/// What [`KvStore::export`] hands each entry to.
+pub type ExportSink<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), KvError> + 'a;
+
 /// An ordered key-value store with atomic batches; see the module docs.
 pub trait KvStore: Send + Sync + 'static {
     /// The value of `key`.
     fn get(&self, column: Column, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
     /// The entries with `from <= key < to`, in key order.
-    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError>;
+    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError> {
+        self.range_bounded(column, from, to, usize::MAX)
+    }
+    /// Like [`KvStore::range`], but stops after the entry whose value takes
+    /// the total past `max_bytes` (at least one entry when any is in range):
+    /// a reader of large values never holds more than about that many bytes.
+    fn range_bounded(
+        &self,
+        column: Column,
+        from: &[u8],
+        to: &[u8],
+        max_bytes: usize,
+    ) -> Result<Vec<KvEntry>, KvError>;
     /// The entry with the greatest key.
     fn last(&self, column: Column) -> Result<Option<KvEntry>, KvError>;
+    /// Reads `meta_key` of the meta column and hands every entry of
+    /// `column` to `sink`, in key order, all as of one moment (a consistent
+    /// view, whatever is written meanwhile); returns the meta value. The
+    /// sink may write to the store. Used to build snapshots entry by entry.
+    fn export(
+        &self,
+        column: Column,
+        meta_key: &[u8],
+        sink: &mut ExportSink<'_>,
+    ) -> Result<Option<Vec<u8>>, KvError>;
     /// Applies `ops` atomically. With `durable`, this write and every earlier
     /// one survive a crash once the call returns.
     fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError>;
@@ -126,8 +151,15 @@ impl KvStore for RocksKv {
             .map_err(io_error("read"))
     }
 
-    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError> {
+    fn range_bounded(
+        &self,
+        column: Column,
+        from: &[u8],
+        to: &[u8],
+        max_bytes: usize,
+    ) -> Result<Vec<KvEntry>, KvError> {
         let mut entries = Vec::new();
+        let mut bytes = 0usize;
         let iterator = self.db.iterator_cf(
             self.family(column),
             rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
@@ -137,7 +169,11 @@ impl KvStore for RocksKv {
             if key.as_ref() >= to {
                 break;
             }
+            bytes = bytes.saturating_add(value.len());
             entries.push((key.to_vec(), value.to_vec()));
+            if bytes >= max_bytes {
+                break;
+            }
         }
         Ok(entries)
     }
@@ -154,6 +190,23 @@ impl KvStore for RocksKv {
                 Ok(Some((key.to_vec(), value.to_vec())))
             }
         }
+    }
+
+    fn export(
+        &self,
+        column: Column,
+        meta_key: &[u8],
+        sink: &mut ExportSink<'_>,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        let snapshot = self.db.snapshot();
+        let meta = snapshot
+            .get_cf(self.family(Column::Meta), meta_key)
+            .map_err(io_error("read"))?;
+        for item in snapshot.iterator_cf(self.family(column), rocksdb::IteratorMode::Start) {
+            let (key, value) = item.map_err(io_error("scan"))?;
+            sink(&key, &value)?;
+        }
+        Ok(meta)
     }
 
     fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError> {
@@ -189,6 +242,8 @@ struct MemInner {
     unsynced: Vec<KvOp>,
     /// A deliberate bug, if one was injected.
     bug: Option<InjectedBug>,
+    /// While set, every write fails with this message (a full disk).
+    failing_writes: Option<String>,
     /// The state column when the store was opened (or last crashed).
     state_at_open: BTreeMap<Vec<u8>, Vec<u8>>,
 }
@@ -254,6 +309,12 @@ impl MemKv {
         inner.state_at_open = inner.live.get(&Column::State).cloned().unwrap_or_default();
     }
 
+    /// Makes every later write fail with `message` (a full or broken disk),
+    /// or, with `None`, succeed again. Reads keep working.
+    pub fn fail_writes(&self, message: Option<String>) {
+        self.inner.lock().expect("mem kv lock").failing_writes = message;
+    }
+
     /// Turns on a deliberate bug (test and simulation use only).
     pub fn inject_bug(&self, bug: InjectedBug) {
         let mut inner = self.inner.lock().expect("mem kv lock");
@@ -272,21 +333,29 @@ impl KvStore for MemKv {
             .cloned())
     }
 
-    fn range(&self, column: Column, from: &[u8], to: &[u8]) -> Result<Vec<KvEntry>, KvError> {
+    fn range_bounded(
+        &self,
+        column: Column,
+        from: &[u8],
+        to: &[u8],
+        max_bytes: usize,
+    ) -> Result<Vec<KvEntry>, KvError> {
         if from >= to {
             return Ok(Vec::new());
         }
         let inner = self.inner.lock().expect("mem kv lock");
-        Ok(inner
-            .live
-            .get(&column)
-            .map(|table| {
-                table
-                    .range(from.to_vec()..to.to_vec())
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        if let Some(table) = inner.live.get(&column) {
+            for (key, value) in table.range(from.to_vec()..to.to_vec()) {
+                bytes = bytes.saturating_add(value.len());
+                entries.push((key.clone(), value.clone()));
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+        }
+        Ok(entries)
     }
 
     fn last(&self, column: Column) -> Result<Option<KvEntry>, KvError> {
@@ -299,8 +368,38 @@ impl KvStore for MemKv {
         }))
     }
 
+    fn export(
+        &self,
+        column: Column,
+        meta_key: &[u8],
+        sink: &mut ExportSink<'_>,
+    ) -> Result<Option<Vec<u8>>, KvError> {
+        // A copy taken under the lock is the consistent view; the sink runs
+        // without the lock, since it may write to this store.
+        let (meta, entries) = {
+            let inner = self.inner.lock().expect("mem kv lock");
+            let meta = inner
+                .live
+                .get(&Column::Meta)
+                .and_then(|table| table.get(meta_key))
+                .cloned();
+            let entries = inner.live.get(&column).cloned().unwrap_or_default();
+            (meta, entries)
+        };
+        for (key, value) in &entries {
+            sink(key, value)?;
+        }
+        Ok(meta)
+    }
+
     fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError> {
         let mut inner = self.inner.lock().expect("mem kv lock");
+        if let Some(message) = &inner.failing_writes {
+            return Err(KvError::Io {
+                operation: "write",
+                message: message.clone(),
+            });
+        }
         apply_ops(&mut inner.live, &ops);
         inner.unsynced.extend(ops);
         if durable {
@@ -339,6 +438,15 @@ mod tests {
             .map(|(key, _)| key)
             .collect();
         assert_eq!(keys, vec![vec![2], vec![3]]);
+        // A byte bound stops after the entry that reaches it, never before the first.
+        let bounded = |max_bytes| {
+            store
+                .range_bounded(Column::Log, &[1], &[9], max_bytes)
+                .unwrap()
+        };
+        assert_eq!(bounded(0).len(), 1);
+        assert_eq!(bounded(2).len(), 2);
+        assert_eq!(bounded(1_000).len(), 3);
         assert_eq!(store.last(Column::Log).unwrap().unwrap().0, vec![3]);
         store
             .write(vec![KvOp::DeleteRange(Column::Log, vec![2], vec![9])], true)
@@ -350,15 +458,55 @@ mod tests {
         assert_eq!(store.last(Column::Log).unwrap(), None);
     }
 
+    /// An export sees the store as it was when it began, even while its
+    /// sink writes to the exported column.
+    fn export_sees_one_moment(store: &dyn KvStore) {
+        store
+            .write(
+                vec![
+                    KvOp::Put(Column::State, b"a".to_vec(), b"1".to_vec()),
+                    KvOp::Put(Column::State, b"b".to_vec(), b"2".to_vec()),
+                    KvOp::Put(Column::Meta, b"applied".to_vec(), b"7".to_vec()),
+                ],
+                true,
+            )
+            .unwrap();
+        let mut seen = Vec::new();
+        let meta = store
+            .export(Column::State, b"applied", &mut |key, value| {
+                seen.push((key.to_vec(), value.to_vec()));
+                store.write(
+                    vec![
+                        KvOp::Put(Column::State, b"c".to_vec(), b"3".to_vec()),
+                        KvOp::Put(Column::Meta, b"applied".to_vec(), b"8".to_vec()),
+                    ],
+                    false,
+                )
+            })
+            .unwrap();
+        assert_eq!(meta, Some(b"7".to_vec()));
+        assert_eq!(
+            seen,
+            vec![
+                (b"a".to_vec(), b"1".to_vec()),
+                (b"b".to_vec(), b"2".to_vec())
+            ]
+        );
+        assert_eq!(store.get(Column::State, b"c").unwrap(), Some(b"3".to_vec()));
+    }
+
     #[test]
     fn rocks_kv_behaves() {
         let dir = tempfile::tempdir().unwrap();
         exercise(&RocksKv::open(dir.path()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        export_sees_one_moment(&RocksKv::open(dir.path()).unwrap());
     }
 
     #[test]
     fn mem_kv_behaves() {
         exercise(&MemKv::new());
+        export_sees_one_moment(&MemKv::new());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod kv;
 pub mod mission;
 pub mod network;
 pub mod runtime;
+pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod types;
@@ -24,6 +25,19 @@ pub use types::{
     Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord,
     TypeConfig, WasmLimits,
 };
+
+/// The largest command the mesh proposes as one Raft log entry, encoded.
+/// Entries travel inside AppendEntries requests over a transport whose
+/// frames are capped at 16 MiB, and a follower must receive, fsync and
+/// answer one within a heartbeat interval; a megabyte keeps both true on a
+/// LAN. Larger payloads go to the blob store, or are split over entries.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// Stored log bytes one AppendEntries request carries, at most (one entry
+/// always goes, so an entry up to [`MAX_ENTRY_BYTES`] is never stuck).
+/// openraft's `max_payload_entries` counts entries, not bytes; the log
+/// reader enforces this bound.
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
 
 /// Timing of the Raft group. Elections are tuned for LAN latencies: a lost
 /// leader is noticed within `election_timeout_min..max` ms.
@@ -59,6 +73,8 @@ pub fn raft_config(timing: &RaftTiming) -> Result<openraft::Config, String> {
         snapshot_max_chunk_size: 1024 * 1024,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
+        // Entries per AppendEntries; the log reader also stops at
+        // MAX_APPEND_BYTES, whichever comes first.
         max_payload_entries: 1_000,
         ..Default::default()
     };

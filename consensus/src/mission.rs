@@ -213,7 +213,26 @@ pub struct MissionRecord {
     /// Which tasks need each task, built on first use.
     #[serde(skip)]
     pub derived: Derived,
+    /// Set once the finished mission was compacted: its tasks are gone and
+    /// this is how many ended in each state (lower-case state names).
+    pub summary: Option<BTreeMap<String, u64>>,
+    /// Local count of applied changes to this mission (never replicated,
+    /// never part of equality): readers rebuild views only when it moves.
+    #[serde(skip)]
+    pub revision: Revision,
 }
+
+/// A local change counter; see [`MissionRecord::revision`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Revision(pub u64);
+
+impl PartialEq for Revision {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Revision {}
 
 /// Why a mission transition was refused.
 pub type Refusal = String;
@@ -262,6 +281,8 @@ impl MissionRecord {
             submitted_ms,
             dirty,
             derived: Derived::default(),
+            summary: None,
+            revision: Revision::default(),
         };
         mission.settle(next_seq);
         mission
@@ -618,8 +639,37 @@ impl MissionRecord {
         Ok(())
     }
 
+    /// Drops a finished mission's tasks, keeping its header and how many
+    /// tasks ended in each state. Every task is marked dirty, so storage
+    /// deletes its key.
+    pub fn compact(&mut self) -> Result<(), Refusal> {
+        if self.state == MissionState::Running {
+            return Err(format!("mission {} is still running", self.id));
+        }
+        if self.summary.is_some() {
+            return Err(format!("mission {} is compacted already", self.id));
+        }
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for task in self.tasks.values() {
+            *counts
+                .entry(format!("{:?}", task.state).to_ascii_lowercase())
+                .or_default() += 1;
+        }
+        self.dirty.0.extend(self.tasks.keys().cloned());
+        self.tasks.clear();
+        self.derived = Derived::default();
+        self.summary = Some(counts);
+        Ok(())
+    }
+
     /// Re-runs the failed and blocked tasks with a fresh attempt budget.
     pub fn retry(&mut self, next_seq: &mut u64) -> Result<usize, Refusal> {
+        if self.summary.is_some() {
+            return Err(format!(
+                "mission {} was compacted (its tasks are no longer kept); submit it again",
+                self.id
+            ));
+        }
         if self.state != MissionState::Failed {
             return Err(format!(
                 "mission {} is {:?}; only failed missions are retried",

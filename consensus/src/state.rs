@@ -19,7 +19,32 @@ pub struct MeshState {
     pub missions_submitted: u64,
     /// A counter giving each task that becomes ready its age rank.
     pub next_ready_seq: u64,
+    /// Parts of missions too large for one entry, by stage id, waiting for
+    /// the submission that seals them.
+    pub staged: BTreeMap<String, StagedTasks>,
+    /// Idempotency keys of submissions: key -> (mission id, leader clock).
+    /// The oldest are forgotten past [`MAX_IDEMPOTENCY_KEYS`].
+    pub submission_keys: BTreeMap<String, (String, u64)>,
 }
+
+/// Tasks staged for one large submission, in chunks as they were committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedTasks {
+    /// Leader's clock at the first chunk.
+    pub started_ms: u64,
+    /// The chunks, in order.
+    pub chunks: Vec<Vec<crate::mission::TaskSubmission>>,
+}
+
+/// A stage not sealed this long after it started (leader clock) is dropped:
+/// its leader died mid-submission, and the client resubmits.
+pub const STAGE_TTL_MS: u64 = 10 * 60 * 1000;
+/// Submission idempotency keys remembered, at most (the oldest go first).
+pub const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
+/// Longest idempotency key accepted, bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+/// Stages open at once, at most.
+const MAX_STAGES: usize = 64;
 
 /// A key of the state that an apply touched, so storage rewrites only those.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -32,12 +57,34 @@ pub enum StateKey {
     Task(String, String),
     /// The mission and ready counters.
     Counters,
+    /// One chunk of a staged submission.
+    StageChunk(String, u32),
+    /// A submission's idempotency key.
+    SubmissionKey(String),
 }
 
 impl MeshState {
     /// Applies one command; returns the answer and pushes the keys it changed.
     pub fn apply(&mut self, command: &Command, touched: &mut Vec<StateKey>) -> CommandResponse {
-        self.apply_at(command, touched, 0)
+        let from = touched.len();
+        let answer = self.apply_at(command, touched, 0);
+        // Count changes per mission, so readers (long polls) rebuild a view
+        // only for a mission that changed.
+        let mut changed: Vec<&str> = touched[from..]
+            .iter()
+            .filter_map(|key| match key {
+                StateKey::Mission(id) | StateKey::Task(id, _) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        for id in changed {
+            if let Some(mission) = self.missions.get_mut(id) {
+                mission.revision.0 += 1;
+            }
+        }
+        answer
     }
 
     /// Applies `command` inside `depth` batches: the proposer may group a
@@ -107,18 +154,68 @@ impl MeshState {
                 }
                 CommandResponse::Ok
             }
+            Command::StageTasks {
+                stage,
+                tasks,
+                at_ms,
+            } => {
+                self.expire_stages(*at_ms, touched);
+                if !self.staged.contains_key(stage) && self.staged.len() >= MAX_STAGES {
+                    return CommandResponse::Rejected(format!(
+                        "{MAX_STAGES} large submissions are already being staged; try again later"
+                    ));
+                }
+                let staged = self
+                    .staged
+                    .entry(stage.clone())
+                    .or_insert_with(|| StagedTasks {
+                        started_ms: *at_ms,
+                        chunks: Vec::new(),
+                    });
+                staged.chunks.push(tasks.clone());
+                let chunk = (staged.chunks.len() - 1) as u32;
+                touched.push(StateKey::StageChunk(stage.clone(), chunk));
+                CommandResponse::Ok
+            }
             Command::SubmitMission {
                 name,
                 tasks,
                 at_ms,
                 assign,
+                staged,
+                idempotency_key,
             } => {
+                if let Some(key) = idempotency_key {
+                    if let Some((id, _)) = self.submission_keys.get(key) {
+                        return CommandResponse::MissionCreated(id.clone());
+                    }
+                }
+                self.expire_stages(*at_ms, touched);
+                let tasks = match staged {
+                    None => tasks.clone(),
+                    Some(stage) => {
+                        let Some(staged) = self.staged.remove(stage) else {
+                            return CommandResponse::Rejected(format!(
+                                "the staged part of this submission ({stage}) is gone; submit it again"
+                            ));
+                        };
+                        for chunk in 0..staged.chunks.len() {
+                            touched.push(StateKey::StageChunk(stage.clone(), chunk as u32));
+                        }
+                        let mut all: Vec<_> = staged.chunks.into_iter().flatten().collect();
+                        all.extend(tasks.iter().cloned());
+                        all
+                    }
+                };
                 self.missions_submitted += 1;
                 let id = format!("m{}", self.missions_submitted);
+                if let Some(key) = idempotency_key {
+                    self.remember_key(key, &id, *at_ms, touched);
+                }
                 let mut mission = MissionRecord::new(
                     id.clone(),
                     name.clone(),
-                    tasks.clone(),
+                    tasks,
                     *at_ms,
                     &mut self.next_ready_seq,
                 );
@@ -206,6 +303,18 @@ impl MeshState {
             Command::RetryMission { mission } => {
                 self.on_mission(mission, touched, |m, seq| m.retry(seq).map(|_| ()))
             }
+            Command::CompactMissions { missions } => {
+                let mut compacted = 0;
+                for mission in missions {
+                    let answer = self.on_mission(mission, touched, |m, _| m.compact());
+                    compacted += usize::from(answer == CommandResponse::Ok);
+                }
+                if compacted == 0 && !missions.is_empty() {
+                    CommandResponse::Rejected("no mission to compact".into())
+                } else {
+                    CommandResponse::Ok
+                }
+            }
             Command::NodeLeft { node_id, at_ms } => match self.nodes.get_mut(node_id) {
                 Some(node) => {
                     node.left = true;
@@ -219,6 +328,41 @@ impl MeshState {
     }
 
     /// Moves a mission's changed tasks into `touched`.
+    /// Drops stages whose submission never came (their leader died).
+    fn expire_stages(&mut self, now_ms: u64, touched: &mut Vec<StateKey>) {
+        let expired: Vec<String> = self
+            .staged
+            .iter()
+            .filter(|(_, staged)| now_ms.saturating_sub(staged.started_ms) > STAGE_TTL_MS)
+            .map(|(stage, _)| stage.clone())
+            .collect();
+        for stage in expired {
+            if let Some(staged) = self.staged.remove(&stage) {
+                for chunk in 0..staged.chunks.len() {
+                    touched.push(StateKey::StageChunk(stage.clone(), chunk as u32));
+                }
+            }
+        }
+    }
+
+    /// Records `key` as having created mission `id`, forgetting the oldest
+    /// keys past the cap (ties broken by key, so every replica agrees).
+    fn remember_key(&mut self, key: &str, id: &str, at_ms: u64, touched: &mut Vec<StateKey>) {
+        self.submission_keys
+            .insert(key.to_string(), (id.to_string(), at_ms));
+        touched.push(StateKey::SubmissionKey(key.to_string()));
+        while self.submission_keys.len() > MAX_IDEMPOTENCY_KEYS {
+            let oldest = self
+                .submission_keys
+                .iter()
+                .min_by(|a, b| (a.1 .1, a.0).cmp(&(b.1 .1, b.0)))
+                .map(|(key, _)| key.clone())
+                .expect("more keys than the cap");
+            self.submission_keys.remove(&oldest);
+            touched.push(StateKey::SubmissionKey(oldest));
+        }
+    }
+
     fn take_dirty(&mut self, id: &str, touched: &mut Vec<StateKey>) {
         if let Some(mission) = self.missions.get_mut(id) {
             for task in std::mem::take(&mut mission.dirty.0) {
@@ -402,6 +546,118 @@ mod tests {
         ));
     }
 
+    fn submit(
+        tasks: Vec<crate::mission::TaskSubmission>,
+        staged: Option<&str>,
+        key: Option<&str>,
+        at_ms: u64,
+    ) -> Command {
+        Command::SubmitMission {
+            name: "big".into(),
+            tasks,
+            at_ms,
+            assign: Vec::new(),
+            staged: staged.map(str::to_string),
+            idempotency_key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn staged_chunks_join_the_submission_that_seals_them() {
+        use crate::mission::test_submission as task;
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        let stage = |tasks, at_ms| Command::StageTasks {
+            stage: "s1".into(),
+            tasks,
+            at_ms,
+        };
+        assert_eq!(
+            state.apply(&stage(vec![task("a", &[])], 1), &mut touched),
+            CommandResponse::Ok
+        );
+        assert_eq!(
+            state.apply(&stage(vec![task("b", &["a"])], 2), &mut touched),
+            CommandResponse::Ok
+        );
+        // Staged tasks are invisible until sealed.
+        assert!(state.missions.is_empty());
+        assert!(touched.contains(&StateKey::StageChunk("s1".into(), 1)));
+        let answer = state.apply(
+            &submit(vec![task("c", &["b"])], Some("s1"), None, 3),
+            &mut touched,
+        );
+        assert_eq!(answer, CommandResponse::MissionCreated("m1".into()));
+        let ids: Vec<&String> = state.missions["m1"].tasks.keys().collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert!(state.staged.is_empty());
+        // A seal whose stage is gone is refused and changes nothing.
+        let before = state.clone();
+        let answer = state.apply(
+            &submit(vec![task("d", &[])], Some("s1"), None, 4),
+            &mut touched,
+        );
+        assert!(matches!(answer, CommandResponse::Rejected(_)), "{answer:?}");
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn unsealed_stages_expire() {
+        use crate::mission::test_submission as task;
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        let stage = Command::StageTasks {
+            stage: "old".into(),
+            tasks: vec![task("a", &[])],
+            at_ms: 1,
+        };
+        state.apply(&stage, &mut touched);
+        state.apply(
+            &submit(vec![task("x", &[])], None, None, 2 + STAGE_TTL_MS),
+            &mut touched,
+        );
+        assert!(state.staged.is_empty());
+    }
+
+    #[test]
+    fn an_idempotency_key_answers_with_the_mission_it_created() {
+        use crate::mission::test_submission as task;
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        let first = state.apply(
+            &submit(vec![task("a", &[])], None, Some("k"), 1),
+            &mut touched,
+        );
+        assert_eq!(first, CommandResponse::MissionCreated("m1".into()));
+        let before = state.clone();
+        let again = state.apply(
+            &submit(vec![task("a", &[])], None, Some("k"), 2),
+            &mut touched,
+        );
+        assert_eq!(again, CommandResponse::MissionCreated("m1".into()));
+        assert_eq!(state, before, "a repeated key creates nothing");
+        let other = state.apply(
+            &submit(vec![task("a", &[])], None, Some("k2"), 3),
+            &mut touched,
+        );
+        assert_eq!(other, CommandResponse::MissionCreated("m2".into()));
+        let plain = state.apply(&submit(vec![task("a", &[])], None, None, 4), &mut touched);
+        assert_eq!(plain, CommandResponse::MissionCreated("m3".into()));
+    }
+
+    #[test]
+    fn the_oldest_idempotency_keys_are_forgotten_past_the_cap() {
+        let mut state = MeshState::default();
+        let mut touched = Vec::new();
+        for i in 0..(MAX_IDEMPOTENCY_KEYS as u64 + 3) {
+            state.remember_key(&format!("k{i}"), "m1", i, &mut touched);
+        }
+        assert_eq!(state.submission_keys.len(), MAX_IDEMPOTENCY_KEYS);
+        assert!(!state.submission_keys.contains_key("k0"));
+        assert!(!state.submission_keys.contains_key("k2"));
+        assert!(state.submission_keys.contains_key("k3"));
+    }
+
     #[test]
     fn a_submission_can_carry_the_first_placements() {
         use crate::mission::{test_submission, TaskState};
@@ -414,6 +670,8 @@ mod tests {
                 at_ms: 7,
                 // `b` is not ready and `ghost` does not exist: both refused.
                 assign: vec![("a".into(), 4), ("b".into(), 4), ("ghost".into(), 4)],
+                staged: None,
+                idempotency_key: None,
             },
             &mut touched,
         );

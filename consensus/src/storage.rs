@@ -4,7 +4,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, RwLock};
 
@@ -27,11 +26,20 @@ const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT: &[u8] = b"snapshot";
+/// A snapshot being installed (its data fully received): present only
+/// between the start and the end of an install, which is redone on open.
+const KEY_INSTALLING: &[u8] = b"installing";
+/// Counter naming snapshot data, so a new snapshot never overwrites the
+/// chunks of the current one.
+const KEY_SNAPSHOT_SEQUENCE: &[u8] = b"snapshot_sequence";
+/// Bytes of state written per batch while a snapshot is installed.
+const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
 const KEY_FORMAT: &[u8] = b"format";
 /// Written into every database we create; a database without it is not ours.
 /// Version 2: standard Raft leader ids (one leader per term) and one key per
-/// task; a version 1 database is refused by name, never misread.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/2";
+/// task. Version 3: snapshots stored as chunks of frames, staged submissions
+/// and idempotency keys. An older database is refused by name, never misread.
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/3";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";
@@ -46,6 +54,7 @@ struct MissionHeader {
     name: String,
     state: crate::mission::MissionState,
     submitted_ms: u64,
+    summary: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 fn task_key(mission: &str, task: &str) -> Vec<u8> {
@@ -56,6 +65,19 @@ fn task_key(mission: &str, task: &str) -> Vec<u8> {
     key
 }
 const KEY_COUNTERS: &[u8] = b"counters";
+/// `stage/<stage id> 0x00 <chunk, u32 big-endian>`: one staged chunk of a
+/// large submission, as `(started_ms, tasks)`.
+const STAGE_PREFIX: &[u8] = b"stage/";
+/// `submitkey/<key>`: the mission a submission's idempotency key created.
+const SUBMISSION_KEY_PREFIX: &[u8] = b"submitkey/";
+
+fn stage_key(stage: &str, chunk: u32) -> Vec<u8> {
+    let mut key = STAGE_PREFIX.to_vec();
+    key.extend_from_slice(stage.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&chunk.to_be_bytes());
+    key
+}
 
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -185,12 +207,40 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .store
             .range(Column::Log, &log_key(start), &end)
             .map_err(kv(ErrorSubject::Logs, ErrorVerb::Read))?;
-        rows.into_iter()
-            .map(|(_, bytes)| {
-                codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read))
-            })
-            .collect()
+        decode_entries(rows)
     }
+
+    /// The replication path: at most about [`crate::MAX_APPEND_BYTES`] of
+    /// stored entries (at least one), so no AppendEntries request outgrows
+    /// the transport or the heartbeat it must fit in, however large the
+    /// entries are.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .store
+            .range_bounded(
+                Column::Log,
+                &log_key(start),
+                &log_key(end),
+                crate::MAX_APPEND_BYTES,
+            )
+            .map_err(kv(ErrorSubject::Logs, ErrorVerb::Read))?;
+        decode_entries(rows)
+    }
+}
+
+fn decode_entries(rows: Vec<crate::kv::KvEntry>) -> StorageResult<Vec<Entry<TypeConfig>>> {
+    rows.into_iter()
+        .map(|(_, bytes)| {
+            codec::decode(&bytes).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Read))
+        })
+        .collect()
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
@@ -323,15 +373,99 @@ struct AppliedMeta {
     membership: StoredMembership<NodeId, MeshNode>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// Where a snapshot's data is: its chunks, by name, and its length.
+#[derive(Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, MeshNode>,
-    data: Vec<u8>,
+    name: String,
+    len: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotPayload {
-    state: MeshState,
+/// Whether `key` is one the state column may hold (a snapshot's entries
+/// are checked against it before they are installed).
+fn is_state_key(key: &[u8]) -> bool {
+    key == KEY_COUNTERS
+        || [
+            NODE_PREFIX,
+            MISSION_PREFIX,
+            TASK_PREFIX,
+            STAGE_PREFIX,
+            SUBMISSION_KEY_PREFIX,
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+}
+
+/// The replicated state as the state column holds it.
+fn load_state(store: &dyn KvStore) -> StorageResult<MeshState> {
+    let mut state = MeshState::default();
+    let read = |prefix: &[u8]| {
+        store
+            .range(Column::State, prefix, &prefix_end(prefix))
+            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))
+    };
+    let decode_err = || codec_err(ErrorSubject::StateMachine, ErrorVerb::Read);
+    for (_, bytes) in read(NODE_PREFIX)? {
+        let record: crate::types::NodeRecord = codec::decode(&bytes).map_err(decode_err())?;
+        state.nodes.insert(record.node_id, record);
+    }
+    for (_, bytes) in read(MISSION_PREFIX)? {
+        let header: MissionHeader = codec::decode(&bytes).map_err(decode_err())?;
+        state.missions.insert(
+            header.id.clone(),
+            crate::mission::MissionRecord {
+                id: header.id,
+                name: header.name,
+                state: header.state,
+                tasks: Default::default(),
+                submitted_ms: header.submitted_ms,
+                dirty: Default::default(),
+                derived: Default::default(),
+                summary: header.summary,
+                revision: Default::default(),
+            },
+        );
+    }
+    for (key, bytes) in read(TASK_PREFIX)? {
+        let record: crate::mission::TaskRecord = codec::decode(&bytes).map_err(decode_err())?;
+        let rest = &key[TASK_PREFIX.len()..];
+        let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        let mission = String::from_utf8_lossy(&rest[..split]).to_string();
+        if let Some(mission) = state.missions.get_mut(&mission) {
+            mission.tasks.insert(record.spec.id.clone(), record);
+        }
+    }
+    for (key, bytes) in read(STAGE_PREFIX)? {
+        let (started_ms, tasks): (u64, Vec<crate::mission::TaskSubmission>) =
+            codec::decode(&bytes).map_err(decode_err())?;
+        let rest = &key[STAGE_PREFIX.len()..];
+        let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        let stage = String::from_utf8_lossy(&rest[..split]).to_string();
+        // Keys sort by chunk number (big-endian), so chunks arrive in order.
+        state
+            .staged
+            .entry(stage)
+            .or_insert_with(|| crate::state::StagedTasks {
+                started_ms,
+                chunks: Vec::new(),
+            })
+            .chunks
+            .push(tasks);
+    }
+    for (key, bytes) in read(SUBMISSION_KEY_PREFIX)? {
+        let value: (String, u64) = codec::decode(&bytes).map_err(decode_err())?;
+        let name = String::from_utf8_lossy(&key[SUBMISSION_KEY_PREFIX.len()..]).to_string();
+        state.submission_keys.insert(name, value);
+    }
+    if let Some(bytes) = store
+        .get(Column::State, KEY_COUNTERS)
+        .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
+    {
+        let (submitted, ready): (u64, u64) = codec::decode(&bytes).map_err(decode_err())?;
+        state.missions_submitted = submitted;
+        state.next_ready_seq = ready;
+    }
+    Ok(state)
 }
 
 /// The state machine over a [`KvStore`]: the state lives in memory
@@ -342,69 +476,98 @@ pub struct StateMachineStore {
     replica: SharedState,
     applied_watch: Arc<tokio::sync::watch::Sender<u64>>,
     snapshot_sequence: u64,
+    naming: Arc<std::sync::Mutex<()>>,
 }
 
 impl StateMachineStore {
     /// Loads the state machine from `store`.
     pub fn open(store: Arc<dyn KvStore>) -> StorageResult<Self> {
-        let applied: AppliedMeta = match store
-            .get(Column::Meta, KEY_APPLIED)
-            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
-        {
+        let read_meta = |key: &[u8]| {
+            store
+                .get(Column::Meta, key)
+                .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))
+        };
+        // An install that a crash interrupted is finished first: its data
+        // was complete before it began.
+        if let Some(bytes) = read_meta(KEY_INSTALLING)? {
+            let marker: StoredSnapshot = codec::decode(&bytes)
+                .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+            tracing::warn!(snapshot = %marker.meta.snapshot_id, "finishing an interrupted snapshot install");
+            replay_snapshot(&store, &marker)?;
+        }
+        let applied: AppliedMeta = match read_meta(KEY_APPLIED)? {
             Some(bytes) => codec::decode(&bytes)
                 .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Read))?,
             None => AppliedMeta::default(),
         };
-        let mut state = MeshState::default();
-        let read = |prefix: &[u8]| {
-            store
-                .range(Column::State, prefix, &prefix_end(prefix))
-                .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))
+        // Chunks of snapshots that were being built or received when the
+        // process stopped belong to no snapshot: drop them.
+        let current = read_meta(KEY_SNAPSHOT)?
+            .map(|bytes| codec::decode::<StoredSnapshot>(&bytes))
+            .transpose()
+            .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        let all_end = prefix_end(crate::snapshot::CHUNK_PREFIX);
+        let cleanup = match &current {
+            None => vec![KvOp::DeleteRange(
+                Column::Meta,
+                crate::snapshot::CHUNK_PREFIX.to_vec(),
+                all_end,
+            )],
+            Some(current) => vec![
+                KvOp::DeleteRange(
+                    Column::Meta,
+                    crate::snapshot::CHUNK_PREFIX.to_vec(),
+                    crate::snapshot::name_prefix(&current.name),
+                ),
+                KvOp::DeleteRange(
+                    Column::Meta,
+                    crate::snapshot::name_end(&current.name),
+                    all_end,
+                ),
+            ],
         };
-        let decode_err = || codec_err(ErrorSubject::StateMachine, ErrorVerb::Read);
-        for (_, bytes) in read(NODE_PREFIX)? {
-            let record: crate::types::NodeRecord = codec::decode(&bytes).map_err(decode_err())?;
-            state.nodes.insert(record.node_id, record);
-        }
-        for (_, bytes) in read(MISSION_PREFIX)? {
-            let header: MissionHeader = codec::decode(&bytes).map_err(decode_err())?;
-            state.missions.insert(
-                header.id.clone(),
-                crate::mission::MissionRecord {
-                    id: header.id,
-                    name: header.name,
-                    state: header.state,
-                    tasks: Default::default(),
-                    submitted_ms: header.submitted_ms,
-                    dirty: Default::default(),
-                    derived: Default::default(),
-                },
-            );
-        }
-        for (key, bytes) in read(TASK_PREFIX)? {
-            let record: crate::mission::TaskRecord = codec::decode(&bytes).map_err(decode_err())?;
-            let rest = &key[TASK_PREFIX.len()..];
-            let split = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-            let mission = String::from_utf8_lossy(&rest[..split]).to_string();
-            if let Some(mission) = state.missions.get_mut(&mission) {
-                mission.tasks.insert(record.spec.id.clone(), record);
-            }
-        }
-        if let Some(bytes) = store
-            .get(Column::State, KEY_COUNTERS)
-            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
-        {
-            let (submitted, ready): (u64, u64) = codec::decode(&bytes).map_err(decode_err())?;
-            state.missions_submitted = submitted;
-            state.next_ready_seq = ready;
-        }
+        store
+            .write(cleanup, false)
+            .map_err(kv(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        let state = load_state(store.as_ref())?;
         let index = applied.last_applied.map(|id| id.index).unwrap_or(0);
         Ok(StateMachineStore {
             store,
             replica: Arc::new(RwLock::new(Replica { state, applied })),
             applied_watch: Arc::new(tokio::sync::watch::channel(index).0),
             snapshot_sequence: 0,
+            naming: Arc::new(std::sync::Mutex::new(())),
         })
+    }
+
+    /// A fresh name for snapshot data (a persistent counter, so it never
+    /// names the chunks of the current snapshot).
+    fn next_snapshot_name(&self, kind: &str) -> StorageResult<String> {
+        let _naming = self.naming.lock().expect("naming lock");
+        let subject = ErrorSubject::Snapshot(None);
+        let sequence: u64 = match self
+            .store
+            .get(Column::Meta, KEY_SNAPSHOT_SEQUENCE)
+            .map_err(kv(subject.clone(), ErrorVerb::Read))?
+        {
+            Some(bytes) => {
+                codec::decode(&bytes).map_err(codec_err(subject.clone(), ErrorVerb::Read))?
+            }
+            None => 0,
+        };
+        let next =
+            codec::encode(&(sequence + 1)).map_err(codec_err(subject.clone(), ErrorVerb::Write))?;
+        self.store
+            .write(
+                vec![KvOp::Put(
+                    Column::Meta,
+                    KEY_SNAPSHOT_SEQUENCE.to_vec(),
+                    next,
+                )],
+                false,
+            )
+            .map_err(kv(subject, ErrorVerb::Write))?;
+        Ok(format!("{kind}{sequence}"))
     }
 
     /// The state readers share.
@@ -449,6 +612,7 @@ impl StateMachineStore {
                                 name: mission.name.clone(),
                                 state: mission.state,
                                 submitted_ms: mission.submitted_ms,
+                                summary: mission.summary.clone(),
                             })
                             .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
                         )),
@@ -462,6 +626,33 @@ impl StateMachineStore {
                             Column::State,
                             db_key,
                             codec::encode(record)
+                                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                        )),
+                        None => ops.push(KvOp::Delete(Column::State, db_key)),
+                    }
+                }
+                StateKey::StageChunk(stage, chunk) => {
+                    let db_key = stage_key(stage, *chunk);
+                    match state.staged.get(stage).and_then(|staged| {
+                        Some((staged.started_ms, staged.chunks.get(*chunk as usize)?))
+                    }) {
+                        Some(value) => ops.push(KvOp::Put(
+                            Column::State,
+                            db_key,
+                            codec::encode(&value)
+                                .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                        )),
+                        None => ops.push(KvOp::Delete(Column::State, db_key)),
+                    }
+                }
+                StateKey::SubmissionKey(name) => {
+                    let mut db_key = SUBMISSION_KEY_PREFIX.to_vec();
+                    db_key.extend_from_slice(name.as_bytes());
+                    match state.submission_keys.get(name) {
+                        Some(value) => ops.push(KvOp::Put(
+                            Column::State,
+                            db_key,
+                            codec::encode(value)
                                 .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
                         )),
                         None => ops.push(KvOp::Delete(Column::State, db_key)),
@@ -501,15 +692,26 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
-        // State and applied position are read under one lock, so the
-        // snapshot is exactly the state at `last_log_id`.
-        let (data, applied) = {
-            let replica = self.replica.read().expect("state lock");
-            let data = codec::encode(&SnapshotPayload {
-                state: replica.state.clone(),
+        // The state column and the applied position are exported as of one
+        // moment, entry by entry into chunks: no copy of the whole state.
+        let subject = ErrorSubject::Snapshot(None);
+        let name = self.next_snapshot_name("b")?;
+        let mut writer = crate::snapshot::FrameWriter::new(self.store.clone(), name.clone())
+            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        let applied = self
+            .store
+            .export(Column::State, KEY_APPLIED, &mut |key, value| {
+                writer.entry(key, value)
             })
-            .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
-            (data, replica.applied.clone())
+            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        let data = writer
+            .finish()
+            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        let applied: AppliedMeta = match applied {
+            Some(bytes) => {
+                codec::decode(&bytes).map_err(codec_err(subject.clone(), ErrorVerb::Read))?
+            }
+            None => AppliedMeta::default(),
         };
         let snapshot_id = match applied.last_applied {
             Some(last) => format!(
@@ -525,21 +727,95 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data: data.clone(),
+            name,
+            len: data.len(),
         };
-        let bytes = codec::encode(&stored)
-            .map_err(codec_err(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
-        self.store
-            .write(
-                vec![KvOp::Put(Column::Meta, KEY_SNAPSHOT.to_vec(), bytes)],
-                true,
-            )
-            .map_err(kv(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        let current = self.read_snapshot()?;
+        // An install may have brought a newer snapshot meanwhile: keep it.
+        let newer = current
+            .as_ref()
+            .is_none_or(|current| current.meta.last_log_id <= meta.last_log_id);
+        if newer {
+            let mut ops = vec![KvOp::Put(
+                Column::Meta,
+                KEY_SNAPSHOT.to_vec(),
+                codec::encode(&stored).map_err(codec_err(subject.clone(), ErrorVerb::Write))?,
+            )];
+            if let Some(current) = current {
+                ops.push(crate::snapshot::delete_op(&current.name));
+            }
+            self.store
+                .write(ops, true)
+                .map_err(kv(subject, ErrorVerb::Write))?;
+        }
+        tracing::debug!(bytes = stored.len, "snapshot built");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(data),
         })
     }
+}
+
+/// Writes a fully received snapshot's entries into the state column in
+/// bounded batches, then (durably, in one batch) its applied position and
+/// itself as the current snapshot, ending the install. Redone on open if a
+/// crash interrupted it.
+fn replay_snapshot(store: &Arc<dyn KvStore>, marker: &StoredSnapshot) -> StorageResult<()> {
+    let subject = ErrorSubject::Snapshot(Some(marker.meta.signature()));
+    let previous = match store
+        .get(Column::Meta, KEY_SNAPSHOT)
+        .map_err(kv(subject.clone(), ErrorVerb::Read))?
+    {
+        Some(bytes) => Some(
+            codec::decode::<StoredSnapshot>(&bytes)
+                .map_err(codec_err(subject.clone(), ErrorVerb::Read))?,
+        ),
+        None => None,
+    };
+    let mut data =
+        crate::snapshot::SnapshotData::open(store.clone(), marker.name.clone(), marker.len);
+    let mut batch = vec![KvOp::DeleteRange(Column::State, Vec::new(), vec![0xff; 16])];
+    let mut bytes = 0usize;
+    crate::snapshot::read_frames(&mut data, &mut |key, value| {
+        if !is_state_key(&key) {
+            return Err(KvError::Io {
+                operation: "snapshot install",
+                message: format!(
+                    "the snapshot holds a key the state does not: {:?}",
+                    String::from_utf8_lossy(&key[..key.len().min(40)])
+                ),
+            });
+        }
+        bytes += key.len() + value.len();
+        batch.push(KvOp::Put(Column::State, key, value));
+        if bytes >= INSTALL_BATCH_BYTES {
+            store.write(std::mem::take(&mut batch), false)?;
+            bytes = 0;
+        }
+        Ok(())
+    })
+    .map_err(kv(subject.clone(), ErrorVerb::Read))?;
+    let applied = AppliedMeta {
+        last_applied: marker.meta.last_log_id,
+        membership: marker.meta.last_membership.clone(),
+    };
+    batch.push(KvOp::Put(
+        Column::Meta,
+        KEY_APPLIED.to_vec(),
+        codec::encode(&applied).map_err(codec_err(subject.clone(), ErrorVerb::Write))?,
+    ));
+    batch.push(KvOp::Put(
+        Column::Meta,
+        KEY_SNAPSHOT.to_vec(),
+        codec::encode(marker).map_err(codec_err(subject.clone(), ErrorVerb::Write))?,
+    ));
+    batch.push(KvOp::Delete(Column::Meta, KEY_INSTALLING.to_vec()));
+    if let Some(previous) = previous.filter(|p| p.name != marker.name) {
+        batch.push(crate::snapshot::delete_op(&previous.name));
+    }
+    store
+        .write(batch, true)
+        .map_err(kv(subject, ErrorVerb::Write))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -597,66 +873,66 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> StorageResult<Box<crate::snapshot::SnapshotData>> {
+        let name = self.next_snapshot_name("r")?;
+        let data = crate::snapshot::SnapshotData::create(self.store.clone(), name)
+            .map_err(kv(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        Ok(Box::new(data))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, MeshNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<crate::snapshot::SnapshotData>,
     ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
+        let mut data = *snapshot;
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
-        let payload: SnapshotPayload =
-            codec::decode(&data).map_err(codec_err(subject.clone(), ErrorVerb::Read))?;
-        let (ops, last_index) = {
-            let mut replica = self.replica.write().expect("state lock");
-            replica.state = payload.state;
-            // Everything is written below; nothing is left to mark.
-            for mission in replica.state.missions.values_mut() {
-                mission.dirty.0.clear();
-            }
-            replica.applied = AppliedMeta {
-                last_applied: meta.last_log_id,
-                membership: meta.last_membership.clone(),
-            };
-            let mut keys: Vec<StateKey> = replica
-                .state
-                .nodes
-                .keys()
-                .map(|id| StateKey::Node(*id))
-                .chain(
-                    replica
-                        .state
-                        .missions
-                        .keys()
-                        .map(|id| StateKey::Mission(id.clone())),
-                )
-                .chain(replica.state.missions.values().flat_map(|mission| {
-                    mission
-                        .tasks
-                        .keys()
-                        .map(|task| StateKey::Task(mission.id.clone(), task.clone()))
-                }))
-                .chain([StateKey::Counters])
-                .collect();
-            let mut ops = vec![KvOp::DeleteRange(Column::State, Vec::new(), vec![0xff; 16])];
-            ops.extend(Self::record_ops(&replica, &mut keys)?);
-            let stored = StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            };
-            ops.push(KvOp::Put(
-                Column::Meta,
-                KEY_SNAPSHOT.to_vec(),
-                codec::encode(&stored).map_err(codec_err(subject.clone(), ErrorVerb::Write))?,
-            ));
-            (ops, replica.last_applied_index())
+        data.flush_chunk()
+            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        if !data.stored_in(&self.store) {
+            // Handed over in process (openraft's test suite does): copy it in.
+            let name = self.next_snapshot_name("r")?;
+            data = data
+                .copy_to(self.store.clone(), name)
+                .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        }
+        let marker = StoredSnapshot {
+            meta: meta.clone(),
+            name: data.name().to_string(),
+            len: data.len(),
         };
         self.store
-            .write(ops, true)
-            .map_err(kv(subject, ErrorVerb::Write))?;
+            .write(
+                vec![KvOp::Put(
+                    Column::Meta,
+                    KEY_INSTALLING.to_vec(),
+                    codec::encode(&marker).map_err(codec_err(subject.clone(), ErrorVerb::Write))?,
+                )],
+                true,
+            )
+            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        // No entry is applied while openraft installs, and readers keep the
+        // state in memory until it is swapped below, so the replay and the
+        // reload run without the state lock.
+        replay_snapshot(&self.store, &marker)?;
+        let mut state = load_state(self.store.as_ref())?;
+        // Views cached by revision must not match the new state by accident:
+        // revisions after an install start in a range counting never reaches.
+        let installed_at = meta.last_log_id.map(|id| id.index).unwrap_or(0);
+        for mission in state.missions.values_mut() {
+            mission.revision.0 = (1 << 63) | installed_at;
+        }
+        let mut replica = self.replica.write().expect("state lock");
+        replica.state = state;
+        replica.applied = AppliedMeta {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        let last_index = replica.last_applied_index();
+        drop(replica);
+        tracing::info!(bytes = marker.len, "snapshot installed");
         self.applied_watch.send_replace(last_index);
         Ok(())
     }
@@ -664,7 +940,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         Ok(self.read_snapshot()?.map(|stored| Snapshot {
             meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(crate::snapshot::SnapshotData::open(
+                self.store.clone(),
+                stored.name,
+                stored.len,
+            )),
         }))
     }
 }
@@ -740,6 +1020,8 @@ mod tests {
                         tasks: vec![task("a", &[]), task("b", &["a"])],
                         at_ms: 5,
                         assign: vec![],
+                        staged: None,
+                        idempotency_key: None,
                     },
                 ),
                 entry(
@@ -771,7 +1053,9 @@ mod tests {
                 "compare-and-set refuses a second owner"
             );
             let mut builder = futures::executor::block_on(machine.get_snapshot_builder());
-            futures::executor::block_on(builder.build_snapshot()).unwrap()
+            let mut built = futures::executor::block_on(builder.build_snapshot()).unwrap();
+            // The bytes leave with the snapshot's meta, as openraft sends them.
+            (built.meta.clone(), read_all(&mut built.snapshot))
         };
         // Completing `a` makes `b` ready: a change to a task the command did
         // not name, which storage must write too.
@@ -798,11 +1082,7 @@ mod tests {
             // Back to the state of the snapshot for the checks below.
             let store: Arc<dyn KvStore> = Arc::new(MemKv::new());
             let mut machine = StateMachineStore::open(store).unwrap();
-            futures::executor::block_on(machine.install_snapshot(
-                &built.meta,
-                Box::new(Cursor::new(built.snapshot.get_ref().clone())),
-            ))
-            .unwrap();
+            install(&mut machine, &built.0, &built.1);
             machine
         };
         {
@@ -823,12 +1103,145 @@ mod tests {
         drop(machine);
         // A snapshot carries missions to a fresh replica.
         let mut fresh = StateMachineStore::open(Arc::new(MemKv::new())).unwrap();
-        futures::executor::block_on(fresh.install_snapshot(&built.meta, built.snapshot)).unwrap();
+        install(&mut fresh, &built.0, &built.1);
         let replica = fresh.shared_state();
         assert_eq!(
             replica.read().unwrap().state.missions["m1"].tasks["a"].owner,
             Some(9)
         );
+    }
+
+    fn read_all(data: &mut crate::snapshot::SnapshotData) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = data.read_some(&mut buffer).unwrap();
+            if n == 0 {
+                return bytes;
+            }
+            bytes.extend_from_slice(&buffer[..n]);
+        }
+    }
+
+    /// Receives `bytes` as a snapshot and installs it, as openraft does.
+    fn install(
+        machine: &mut StateMachineStore,
+        meta: &SnapshotMeta<NodeId, MeshNode>,
+        bytes: &[u8],
+    ) {
+        let mut receiving =
+            futures::executor::block_on(machine.begin_receiving_snapshot()).unwrap();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = receiving.write_some(rest).unwrap();
+            rest = &rest[n..];
+        }
+        futures::executor::block_on(machine.install_snapshot(meta, receiving)).unwrap();
+    }
+
+    #[test]
+    fn a_state_far_larger_than_the_codec_cap_snapshots_and_installs_in_chunks() {
+        use crate::types::Command;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+        // 40 missions of 100 tasks with 20 KiB names: about 80 MiB of state,
+        // over the codec's 64 MiB cap for one value.
+        let store: Arc<dyn KvStore> = Arc::new(MemKv::new());
+        let mut machine = StateMachineStore::open(store.clone()).unwrap();
+        let name = "n".repeat(20 * 1024);
+        for m in 0..40u64 {
+            let tasks = (0..100)
+                .map(|t| {
+                    let mut task = crate::mission::test_submission(&format!("t{t}"), &[]);
+                    task.inputs = vec![(name.clone(), "sha256:00".into())];
+                    task
+                })
+                .collect();
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), m + 1),
+                payload: EntryPayload::Normal(Command::SubmitMission {
+                    name: format!("big{m}"),
+                    tasks,
+                    at_ms: m,
+                    assign: Vec::new(),
+                    staged: None,
+                    idempotency_key: Some(format!("k{m}")),
+                }),
+            };
+            futures::executor::block_on(machine.apply(vec![entry])).unwrap();
+        }
+        let mut builder = futures::executor::block_on(machine.get_snapshot_builder());
+        let mut built = futures::executor::block_on(builder.build_snapshot()).unwrap();
+        assert!(
+            built.snapshot.len() > coditect_memory::codec::MAX_ENCODED_BYTES as u64,
+            "{}",
+            built.snapshot.len()
+        );
+        assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(40));
+        let bytes = read_all(&mut built.snapshot);
+        let mut fresh = StateMachineStore::open(Arc::new(MemKv::new())).unwrap();
+        install(&mut fresh, &built.meta, &bytes);
+        let expected = machine.shared_state().read().unwrap().state.clone();
+        assert_eq!(fresh.shared_state().read().unwrap().state, expected);
+        // The installed snapshot is the current one, served in full.
+        let mut current = futures::executor::block_on(fresh.get_current_snapshot())
+            .unwrap()
+            .unwrap();
+        assert_eq!(read_all(&mut current.snapshot).len(), bytes.len());
+    }
+
+    #[test]
+    fn an_interrupted_install_is_finished_on_open() {
+        let store: Arc<dyn KvStore> = Arc::new(MemKv::new());
+        let mut source = StateMachineStore::open(store).unwrap();
+        let entry = openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+            payload: openraft::EntryPayload::Normal(crate::types::Command::SubmitMission {
+                name: "m".into(),
+                tasks: vec![crate::mission::test_submission("a", &[])],
+                at_ms: 1,
+                assign: Vec::new(),
+                staged: None,
+                idempotency_key: None,
+            }),
+        };
+        futures::executor::block_on(source.apply(vec![entry])).unwrap();
+        let mut builder = futures::executor::block_on(source.get_snapshot_builder());
+        let mut built = futures::executor::block_on(builder.build_snapshot()).unwrap();
+        let bytes = read_all(&mut built.snapshot);
+        // The receiver got every byte and recorded the install, then crashed.
+        let target: Arc<dyn KvStore> = Arc::new(MemKv::new());
+        let machine = StateMachineStore::open(target.clone()).unwrap();
+        let mut receiving =
+            crate::snapshot::SnapshotData::create(target.clone(), "r9".into()).unwrap();
+        receiving
+            .write_some(&bytes[..bytes.len().min(crate::snapshot::CHUNK_BYTES)])
+            .unwrap();
+        let mut rest = &bytes[bytes.len().min(crate::snapshot::CHUNK_BYTES)..];
+        while !rest.is_empty() {
+            let n = receiving.write_some(rest).unwrap();
+            rest = &rest[n..];
+        }
+        receiving.flush_chunk().unwrap();
+        let marker = StoredSnapshot {
+            meta: built.meta.clone(),
+            name: "r9".into(),
+            len: receiving.len(),
+        };
+        target
+            .write(
+                vec![KvOp::Put(
+                    Column::Meta,
+                    KEY_INSTALLING.to_vec(),
+                    codec::encode(&marker).unwrap(),
+                )],
+                true,
+            )
+            .unwrap();
+        drop(machine);
+        let reopened = StateMachineStore::open(target.clone()).unwrap();
+        let state = reopened.shared_state().read().unwrap().state.clone();
+        assert_eq!(state.missions["m1"].tasks.len(), 1);
+        assert!(target.get(Column::Meta, KEY_INSTALLING).unwrap().is_none());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +34,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = MeshNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotData,
         AsyncRuntime = crate::runtime::MeshRuntime,
 );
 
@@ -162,6 +161,23 @@ pub enum Command {
         /// the same entry (one Raft round less per mission); each is the
         /// same compare-and-set as [`Command::AssignTask`] at attempt 0.
         assign: Vec<(String, NodeId)>,
+        /// A mission too large for one entry: the tasks staged under this id
+        /// by [`Command::StageTasks`] come first, then `tasks`.
+        staged: Option<String>,
+        /// The client's `Idempotency-Key`: a key already used answers with
+        /// the mission it created, and nothing else changes.
+        idempotency_key: Option<String>,
+    },
+    /// Part of a mission too large for one log entry, kept aside (invisible
+    /// to placement) until the [`Command::SubmitMission`] naming `stage`.
+    /// Stages never sealed expire after [`crate::state::STAGE_TTL_MS`].
+    StageTasks {
+        /// The stage, unique per submission (the leader picks it).
+        stage: String,
+        /// The next tasks, in order.
+        tasks: Vec<TaskSubmission>,
+        /// Leader's clock.
+        at_ms: u64,
     },
     /// Ready -> assigned, if the task is still at `attempt` (compare-and-set).
     AssignTask {
@@ -248,6 +264,12 @@ pub enum Command {
     RetryMission {
         /// Mission id.
         mission: String,
+    },
+    /// Drop the tasks of finished missions past the retention policy,
+    /// keeping a summary of each (see `node::scheduler::retention`).
+    CompactMissions {
+        /// Mission ids; running or already compacted ones are left alone.
+        missions: Vec<String>,
     },
 }
 

@@ -50,6 +50,19 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     })
 }
 
+/// How many bytes [`encode`] would produce for `value`, without allocating
+/// them: callers check a size cap before building a message or a log entry.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut writer = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut writer, CONFIG).map_err(|error| {
+        CodecError::Encode {
+            type_name: std::any::type_name::<T>(),
+            message: error.to_string(),
+        }
+    })?;
+    Ok(writer.bytes_written)
+}
+
 /// Decodes a `T` that must span all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let decode_error = |message: String| CodecError::Decode {
@@ -111,6 +124,7 @@ mod tests {
         ) {
             let value = Sample::Record { id, name, tags, payload };
             let bytes = encode(&value).unwrap();
+            prop_assert_eq!(encoded_len(&value).unwrap(), bytes.len());
             prop_assert_eq!(decode::<Sample>(&bytes).unwrap(), value);
             prop_assert_eq!(decode::<Sample>(&encode(&Sample::Unit).unwrap()).unwrap(), Sample::Unit);
         }

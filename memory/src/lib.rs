@@ -115,6 +115,77 @@ pub enum BlobError {
     },
 }
 
+/// A blob being written; see [`BlobStore::writer`]. Dropped unfinished, it
+/// leaves nothing behind.
+pub struct BlobWriter {
+    store: BlobStore,
+    file: Option<fs::File>,
+    tmp: PathBuf,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl BlobWriter {
+    /// Appends `bytes`; refuses once the blob outgrows the store's limit.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), BlobError> {
+        use sha2::Digest as _;
+        let size = self.size + bytes.len() as u64;
+        if size > self.store.max_blob_bytes {
+            return Err(BlobError::TooLarge {
+                size,
+                limit: self.store.max_blob_bytes,
+            });
+        }
+        let file = self
+            .file
+            .as_mut()
+            .expect("an unfinished writer has its file");
+        file.write_all(bytes).map_err(|source| BlobError::Io {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        self.hasher.update(bytes);
+        self.size = size;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes the blob durable and visible under its digest.
+    pub fn finish(mut self) -> Result<Digest, BlobError> {
+        use sha2::Digest as _;
+        let file = self.file.take().expect("an unfinished writer has its file");
+        let digest = Digest(std::mem::take(&mut self.hasher).finalize().into());
+        let final_path = self.store.path_of(&digest);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlobError::Io { path, source }
+        };
+        if final_path.exists() {
+            drop(file);
+            let _ = fs::remove_file(&self.tmp);
+            return Ok(digest);
+        }
+        file.sync_all().map_err(io_err(&self.tmp))?;
+        drop(file);
+        let dir = final_path.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        fs::rename(&self.tmp, &final_path).map_err(io_err(&final_path))?;
+        Ok(digest)
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// A directory of immutable blobs named by their sha256.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -173,6 +244,30 @@ impl BlobStore {
         Ok(digest)
     }
 
+    /// A writer that streams a blob to disk while hashing it, so memory
+    /// stays bounded whatever the blob's size; [`BlobWriter::finish`]
+    /// makes it visible under its digest.
+    pub fn writer(&self) -> Result<BlobWriter, BlobError> {
+        use sha2::Digest as _;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let sequence = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("upload.{}.{sequence}", std::process::id()));
+        let file = fs::File::create(&tmp).map_err(|source| BlobError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            file: Some(file),
+            tmp,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+        })
+    }
+
     /// The bytes of `digest`, verified against it; `None` if not stored here.
     pub fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, BlobError> {
         let path = self.path_of(digest);
@@ -190,6 +285,13 @@ impl BlobStore {
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(BlobError::Io { path, source }),
         }
+    }
+
+    /// The size of blob `digest` on disk, if stored here.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        fs::metadata(self.path_of(digest))
+            .ok()
+            .map(|meta| meta.len())
     }
 
     /// The largest blob this store accepts.
@@ -220,6 +322,32 @@ mod tests {
         assert_eq!(store.get(&digest).unwrap().unwrap(), b"hello");
         assert!(store.contains(&digest));
         assert_eq!(store.put(b"hello").unwrap(), digest);
+    }
+
+    #[test]
+    fn a_streamed_blob_equals_a_put_one_and_oversize_streams_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1_000).unwrap();
+        let mut writer = store.writer().unwrap();
+        writer.write(b"hello ").unwrap();
+        writer.write(b"world").unwrap();
+        assert_eq!(writer.size(), 11);
+        let digest = writer.finish().unwrap();
+        assert_eq!(digest, Digest::of(b"hello world"));
+        assert_eq!(store.get(&digest).unwrap().unwrap(), b"hello world");
+        // The same bytes again: same digest, nothing duplicated.
+        let mut again = store.writer().unwrap();
+        again.write(b"hello world").unwrap();
+        assert_eq!(again.finish().unwrap(), digest);
+        let mut big = store.writer().unwrap();
+        big.write(&[0; 600]).unwrap();
+        assert!(matches!(
+            big.write(&[0; 600]),
+            Err(BlobError::TooLarge { size: 1200, .. })
+        ));
+        drop(big);
+        let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(leftovers, 0, "an abandoned upload leaves no file");
     }
 
     #[test]

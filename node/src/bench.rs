@@ -120,6 +120,7 @@ async fn start_bench_node(
             lease: Duration::from_secs(3),
             queue_depth: 2,
             steal: false,
+            retention: Default::default(),
         },
         events,
     );
@@ -175,7 +176,7 @@ async fn raft_throughput(
         first
             .write(Command::Noop)
             .await
-            .map_err(NodeError::Failed)?;
+            .map_err(|e| NodeError::Failed(e.to_string()))?;
     }
     let single_secs = t.elapsed().as_secs_f64();
 
@@ -191,7 +192,7 @@ async fn raft_throughput(
             issued += 1;
         }
         if let Some(result) = pending.next().await {
-            result.map_err(NodeError::Failed)?;
+            result.map_err(|e| NodeError::Failed(e.to_string()))?;
             done += 1;
         }
     }

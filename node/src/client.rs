@@ -230,13 +230,36 @@ pub async fn submit(api: &str, file: &std::path::Path, wait: bool) -> Result<u8,
         ),
     };
     let url = api_url(api, "/api/missions")?;
-    let response = client
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .body(body)
-        .send()
-        .await
-        .map_err(unreachable(api))?;
+    // One key for every attempt: a retry after a lost answer (a leader that
+    // died after committing, say) returns the same mission, never a copy.
+    let key = idempotency_key();
+    let mut attempt = 0;
+    let response = loop {
+        attempt += 1;
+        let sent = client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header("Idempotency-Key", &key)
+            .body(body.clone())
+            .send()
+            .await;
+        let retryable = match &sent {
+            Ok(response) => matches!(
+                response.status(),
+                reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::GATEWAY_TIMEOUT
+            ),
+            Err(_) => true,
+        };
+        if !retryable || attempt >= SUBMIT_ATTEMPTS {
+            break sent.map_err(unreachable(api))?;
+        }
+        let why = match sent {
+            Ok(response) => problem(response).await,
+            Err(error) => format!("cannot reach {api}: {error}"),
+        };
+        eprintln!("submit: {why}; trying again with the same Idempotency-Key ({attempt}/{SUBMIT_ATTEMPTS})");
+        pause().await;
+    };
     let status = response.status();
     if status == reqwest::StatusCode::BAD_REQUEST {
         return Err(NodeError::BadInput(problem(response).await));
@@ -262,6 +285,15 @@ pub async fn submit(api: &str, file: &std::path::Path, wait: bool) -> Result<u8,
     watch(&client, api, &id).await
 }
 
+/// Tries of one submission while the mesh answers 503/504 or cannot be reached.
+const SUBMIT_ATTEMPTS: u32 = 20;
+
+/// A fresh idempotency key: 128 random bits, hex.
+#[allow(clippy::disallowed_methods)] // the CLI is not node code: no seam
+fn idempotency_key() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 fn count(mission: &serde_json::Value, state: &str) -> u64 {
     mission["counts"][state].as_u64().unwrap_or(0)
 }
@@ -279,7 +311,7 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
     loop {
         let url = api_url(
             api,
-            &format!("/api/missions/{id}?after={version}&wait_ms=20000"),
+            &format!("/api/missions/{id}?after={version}&wait_ms=20000&tasks=false"),
         )?;
         let response = match client.get(&url).send().await {
             Ok(response) if response.status().is_success() => response,
@@ -306,7 +338,10 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
         let next = mission["version"].as_str().unwrap_or_default().to_string();
         let state = mission["state"].as_str().unwrap_or("?").to_string();
         if next != version {
-            let total = mission["tasks"].as_array().map(Vec::len).unwrap_or(0);
+            let total: u64 = mission["counts"]
+                .as_object()
+                .map(|counts| counts.values().filter_map(|n| n.as_u64()).sum())
+                .unwrap_or(0);
             eprintln!(
                 "{id} {state}: {}/{total} succeeded, {} running, {} queued, {} ready, {} failed, {} blocked",
                 count(&mission, "succeeded"),
@@ -319,7 +354,15 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
             version = next;
         }
         if state != "running" {
-            for task in mission["tasks"].as_array().into_iter().flatten() {
+            // The task list once, at the end, for what did not succeed.
+            let url = api_url(api, &format!("/api/missions/{id}"))?;
+            let full: serde_json::Value = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => {
+                    response.json().await.unwrap_or_default()
+                }
+                _ => serde_json::Value::Null,
+            };
+            for task in full["tasks"].as_array().into_iter().flatten() {
                 if task["state"] != "succeeded" {
                     eprintln!(
                         "  {} {}: {}",
@@ -413,14 +456,14 @@ pub async fn mission(api: &str, id: &str, json: bool) -> Result<u8, NodeError> {
 /// `coditect cancel ID` and `coditect retry ID`.
 pub async fn control(api: &str, id: &str, retry: bool) -> Result<u8, NodeError> {
     let client = http()?;
-    let response = if retry {
+    let request = if retry {
         client.post(api_url(api, &format!("/api/missions/{id}/retry"))?)
     } else {
-        client.delete(api_url(api, &format!("/api/missions/{id}"))?)
-    }
-    .send()
-    .await
-    .map_err(unreachable(api))?;
+        client
+            .delete(api_url(api, &format!("/api/missions/{id}"))?)
+            .header("Idempotency-Key", idempotency_key())
+    };
+    let response = request.send().await.map_err(unreachable(api))?;
     let status = response.status();
     if status.is_success() {
         eprintln!(

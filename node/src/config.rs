@@ -60,6 +60,12 @@ pub struct RawNodeConfig {
     /// While leading: tasks placed on a node beyond its free slots [default: 2]
     #[arg(long, value_name = "N")]
     pub queue_depth: Option<u32>,
+    /// Finished missions kept in full (the newest); older ones are compacted to a summary [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub keep_finished: Option<usize>,
+    /// A finished mission submitted longer ago than this is compacted to a summary, hours [default: 168]
+    #[arg(long, value_name = "HOURS")]
+    pub keep_finished_hours: Option<u64>,
     /// Never steal queued tasks from busy peers (for comparisons)
     #[arg(long)]
     #[serde(default)]
@@ -113,6 +119,8 @@ pub struct NodeConfig {
     pub queue_depth: u32,
     /// Whether this node steals when idle.
     pub steal: bool,
+    /// How long finished missions are kept in full (when leading).
+    pub retention: crate::scheduler::retention::RetentionPolicy,
     /// How markdown tasks are routed to agent kinds.
     pub agents: AgentConfig,
 }
@@ -172,6 +180,8 @@ impl RawNodeConfig {
             drain_grace_ms: self.drain_grace_ms.or(other.drain_grace_ms),
             lease_ms: self.lease_ms.or(other.lease_ms),
             queue_depth: self.queue_depth.or(other.queue_depth),
+            keep_finished: self.keep_finished.or(other.keep_finished),
+            keep_finished_hours: self.keep_finished_hours.or(other.keep_finished_hours),
             no_steal: self.no_steal || other.no_steal,
             config: self.config,
             agents: other.agents,
@@ -275,6 +285,14 @@ impl RawNodeConfig {
             lease: Duration::from_millis(lease_ms),
             queue_depth: self.queue_depth.unwrap_or(2),
             steal: !self.no_steal,
+            retention: crate::scheduler::retention::RetentionPolicy {
+                keep_finished: self.keep_finished.unwrap_or(1_000),
+                keep_finished_ms: self
+                    .keep_finished_hours
+                    .unwrap_or(168)
+                    .min(100 * 365 * 24)
+                    .saturating_mul(3_600_000),
+            },
             agents: self.agent_config.unwrap_or_default(),
         })
     }

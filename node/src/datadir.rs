@@ -1,6 +1,12 @@
 //! The data directory: an OS lock, the identity key, the Raft id, and the
 //! files scripts read (`node.json`) or the node reads back on restart
-//! (`peers.json`).
+//! (`peers.json`, `mesh.json`).
+//!
+//! `mesh.json` records that this data dir belongs to a mesh: the bootstrap
+//! addresses it was ever given (written before the first join attempt), and
+//! whether it founded its mesh, and the leader and voters it last learned. A
+//! data dir holding it never initializes a new mesh, so a node killed right
+//! after joining cannot come back as the founder of a second one.
 //!
 //! A directory that is not ours (files but no `meta.json`) or whose files are
 //! corrupt is refused, never wiped.
@@ -22,6 +28,9 @@ const IDENTITY_FILE: &str = "identity.key";
 pub const NODE_JSON: &str = "node.json";
 const PEERS_FILE: &str = "peers.json";
 const LAST_LISTEN_FILE: &str = "last-listen.json";
+const MESH_FILE: &str = "mesh.json";
+/// At most this many bootstrap addresses are kept in `mesh.json`.
+const MAX_RECORDED_BOOTSTRAP: usize = 64;
 
 /// Why a data dir cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +95,8 @@ pub fn node_id_for(peer_id: &str) -> NodeId {
     (u64::from_be_bytes(bytes) & ((1 << 53) - 1)).max(1)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename).
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, then
+/// fsync of the directory so the rename itself survives a power cut).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     let tmp = path.with_extension("tmp");
     {
@@ -94,7 +104,56 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
         file.write_all(bytes).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
     }
-    fs::rename(&tmp, path).map_err(io_err(path))
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_parent(path)
+}
+
+#[cfg(unix)]
+fn sync_parent(path: &Path) -> Result<(), DataDirError> {
+    let Some(parent) = path.parent() else {
+        return Ok(());
+    };
+    File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_err(parent))
+}
+
+#[cfg(not(unix))]
+fn sync_parent(_: &Path) -> Result<(), DataDirError> {
+    Ok(())
+}
+
+/// What a data dir knows of the mesh it belongs to (`mesh.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MeshRecord {
+    /// Every `--bootstrap` address this data dir was given, oldest first.
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// This node initialized its mesh.
+    #[serde(default)]
+    pub founded: bool,
+    /// The leader's peer id, as last learned.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// The voters' peer ids, as last learned.
+    #[serde(default)]
+    pub voters: Vec<String>,
+}
+
+impl MeshRecord {
+    /// Adds the `addrs` not yet recorded; true if anything changed.
+    pub fn add_bootstrap(&mut self, addrs: &[String]) -> bool {
+        let before = self.bootstrap.len();
+        for addr in addrs {
+            if !self.bootstrap.contains(addr) {
+                self.bootstrap.push(addr.clone());
+            }
+        }
+        // Keep the newest: they are the likeliest to answer.
+        let excess = self.bootstrap.len().saturating_sub(MAX_RECORDED_BOOTSTRAP);
+        self.bootstrap.drain(..excess);
+        self.bootstrap.len() != before || excess > 0
+    }
 }
 
 impl DataDir {
@@ -253,6 +312,30 @@ impl DataDir {
         let text = serde_json::to_string_pretty(peers).expect("peers serialize");
         write_atomic(&self.root.join(PEERS_FILE), text.as_bytes())
     }
+
+    /// The mesh this data dir belongs to, if it was ever told to join one or
+    /// took part in one. An unreadable record is refused: guessing "none"
+    /// could start a second mesh.
+    pub fn mesh_record(&self) -> Result<Option<MeshRecord>, DataDirError> {
+        let path = self.root.join(MESH_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(DataDirError::Io { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|error| DataDirError::Corrupt {
+                path: self.root.clone(),
+                problem: format!("mesh.json does not parse: {error}"),
+            })
+    }
+
+    /// Records the mesh durably (write, fsync, rename, fsync of the dir).
+    pub fn record_mesh(&self, record: &MeshRecord) -> Result<(), DataDirError> {
+        let text = serde_json::to_string_pretty(record).expect("mesh record serializes");
+        write_atomic(&self.root.join(MESH_FILE), text.as_bytes())
+    }
 }
 
 #[cfg(unix)]
@@ -396,6 +479,36 @@ mod tests {
             ]
         );
         assert_eq!(sticky_listen(&configured, &[]), configured);
+    }
+
+    #[test]
+    fn the_mesh_record_survives_reopening_and_a_corrupt_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::open(dir.path()).unwrap();
+        assert_eq!(data.mesh_record().unwrap(), None);
+        let mut record = MeshRecord::default();
+        assert!(record.add_bootstrap(&["/ip4/127.0.0.1/tcp/1/p2p/a".to_string()]));
+        assert!(!record.add_bootstrap(&["/ip4/127.0.0.1/tcp/1/p2p/a".to_string()]));
+        record.leader = Some("a".into());
+        data.record_mesh(&record).unwrap();
+        drop(data);
+        let data = DataDir::open(dir.path()).unwrap();
+        assert_eq!(data.mesh_record().unwrap(), Some(record));
+        fs::write(dir.path().join(MESH_FILE), b"{").unwrap();
+        let error = data.mesh_record().unwrap_err().to_string();
+        assert!(error.contains("mesh.json"), "{error}");
+    }
+
+    #[test]
+    fn recorded_bootstrap_addresses_are_capped_keeping_the_newest() {
+        let mut record = MeshRecord::default();
+        let addrs: Vec<String> = (0..MAX_RECORDED_BOOTSTRAP + 5)
+            .map(|i| format!("/ip4/127.0.0.1/tcp/{i}"))
+            .collect();
+        assert!(record.add_bootstrap(&addrs));
+        assert_eq!(record.bootstrap.len(), MAX_RECORDED_BOOTSTRAP);
+        assert_eq!(record.bootstrap.last(), addrs.last());
+        assert!(!record.bootstrap.contains(&addrs[0]));
     }
 
     #[test]

@@ -28,6 +28,29 @@ pub trait Env: Send + Sync + 'static {
     fn spawn(&self, name: &'static str, task: BoxFuture<'static, ()>);
     /// The next number of this node's RNG.
     fn random_u64(&self) -> u64;
+    /// Runs a blocking or CPU-heavy `job` where it cannot stall the async
+    /// runtime; completes when the job is done. By default in line (the
+    /// simulation: deterministic); production uses tokio's blocking pool.
+    fn run_blocking(&self, job: Box<dyn FnOnce() + Send + 'static>) -> BoxFuture<'static, ()> {
+        job();
+        Box::pin(async {})
+    }
+}
+
+/// Runs `job` through [`Env::run_blocking`] and returns its value.
+pub async fn off_runtime<T: Send + 'static>(
+    env: &dyn Env,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let slot = Arc::new(Mutex::new(None));
+    let filled = slot.clone();
+    env.run_blocking(Box::new(move || {
+        let value = job();
+        *filled.lock().expect("off-runtime slot") = Some(value);
+    }))
+    .await;
+    let value = slot.lock().expect("off-runtime slot").take();
+    value.expect("the blocking job ran to completion")
 }
 
 /// A shared Env handle.
@@ -112,6 +135,20 @@ impl Env for TokioEnv {
 
     fn random_u64(&self) -> u64 {
         self.rng.lock().expect("rng lock").next_u64()
+    }
+
+    #[allow(clippy::disallowed_methods)] // this is the production Env seam
+    fn run_blocking(&self, job: Box<dyn FnOnce() + Send + 'static>) -> BoxFuture<'static, ()> {
+        let span = tracing::Span::current();
+        let handle = tokio::task::spawn_blocking(move || span.in_scope(job)); // production Env seam
+        async move {
+            match handle.await {
+                // A panic in the job is a bug; surface it where it was awaited.
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                _ => {}
+            }
+        }
+        .boxed()
     }
 }
 

@@ -45,7 +45,8 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/missions",
             axum::routing::post(submit_mission)
-                .layer(axum::extract::DefaultBodyLimit::max(MAX_MISSION_BYTES)),
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_MISSION_BYTES))
+                .get(list_missions),
         )
         .route(
             "/api/missions/{id}",
@@ -72,11 +73,27 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// A node whose Raft core died is neither healthy nor ready; the reason is
+/// in the body (and in `/api/status` as `fatal`) until the process exits.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    match state.node.fatal() {
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {reason}\n"),
+        )
+            .into_response(),
+        None => "ok\n".into_response(),
+    }
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
+    if let Some(reason) = state.node.fatal() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response();
+    }
     match state.node.leader() {
         Some(leader) => (
             StatusCode::OK,
@@ -112,19 +129,80 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({"error": message.into()}))).into_response()
 }
 
-/// `POST /api/blobs`: stores the body under its sha256.
-async fn put_blob(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
-    match state.node.blobs().put(&body) {
+/// Bytes of an upload gathered before they are written and hashed (off
+/// the runtime): the memory one upload holds.
+const UPLOAD_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// `POST /api/blobs`: stores the body under its sha256, streamed to disk
+/// while hashing (bounded memory per upload; the disk work runs off the
+/// runtime that serves Raft).
+async fn put_blob(State(state): State<ApiState>, body: axum::body::Body) -> Response {
+    use futures::StreamExt;
+    let node = state.node.clone();
+    let blobs = node.blobs().clone();
+    let mut writer = match node.off_runtime(move || blobs.writer()).await {
+        Ok(writer) => writer,
+        Err(other) => return blob_error(other),
+    };
+    let mut stream = body.into_data_stream();
+    let mut pending: Vec<u8> = Vec::with_capacity(UPLOAD_BUFFER_BYTES);
+    loop {
+        let chunk = stream.next().await;
+        let done = match chunk {
+            Some(Ok(bytes)) => {
+                pending.extend_from_slice(&bytes);
+                if pending.len() < UPLOAD_BUFFER_BYTES {
+                    continue;
+                }
+                false
+            }
+            Some(Err(problem)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload broke off: {problem}"),
+                )
+            }
+            None => true,
+        };
+        let buffer = std::mem::replace(&mut pending, Vec::with_capacity(UPLOAD_BUFFER_BYTES));
+        let (back, written) = node
+            .off_runtime(move || {
+                let written = writer.write(&buffer);
+                (writer, written)
+            })
+            .await;
+        writer = back;
+        if let Err(problem) = written {
+            return blob_error(problem);
+        }
+        if done {
+            break;
+        }
+    }
+    match node.off_runtime(move || writer.finish()).await {
         Ok(digest) => (
             StatusCode::CREATED,
             Json(serde_json::json!({"digest": digest.to_string()})),
         )
             .into_response(),
-        Err(coditect_memory::BlobError::TooLarge { size, limit }) => error(
+        Err(problem) => blob_error(problem),
+    }
+}
+
+fn blob_error(problem: coditect_memory::BlobError) -> Response {
+    match problem {
+        coditect_memory::BlobError::TooLarge { size, limit } => error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("blob of {size} bytes exceeds the limit of {limit} bytes"),
+            format!("blob of {size} bytes or more exceeds the limit of {limit} bytes"),
         ),
-        Err(other) => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        // No host paths in answers: the log has the details.
+        other => {
+            tracing::warn!("storing an uploaded blob failed: {other}");
+            error(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "this node could not store the blob (see its log)",
+            )
+        }
     }
 }
 
@@ -154,7 +232,26 @@ fn submit_error(problem: SubmitError) -> Response {
         SubmitError::Invalid(message) => error(StatusCode::BAD_REQUEST, message),
         SubmitError::Unavailable(message) => error(StatusCode::SERVICE_UNAVAILABLE, message),
         SubmitError::NotFound(message) => error(StatusCode::NOT_FOUND, message),
+        SubmitError::Conflict(message) => error(StatusCode::CONFLICT, message),
+        SubmitError::MaybeCommitted(message) => error(StatusCode::GATEWAY_TIMEOUT, message),
     }
+}
+
+/// The request's `Idempotency-Key`: visible ASCII, at most
+/// [`coditect_consensus::state::MAX_IDEMPOTENCY_KEY_BYTES`] bytes.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Box<Response>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let max = coditect_consensus::state::MAX_IDEMPOTENCY_KEY_BYTES;
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > max || !bytes.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("the Idempotency-Key header must be 1 to {max} visible ASCII characters"),
+        )));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// `POST /api/missions`: a TOML mission, or markdown with `Content-Type: text/markdown`.
@@ -170,9 +267,56 @@ async fn submit_mission(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok());
     let format = MissionFormat::from_content_type(content_type);
-    match state.node.submit_mission(text, format).await {
+    let key = match idempotency_key(&headers) {
+        Ok(key) => key,
+        Err(response) => return *response,
+    };
+    match state.node.submit_mission(text, format, key).await {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response(),
         Err(problem) => submit_error(problem),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    /// Missions numbered after this one (`m17` or `17`).
+    after: Option<String>,
+    /// Page size (at most 500; 100 when absent).
+    limit: Option<usize>,
+}
+
+/// `GET /api/missions?after=m17&limit=100`: mission summaries, oldest
+/// first, paged; `next` is the `after` of the next page (null at the end).
+async fn list_missions(
+    State(state): State<ApiState>,
+    axum::extract::Query(query): axum::extract::Query<ListQuery>,
+) -> Response {
+    let after = match query
+        .after
+        .as_deref()
+        .map(|text| text.trim_start_matches('m').parse::<u64>())
+    {
+        None => 0,
+        Some(Ok(number)) => number,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "after must be a mission id such as m17",
+            )
+        }
+    };
+    match state
+        .node
+        .missions_page(after, query.limit.unwrap_or(100))
+        .await
+    {
+        Ok(mut page) => {
+            if let Some(next) = page["next"].as_u64() {
+                page["next"] = serde_json::Value::String(format!("m{next}"));
+            }
+            Json(page).into_response()
+        }
+        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem),
     }
 }
 
@@ -186,41 +330,90 @@ struct MissionQuery {
     tasks: Option<bool>,
 }
 
-fn version_of(json: &serde_json::Value) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(json.to_string().as_bytes());
-    hex::encode(&digest[..8])
+/// A shared view body as response bytes, without copying it.
+struct SharedBody(Arc<String>);
+
+impl AsRef<[u8]> for SharedBody {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
 }
 
 /// `GET /api/missions/{id}`: the mission from this node's view. With
 /// `after=VERSION&wait_ms=N` it answers as soon as the mission changed
-/// (long poll: how `coditect submit --wait` streams progress).
+/// (long poll: how `coditect submit --wait` streams progress). Every
+/// waiter shares one view per version of the mission, built once; waiters
+/// are capped per client address and in total (429 beyond).
 async fn get_mission(
     State(state): State<ApiState>,
     axum::extract::Path(id): axum::extract::Path<String>,
     axum::extract::Query(query): axum::extract::Query<MissionQuery>,
+    // Absent when the router is served without connection info (tests).
+    client: Option<axum::Extension<axum::extract::ConnectInfo<crate::http_limits::ClientAddr>>>,
 ) -> Response {
     let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let with_tasks = query.tasks != Some(false);
+    let _slot = if wait.is_zero() {
+        None
+    } else {
+        let client = client
+            .map(|info| info.0 .0 .0.ip().to_string())
+            .unwrap_or_default();
+        match state.node.wait_slot(&client) {
+            Ok(slot) => Some(slot),
+            Err(problem) => return error(StatusCode::TOO_MANY_REQUESTS, problem),
+        }
+    };
     let started = state.node.elapsed();
+    let mut last: Option<crate::runtime::MissionView> = None;
     loop {
-        let mission = match state.node.mission(&id).await {
-            Ok(Some(mission)) => mission,
+        let known = last.as_ref().map(|view| view.version.clone());
+        let view = match state
+            .node
+            .mission_view(&id, with_tasks, known.as_deref())
+            .await
+        {
+            // An empty body from the leader: the version this node has.
+            Ok(Some(view)) if view.body.is_empty() && last.is_some() => {
+                last.clone().expect("a known view")
+            }
+            Ok(Some(view)) => view,
             Ok(None) => return error(StatusCode::NOT_FOUND, format!("no mission {id}")),
             Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem),
         };
-        let mut json = mission_json(&mission, &state.node.peer_ids(), query.tasks != Some(false));
-        let version = version_of(&json);
-        let finished = mission.state != coditect_consensus::mission::MissionState::Running;
         let waited = state.node.elapsed().saturating_sub(started);
-        if query.after.as_deref() != Some(version.as_str()) || finished || waited >= wait {
-            json["version"] = serde_json::Value::String(version);
-            return Json(json).into_response();
+        if query.after.as_deref() != Some(view.version.as_str()) || view.finished || waited >= wait
+        {
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from(axum::body::Bytes::from_owner(SharedBody(view.body))),
+            )
+                .into_response();
         }
+        last = Some(view);
         state.node.wait_for_change(wait - waited).await;
     }
 }
 
-async fn control(state: &ApiState, id: &str, action: MissionAction) -> Response {
+async fn control(
+    state: &ApiState,
+    id: &str,
+    action: MissionAction,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    let key = match idempotency_key(headers) {
+        Ok(key) => key,
+        Err(response) => return *response,
+    };
+    // A repeated cancel (same key, after a lost answer) finds the mission
+    // cancelled already: that is the answer the first one would have had.
+    if key.is_some() && action == MissionAction::Cancel {
+        if let Ok(Some(mission)) = state.node.mission(id).await {
+            if mission.state == coditect_consensus::mission::MissionState::Cancelled {
+                return Json(mission_json(&mission, &state.node.peer_ids(), true)).into_response();
+            }
+        }
+    }
     match state.node.control(id, action).await {
         Ok(()) => match state.node.mission(id).await {
             Ok(Some(mission)) => {
@@ -237,16 +430,18 @@ async fn control(state: &ApiState, id: &str, action: MissionAction) -> Response 
 async fn cancel_mission(
     State(state): State<ApiState>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    control(&state, &id, MissionAction::Cancel).await
+    control(&state, &id, MissionAction::Cancel, &headers).await
 }
 
 /// `POST /api/missions/{id}/retry`: re-run the failed and blocked tasks.
 async fn retry_mission(
     State(state): State<ApiState>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    control(&state, &id, MissionAction::Retry).await
+    control(&state, &id, MissionAction::Retry, &headers).await
 }
 
 /// `GET /api/missions/{id}/tasks/{task}/output/{path}`: a produced file

@@ -14,6 +14,8 @@ pub mod config;
 pub mod datadir;
 pub mod env;
 pub mod http;
+pub mod http_limits;
+pub mod liveness;
 pub mod messages;
 pub mod metrics;
 pub mod mission;

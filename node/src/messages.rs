@@ -65,9 +65,30 @@ pub enum NodeRequest {
         name: String,
         /// Its tasks.
         tasks: Vec<TaskSubmission>,
+        /// The client's `Idempotency-Key`, if it sent one.
+        idempotency_key: Option<String>,
+        /// How long the leader may take before it answers (the sender waits
+        /// a little longer), ms.
+        budget_ms: u64,
     },
     /// One mission as the leader's state holds it.
     GetMission(String),
+    /// A page of mission summaries (see `Node::missions_page`).
+    ListMissions {
+        /// Missions numbered after this one.
+        after: u64,
+        /// At most this many.
+        limit: u32,
+    },
+    /// One mission's view (JSON) from the leader's cache, for a node outside Raft.
+    GetMissionView {
+        /// Mission id.
+        id: String,
+        /// With the task list.
+        with_tasks: bool,
+        /// The version the asker has: answered without a body if unchanged.
+        known: Option<String>,
+    },
     /// Cancel or retry a mission; to the leader.
     Control {
         /// Mission id.
@@ -140,6 +161,10 @@ pub enum NodeResponse {
     MissionCreated(String),
     /// A mission, if the leader knows it.
     Mission(Option<Box<MissionRecord>>),
+    /// A page of missions, as JSON text.
+    MissionList(String),
+    /// A mission's view, if the leader knows it (an empty body: unchanged).
+    MissionView(Option<crate::runtime::MissionView>),
     /// Whether a report was committed (`false`: stale, the task moved on).
     Reported {
         /// Committed.
@@ -160,6 +185,8 @@ pub enum NodeResponse {
     },
     /// A slice of a blob, or `None` if the receiver does not hold it.
     BlobChunk(Option<BlobChunk>),
+    /// A submission or control was refused, with the leader's kind of error.
+    Refused(crate::runtime::SubmitError),
     /// The request failed.
     Error(String),
 }

@@ -13,7 +13,7 @@ use futures::FutureExt;
 use prometheus::Registry;
 
 use crate::config::{host_name, memory_mb, NodeConfig, RawNodeConfig};
-use crate::datadir::{sticky_listen, DataDir, DataDirError, NodeJson};
+use crate::datadir::{sticky_listen, DataDir, DataDirError, MeshRecord, NodeJson};
 use crate::env::{Env, TokioEnv};
 use crate::http::{router, ApiState};
 use crate::metrics::NodeMetrics;
@@ -21,6 +21,45 @@ use crate::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
 
 /// The largest blob (module, input or output) a node stores: 256 MiB.
 pub const MAX_BLOB_BYTES: u64 = 256 * 1024 * 1024;
+/// How long a node whose Raft core died keeps answering (503, with the
+/// reason) before it exits, so monitoring can scrape why.
+const FATAL_GRACE: Duration = Duration::from_secs(3);
+/// How often the node checks whether its Raft core died.
+const FATAL_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// How a node comes into its mesh at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshStart {
+    /// Never told to join one and no Raft state: found a new single-voter mesh.
+    NewMesh,
+    /// Raft state on disk: resume in the mesh it records.
+    Resume,
+    /// Join through the `--bootstrap` addresses given now.
+    Join,
+    /// No `--bootstrap` now, but this data dir was told to join (or took
+    /// part in) a mesh before: dial what it knows, never found another.
+    Rejoin,
+}
+
+/// Decides how a node comes into its mesh, from what it was given and what
+/// its data dir holds. Only a data dir that was never told to join a mesh,
+/// never took part in one and holds no Raft state founds a new mesh.
+pub fn mesh_start(
+    bootstrap_given: bool,
+    raft_initialized: bool,
+    recorded: Option<&MeshRecord>,
+    remembered_peers: usize,
+) -> MeshStart {
+    if raft_initialized {
+        MeshStart::Resume
+    } else if bootstrap_given {
+        MeshStart::Join
+    } else if recorded.is_some() || remembered_peers > 0 {
+        MeshStart::Rejoin
+    } else {
+        MeshStart::NewMesh
+    }
+}
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
@@ -158,12 +197,38 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     ));
 
     let remembered = data.remembered_peers();
-    let mut seeds: Vec<String> = config
+    let bootstrap: Vec<String> = config
         .bootstrap
         .iter()
         .map(|(addr, _)| addr.clone())
         .collect();
-    seeds.extend(remembered.iter().cloned());
+    let mut record = data.mesh_record()?;
+    let start = mesh_start(
+        !bootstrap.is_empty(),
+        initialized,
+        record.as_ref(),
+        remembered.len(),
+    );
+    // Recorded durably before the first join attempt (the runtime dials as
+    // soon as it starts): a node killed right after joining must come back
+    // knowing it belongs to that mesh, not found a second one.
+    if !bootstrap.is_empty() {
+        let mut updated = record.clone().unwrap_or_default();
+        if updated.add_bootstrap(&bootstrap) || record.is_none() {
+            data.record_mesh(&updated)?;
+        }
+        record = Some(updated);
+    }
+    let mut seeds = bootstrap.clone();
+    for addr in record
+        .iter()
+        .flat_map(|record| &record.bootstrap)
+        .chain(&remembered)
+    {
+        if !seeds.contains(addr) {
+            seeds.push(addr.clone());
+        }
+    }
     let capabilities = Capabilities {
         cores: cores(),
         memory_mb: memory_mb(),
@@ -197,6 +262,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             lease: config.lease,
             queue_depth: config.queue_depth,
             steal: config.steal,
+            retention: config.retention,
         },
         events,
     );
@@ -214,10 +280,23 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         ));
     }
 
-    let new_mesh = config.bootstrap.is_empty() && !initialized && remembered.is_empty();
-    if new_mesh {
-        node.initialize_mesh().await.map_err(NodeError::Failed)?;
-        tracing::info!("started a new mesh");
+    let new_mesh = start == MeshStart::NewMesh;
+    match start {
+        MeshStart::NewMesh => {
+            node.initialize_mesh().await.map_err(NodeError::Failed)?;
+            // After initializing: a crash before this line leaves Raft
+            // state, which is enough to never found a second mesh.
+            data.record_mesh(&MeshRecord {
+                founded: true,
+                ..MeshRecord::default()
+            })?;
+            tracing::info!("started a new mesh");
+        }
+        MeshStart::Rejoin => tracing::info!(
+            known_addresses = seeds.len(),
+            "this data dir belongs to a mesh: rejoining it through the addresses it knows, not starting a new mesh"
+        ),
+        MeshStart::Resume | MeshStart::Join => {}
     }
 
     let listen: Vec<String> = node
@@ -248,7 +327,9 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     env.spawn(
         "http",
         async move {
-            let server = axum::serve(http_listener, app).with_graceful_shutdown(async move {
+            let app = app.into_make_service_with_connect_info::<crate::http_limits::ClientAddr>();
+            let listener = crate::http_limits::GuardedListener::new(http_listener);
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             });
             if let Err(error) = server.await {
@@ -262,6 +343,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     let persist_env = env.clone();
     let data = Arc::new(data);
     let persist_data = data.clone();
+    let mut persist_record = data.mesh_record()?.unwrap_or_default();
     env.spawn(
         "remember-peers",
         async move {
@@ -275,12 +357,42 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
                     }
                     last = peers;
                 }
+                // The leader and voters this node learned, written only
+                // when they change.
+                let status = persist_node.status();
+                if let Some(leader) = status.leader {
+                    let mut voters = status.voters;
+                    voters.sort();
+                    if persist_record.leader.as_ref() != Some(&leader)
+                        || persist_record.voters != voters
+                    {
+                        persist_record.leader = Some(leader);
+                        persist_record.voters = voters;
+                        if let Err(error) = persist_data.record_mesh(&persist_record) {
+                            tracing::warn!("cannot record the mesh: {error}");
+                        }
+                    }
+                }
             }
         }
         .boxed(),
     );
 
-    wait_for_signal().await;
+    let fatal = tokio::select! {
+        _ = wait_for_signal() => None,
+        reason = raft_core_died(&node, env.as_ref()) => Some(reason),
+    };
+    if let Some(reason) = fatal {
+        tracing::error!(
+            grace_ms = FATAL_GRACE.as_millis() as u64,
+            "{reason}; answering 503 for a moment, then exiting so a supervisor restarts this node"
+        );
+        env.sleep(FATAL_GRACE).await;
+        let _ = stop_http.send(());
+        return Err(NodeError::Failed(format!(
+            "{reason}; exited so a supervisor can restart the node"
+        )));
+    }
     tracing::info!("draining: leaving the voter set and stopping");
     let drain = node.drain(config.drain_grace);
     tokio::select! {
@@ -309,6 +421,16 @@ pub fn wasm_limits(offer: &coditect_sandbox::WasmCapability) -> coditect_consens
     }
 }
 
+/// Resolves with the reason once the node's Raft core has died.
+async fn raft_core_died(node: &Node, env: &dyn Env) -> String {
+    loop {
+        if let Some(reason) = node.fatal() {
+            return reason;
+        }
+        env.sleep(FATAL_CHECK_EVERY).await;
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
@@ -316,5 +438,59 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = interrupt.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told_to_join() -> MeshRecord {
+        MeshRecord {
+            bootstrap: vec!["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/leader".into()],
+            ..MeshRecord::default()
+        }
+    }
+
+    #[test]
+    fn only_a_data_dir_never_told_to_join_founds_a_mesh() {
+        assert_eq!(mesh_start(false, false, None, 0), MeshStart::NewMesh);
+    }
+
+    #[test]
+    fn a_node_killed_before_it_remembered_peers_rejoins_instead_of_founding() {
+        // The reported bug: joined with --bootstrap, killed before peers.json
+        // existed, restarted without --bootstrap.
+        assert_eq!(
+            mesh_start(false, false, Some(&told_to_join()), 0),
+            MeshStart::Rejoin
+        );
+        assert_eq!(mesh_start(false, false, None, 3), MeshStart::Rejoin);
+        let founder = MeshRecord {
+            founded: true,
+            ..MeshRecord::default()
+        };
+        assert_eq!(
+            mesh_start(false, false, Some(&founder), 0),
+            MeshStart::Rejoin
+        );
+    }
+
+    #[test]
+    fn raft_state_resumes_and_a_bootstrap_joins() {
+        for recorded in [None, Some(told_to_join())] {
+            for remembered in [0, 2] {
+                for bootstrap in [false, true] {
+                    assert_eq!(
+                        mesh_start(bootstrap, true, recorded.as_ref(), remembered),
+                        MeshStart::Resume
+                    );
+                }
+                assert_eq!(
+                    mesh_start(true, false, recorded.as_ref(), remembered),
+                    MeshStart::Join
+                );
+            }
+        }
     }
 }

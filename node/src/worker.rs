@@ -8,8 +8,18 @@
 //! with the attempt as fencing token (see `coditect_consensus::mission`).
 //! Problems of this node rather than of the task (no slot free, a blob
 //! nobody serves, a full disk) are a [`WorkerError`], not a violation.
+//! Problems of the task (a path outside `mission::grammar`, a malformed
+//! digest, limits past the hard maxima, an `/output` name outside the
+//! grammar) are found by [`check_assignment`] before anything is fetched and
+//! reported as an `invalid_task` violation blamed on the task, so they never
+//! count against a healthy node's breaker.
+//!
+//! No detail this module reports names a host path: files are named as the
+//! guest sees them (`/input/...`, `/output/...`) and the node's work and data
+//! directories are replaced by placeholders, since details are shown to
+//! whoever submitted the mission.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use coditect_consensus::mission::{TaskLimits, TaskResult, TaskSubmission, ViolationRecord};
 use coditect_consensus::NodeId;
@@ -19,6 +29,8 @@ use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mission::caps::MAX_INPUTS_PER_TASK;
+use crate::mission::grammar::{self, excerpt};
 use crate::scheduler::{check, Blame, Expectation, Violation, ViolationKind};
 
 /// Bytes of stdout kept in the replicated result for display; the whole of
@@ -189,6 +201,8 @@ impl TaskRunner for SandboxRunner {
                 let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.work_dir.join(format!("w{n}"))
             });
+        // The work dir lives in the data dir; neither is named to users.
+        let data_dir = self.work_dir.parent().map(Path::to_path_buf);
         Box::pin(async move {
             let report = run_assignment(
                 node,
@@ -201,7 +215,13 @@ impl TaskRunner for SandboxRunner {
             )
             .await;
             idle.lock().expect("work dirs lock").push(dir);
-            report
+            match &data_dir {
+                Some(data_dir) => {
+                    let hide = [(data_dir.display().to_string(), "<data dir>")];
+                    scrub_result(report, &hide)
+                }
+                None => report,
+            }
         })
     }
 }
@@ -212,10 +232,11 @@ pub enum WorkerError {
     /// A blob the task needs is held by no reachable node.
     #[error("blob {0} is not held by any reachable node")]
     MissingBlob(String),
-    /// A digest in the task is malformed.
+    /// A digest in the task is malformed ([`check_assignment`] reports this
+    /// as the task's violation first; this remains for callers that skip it).
     #[error("task names {0:?}, which is not a digest")]
     BadDigest(String),
-    /// A path in the task would leave its directory.
+    /// A path in the task is outside the grammar (as for `BadDigest`).
     #[error("path {0:?} is not a plain relative path")]
     BadPath(String),
     /// The sandbox has no free slot or failed on the host side; retry later.
@@ -235,17 +256,125 @@ fn digest(text: &str) -> Result<Digest, WorkerError> {
         .map_err(|_| WorkerError::BadDigest(text.to_string()))
 }
 
-/// A relative path with no `..`, root or prefix, joined under `base`.
+/// `relative` joined under `base`, if it is in the path grammar.
 fn contained(base: &Path, relative: &str) -> Result<PathBuf, WorkerError> {
-    let path = Path::new(relative);
-    let plain = !relative.is_empty()
-        && path
-            .components()
-            .all(|component| matches!(component, Component::Normal(_)));
-    if !plain {
-        return Err(WorkerError::BadPath(relative.to_string()));
+    grammar::join_under(base, relative).map_err(|_| WorkerError::BadPath(excerpt(relative)))
+}
+
+/// A blob store failure without the store's host path.
+fn blob_error(error: coditect_memory::BlobError) -> WorkerError {
+    match error {
+        coditect_memory::BlobError::Io { source, .. } => {
+            WorkerError::Io(format!("blob store: {source}"))
+        }
+        other => WorkerError::Io(other.to_string()),
     }
-    Ok(base.join(path))
+}
+
+/// `text` with each host path of `hide` replaced by what users may see.
+fn scrub(text: &str, hide: &[(String, &str)]) -> String {
+    hide.iter()
+        .filter(|(host, _)| !host.is_empty())
+        .fold(text.to_string(), |text, (host, shown)| {
+            text.replace(host.as_str(), shown)
+        })
+}
+
+/// A run's report or error with the host paths of `hide` replaced.
+fn scrub_result(
+    result: Result<Report, WorkerError>,
+    hide: &[(String, &str)],
+) -> Result<Report, WorkerError> {
+    match result {
+        Ok(Report::Violated {
+            mut violation,
+            kind,
+            blame,
+        }) => {
+            violation.detail = scrub(&violation.detail, hide);
+            Ok(Report::Violated {
+                violation,
+                kind,
+                blame,
+            })
+        }
+        Ok(report) => Ok(report),
+        Err(WorkerError::Sandbox(error)) => {
+            let text = error.to_string();
+            let clean = scrub(&text, hide);
+            if clean == text {
+                Err(WorkerError::Sandbox(error))
+            } else {
+                Err(WorkerError::Io(format!("sandbox: {clean}")))
+            }
+        }
+        Err(WorkerError::Io(text)) => Err(WorkerError::Io(scrub(&text, hide))),
+        Err(other) => Err(other),
+    }
+}
+
+/// Why `assignment` cannot run on any node, if it cannot: its limits past
+/// the hard maxima, a malformed digest, an input or dependency path outside
+/// the grammar (or reserved, repeated, or inside another input). This is
+/// the task's fault, reported as an `invalid_task` violation; the mission
+/// validator refuses all of it at submission, so only a task committed
+/// without that check (another build, a bug) gets here.
+pub fn check_assignment(assignment: &Assignment) -> Result<(), String> {
+    let task = &assignment.task;
+    sandbox_limits(&task.limits)
+        .validate()
+        .map_err(|error| format!("limits: {}", crate::mission::limits_problem(error)))?;
+    let is_digest = |text: &str| text.parse::<Digest>().is_ok();
+    if !is_digest(&task.module) {
+        return Err(format!(
+            "module {:?} is not a digest",
+            excerpt(&task.module)
+        ));
+    }
+    if let Some(text) = &task.input {
+        if !is_digest(text) {
+            return Err(format!("input {:?} is not a digest", excerpt(text)));
+        }
+    }
+    if task.inputs.len() > MAX_INPUTS_PER_TASK {
+        return Err(format!(
+            "{} inputs, more than the cap of {MAX_INPUTS_PER_TASK}",
+            task.inputs.len()
+        ));
+    }
+    for (path, text) in &task.inputs {
+        grammar::check_input_path(path)
+            .map_err(|error| format!("input {:?}: {error}", excerpt(path)))?;
+        if !is_digest(text) {
+            return Err(format!(
+                "input {:?} names {:?}, not a digest",
+                excerpt(path),
+                excerpt(text)
+            ));
+        }
+    }
+    grammar::check_input_set(task.inputs.iter().map(|(path, _)| path.as_str()))
+        .map_err(|error| error.to_string())?;
+    for (dependency, files) in &assignment.deps {
+        grammar::check_task_id(dependency)
+            .map_err(|error| format!("dependency id {:?}: {error}", excerpt(dependency)))?;
+        for (path, text, _) in files {
+            grammar::check_path(path).map_err(|error| {
+                format!(
+                    "output {:?} of dependency `{dependency}`: {error}",
+                    excerpt(path)
+                )
+            })?;
+            if !is_digest(text) {
+                return Err(format!(
+                    "output {:?} of dependency `{dependency}` names {:?}, not a digest",
+                    excerpt(path),
+                    excerpt(text)
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn blob(source: &dyn BlobSource, text: &str) -> Result<Vec<u8>, WorkerError> {
@@ -256,12 +385,41 @@ async fn blob(source: &dyn BlobSource, text: &str) -> Result<Vec<u8>, WorkerErro
         .ok_or_else(|| WorkerError::MissingBlob(text.to_string()))
 }
 
-async fn write_blob(source: &dyn BlobSource, text: &str, to: &Path) -> Result<(), WorkerError> {
-    let bytes = blob(source, text).await?;
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent.display()))?;
+/// Runs blocking work (files, fsyncs, compiling a module) on tokio's
+/// blocking pool, so the runtime that serves Raft and the network keeps its
+/// threads. The production runner is never simulated, so it may.
+#[allow(clippy::disallowed_methods)] // production runner only: the simulation has its own
+async fn blocking<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WorkerError> {
+    // Outside a tokio runtime (unit tests driving the worker by hand) the
+    // job runs in line.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(job());
     }
-    std::fs::write(to, bytes).map_err(io(to.display()))
+    tokio::task::spawn_blocking(job)
+        .await
+        .map_err(|error| WorkerError::Io(format!("a blocking step of the run failed: {error}")))
+}
+
+/// Writes blob `text` to `to`, which the guest sees as `shown`.
+async fn write_blob(
+    source: &dyn BlobSource,
+    text: &str,
+    to: &Path,
+    shown: &str,
+) -> Result<(), WorkerError> {
+    let bytes = blob(source, text).await?;
+    let to = to.to_path_buf();
+    let shown = shown.to_string();
+    blocking(move || {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating the folder of {shown}")))?;
+        }
+        std::fs::write(&to, bytes).map_err(io(format!("writing {shown}")))
+    })
+    .await?
 }
 
 /// Empties `dir` (creating it if missing) without removing it.
@@ -300,15 +458,42 @@ pub async fn run_assignment(
 ) -> Result<Report, WorkerError> {
     let input = dir.join("input");
     let output = dir.join("output");
-    empty_dir(&input)?;
-    empty_dir(&output)?;
-    let result = run_in(
-        node, sandbox, blobs, source, &input, &output, assignment, cancel,
-    )
-    .await;
-    let _ = empty_dir(&input);
-    let _ = empty_dir(&output);
-    result
+    // Host paths in any detail become what the guest sees.
+    let hide = [
+        (input.display().to_string(), "/input"),
+        (output.display().to_string(), "/output"),
+        (dir.display().to_string(), "<work dir>"),
+    ];
+    if let Err(detail) = check_assignment(assignment) {
+        return Ok(Report::violated(
+            node,
+            assignment.attempt,
+            ViolationKind::InvalidTask,
+            &detail,
+        ));
+    }
+    let emptied = {
+        let (input, output) = (input.clone(), output.clone());
+        blocking(move || empty_dir(&input).and_then(|()| empty_dir(&output))).await
+    };
+    let prepared = match emptied.and_then(|emptied| emptied) {
+        Ok(()) => {
+            run_in(
+                node, sandbox, blobs, source, &input, &output, assignment, cancel,
+            )
+            .await
+        }
+        Err(error) => Err(error),
+    };
+    {
+        let (input, output) = (input.clone(), output.clone());
+        let _ = blocking(move || {
+            let _ = empty_dir(&input);
+            let _ = empty_dir(&output);
+        })
+        .await;
+    }
+    scrub_result(prepared, &hide)
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; the pieces are all distinct
@@ -323,24 +508,34 @@ async fn run_in(
     cancel: CancelToken,
 ) -> Result<Report, WorkerError> {
     let task = &assignment.task;
+    // `check_assignment` has passed, so every path below is in the grammar.
     if let Some(text) = &task.input {
-        write_blob(source, text, &input.join("input.txt")).await?;
+        write_blob(source, text, &input.join("input.txt"), "/input/input.txt").await?;
     }
     for (path, text) in &task.inputs {
-        write_blob(source, text, &contained(input, path)?).await?;
+        write_blob(
+            source,
+            text,
+            &contained(input, path)?,
+            &format!("/input/{path}"),
+        )
+        .await?;
     }
     for (dependency, files) in &assignment.deps {
         let base = contained(&input.join("deps"), dependency)?;
-        std::fs::create_dir_all(&base).map_err(io(base.display()))?;
+        std::fs::create_dir_all(&base).map_err(io(format!("creating /input/deps/{dependency}")))?;
         for (path, text, _) in files {
-            write_blob(source, text, &contained(&base, path)?).await?;
+            let shown = format!("/input/deps/{dependency}/{path}");
+            write_blob(source, text, &contained(&base, path)?, &shown).await?;
         }
     }
     let module = blob(source, &task.module).await?;
     let violation = |kind: ViolationKind, detail: String| {
         Report::violated(node, assignment.attempt, kind, &detail)
     };
-    let prepared = match sandbox.prepare(&module) {
+    // Compiling is CPU-heavy (seconds for a large module the first time).
+    let compiler = sandbox.clone();
+    let prepared = match blocking(move || compiler.prepare(&module)).await? {
         Ok(prepared) => prepared,
         Err(SandboxError::InvalidModule(message)) => {
             return Ok(violation(ViolationKind::InvalidModule, message));
@@ -348,7 +543,7 @@ async fn run_in(
         Err(other) => return Err(WorkerError::Sandbox(other)),
     };
     let spec = coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits));
-    let outcome = sandbox
+    let mut outcome = sandbox
         .start(&prepared, spec, cancel)
         .map_err(WorkerError::Sandbox)?
         .await
@@ -362,25 +557,37 @@ async fn run_in(
     if let Some(first) = check(&expect, &outcome).into_iter().next() {
         return Ok(violation(first.kind, first.detail));
     }
-    // Keep what the run produced; peers and dependents fetch it by digest.
-    let mut outputs = Vec::with_capacity(outcome.files.len());
+    // Dependents see these files under /input/deps/<id>/, so they must be in
+    // the same grammar as inputs; a name outside it is the task's doing.
     for file in &outcome.files {
-        let path = contained(output, &file.path)?;
-        let bytes = std::fs::read(&path).map_err(io(path.display()))?;
-        let stored = blobs
-            .put(&bytes)
-            .map_err(|e| WorkerError::Io(e.to_string()))?;
-        if stored.to_string() != file.sha256 {
-            return Err(WorkerError::Io(format!(
-                "{} changed after the run ended",
-                file.path
-            )));
+        // The sandbox lists names lossily; U+FFFD marks a name that was not UTF-8.
+        let problem = if file.path.contains('\u{FFFD}') {
+            Some("the name is not valid UTF-8".to_string())
+        } else {
+            grammar::check_path(&file.path).err().map(|e| e.to_string())
+        };
+        if let Some(problem) = problem {
+            return Ok(violation(
+                ViolationKind::InvalidTask,
+                format!("the run left /output/{}: {problem}", excerpt(&file.path)),
+            ));
         }
-        outputs.push((file.path.clone(), file.sha256.clone(), file.size));
     }
-    let stdout_digest = blobs
-        .put(outcome.stdout.as_bytes())
-        .map_err(|e| WorkerError::Io(e.to_string()))?;
+    // Keep what the run produced; peers and dependents fetch it by digest.
+    // Reading, hashing and fsyncing run off the async runtime.
+    let (outputs, stdout_digest) = {
+        let files = outcome.files.clone();
+        let output = output.to_path_buf();
+        let blobs = blobs.clone();
+        let stdout = std::mem::take(&mut outcome.stdout);
+        let (kept, stdout) = blocking(move || {
+            let kept = keep_outputs(&blobs, &output, &files, &stdout);
+            (kept, stdout)
+        })
+        .await?;
+        outcome.stdout = stdout;
+        kept?
+    };
     let mut head_end = outcome.stdout.len().min(STDOUT_HEAD_BYTES);
     while !outcome.stdout.is_char_boundary(head_end) {
         head_end -= 1;
@@ -395,6 +602,32 @@ async fn run_in(
         fuel_used: outcome.fuel_used,
         wall_ms: outcome.wall_ms,
     }))
+}
+
+/// Stores a run's files and stdout as blobs; the files' `(path, digest,
+/// size)` and the stdout's digest.
+#[allow(clippy::type_complexity)]
+fn keep_outputs(
+    blobs: &BlobStore,
+    output: &Path,
+    files: &[coditect_sandbox::OutputFile],
+    stdout: &str,
+) -> Result<(Vec<(String, String, u64)>, Digest), WorkerError> {
+    let mut outputs = Vec::with_capacity(files.len());
+    for file in files {
+        let path = contained(output, &file.path)?;
+        let bytes = std::fs::read(&path).map_err(io(format!("reading /output/{}", file.path)))?;
+        let stored = blobs.put(&bytes).map_err(blob_error)?;
+        if stored.to_string() != file.sha256 {
+            return Err(WorkerError::Io(format!(
+                "{} changed after the run ended",
+                file.path
+            )));
+        }
+        outputs.push((file.path.clone(), file.sha256.clone(), file.size));
+    }
+    let stdout_digest = blobs.put(stdout.as_bytes()).map_err(blob_error)?;
+    Ok((outputs, stdout_digest))
 }
 
 #[cfg(test)]
@@ -564,16 +797,162 @@ mod tests {
     }
 
     #[test]
-    fn missing_blobs_and_escaping_paths_are_errors_of_the_node() {
+    fn missing_blobs_are_errors_of_the_node() {
         let (dir, sandbox, blobs) = setup();
         let work = dir.path().join("work");
         let mut job = assignment(&blobs, TaskExpect::default());
         job.task.input = Some(Digest::of(b"nobody has this").to_string());
         let error = run(1, &sandbox, &blobs, &work, &job).unwrap_err();
         assert!(matches!(error, WorkerError::MissingBlob(_)), "{error}");
+    }
+
+    /// The violation a run reported, or a panic.
+    fn refused(report: Result<Report, WorkerError>) -> (ViolationRecord, Blame) {
+        match report {
+            Ok(Report::Violated {
+                violation, blame, ..
+            }) => (violation, blame),
+            other => panic!("expected a violation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn inputs_no_worker_can_place_are_violations_blamed_on_the_task() {
+        let (dir, sandbox, blobs) = setup();
+        let work = dir.path().join("work");
+        let file = blobs.put(b"f").unwrap().to_string();
+        let long = "n".repeat(5000);
+        let input = |paths: &[&str]| -> Vec<(String, String)> {
+            paths
+                .iter()
+                .map(|p| (p.to_string(), file.clone()))
+                .collect()
+        };
+        let base = assignment(&blobs, TaskExpect::default());
+        let with = |change: &dyn Fn(&mut Assignment)| {
+            let mut job = base.clone();
+            change(&mut job);
+            job
+        };
+        let cases = vec![
+            (
+                with(&|job: &mut Assignment| job.deps = vec![("../escape".into(), vec![])]),
+                "dependency id",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.inputs = input(&["./x"])),
+                "`.` component",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.inputs = input(&["a\0b"])),
+                "NUL",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.inputs = input(&[long.as_str()])),
+                "5000 bytes long",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.inputs = input(&["a", "a/b"])),
+                "lies inside",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.inputs = input(&["input.txt"])),
+                "reserved",
+            ),
+            (
+                with(&|job: &mut Assignment| job.deps[0].1[0].0 = "../../etc/passwd".into()),
+                "`..` component",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.module = "not-a-digest".into()),
+                "not a digest",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.limits.fuel = i64::MAX as u64),
+                "fuel must be between",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.limits.timeout_ms = i64::MAX as u64),
+                "timeout_ms must be between",
+            ),
+            (
+                with(&|job: &mut Assignment| job.task.limits.output_mb = 1 << 20),
+                "output_mb must be between 1 and 1024",
+            ),
+        ];
+        for (job, needle) in cases {
+            let (violation, blame) = refused(run(1, &sandbox, &blobs, &work, &job));
+            assert_eq!(violation.kind, "invalid_task", "{needle}");
+            assert_eq!(blame, Blame::Task, "{needle}: never the node's breaker");
+            assert_eq!((violation.node, violation.attempt), (1, 3));
+            assert!(
+                violation.detail.contains(needle),
+                "{needle}: {}",
+                violation.detail
+            );
+            assert!(violation.detail.len() < 300, "{}", violation.detail);
+        }
+    }
+
+    #[test]
+    fn an_output_name_outside_the_grammar_is_the_tasks_violation() {
+        let (dir, sandbox, blobs) = setup();
+        let writes_colon = r#"(module
+          (import "wasi_snapshot_preview1" "path_open"
+            (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 100) "a:b")
+          (func (export "_start")
+            (if (call $open (i32.const 4) (i32.const 0) (i32.const 100) (i32.const 3)
+                  (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 12))
+              (then (unreachable)))))"#;
         let mut job = assignment(&blobs, TaskExpect::default());
-        job.deps = vec![("../escape".into(), vec![])];
-        let error = run(1, &sandbox, &blobs, &work, &job).unwrap_err();
-        assert!(matches!(error, WorkerError::BadPath(_)), "{error}");
+        job.task.module = blobs.put(writes_colon.as_bytes()).unwrap().to_string();
+        let (violation, blame) = refused(run(1, &sandbox, &blobs, &dir.path().join("work"), &job));
+        assert_eq!(
+            (violation.kind.as_str(), blame),
+            ("invalid_task", Blame::Task)
+        );
+        assert!(
+            violation.detail.contains("/output/a:b"),
+            "{}",
+            violation.detail
+        );
+        assert!(violation.detail.contains("Windows"), "{}", violation.detail);
+    }
+
+    #[test]
+    fn errors_name_guest_paths_never_host_paths() {
+        let (dir, sandbox, blobs) = setup();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        // A file where the input folder belongs: the node's own problem.
+        std::fs::write(work.join("input"), b"in the way").unwrap();
+        let job = assignment(&blobs, TaskExpect::default());
+        let error = run(1, &sandbox, &blobs, &work, &job)
+            .unwrap_err()
+            .to_string();
+        let host = dir.path().display().to_string();
+        assert!(!error.contains(&host), "{error}");
+        assert!(error.starts_with("/input"), "{error}");
+
+        /// A source whose errors name a file in the data dir.
+        struct Leaky(String);
+        impl BlobSource for Leaky {
+            fn fetch(&self, _: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
+                Box::pin(async move { Err(format!("cannot read {}/blobs/ab/cd", self.0)) })
+            }
+        }
+        let data_dir = dir.path().join("data");
+        let runner = SandboxRunner::new(
+            std::sync::Arc::new(sandbox),
+            blobs.clone(),
+            data_dir.join("work"),
+        );
+        let source = std::sync::Arc::new(Leaky(data_dir.display().to_string()));
+        let error = futures::executor::block_on(runner.run(1, source, job, CancelToken::new()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "cannot read <data dir>/blobs/ab/cd");
     }
 }

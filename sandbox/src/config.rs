@@ -14,6 +14,18 @@ use crate::outcome::Progress;
 /// Largest linear memory a wasm32 guest can address.
 pub const WASM32_MAX_MEMORY_MB: u64 = 4096;
 
+/// Largest fuel budget a task may have: about a day of guest instructions
+/// (the timeout's cap), and far enough below `u64::MAX` that adding the
+/// charges of nested `run_module` calls can never overflow.
+pub const MAX_FUEL: u64 = 100_000_000_000_000;
+
+/// Longest wall-clock budget a task may have: 24 hours.
+pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Largest `output_mb` a task may have. Stdout and stderr are held in memory
+/// up to this cap each, so it bounds what one guest can make the node hold.
+pub const MAX_OUTPUT_MB: u64 = 1024;
+
 /// Hard limits for one task, as a mission's `[task.limits]` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,26 +52,22 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Rejects limits no task can run under.
+    /// Rejects limits no task can run under, and limits past the hard
+    /// maxima ([`MAX_FUEL`], [`WASM32_MAX_MEMORY_MB`], [`MAX_TIMEOUT_MS`],
+    /// [`MAX_OUTPUT_MB`]) that no node grants.
     pub fn validate(&self) -> Result<(), SandboxError> {
-        let problem = if self.fuel == 0 {
-            "fuel must be at least 1".to_string()
-        } else if self.memory_mb == 0 || self.memory_mb > WASM32_MAX_MEMORY_MB {
-            format!(
-                "memory_mb must be between 1 and {WASM32_MAX_MEMORY_MB}, got {}",
-                self.memory_mb
-            )
-        } else if self.timeout_ms == 0 {
-            "timeout_ms must be at least 1".to_string()
-        } else if self.output_mb == 0 || self.output_mb > 1 << 20 {
-            format!(
-                "output_mb must be between 1 and 1048576, got {}",
-                self.output_mb
-            )
-        } else {
-            return Ok(());
+        let out_of = |name: &str, value: u64, max: u64| {
+            (value == 0 || value > max)
+                .then(|| format!("{name} must be between 1 and {max}, got {value}"))
         };
-        Err(SandboxError::InvalidConfig(problem))
+        let problem = out_of("fuel", self.fuel, MAX_FUEL)
+            .or_else(|| out_of("memory_mb", self.memory_mb, WASM32_MAX_MEMORY_MB))
+            .or_else(|| out_of("timeout_ms", self.timeout_ms, MAX_TIMEOUT_MS))
+            .or_else(|| out_of("output_mb", self.output_mb, MAX_OUTPUT_MB));
+        match problem {
+            Some(problem) => Err(SandboxError::InvalidConfig(problem)),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn memory_bytes(&self) -> usize {
@@ -275,11 +283,45 @@ mod tests {
                 output_mb: 0,
                 ..Limits::default()
             },
+            Limits {
+                fuel: MAX_FUEL + 1,
+                ..Limits::default()
+            },
+            Limits {
+                timeout_ms: MAX_TIMEOUT_MS + 1,
+                ..Limits::default()
+            },
+            Limits {
+                output_mb: MAX_OUTPUT_MB + 1,
+                ..Limits::default()
+            },
+            Limits {
+                fuel: i64::MAX as u64,
+                ..Limits::default()
+            },
         ] {
             assert!(matches!(
                 limits.validate(),
                 Err(SandboxError::InvalidConfig(_))
             ));
         }
+        let at_the_maxima = Limits {
+            fuel: MAX_FUEL,
+            memory_mb: WASM32_MAX_MEMORY_MB,
+            timeout_ms: MAX_TIMEOUT_MS,
+            output_mb: MAX_OUTPUT_MB,
+        };
+        at_the_maxima.validate().unwrap();
+        let message = Limits {
+            timeout_ms: u64::MAX,
+            ..Limits::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("timeout_ms must be between 1 and 86400000"),
+            "{message}"
+        );
     }
 }

@@ -87,7 +87,8 @@ mod threads;
 pub use cache::ModuleDigest;
 pub use cli::run_task_command;
 pub use config::{
-    Capability, Limits, ProgressCallback, SandboxConfig, TaskSpec, WASM32_MAX_MEMORY_MB,
+    Capability, Limits, ProgressCallback, SandboxConfig, TaskSpec, MAX_FUEL, MAX_OUTPUT_MB,
+    MAX_TIMEOUT_MS, WASM32_MAX_MEMORY_MB,
 };
 pub use env::{DeterministicGuestEnv, GuestEnv, SystemGuestEnv};
 pub use error::SandboxError;

@@ -54,7 +54,7 @@ fn infinite_loop_times_out_when_fuel_is_plentiful() {
         &dir,
         "spin",
         SPIN.as_bytes(),
-        limits(1_000_000_000_000_000, 200),
+        limits(100_000_000_000_000, 200),
     );
     assert_eq!(outcome.kind, OutcomeKind::TimedOut, "{outcome:?}");
     assert!(
@@ -79,7 +79,7 @@ fn cancellation_stops_a_running_guest() {
     let handle = sandbox
         .start(
             &module,
-            TaskSpec::new(input, output, limits(1_000_000_000_000_000, 60_000)),
+            TaskSpec::new(input, output, limits(100_000_000_000_000, 60_000)),
             cancel.clone(),
         )
         .unwrap();
@@ -309,7 +309,7 @@ fn a_full_instance_pool_is_a_retryable_error() {
     let noop = sandbox.prepare(TINY_BINARY).unwrap();
     let (input, output) = task_dirs(dir.path(), "hog", &[]);
     let marker = output.join("started");
-    let hog_task = TaskSpec::new(input, output, limits(1_000_000_000_000_000, 60_000));
+    let hog_task = TaskSpec::new(input, output, limits(100_000_000_000_000, 60_000));
     let hog = sandbox.start(&spin, hog_task, CancelToken::new()).unwrap();
     // Only once the hog runs is the pool known to be full (a load-dependent
     // race otherwise: a no-op could hold the slot when the hog asks for it).

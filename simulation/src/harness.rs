@@ -263,6 +263,7 @@ impl Sim {
                 lease: HEARTBEAT * 12,
                 queue_depth: 2,
                 steal: true,
+                retention: Default::default(),
             },
             events,
         );
@@ -431,7 +432,10 @@ impl Sim {
                     }
                 };
                 if let Some(node) = node {
-                    match node.submit_mission(&text, MissionFormat::Toml).await {
+                    // One key per wave: a retry after an answer lost in a
+                    // failover returns the mission already committed.
+                    let key = Some(format!("wave-{wave}"));
+                    match node.submit_mission(&text, MissionFormat::Toml, key).await {
                         Ok(id) => {
                             bus.note(&format!("submitted {id} ({count} tasks)"));
                             submitted.lock().expect("submitted lock").insert(id, count);
@@ -563,6 +567,26 @@ impl Sim {
                 self.bus.note(&line);
                 self.fault_log.push(line);
             }
+        }
+    }
+
+    /// A node whose Raft core died (a storage error, a panic) exits in
+    /// production and its supervisor starts it again; the harness sees the
+    /// same signal, `Node::fatal`, and does the same.
+    async fn restart_dead_cores(&mut self, now: u64) {
+        let dead: Vec<(usize, String)> = self
+            .live()
+            .filter_map(|(index, node)| node.fatal().map(|reason| (index, reason)))
+            .collect();
+        for (index, reason) in dead {
+            let line = format!(
+                "t={:.1}s {}: {reason}; restarted as a supervisor would",
+                now as f64 / 1000.0,
+                self.slots[index].name
+            );
+            self.bus.note(&line);
+            self.fault_log.push(line);
+            self.kill(index, 1_000).await;
         }
     }
 
@@ -754,6 +778,7 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                 sim.fault_log.push(line);
             }
             sim.restart_due(sim.now_ms()).await;
+            sim.restart_dead_cores(sim.now_ms()).await;
             sim.heal_due(sim.now_ms());
             sim.track_failover(sim.now_ms());
             let now = sim.now_ms();

@@ -1,9 +1,13 @@
 //! Bad input and faults at startup: each is a one-line error naming the
-//! problem and exit code 2, and nothing already stored is touched.
+//! problem and exit code 2, and nothing already stored is touched. Poison
+//! missions (bad names, paths and limits) are refused at submission with a
+//! 400 naming the problem, and leave nothing behind.
 
 use std::time::Duration;
 
-use coditect_tests::{loopback_args, run_coditect, NodeProcess};
+use coditect_tests::{
+    http_exchange, http_request, loopback_args, run_coditect, wait_for, NodeProcess,
+};
 
 fn node_args(data_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
@@ -144,4 +148,118 @@ fn foreign_corrupt_and_locked_data_dirs_are_refused_untouched() {
         again.peer_id, peer,
         "restart after SIGKILL needs no cleanup"
     );
+}
+
+/// `POST /api/missions` with `text`; the status code and the `error` field.
+fn post_mission(node: &NodeProcess, text: &str) -> (u16, String) {
+    let (code, body) =
+        http_exchange("POST", &node.http, "/api/missions", text.as_bytes()).expect("POST mission");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let error = body["error"].as_str().unwrap_or_default().to_string();
+    (code, error)
+}
+
+#[test]
+fn poison_names_and_limits_are_refused_at_submission_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("n0"), "n0", &[]);
+    wait_for(Duration::from_secs(60), "a single-node leader", || {
+        node.status().filter(|s| s["role"] == "leader")
+    });
+    let (code, body) = http_exchange("POST", &node.http, "/api/blobs", b"data").unwrap();
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let digest = body["digest"].as_str().unwrap().to_string();
+
+    let long = "x".repeat(5000);
+    let with_inputs = |inputs: &[&str]| {
+        let list: Vec<String> = inputs
+            .iter()
+            .map(|path| format!("\"{path}={digest}\""))
+            .collect();
+        format!(
+            "name = \"poison\"\n[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\ninputs = [{}]\n",
+            list.join(", ")
+        )
+    };
+    let with_limit = |key: &str, value: &str| {
+        format!("[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\n[task.limits]\n{key} = {value}\n")
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (with_inputs(&["./x"]), "invalid input \"./x=sha256:"),
+        (with_inputs(&["./x"]), "`.` component"),
+        // TOML's \u0000 escape puts a NUL in the path.
+        (with_inputs(&["a\\u0000b"]), "NUL byte"),
+        (
+            with_inputs(&[long.as_str()]),
+            "5000 bytes long, more than the cap of 1024",
+        ),
+        (
+            with_inputs(&["a", "a/b"]),
+            "\"a/b\" lies inside input path \"a\"",
+        ),
+        (with_inputs(&["input.txt"]), "reserved"),
+        (
+            format!("name = \"{long}\"\n[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\n"),
+            "invalid `name` in the mission: it is 5000 bytes long",
+        ),
+        (
+            "name = \"a\\u0000b\"\n[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\n".to_string(),
+            "control character",
+        ),
+        (
+            format!("[[task]]\nid = \"{long}\"\nmodule = \"builtin:noop\"\n"),
+            "5000 bytes long, longer than the cap of 128",
+        ),
+        (
+            with_limit("fuel", "9223372036854775807"),
+            "fuel must be between 1 and 100000000000000",
+        ),
+        (
+            with_limit("timeout_ms", "9223372036854775807"),
+            "timeout_ms must be between 1 and 86400000",
+        ),
+        (
+            with_limit("output_mb", "1048576"),
+            "output_mb must be between 1 and 1024",
+        ),
+    ];
+    for (text, needle) in &cases {
+        let (code, error) = post_mission(&node, text);
+        assert_eq!(code, 400, "{needle}: {error}");
+        assert!(
+            error.contains(needle),
+            "{error:?} should mention {needle:?}"
+        );
+        assert!(
+            !error.contains('\n') && error.len() < 400,
+            "one short line: {error:?}"
+        );
+    }
+
+    // The CLI refuses the same before uploading anything: exit 2, one line.
+    let file = dir.path().join("poison.toml");
+    std::fs::write(
+        &file,
+        "[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\ninputs = [\"./x\"]\n",
+    )
+    .unwrap();
+    assert_bad_input(
+        &[
+            "submit".to_string(),
+            file.display().to_string(),
+            "--api".into(),
+            node.api(),
+        ],
+        "`.` component",
+    );
+
+    // Nothing was stored: no mission m1, and the next good mission is m1.
+    let (code, _) = http_request("GET", &node.http, "/api/missions/m1").unwrap();
+    assert_eq!(code, 404);
+    let good = "[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\n";
+    let (code, body) = http_exchange("POST", &node.http, "/api/missions", good.as_bytes()).unwrap();
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["id"], "m1", "the refused missions left no trace");
 }

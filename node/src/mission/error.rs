@@ -42,6 +42,26 @@ pub enum MissionError {
     /// The mission lists no task at all.
     #[error("mission has no tasks")]
     NoTasks,
+    /// The mission lists more tasks than [`super::caps::MAX_TASKS_PER_MISSION`].
+    #[error("mission has {count} tasks, more than the cap of {max}")]
+    TooManyTasks {
+        /// How many it lists.
+        count: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// A task lists more entries of `field` than its cap in [`super::caps`].
+    #[error("task `{task}` has {count} `{field}` entries, more than the cap of {max}")]
+    TooManyEntries {
+        /// The task.
+        task: String,
+        /// The list: `needs`, `inputs`, `requires` or `expect.files`.
+        field: String,
+        /// How many it lists.
+        count: usize,
+        /// The cap.
+        max: usize,
+    },
     /// A task id is empty, too long or uses characters outside `[A-Za-z0-9._-]`.
     #[error("invalid task id {id:?}: {reason}")]
     InvalidId {
@@ -111,7 +131,9 @@ pub enum MissionError {
         /// Where it was looked for.
         path: String,
     },
-    /// An input that cannot be placed under `/input` (absolute, `..`, empty, bad digest).
+    /// An input that cannot be placed under `/input`: outside the path
+    /// grammar of [`super::grammar`], reserved, a duplicate, inside another
+    /// input, or a bad digest.
     #[error("task `{task}`: invalid input {input:?}: {reason}")]
     InvalidInput {
         /// The task.

@@ -46,7 +46,8 @@
 //!   the parent task's; else the nearest heading's that names one (`## Phase
 //!   1 - P0 CRITICAL`); else P2.
 //! - **Mission name**: the first `#` heading, else the first heading of any
-//!   level, else "mission". Headings are kept as routing context and input.
+//!   level, else "mission"; control characters become spaces and it is cut
+//!   to `caps::MAX_MISSION_NAME_BYTES`. Headings are kept as routing context and input.
 //! - **Routing**: the item's title, then its ancestors' titles, then its
 //!   headings from the innermost out are tried against
 //!   [`AgentConfig::route`]; the kind's module becomes the task's module
@@ -294,7 +295,10 @@ pub fn parse_markdown(text: &str, agents: &AgentConfig) -> Result<MissionSpec, M
         tasks.push(task);
     }
     Ok(MissionSpec {
-        name: name.unwrap_or_else(|| DEFAULT_NAME.to_string()),
+        name: name
+            .map(|heading| super::grammar::fit_mission_name(&heading))
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAME.to_string()),
         tasks,
     })
 }

@@ -11,6 +11,10 @@
 //! - [`validate`] checks ids, dependencies (unknown ones, cycles with their
 //!   members in order), limits, modules and inputs, and returns a
 //!   [`ValidatedMission`] that carries a topological order.
+//! - [`grammar`] is the one grammar for paths under `/input` and `/output`,
+//!   task ids and mission names; the worker checks with it too.
+//! - [`caps`] holds every cap (tasks per mission, dependencies per task,
+//!   name and path lengths, the hard maxima of task limits).
 //!
 //! Everything here is pure and synchronous; the only IO is [`validate`]
 //! looking at the disk when it is given the mission file's folder, which is
@@ -19,7 +23,9 @@
 //! or a CLI exit-2 message.
 
 mod agents;
+pub mod caps;
 mod error;
+pub mod grammar;
 mod markdown;
 mod spec;
 mod submit;
@@ -35,6 +41,7 @@ pub use markdown::parse_markdown;
 pub use spec::{Expect, MissionSpec, ModuleRef, Priority, TaskSpec, BUILTIN_PREFIX};
 pub use submit::{check_submissions, to_submissions};
 pub use toml_format::parse_toml;
+pub(crate) use validate::limits_problem;
 pub use validate::{check_id, validate, ValidatedMission, MAX_ID_LEN};
 
 use std::path::Path;

@@ -116,9 +116,10 @@ pub fn to_submissions(
 }
 
 /// The leader's own check of submissions it receives from a peer: the same
-/// graph rules as [`validate`] (ids, known dependencies, no cycle, limits,
-/// digests), so a mission that never went through a node's parser cannot
-/// leave tasks pending forever.
+/// rules as [`validate`] (the name, ids, caps, known dependencies, no cycle,
+/// limits and their maxima, input and expected paths, digests), so a mission
+/// that never went through a node's parser cannot leave tasks pending
+/// forever or reach a worker that would refuse it.
 pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), MissionError> {
     let mut spec = super::spec::MissionSpec {
         name: name.to_string(),
@@ -147,6 +148,7 @@ pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), Mis
             .map(|(path, digest)| format!("{path}={digest}"))
             .collect();
         spec_task.limits = crate::worker::sandbox_limits(&task.limits);
+        spec_task.expect.files = task.expect.files.clone();
         spec.tasks.push(spec_task);
     }
     validate(&spec, None).map(|_| ())

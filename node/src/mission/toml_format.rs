@@ -85,7 +85,8 @@ fn parse_task(index: usize, table: &Table) -> Result<TaskSpec, MissionError> {
             })
         }
     };
-    let place = format!("task `{id}`");
+    // A hostile id may be thousands of characters; messages show its start.
+    let place = format!("task `{}`", super::grammar::excerpt(&id));
     check_keys(table, TASK_KEYS, &place)?;
 
     let module_text = match table.get("module") {

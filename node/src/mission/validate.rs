@@ -3,16 +3,21 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::{Component, Path};
+use std::path::Path;
 use std::str::FromStr;
 
 use coditect_memory::Digest;
 
+use super::caps::{
+    MAX_EXPECTED_FILES, MAX_INPUTS_PER_TASK, MAX_NEEDS_PER_TASK, MAX_PATH_BYTES,
+    MAX_REQUIRES_PER_TASK, MAX_TAG_BYTES, MAX_TASKS_PER_MISSION, MAX_TASK_ID_BYTES,
+};
 use super::error::{one_line, MissionError};
+use super::grammar::{self, excerpt};
 use super::spec::{MissionSpec, ModuleRef, Priority, TaskSpec, BUILTIN_PREFIX};
 
 /// Longest task id accepted; ids appear in URLs and in every task record.
-pub const MAX_ID_LEN: usize = 128;
+pub const MAX_ID_LEN: usize = MAX_TASK_ID_BYTES;
 
 /// A mission that passed [`validate`], with its tasks in a topological order.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,10 +72,13 @@ impl ValidatedMission {
 /// exist there; without it only their form is checked. `builtin:` modules
 /// and `sha256:` digests never touch the disk.
 ///
-/// Checks, in this order, stopping at the first problem: at least one task;
-/// per task in file order: its id, its `requires`, its limits, its
-/// `expect.files`, its module and its inputs; then duplicate ids, unknown
-/// dependencies, and cycles. A dependency on a done task is satisfied, and a
+/// Checks, in this order, stopping at the first problem: at least one and
+/// at most [`MAX_TASKS_PER_MISSION`] tasks; the mission name; per task in
+/// file order: its id, its `needs` count, its `requires`, its limits (the
+/// hard maxima included), its `expect.files`, its module and its inputs
+/// (each in the path grammar of [`grammar`], none reserved, none twice or
+/// inside another); then duplicate ids, unknown dependencies, and cycles.
+/// Every cap is in [`super::caps`]. A dependency on a done task is satisfied, and a
 /// done task waits for nothing, so cycles only count among not-done tasks.
 pub fn validate(
     spec: &MissionSpec,
@@ -79,6 +87,17 @@ pub fn validate(
     if spec.tasks.is_empty() {
         return Err(MissionError::NoTasks);
     }
+    if spec.tasks.len() > MAX_TASKS_PER_MISSION {
+        return Err(MissionError::TooManyTasks {
+            count: spec.tasks.len(),
+            max: MAX_TASKS_PER_MISSION,
+        });
+    }
+    grammar::check_mission_name(&spec.name).map_err(|e| MissionError::InvalidField {
+        field: "name".into(),
+        place: "the mission".into(),
+        message: e.to_string(),
+    })?;
     for task in &spec.tasks {
         check_id(&task.id)?;
         check_task(task, base_dir)?;
@@ -99,7 +118,7 @@ pub fn validate(
                 .get(dep.as_str())
                 .ok_or_else(|| MissionError::UnknownDependency {
                     task: task.id.clone(),
-                    missing: dep.clone(),
+                    missing: excerpt(dep),
                 })?;
             if !deps.contains(&d) {
                 deps.push(d);
@@ -116,33 +135,33 @@ pub fn validate(
     })
 }
 
-/// Checks one task id: not empty, at most [`MAX_ID_LEN`] bytes, only
-/// `A-Z a-z 0-9 . _ -`, and starting with a letter or digit (so `.` and `..`
-/// can never be an id in a URL path).
+/// Checks one task id with [`grammar::check_task_id`]: not empty, at most
+/// [`MAX_ID_LEN`] bytes, only `A-Z a-z 0-9 . _ -`, and starting with a
+/// letter or digit (so `.` and `..` can never be an id in a URL path).
 pub fn check_id(id: &str) -> Result<(), MissionError> {
-    let bad = |reason: &str| {
-        Err(MissionError::InvalidId {
-            id: id.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    if id.is_empty() {
-        return bad("it is empty");
+    grammar::check_task_id(id).map_err(|e| MissionError::InvalidId {
+        id: excerpt(id),
+        reason: e.to_string(),
+    })
+}
+
+/// The sandbox's reason for refusing limits, without its generic prefix.
+pub(crate) fn limits_problem(error: coditect_sandbox::SandboxError) -> String {
+    match error {
+        coditect_sandbox::SandboxError::InvalidConfig(problem) => problem,
+        other => other.to_string(),
     }
-    if id.len() > MAX_ID_LEN {
-        return bad("it is longer than 128 characters");
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(MissionError::InvalidId {
-            id: id.to_string(),
-            reason: format!("character {c:?} is not allowed (use A-Z a-z 0-9 . _ -)"),
+}
+
+/// Refuses a list longer than its cap.
+fn check_count(task: &TaskSpec, field: &str, count: usize, max: usize) -> Result<(), MissionError> {
+    if count > max {
+        return Err(MissionError::TooManyEntries {
+            task: task.id.clone(),
+            field: field.to_string(),
+            count,
+            max,
         });
-    }
-    if !id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return bad("it must start with a letter or digit");
     }
     Ok(())
 }
@@ -151,37 +170,54 @@ pub fn check_id(id: &str) -> Result<(), MissionError> {
 fn check_task(task: &TaskSpec, base_dir: Option<&Path>) -> Result<(), MissionError> {
     let id = &task.id;
     let place = || format!("task `{id}`");
-    if let Some(tag) = task
-        .requires
-        .iter()
-        .find(|r| r.is_empty() || r.chars().any(char::is_whitespace))
-    {
+    check_count(task, "needs", task.needs.len(), MAX_NEEDS_PER_TASK)?;
+    check_count(task, "requires", task.requires.len(), MAX_REQUIRES_PER_TASK)?;
+    if let Some(tag) = task.requires.iter().find(|r| {
+        r.is_empty()
+            || r.len() > MAX_TAG_BYTES
+            || r.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
         return Err(MissionError::InvalidField {
             field: "requires".into(),
             place: place(),
-            message: format!("capability tag {tag:?} is empty or contains whitespace"),
+            message: format!(
+                "capability tag {:?} is empty, longer than {MAX_TAG_BYTES} bytes, or contains whitespace or control characters",
+                excerpt(tag)
+            ),
         });
     }
     task.limits
         .validate()
         .map_err(|e| MissionError::InvalidLimits {
             task: id.clone(),
-            message: one_line(&e.to_string()),
+            message: one_line(&limits_problem(e)),
         })?;
+    check_count(
+        task,
+        "expect.files",
+        task.expect.files.len(),
+        MAX_EXPECTED_FILES,
+    )?;
     for file in &task.expect.files {
-        if let Some(reason) = relative_path_problem(file) {
+        if let Err(problem) = grammar::check_path(file) {
             return Err(MissionError::InvalidField {
                 field: "expect.files".into(),
                 place: place(),
-                message: format!("{file:?} {reason}"),
+                message: format!("{:?}: {problem}", excerpt(file)),
             });
         }
     }
     check_module(task, base_dir)?;
+    check_count(task, "inputs", task.inputs.len(), MAX_INPUTS_PER_TASK)?;
+    let mut targets = Vec::with_capacity(task.inputs.len());
     for input in &task.inputs {
-        check_input(task, input, base_dir)?;
+        targets.push(check_input(task, input, base_dir)?);
     }
-    Ok(())
+    grammar::check_input_set(targets).map_err(|problem| MissionError::InvalidField {
+        field: "inputs".into(),
+        place: place(),
+        message: problem.to_string(),
+    })
 }
 
 fn check_module(task: &TaskSpec, base_dir: Option<&Path>) -> Result<(), MissionError> {
@@ -191,10 +227,21 @@ fn check_module(task: &TaskSpec, base_dir: Option<&Path>) -> Result<(), MissionE
     let invalid = |reason: &str| {
         Err(MissionError::InvalidModule {
             task: task.id.clone(),
-            module: path.clone(),
+            module: excerpt(path),
             reason: reason.to_string(),
         })
     };
+    // A module path is the submitter's own file (it may well start with
+    // `../`), so only what no file name needs is refused here.
+    if path.len() > MAX_PATH_BYTES {
+        return invalid(&format!(
+            "the module path is {} bytes long, more than the cap of {MAX_PATH_BYTES}",
+            path.len()
+        ));
+    }
+    if path.chars().any(char::is_control) {
+        return invalid("the module path contains a control character");
+    }
     if let Some(name) = path.strip_prefix(BUILTIN_PREFIX) {
         if name.is_empty() {
             return invalid("a builtin module needs a name");
@@ -221,37 +268,37 @@ fn check_module(task: &TaskSpec, base_dir: Option<&Path>) -> Result<(), MissionE
     Ok(())
 }
 
-fn check_input(task: &TaskSpec, input: &str, base_dir: Option<&Path>) -> Result<(), MissionError> {
-    let invalid = |reason: String| {
-        Err(MissionError::InvalidInput {
-            task: task.id.clone(),
-            input: input.to_string(),
-            reason,
-        })
+/// Checks one `inputs` entry and returns the path it lands at under `/input`.
+fn check_input<'a>(
+    task: &TaskSpec,
+    input: &'a str,
+    base_dir: Option<&Path>,
+) -> Result<&'a str, MissionError> {
+    let invalid = |reason: String| MissionError::InvalidInput {
+        task: task.id.clone(),
+        input: excerpt(input),
+        reason,
     };
-    // Uploaded forms: `sha256:<hex>`, or `<path>=sha256:<hex>` keeping the
-    // file's path under /input (what `coditect submit` writes).
-    let (input, uploaded) = match input.split_once("=sha256:") {
-        Some((path, hex)) => (path, Some(format!("sha256:{hex}"))),
-        None if input.starts_with("sha256:") => ("", Some(input.to_string())),
-        None => (input, None),
+    // Uploaded forms: `sha256:<hex>` (it lands at `/input/<hex>`), or
+    // `<path>=sha256:<hex>` keeping the file's path under /input (what
+    // `coditect submit` writes).
+    let uploaded = match input.split_once("=sha256:") {
+        Some((path, hex)) => Some((path, format!("sha256:{hex}"))),
+        None => input
+            .strip_prefix("sha256:")
+            .map(|hex| (hex, input.to_string())),
     };
-    if let Some(digest) = uploaded {
+    if let Some((target, digest)) = uploaded {
         if let Err(e) = Digest::from_str(&digest) {
-            return invalid(one_line(&e.to_string()));
+            return Err(invalid(one_line(&e.to_string())));
         }
-        if input.is_empty() {
-            return Ok(());
-        }
-        return match relative_path_problem(input) {
-            Some(reason) => invalid(reason.to_string()),
-            None => Ok(()),
-        };
+        grammar::check_input_path(target).map_err(|e| invalid(e.to_string()))?;
+        return Ok(target);
     }
-    // An input keeps its relative path under /input, so it must stay inside.
-    if let Some(reason) = relative_path_problem(input) {
-        return invalid(reason.to_string());
-    }
+    // A file or folder of the submitter's: it keeps its relative path under
+    // /input, so it must be in the grammar (a folder may end in `/`).
+    let target = grammar::source_input_target(input);
+    grammar::check_input_path(target).map_err(|e| invalid(e.to_string()))?;
     if let Some(base) = base_dir {
         let full = base.join(input);
         if !full.exists() {
@@ -262,22 +309,7 @@ fn check_input(task: &TaskSpec, input: &str, base_dir: Option<&Path>) -> Result<
             });
         }
     }
-    Ok(())
-}
-
-/// Why `path` is not a relative path that stays inside its folder, if it is not.
-fn relative_path_problem(path: &str) -> Option<&'static str> {
-    if path.is_empty() {
-        return Some("is empty");
-    }
-    let p = Path::new(path);
-    if p.is_absolute() || path.starts_with('/') || path.starts_with('\\') {
-        return Some("must be a relative path");
-    }
-    if p.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Some("must not contain `..`");
-    }
-    None
+    Ok(target)
 }
 
 /// Kahn's algorithm over the edges between not-done tasks; on failure, one
@@ -365,7 +397,11 @@ fn find_cycle(spec: &MissionSpec, live: &[Vec<usize>], waiting: &[usize]) -> Vec
 
 #[cfg(test)]
 mod tests {
+    use super::super::caps::{
+        MAX_FUEL, MAX_MEMORY_MB, MAX_MISSION_NAME_BYTES, MAX_OUTPUT_MB, MAX_TIMEOUT_MS,
+    };
     use super::*;
+    use coditect_sandbox::Limits;
 
     fn task(id: &str, needs: &[&str]) -> TaskSpec {
         let mut task = TaskSpec::new(id, ModuleRef::Path("builtin:noop".into()));
@@ -567,6 +603,194 @@ mod tests {
                 "{bad}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn task_count_is_capped() {
+        let tasks = |n: usize| (0..n).map(|i| task(&format!("t{i}"), &[])).collect();
+        assert!(validate(&mission(tasks(MAX_TASKS_PER_MISSION)), None).is_ok());
+        let err = validate(&mission(tasks(MAX_TASKS_PER_MISSION + 1)), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mission has 10001 tasks, more than the cap of 10000"
+        );
+    }
+
+    #[test]
+    fn per_task_lists_are_capped() {
+        let digest = Digest::of(b"i").to_string();
+        let fill = |field: &str, t: &mut TaskSpec, n: usize| match field {
+            "needs" => t.needs = vec!["root".into(); n],
+            "requires" => t.requires = (0..n).map(|i| format!("tag{i}")).collect(),
+            "inputs" => t.inputs = (0..n).map(|i| format!("f{i}={digest}")).collect(),
+            _ => t.expect.files = (0..n).map(|i| format!("o{i}")).collect(),
+        };
+        let cases = [
+            ("needs", MAX_NEEDS_PER_TASK),
+            ("requires", MAX_REQUIRES_PER_TASK),
+            ("inputs", MAX_INPUTS_PER_TASK),
+            ("expect.files", MAX_EXPECTED_FILES),
+        ];
+        for (field, max) in cases {
+            let with = |n: usize| {
+                let mut t = task("t", &[]);
+                fill(field, &mut t, n);
+                mission(vec![task("root", &[]), t])
+            };
+            assert!(validate(&with(max), None).is_ok(), "{field} at its cap");
+            let err = validate(&with(max + 1), None).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "task `t` has {} `{field}` entries, more than the cap of {max}",
+                    max + 1
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn capability_tags_are_capped_and_plain() {
+        for tag in ["a\0b", &"t".repeat(MAX_TAG_BYTES + 1)] {
+            let mut t = task("t", &[]);
+            t.requires = vec![tag.to_string()];
+            let err = validate(&mission(vec![t]), None).unwrap_err().to_string();
+            assert!(err.contains("invalid `requires` in task `t`"), "{err}");
+            assert!(err.len() < 300, "{err}");
+        }
+    }
+
+    #[test]
+    fn mission_names_have_a_cap_and_no_control_characters() {
+        let named = |name: &str| MissionSpec {
+            name: name.to_string(),
+            tasks: vec![task("t", &[])],
+        };
+        assert!(validate(&named("example pipeline"), None).is_ok());
+        assert!(validate(&named(&"n".repeat(MAX_MISSION_NAME_BYTES)), None).is_ok());
+        for (name, needle) in [
+            ("", "invalid `name` in the mission: it is empty"),
+            ("a\0b", "control character '\\0'"),
+            (
+                &"n".repeat(5000),
+                "5000 bytes long, longer than the cap of 256",
+            ),
+        ] {
+            let err = validate(&named(name), None).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn limits_past_the_hard_maxima_are_refused_by_name() {
+        let big = i64::MAX as u64;
+        type SetLimit = fn(&mut Limits, u64);
+        let setters: [(&str, SetLimit); 4] = [
+            ("fuel", |l, v| l.fuel = v),
+            ("timeout_ms", |l, v| l.timeout_ms = v),
+            ("output_mb", |l, v| l.output_mb = v),
+            ("memory_mb", |l, v| l.memory_mb = v),
+        ];
+        for (field, set) in setters {
+            let mut t = task("t", &[]);
+            set(&mut t.limits, big);
+            let err = validate(&mission(vec![t]), None).unwrap_err();
+            assert!(
+                matches!(err, MissionError::InvalidLimits { .. }),
+                "{field}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "task `t`: invalid limits: {field} must be between 1 and"
+                )),
+                "{message}"
+            );
+        }
+        let mut t = task("t", &[]);
+        t.limits.output_mb = 1 << 20;
+        let err = validate(&mission(vec![t]), None).unwrap_err().to_string();
+        assert!(
+            err.contains("output_mb must be between 1 and 1024"),
+            "{err}"
+        );
+        let mut t = task("t", &[]);
+        t.limits = Limits {
+            fuel: MAX_FUEL,
+            memory_mb: MAX_MEMORY_MB,
+            timeout_ms: MAX_TIMEOUT_MS,
+            output_mb: MAX_OUTPUT_MB,
+        };
+        assert!(
+            validate(&mission(vec![t]), None).is_ok(),
+            "the maxima themselves"
+        );
+    }
+
+    #[test]
+    fn poison_input_names_are_refused_by_name() {
+        let digest = Digest::of(b"i").to_string();
+        let long = "x".repeat(5000);
+        let with = |inputs: Vec<String>| {
+            let mut t = task("t", &[]);
+            t.inputs = inputs;
+            mission(vec![t])
+        };
+        let cases: Vec<(Vec<String>, &str)> = vec![
+            (vec!["./x".into()], "`.` component"),
+            (vec![format!("./x={digest}")], "`.` component"),
+            (vec![format!("a\0b={digest}")], "NUL"),
+            (vec![format!("{long}={digest}")], "5000 bytes long"),
+            (
+                vec![format!("a/{}={digest}", &long[..300])],
+                "300 bytes long",
+            ),
+            (
+                vec![format!("a={digest}"), format!("a/b={digest}")],
+                "\"a/b\" lies inside input path \"a\"",
+            ),
+            (vec!["a".into(), "a/b".into()], "lies inside"),
+            (vec!["src/".into(), "src/x.rs".into()], "lies inside"),
+            (
+                vec![format!("x={digest}"), format!("x={digest}")],
+                "listed twice",
+            ),
+            (vec![format!("input.txt={digest}")], "reserved"),
+            (vec![format!("deps/up/f={digest}")], "reserved"),
+            (vec![format!("a\\b={digest}")], "backslash"),
+            (vec![format!("a:b={digest}")], "Windows"),
+            (vec![format!("={digest}")], "empty"),
+        ];
+        for (inputs, needle) in cases {
+            let err = validate(&with(inputs.clone()), None).unwrap_err();
+            let message = err.to_string();
+            assert!(message.contains(needle), "{inputs:?}: {message}");
+            assert!(
+                message.starts_with("task `t`:") || message.contains("in task `t`"),
+                "{message}"
+            );
+            assert!(!message.contains('\n') && message.len() < 300, "{message}");
+        }
+        // A bare digest lands at /input/<hex>, so it may sit beside named inputs.
+        assert!(validate(&with(vec![digest.clone(), format!("a={digest}")]), None).is_ok());
+    }
+
+    #[test]
+    fn module_paths_may_leave_the_folder_but_not_carry_control_characters() {
+        let with = |module: &str| {
+            let mut t = task("t", &[]);
+            t.module = ModuleRef::Path(module.to_string());
+            mission(vec![t])
+        };
+        assert!(validate(&with("../agents/echo.wat"), None).is_ok());
+        let err = validate(&with("a\0.wat"), None).unwrap_err();
+        assert!(err.to_string().contains("control character"), "{err}");
+        let long = format!("{}.wat", "m".repeat(5000));
+        let err = validate(&with(&long), None).unwrap_err().to_string();
+        assert!(
+            err.contains("more than the cap of 1024") && err.len() < 300,
+            "{err}"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ const ADVERTISED_QUEUE: usize = 32;
 const REPORT_RETRY: Duration = Duration::from_millis(200);
 /// Reports sent to the leader in one request, at most.
 const REPORTS_PER_REQUEST: usize = 512;
+/// Encoded bytes of the reports in one request, at most (well under the
+/// transport's frame cap; one report always goes).
+const REPORT_BYTES_PER_REQUEST: usize = 2 * 1024 * 1024;
 
 /// Where a held task is.
 enum Phase {
@@ -339,7 +342,15 @@ impl Node {
                         .get(id)
                         .is_some_and(|t| t.assignment.attempt == *attempt)
                 });
-                let take = exec.outbox.len().min(REPORTS_PER_REQUEST);
+                let mut take = 0;
+                let mut bytes = 0;
+                for report in exec.outbox.iter().take(REPORTS_PER_REQUEST) {
+                    bytes += coditect_memory::codec::encoded_len(report).unwrap_or(usize::MAX / 2);
+                    if take > 0 && bytes > REPORT_BYTES_PER_REQUEST {
+                        break;
+                    }
+                    take += 1;
+                }
                 exec.outbox.drain(..take).collect()
             };
             if batch.is_empty() {

@@ -21,14 +21,106 @@ use futures::FutureExt;
 use super::Node;
 use crate::messages::{Held, LeaderHint, MissionAction, NodeRequest, NodeResponse};
 use crate::mission::{parse_mission, to_submissions, validate, AgentConfig, MissionFormat};
+use crate::propose::WriteError;
+use crate::scheduler::retention::{to_compact, MissionAge};
 use crate::scheduler::{
     decide, place, Blame, Breaker, BreakerConfig, BreakerGate, NodeView, PlacementConfig,
     RetryDecision, RetryPolicy, TaskId, TaskView, ViolationKind,
 };
 use crate::worker::{Assignment, BlobHint, Report};
 
+/// The most time the leader gives one forwarded submission (fetching its
+/// blobs, staging and committing it) before it answers 504.
+pub(super) const MAX_LEADER_SUBMIT_BUDGET: Duration = Duration::from_secs(120);
+/// How long a node waits for the leader's answer to a forwarded control.
+const CONTROL_FORWARD_DEADLINE: Duration = Duration::from_secs(7);
+/// What the hop to the leader and back may take, on top of the leader's budget.
+const FORWARD_MARGIN: Duration = Duration::from_secs(2);
+/// Blob bytes the leader is assumed to fetch per second from the submitter.
+const FETCH_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
+
+/// The time the leader gets for a submission of `tasks` whose blobs total
+/// `blob_bytes`: one write deadline per Raft entry it takes (staged chunks
+/// and the sealing entry) and the fetch of its blobs. The forwarder sends
+/// this budget with the request and waits a margin longer, so the leader
+/// always answers first: a forwarder that gave up earlier could not tell
+/// the client whether the mission was committed.
+fn submit_budget(tasks: &[TaskSubmission], blob_bytes: u64) -> Duration {
+    let task_bytes: usize = tasks
+        .iter()
+        .map(|t| coditect_memory::codec::encoded_len(t).unwrap_or(0))
+        .sum();
+    let entries = 1 + (task_bytes / STAGE_CHUNK_BYTES) as u32;
+    let fetch = Duration::from_millis(1_000 + blob_bytes * 1_000 / FETCH_BYTES_PER_SEC);
+    (crate::propose::WRITE_DEADLINE * entries + fetch).min(MAX_LEADER_SUBMIT_BUDGET)
+}
+
+/// Missions in one page of `GET /api/missions`, at most.
+pub const MAX_PAGE: usize = 500;
+
+/// How often the leader looks for finished missions to compact.
+const COMPACTION_PERIOD: Duration = Duration::from_secs(5);
+/// Missions compacted per Raft entry, at most.
+const COMPACT_PER_ENTRY: usize = 16;
+
 /// How often the leader looks for work when nothing woke it.
 const ROUND_PERIOD: Duration = Duration::from_millis(50);
+
+/// Mission views kept, at most (the least recently read go first).
+const MAX_CACHED_VIEWS: usize = 64;
+/// Long polls waiting at once on this node, at most.
+pub const MAX_WAITERS: usize = 1_024;
+/// Long polls one client address may hold at once, at most.
+pub const MAX_WAITERS_PER_CLIENT: usize = 64;
+/// Largest view relayed from the leader to a node outside Raft, bytes
+/// (under the transport's 16 MiB frame cap).
+const MAX_RELAYED_VIEW_BYTES: usize = 12 * 1024 * 1024;
+
+/// One version of a mission's JSON, built once and shared by every reader.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MissionView {
+    /// A digest of the view: changes exactly when the view does.
+    pub version: String,
+    /// The JSON text, `version` included.
+    pub body: std::sync::Arc<String>,
+    /// The mission is over (no later version will differ but by a retry).
+    pub finished: bool,
+}
+
+/// A view's key: (mission id, with its task list).
+type ViewKey = (String, bool);
+/// A cached view: (the mission's revision it shows, last read, the view).
+type CachedView = (u64, u64, MissionView);
+
+/// Cached views by (mission, with tasks), each at the mission's revision,
+/// plus the count of waiting long polls.
+#[derive(Default)]
+pub(super) struct Views {
+    cache: std::sync::Mutex<BTreeMap<ViewKey, CachedView>>,
+    /// Only one view is built at a time; the others wait and share it.
+    build: tokio::sync::Mutex<()>,
+    /// Reads so far, to evict the least recently read.
+    reads: std::sync::atomic::AtomicU64,
+    waiters: std::sync::Mutex<BTreeMap<String, usize>>,
+}
+
+/// A long poll's place among the waiters; leaving frees it.
+pub struct WaiterSlot {
+    node: Node,
+    client: String,
+}
+
+impl Drop for WaiterSlot {
+    fn drop(&mut self) {
+        let mut waiters = self.node.inner.views.waiters.lock().expect("waiters lock");
+        if let Some(count) = waiters.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                waiters.remove(&self.client);
+            }
+        }
+    }
+}
 
 /// Leader-local scheduling state (rebuilt from scratch by a new leader).
 #[derive(Default)]
@@ -37,17 +129,64 @@ pub(super) struct SchedState {
     /// The node views of the last round, for placing a new mission's ready
     /// tasks in its submission entry (kept current by every round).
     last_views: Vec<NodeView>,
+    /// When finished missions were last considered for compaction.
+    last_compaction: Option<Duration>,
 }
 
-/// Why a submission was refused.
-#[derive(Debug)]
+/// Why a submission or a control was refused. It crosses the hop from the
+/// node that took the request to the leader unchanged, so the client sees
+/// the leader's kind of error, not a string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SubmitError {
     /// The mission is invalid (HTTP 400).
     Invalid(String),
-    /// The mesh could not take it now (HTTP 503).
+    /// The mesh could not take it now, and nothing was committed (HTTP 503).
     Unavailable(String),
     /// No such mission (HTTP 404).
     NotFound(String),
+    /// The request contradicts the mission's state (HTTP 409).
+    Conflict(String),
+    /// The write was proposed but its outcome is unknown: it may have been
+    /// committed (HTTP 504). Resubmitting with the same idempotency key is safe.
+    MaybeCommitted(String),
+}
+
+impl SubmitError {
+    /// The message, whatever the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            SubmitError::Invalid(message)
+            | SubmitError::Unavailable(message)
+            | SubmitError::NotFound(message)
+            | SubmitError::Conflict(message)
+            | SubmitError::MaybeCommitted(message) => message,
+        }
+    }
+}
+
+/// Bytes of tasks per staged chunk of a large submission: a chunk's entry
+/// stays well inside one Raft entry ([`coditect_consensus::MAX_ENTRY_BYTES`]).
+const STAGE_CHUNK_BYTES: usize = 640 * 1024;
+
+/// Splits `tasks` into runs of about [`STAGE_CHUNK_BYTES`] encoded bytes,
+/// in order; every run has at least one task.
+fn chunk_tasks(tasks: Vec<TaskSubmission>) -> Vec<Vec<TaskSubmission>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0usize;
+    for task in tasks {
+        let size = coditect_memory::codec::encoded_len(&task).unwrap_or(STAGE_CHUNK_BYTES);
+        if !current.is_empty() && bytes + size > STAGE_CHUNK_BYTES {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(task);
+    }
+    if !current.is_empty() || chunks.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 /// Violation kinds whose blame is the node (the task avoids that node next).
@@ -106,7 +245,59 @@ impl Node {
                     .is_some();
             if ready {
                 self.schedule_round().await;
+                let now = self.inner.env.elapsed();
+                let due = {
+                    let mut sched = self.inner.sched.lock().expect("sched lock");
+                    let due = sched
+                        .last_compaction
+                        .is_none_or(|at| now >= at + COMPACTION_PERIOD);
+                    if due {
+                        sched.last_compaction = Some(now);
+                    }
+                    due
+                };
+                if due {
+                    self.compact_finished().await;
+                }
             }
+        }
+    }
+
+    /// Leader: compacts finished missions past the retention policy (a
+    /// bounded number per Raft entry), so the replicated state stays bounded.
+    async fn compact_finished(&self) {
+        let ages: Vec<MissionAge> = self.state(|state| {
+            state
+                .missions
+                .values()
+                .map(|m| MissionAge {
+                    id: m.id.clone(),
+                    sequence: m.id.trim_start_matches('m').parse().unwrap_or(0),
+                    submitted_ms: m.submitted_ms,
+                    finished: m.state != coditect_consensus::mission::MissionState::Running,
+                    compacted: m.summary.is_some(),
+                })
+                .collect()
+        });
+        let chosen = to_compact(
+            &ages,
+            &self.inner.retention,
+            self.inner.env.now_ms(),
+            COMPACT_PER_ENTRY,
+        );
+        if chosen.is_empty() {
+            return;
+        }
+        let count = chosen.len();
+        match self
+            .write(Command::CompactMissions { missions: chosen })
+            .await
+        {
+            Ok(CommandResponse::Ok) => {
+                tracing::info!("compacted {count} finished mission(s) to summaries")
+            }
+            Ok(other) => tracing::debug!("compaction answered {other:?}"),
+            Err(error) => tracing::debug!("compaction not committed: {error}"),
         }
     }
 
@@ -627,7 +818,7 @@ impl Node {
                 detail,
             },
             Ok(other) => NodeResponse::Error(format!("unexpected answer {other:?}")),
-            Err(error) => NodeResponse::Error(error),
+            Err(error) => NodeResponse::Error(error.to_string()),
         }
     }
 
@@ -654,14 +845,28 @@ impl Node {
 
     /// Leader: takes a submission. Every blob it names is fetched first (from
     /// `hint`, the node that accepted it), so the mission never names a blob
-    /// the leader cannot serve.
+    /// the leader cannot serve. A submission too large for one Raft entry is
+    /// staged in chunks, then sealed by its `SubmitMission`; a known
+    /// idempotency key answers with the mission it created.
     pub(super) async fn leader_submit(
         &self,
         hint: Option<BlobHint>,
         name: String,
         tasks: Vec<TaskSubmission>,
+        idempotency_key: Option<String>,
     ) -> Result<String, SubmitError> {
-        crate::mission::check_submissions(&name, &tasks)
+        if let Some(key) = &idempotency_key {
+            let known =
+                self.state(|state| state.submission_keys.get(key).map(|(id, _)| id.clone()));
+            if let Some(id) = known {
+                return Ok(id);
+            }
+        }
+        let (name, tasks) = self
+            .off_runtime(move || {
+                crate::mission::check_submissions(&name, &tasks).map(|()| (name, tasks))
+            })
+            .await
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let hints: Vec<BlobHint> = hint.into_iter().collect();
         let mut wanted: BTreeSet<String> = BTreeSet::new();
@@ -684,12 +889,48 @@ impl Node {
         }
         let at_ms = self.inner.env.now_ms();
         let assign = self.first_placements(&tasks);
+        let mut chunks = self.off_runtime(move || chunk_tasks(tasks)).await;
+        let last = chunks.pop().unwrap_or_default();
+        let staged = if chunks.is_empty() {
+            None
+        } else {
+            let stage = format!(
+                "{}-{at_ms}-{:016x}",
+                self.inner.node_id,
+                self.inner.env.random_u64()
+            );
+            let count = chunks.len();
+            for (index, chunk) in chunks.into_iter().enumerate() {
+                tracing::info!(stage = %stage, "staging part {} of {} of a large submission", index + 1, count + 1);
+                let command = Command::StageTasks {
+                    stage: stage.clone(),
+                    tasks: chunk,
+                    at_ms,
+                };
+                match self.write(command).await {
+                    Ok(CommandResponse::Ok) => {}
+                    Ok(CommandResponse::Rejected(reason)) => {
+                        return Err(SubmitError::Unavailable(reason))
+                    }
+                    // Staging alone creates no mission: a retry is safe.
+                    Ok(other) => {
+                        return Err(SubmitError::Unavailable(format!(
+                            "unexpected answer {other:?}"
+                        )))
+                    }
+                    Err(error) => return Err(SubmitError::Unavailable(error.to_string())),
+                }
+            }
+            Some(stage)
+        };
         match self
             .write(Command::SubmitMission {
                 name,
-                tasks,
+                tasks: last,
                 at_ms,
                 assign: assign.clone(),
+                staged,
+                idempotency_key,
             })
             .await
         {
@@ -698,10 +939,14 @@ impl Node {
                 self.wake_scheduler();
                 Ok(id)
             }
+            Ok(CommandResponse::Rejected(reason)) => Err(SubmitError::Unavailable(reason)),
             Ok(other) => Err(SubmitError::Unavailable(format!(
                 "unexpected answer {other:?}"
             ))),
-            Err(error) => Err(SubmitError::Unavailable(error)),
+            Err(WriteError::Refused(error)) => Err(SubmitError::Unavailable(error)),
+            Err(WriteError::Uncertain(error)) => Err(SubmitError::MaybeCommitted(format!(
+                "{error}; the mission may have been committed: resubmit with the same Idempotency-Key"
+            ))),
         }
     }
 
@@ -782,33 +1027,232 @@ impl Node {
         &self,
         text: &str,
         format: MissionFormat,
+        idempotency_key: Option<String>,
     ) -> Result<String, SubmitError> {
-        let agents: &AgentConfig = &self.inner.agents;
-        let spec =
-            parse_mission(text, format, agents).map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let validated = validate(&spec, None).map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let tasks = to_submissions(&validated, &self.inner.blobs)
-            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
-        let name = validated.spec().name.clone();
+        // Parsing and validating a large mission takes seconds: never on the
+        // runtime that serves Raft.
+        let agents: AgentConfig = self.inner.agents.clone();
+        let blobs = self.inner.blobs.clone();
+        let text = text.to_string();
+        let (name, tasks) = self
+            .off_runtime(move || -> Result<_, String> {
+                let spec = parse_mission(&text, format, &agents).map_err(|e| e.to_string())?;
+                let validated = validate(&spec, None).map_err(|e| e.to_string())?;
+                let tasks = to_submissions(&validated, &blobs).map_err(|e| e.to_string())?;
+                Ok((validated.spec().name.clone(), tasks))
+            })
+            .await
+            .map_err(SubmitError::Invalid)?;
         if self.is_leader() {
-            return self.leader_submit(None, name, tasks).await;
+            return self.leader_submit(None, name, tasks, idempotency_key).await;
         }
         let leader = self
             .leader()
             .ok_or_else(|| SubmitError::Unavailable("no leader known yet".into()))?;
+        let blob_bytes: u64 = {
+            let mut named: BTreeSet<String> = BTreeSet::new();
+            for task in &tasks {
+                named.extend(digests_of(task));
+            }
+            named
+                .iter()
+                .filter_map(|text| text.parse::<Digest>().ok())
+                .filter_map(|digest| self.inner.blobs.size(&digest))
+                .sum()
+        };
+        let budget = submit_budget(&tasks, blob_bytes);
+        let request = NodeRequest::Submit {
+            name,
+            tasks,
+            idempotency_key,
+            budget_ms: budget.as_millis() as u64,
+        };
         match self
-            .ask(&leader, &NodeRequest::Submit { name, tasks })
+            .ask_within(&leader, &request, budget + FORWARD_MARGIN)
             .await
         {
             Ok(NodeResponse::MissionCreated(id)) => Ok(id),
+            Ok(NodeResponse::Refused(error)) => Err(error),
             Ok(NodeResponse::Error(message)) => Err(SubmitError::Invalid(message)),
+            Ok(NodeResponse::NotLeader { .. }) => Err(SubmitError::Unavailable(
+                "the leader changed while the mission was forwarded; submit again".into(),
+            )),
             Ok(other) => Err(SubmitError::Unavailable(format!(
                 "the leader answered {other:?}"
             ))),
-            Err(error) => Err(SubmitError::Unavailable(format!(
-                "cannot reach the leader: {error}"
+            // The leader may have taken it before the answer was lost.
+            Err(error) => Err(SubmitError::MaybeCommitted(format!(
+                "no answer from the leader ({error}); the mission may have been committed: \
+                 resubmit with the same Idempotency-Key"
             ))),
         }
+    }
+
+    /// A place for one long poll from `client`, or why there is none.
+    pub fn wait_slot(&self, client: &str) -> Result<WaiterSlot, String> {
+        let mut waiters = self.inner.views.waiters.lock().expect("waiters lock");
+        let total: usize = waiters.values().sum();
+        if total >= MAX_WAITERS {
+            return Err(format!(
+                "{MAX_WAITERS} requests are waiting on this node already"
+            ));
+        }
+        let mine = waiters.entry(client.to_string()).or_default();
+        if *mine >= MAX_WAITERS_PER_CLIENT {
+            return Err(format!(
+                "this client has {MAX_WAITERS_PER_CLIENT} requests waiting already"
+            ));
+        }
+        *mine += 1;
+        Ok(WaiterSlot {
+            node: self.clone(),
+            client: client.to_string(),
+        })
+    }
+
+    /// The mission's view (with or without its task list): built once per
+    /// change of the mission, off the runtime, and shared by every reader.
+    /// A node outside Raft asks the leader, which answers from its cache.
+    pub async fn mission_view(
+        &self,
+        id: &str,
+        with_tasks: bool,
+        known: Option<&str>,
+    ) -> Result<Option<MissionView>, String> {
+        if !self.holds_replica() {
+            let leader = self.leader().ok_or("no leader known yet")?;
+            let request = NodeRequest::GetMissionView {
+                id: id.to_string(),
+                with_tasks,
+                known: known.map(str::to_string),
+            };
+            return match self.ask(&leader, &request).await? {
+                NodeResponse::MissionView(view) => Ok(view),
+                NodeResponse::Error(message) => Err(message),
+                other => Err(format!("the leader answered {other:?}")),
+            };
+        }
+        let key = (id.to_string(), with_tasks);
+        let Some(revision) = self.state(|state| state.missions.get(id).map(|m| m.revision.0))
+        else {
+            return Ok(None);
+        };
+        if let Some(view) = self.cached_view(&key, revision) {
+            return Ok(Some(view));
+        }
+        let _building = self.inner.views.build.lock().await;
+        // Another reader may have built it while this one waited.
+        let revision = self
+            .state(|state| state.missions.get(id).map(|m| m.revision.0))
+            .ok_or("the mission is gone")?;
+        if let Some(view) = self.cached_view(&key, revision) {
+            return Ok(Some(view));
+        }
+        let Some(record) = self.state(|state| state.missions.get(id).cloned()) else {
+            return Ok(None);
+        };
+        let peers = self.peer_ids();
+        let view = self
+            .off_runtime(move || build_view(&record, &peers, with_tasks))
+            .await;
+        let mut cache = self.inner.views.cache.lock().expect("views lock");
+        let read = self
+            .inner
+            .views
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cache.insert(key, (revision, read, view.clone()));
+        while cache.len() > MAX_CACHED_VIEWS {
+            let oldest = cache
+                .iter()
+                .min_by_key(|(_, (_, read, _))| *read)
+                .map(|(key, _)| key.clone())
+                .expect("a full cache has entries");
+            cache.remove(&oldest);
+        }
+        Ok(Some(view))
+    }
+
+    fn cached_view(&self, key: &ViewKey, revision: u64) -> Option<MissionView> {
+        let mut cache = self.inner.views.cache.lock().expect("views lock");
+        let entry = cache.get_mut(key)?;
+        if entry.0 != revision {
+            return None;
+        }
+        entry.1 = self
+            .inner
+            .views
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(entry.2.clone())
+    }
+
+    /// Leader: a view for a node outside Raft; `Unchanged` when the asker
+    /// has that version already, an error when it is too large to relay.
+    pub(super) async fn relay_view(
+        &self,
+        id: &str,
+        with_tasks: bool,
+        known: Option<String>,
+    ) -> NodeResponse {
+        match self.mission_view(id, with_tasks, None).await {
+            Ok(Some(view)) if known.as_deref() == Some(view.version.as_str()) => {
+                NodeResponse::MissionView(Some(MissionView {
+                    body: std::sync::Arc::new(String::new()),
+                    ..view
+                }))
+            }
+            Ok(Some(view)) if view.body.len() > MAX_RELAYED_VIEW_BYTES => NodeResponse::Error(format!(
+                "the mission's view is {} bytes, too large to relay; ask with tasks=false or ask a voter",
+                view.body.len()
+            )),
+            Ok(view) => NodeResponse::MissionView(view),
+            Err(error) => NodeResponse::Error(error),
+        }
+    }
+
+    /// A page of missions, oldest first: summaries (id, name, state,
+    /// counts) of the missions numbered after `after`, at most `limit`, and
+    /// the cursor for the next page. A node outside Raft asks the leader.
+    pub async fn missions_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<serde_json::Value, String> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        if !self.holds_replica() {
+            let leader = self.leader().ok_or("no leader known yet")?;
+            let request = NodeRequest::ListMissions {
+                after,
+                limit: limit as u32,
+            };
+            return match self.ask(&leader, &request).await? {
+                NodeResponse::MissionList(text) => {
+                    serde_json::from_str(&text).map_err(|e| format!("the leader's list: {e}"))
+                }
+                NodeResponse::Error(message) => Err(message),
+                other => Err(format!("the leader answered {other:?}")),
+            };
+        }
+        let peers = self.peer_ids();
+        let page = self.state(|state| {
+            let mut numbered: Vec<(u64, &MissionRecord)> = state
+                .missions
+                .values()
+                .filter_map(|m| Some((m.id.strip_prefix('m')?.parse::<u64>().ok()?, m)))
+                .filter(|(number, _)| *number > after)
+                .collect();
+            numbered.sort_by_key(|(number, _)| *number);
+            let more = numbered.len() > limit;
+            numbered.truncate(limit);
+            let next = more.then(|| numbered.last().map(|(n, _)| *n)).flatten();
+            let items: Vec<serde_json::Value> = numbered
+                .iter()
+                .map(|(_, m)| mission_json(m, &peers, false))
+                .collect();
+            serde_json::json!({"missions": items, "next": next})
+        });
+        Ok(page)
     }
 
     /// Whether this node holds the replicated state (a voter or standby).
@@ -851,13 +1295,14 @@ impl Node {
                 mission: mission.to_string(),
             },
         };
-        match self
-            .write(command)
-            .await
-            .map_err(SubmitError::Unavailable)?
-        {
+        match self.write(command).await.map_err(|error| match error {
+            WriteError::Refused(message) => SubmitError::Unavailable(message),
+            WriteError::Uncertain(message) => SubmitError::MaybeCommitted(format!(
+                "{message}; it may have been applied: check the mission before repeating it"
+            )),
+        })? {
             CommandResponse::Ok => {}
-            CommandResponse::Rejected(reason) => return Err(SubmitError::Invalid(reason)),
+            CommandResponse::Rejected(reason) => return Err(SubmitError::Conflict(reason)),
             other => {
                 return Err(SubmitError::Unavailable(format!(
                     "unexpected answer {other:?}"
@@ -909,11 +1354,15 @@ impl Node {
             mission: mission.to_string(),
             action,
         };
-        match self.ask(&leader, &request).await {
+        match self
+            .ask_within(&leader, &request, CONTROL_FORWARD_DEADLINE)
+            .await
+        {
             Ok(NodeResponse::Ack) => Ok(()),
             Ok(NodeResponse::Mission(None)) => {
                 Err(SubmitError::NotFound(format!("no mission {mission}")))
             }
+            Ok(NodeResponse::Refused(error)) => Err(error),
             Ok(NodeResponse::Error(message)) => Err(SubmitError::Invalid(message)),
             Ok(other) => Err(SubmitError::Unavailable(format!(
                 "the leader answered {other:?}"
@@ -933,6 +1382,11 @@ impl Node {
         if self.holds_replica() {
             let mut metrics = self.inner.raft.metrics();
             let _ = crate::env::timeout(self.inner.env.as_ref(), max, metrics.changed()).await;
+            // Changes come in bursts: a short nap lets one look see many.
+            self.inner
+                .env
+                .sleep(max.min(Duration::from_millis(20)))
+                .await;
         } else {
             self.inner
                 .env
@@ -998,6 +1452,25 @@ fn lower(debug: impl std::fmt::Debug) -> String {
     format!("{debug:?}").to_ascii_lowercase()
 }
 
+/// Builds one version of a mission's view (CPU-heavy for large missions:
+/// callers run it off the runtime).
+fn build_view(
+    record: &MissionRecord,
+    peers: &BTreeMap<NodeId, String>,
+    with_tasks: bool,
+) -> MissionView {
+    use sha2::Digest as _;
+    let mut json = mission_json(record, peers, with_tasks);
+    let digest = sha2::Sha256::digest(json.to_string().as_bytes());
+    let version = hex::encode(&digest[..8]);
+    json["version"] = serde_json::Value::String(version.clone());
+    MissionView {
+        version,
+        body: std::sync::Arc::new(json.to_string()),
+        finished: record.state != coditect_consensus::mission::MissionState::Running,
+    }
+}
+
 /// A mission as `GET /api/missions/{id}` shows it; without `with_tasks`,
 /// only its state and the count of tasks in each state.
 pub fn mission_json(
@@ -1006,7 +1479,7 @@ pub fn mission_json(
     with_tasks: bool,
 ) -> serde_json::Value {
     let peer = |id: NodeId| peers.get(&id).cloned().unwrap_or_else(|| id.to_string());
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<String, u64> = mission.summary.clone().unwrap_or_default();
     for task in mission.tasks.values() {
         *counts.entry(lower(task.state)).or_default() += 1;
     }
@@ -1017,6 +1490,7 @@ pub fn mission_json(
             "state": lower(mission.state),
             "submitted_ms": mission.submitted_ms,
             "counts": counts,
+            "compacted": mission.summary.is_some(),
         });
     }
     let tasks: Vec<serde_json::Value> = mission
@@ -1063,6 +1537,7 @@ pub fn mission_json(
         "state": lower(mission.state),
         "submitted_ms": mission.submitted_ms,
         "counts": counts,
+        "compacted": mission.summary.is_some(),
         "tasks": tasks,
     })
 }

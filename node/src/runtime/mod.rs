@@ -34,7 +34,7 @@ use crate::worker::{BlobHint, TaskRunner};
 mod executor;
 mod missions;
 
-pub use missions::{mission_json, SubmitError};
+pub use missions::{mission_json, MissionView, SubmitError, WaiterSlot};
 
 /// How long a request to the leader may take.
 const CONTROL_DEADLINE: Duration = Duration::from_secs(3);
@@ -89,6 +89,8 @@ pub struct NodeParts {
     pub queue_depth: u32,
     /// Whether to steal when idle.
     pub steal: bool,
+    /// How long finished missions are kept in full (when leading).
+    pub retention: crate::scheduler::retention::RetentionPolicy,
 }
 
 #[derive(Default)]
@@ -163,6 +165,11 @@ struct Inner {
     lease: Duration,
     queue_depth: u32,
     steal: bool,
+    retention: crate::scheduler::retention::RetentionPolicy,
+    /// Why this node's Raft core died, once it has (see [`crate::liveness`]).
+    fatal: Mutex<Option<String>>,
+    /// Mission views shared by every reader of one version (long polls).
+    views: missions::Views,
 }
 
 /// The freshest known addresses of each peer, learned from gossip adverts.
@@ -297,6 +304,9 @@ pub struct StatusView {
     pub elections_enabled: bool,
     /// The binary's version.
     pub version: String,
+    /// Why this node's Raft core died (it is leaving the mesh and the
+    /// process exits); `None` while it runs.
+    pub fatal: Option<String>,
 }
 
 /// One peer in `/api/status`.
@@ -380,7 +390,10 @@ impl Node {
             reports_ready: tokio::sync::Notify::new(),
             lease: parts.lease,
             queue_depth: parts.queue_depth,
+            retention: parts.retention,
             steal: parts.steal,
+            fatal: Mutex::new(None),
+            views: missions::Views::default(),
         });
         inner.raft.runtime_config().elect(parts.elect_at_start);
         let node = Node { inner };
@@ -407,6 +420,20 @@ impl Node {
 
     fn is_stopped(&self) -> bool {
         self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Why this node's Raft core died (a storage error or a panic), or
+    /// `None` while it runs or after a deliberate stop. A dead core never
+    /// comes back: the node stops heartbeating and advertising, reports
+    /// itself not ready, and production exits so a supervisor restarts it.
+    pub fn fatal(&self) -> Option<String> {
+        let mut fatal = self.inner.fatal.lock().expect("fatal lock");
+        if fatal.is_none() && !self.is_stopped() {
+            let reason = crate::liveness::raft_core_failure(&self.inner.raft.metrics())?;
+            tracing::error!("{reason}; this node takes itself out of the mesh");
+            *fatal = Some(reason);
+        }
+        fatal.clone()
     }
 
     /// Our Raft id.
@@ -631,6 +658,7 @@ impl Node {
                 .collect(),
             elections_enabled: view.elect_enabled,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            fatal: self.inner.fatal.lock().expect("fatal lock").clone(),
         }
     }
 
@@ -770,7 +798,7 @@ impl Node {
                     Ok(CommandResponse::Ok) => NodeResponse::Ack,
                     Ok(CommandResponse::Rejected(reason)) => NodeResponse::Error(reason),
                     Ok(other) => NodeResponse::Error(format!("unexpected answer {other:?}")),
-                    Err(error) => NodeResponse::Error(error),
+                    Err(error) => NodeResponse::Error(error.to_string()),
                 }
             }
             NodeRequest::Heartbeat {
@@ -807,21 +835,57 @@ impl Node {
                     revoked,
                 }
             }
-            NodeRequest::Submit { name, tasks } => {
+            NodeRequest::Submit {
+                name,
+                tasks,
+                idempotency_key,
+                budget_ms,
+            } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
                         leader: self.leader(),
                     };
                 }
                 let hint = (from.to_string(), self.inner.addresses.merged(from, &[]));
-                match self.leader_submit(Some(hint), name, tasks).await {
-                    Ok(id) => NodeResponse::MissionCreated(id),
-                    Err(
-                        SubmitError::Invalid(message)
-                        | SubmitError::Unavailable(message)
-                        | SubmitError::NotFound(message),
-                    ) => NodeResponse::Error(message),
+                let budget =
+                    Duration::from_millis(budget_ms).min(missions::MAX_LEADER_SUBMIT_BUDGET);
+                let submitted = timeout(
+                    self.inner.env.as_ref(),
+                    budget,
+                    self.leader_submit(Some(hint), name, tasks, idempotency_key),
+                )
+                .await;
+                match submitted {
+                    Ok(Ok(id)) => NodeResponse::MissionCreated(id),
+                    Ok(Err(error)) => NodeResponse::Refused(error),
+                    Err(elapsed) => NodeResponse::Refused(SubmitError::MaybeCommitted(format!(
+                        "the leader did not finish within {elapsed}; the mission may have been \
+                         committed: resubmit with the same Idempotency-Key"
+                    ))),
                 }
+            }
+            NodeRequest::ListMissions { after, limit } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                match self.missions_page(after, limit as usize).await {
+                    Ok(page) => NodeResponse::MissionList(page.to_string()),
+                    Err(error) => NodeResponse::Error(error),
+                }
+            }
+            NodeRequest::GetMissionView {
+                id,
+                with_tasks,
+                known,
+            } => {
+                if !self.is_leader() {
+                    return NodeResponse::NotLeader {
+                        leader: self.leader(),
+                    };
+                }
+                self.relay_view(&id, with_tasks, known).await
             }
             NodeRequest::GetMission(id) => NodeResponse::Mission(
                 self.state(|state| state.missions.get(&id).cloned().map(Box::new)),
@@ -835,9 +899,7 @@ impl Node {
                 match self.leader_control(&mission, action).await {
                     Ok(()) => NodeResponse::Ack,
                     Err(SubmitError::NotFound(_)) => NodeResponse::Mission(None),
-                    Err(SubmitError::Invalid(message) | SubmitError::Unavailable(message)) => {
-                        NodeResponse::Error(message)
-                    }
+                    Err(error) => NodeResponse::Refused(error),
                 }
             }
             NodeRequest::Assign(assignments) => {
@@ -1013,14 +1075,29 @@ impl Node {
 
     /// Commits `command` through Raft (batched with concurrent writes) and
     /// returns its answer. Only the leader can write.
-    pub async fn write(&self, command: Command) -> Result<CommandResponse, String> {
+    pub async fn write(
+        &self,
+        command: Command,
+    ) -> Result<CommandResponse, crate::propose::WriteError> {
         timeout(
             self.inner.env.as_ref(),
             WRITE_DEADLINE,
             self.inner.proposer.propose(command),
         )
         .await
-        .map_err(|elapsed| format!("write not committed: {elapsed}"))?
+        .map_err(|elapsed| {
+            crate::propose::WriteError::Uncertain(format!("write not committed: {elapsed}"))
+        })?
+    }
+
+    /// Runs `job` off the async runtime that serves Raft and the network
+    /// (parsing, validation, hashing, building large answers), through the
+    /// Env seam so the simulation runs it in line.
+    pub async fn off_runtime<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        crate::env::off_runtime(self.inner.env.as_ref(), job).await
     }
 
     /// Leader: records that `node_id` left and takes it out of the membership.
@@ -1107,6 +1184,11 @@ impl Node {
     }
 
     fn tick(&self, tick: u64) {
+        // A node whose Raft core died sends nothing that looks healthy: no
+        // heartbeats, adverts or announcements, so the leader replaces it.
+        if self.fatal().is_some() {
+            return;
+        }
         let metrics = self.raft_metrics();
         let now = self.inner.env.elapsed();
         let leading = metrics.state == ServerState::Leader
@@ -1534,12 +1616,22 @@ impl Node {
     }
 
     async fn ask(&self, to: &LeaderHint, request: &NodeRequest) -> Result<NodeResponse, String> {
+        self.ask_within(to, request, CONTROL_DEADLINE).await
+    }
+
+    /// [`Node::ask`] with its own deadline.
+    async fn ask_within(
+        &self,
+        to: &LeaderHint,
+        request: &NodeRequest,
+        deadline: Duration,
+    ) -> Result<NodeResponse, String> {
         let bytes = codec::encode(request).map_err(|e| e.to_string())?;
         let addrs = self.inner.addresses.merged(&to.peer_id, &to.addrs);
         let reply = self
             .inner
             .network
-            .request(&to.peer_id, &addrs, bytes, CONTROL_DEADLINE)
+            .request(&to.peer_id, &addrs, bytes, deadline)
             .await
             .map_err(|e| e.to_string())?;
         codec::decode(&reply).map_err(|e| e.to_string())

@@ -219,6 +219,7 @@ mod tests {
             ViolationKind::OutOfFuel,
             ViolationKind::MemoryLimit,
             ViolationKind::InvalidModule,
+            ViolationKind::InvalidTask,
             ViolationKind::Cancelled,
             ViolationKind::ExpectationMismatch {
                 what: ExpectedField::ExitCode,

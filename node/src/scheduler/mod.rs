@@ -20,9 +20,11 @@
 //! - [`violation`]: comparing an outcome with the task's expectations.
 //! - [`retry`]: retry with backoff, fail, and whether to avoid the node.
 //! - [`breaker`]: keeping new work off a node whose runs keep failing.
+//! - [`retention`]: which finished missions are compacted to a summary.
 
 pub mod breaker;
 pub mod placement;
+pub mod retention;
 pub mod retry;
 pub mod stealing;
 pub mod view;

@@ -10,7 +10,8 @@
 //!   [`ViolationKind::blame`]) asks placement to avoid the node it failed on.
 //!   Task-intrinsic ones do not, since the node was not the problem.
 //! - An invalid module is never retried: the module is content-addressed, so
-//!   every attempt would load the same bytes and fail the same way.
+//!   every attempt would load the same bytes and fail the same way. Nor is
+//!   an invalid task (a name or limit every worker refuses).
 //! - A cancelled run is rerun at once and does not use up an attempt,
 //!   because nothing was wrong with it; the runtime does not ask at all when
 //!   the whole mission was cancelled.
@@ -85,6 +86,11 @@ pub fn decide(
     if violation == ViolationKind::InvalidModule {
         return RetryDecision::Fail {
             reason: "invalid module; retrying would load the same bytes".to_string(),
+        };
+    }
+    if violation == ViolationKind::InvalidTask {
+        return RetryDecision::Fail {
+            reason: "invalid task; every node would refuse it the same way".to_string(),
         };
     }
     match violation.blame() {
@@ -194,6 +200,15 @@ mod tests {
             decide(&POLICY, 1, ViolationKind::InvalidModule, 1, 0),
             RetryDecision::Fail { .. }
         ));
+    }
+
+    #[test]
+    fn invalid_task_is_never_retried() {
+        let RetryDecision::Fail { reason } = decide(&POLICY, 1, ViolationKind::InvalidTask, 1, 0)
+        else {
+            panic!("expected fail");
+        };
+        assert!(reason.contains("invalid task"), "{reason}");
     }
 
     #[test]

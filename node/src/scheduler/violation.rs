@@ -106,6 +106,11 @@ pub enum ViolationKind {
     MemoryLimit,
     /// The module could not be compiled, linked or started.
     InvalidModule,
+    /// The task names something no worker can materialize or grant: an
+    /// input path outside the grammar of `mission::grammar`, a malformed
+    /// digest, limits past the hard maxima, or its run left an `/output`
+    /// name outside that grammar. Retrying anywhere would fail the same way.
+    InvalidTask,
     /// The guest ran to its end but missed a stated expectation.
     ExpectationMismatch {
         /// Which one.
@@ -127,8 +132,9 @@ impl ViolationKind {
     ///   guest's own work deterministically, so a wall-clock timeout that
     ///   fires first points at a slow, overloaded or stuck node.
     /// - `Trap`, `OutOfFuel`, `MemoryLimit` (the task's own limit, not the
-    ///   machine's), `InvalidModule` and expectation mismatches are the
-    ///   task's: they follow from its module, input and limits.
+    ///   machine's), `InvalidModule`, `InvalidTask` and expectation
+    ///   mismatches are the task's: they follow from its module, input and
+    ///   limits, so they never count against a node's breaker.
     /// - `Cancelled` is nobody's.
     pub fn blame(self) -> Blame {
         match self {
@@ -139,6 +145,7 @@ impl ViolationKind {
             | ViolationKind::OutOfFuel
             | ViolationKind::MemoryLimit
             | ViolationKind::InvalidModule
+            | ViolationKind::InvalidTask
             | ViolationKind::ExpectationMismatch { .. } => Blame::Task,
             ViolationKind::Cancelled => Blame::Neither,
         }
@@ -152,6 +159,7 @@ impl ViolationKind {
             ViolationKind::OutOfFuel => "out_of_fuel",
             ViolationKind::MemoryLimit => "memory_limit",
             ViolationKind::InvalidModule => "invalid_module",
+            ViolationKind::InvalidTask => "invalid_task",
             ViolationKind::ExpectationMismatch { .. } => "expectation_mismatch",
             ViolationKind::LostNode => "lost_node",
             ViolationKind::Cancelled => "cancelled",
@@ -455,6 +463,8 @@ mod tests {
         assert_eq!(ViolationKind::Timeout.blame(), Blame::Node);
         assert_eq!(ViolationKind::MemoryLimit.blame(), Blame::Task);
         assert_eq!(ViolationKind::InvalidModule.blame(), Blame::Task);
+        assert_eq!(ViolationKind::InvalidTask.blame(), Blame::Task);
+        assert_eq!(ViolationKind::InvalidTask.as_str(), "invalid_task");
         assert_eq!(ViolationKind::Cancelled.blame(), Blame::Neither);
     }
 

@@ -1,0 +1,214 @@
+//! Limits on the HTTP server's connections, which hyper (as axum serves it)
+//! does not set: at most [`MAX_CONNECTIONS`] open at once (more wait in
+//! the kernel's backlog), and a request head must arrive within
+//! [`HEAD_TIMEOUT`] of the connection opening or of the previous answer
+//! (so a stalled or half-sent request, or an idle keep-alive connection,
+//! is closed instead of held forever). Once a head is in, the request may
+//! take as long as its handler does (long polls wait up to 30 s).
+//!
+//! The HTTP server is not part of the simulation, so this file reads tokio's
+//! clock directly.
+#![allow(clippy::disallowed_methods)] // HTTP transport: not simulated
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Connections served at once, at most.
+pub const MAX_CONNECTIONS: usize = 1_024;
+/// Longest wait for a request head (from opening, or after an answer).
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection may send nothing at all (a body that stopped
+/// flowing, say); well over the longest handler wait.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A TCP listener that caps open connections and times out request heads.
+pub struct GuardedListener {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl GuardedListener {
+    /// Wraps `listener`.
+    pub fn new(listener: TcpListener) -> Self {
+        GuardedListener {
+            listener,
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = GuardedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    return (GuardedStream::new(stream, permit), addr);
+                }
+                Err(error) => {
+                    // Out of descriptors and the like: wait a little, as axum does.
+                    tracing::debug!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// The client's address, for handlers (`ConnectInfo<ClientAddr>`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, GuardedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, GuardedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// A connection with a deadline for each request head.
+pub struct GuardedStream {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    /// Armed while a request head is awaited.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last bytes read, to find a head's end across reads.
+    tail: [u8; 3],
+    /// Fires when the client sent nothing for [`IDLE_TIMEOUT`].
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl GuardedStream {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+        GuardedStream {
+            stream,
+            _permit: permit,
+            deadline: Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT))),
+            tail: [0; 3],
+            idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+        }
+    }
+}
+
+/// Whether `bytes`, read after `tail` (the previous read's last three
+/// bytes), hold the blank line that ends a request head; updates `tail`.
+fn ends_head(tail: &mut [u8; 3], bytes: &[u8]) -> bool {
+    let mut window = Vec::with_capacity(3 + bytes.len().min(64));
+    window.extend_from_slice(tail);
+    window.extend_from_slice(bytes);
+    let found = window.windows(4).any(|w| w == b"\r\n\r\n");
+    let keep = window.len().min(3);
+    *tail = [0; 3];
+    tail[3 - keep..].copy_from_slice(&window[window.len() - keep..]);
+    found
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let fresh = &buf.filled()[before..];
+                if !fresh.is_empty() {
+                    this.idle
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                    if this.deadline.is_some() && ends_head(&mut this.tail, fresh) {
+                        this.deadline = None;
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => {
+                if let Some(deadline) = this.deadline.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no complete request head in time",
+                        )));
+                    }
+                }
+                if this.idle.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent nothing for too long",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.stream).poll_write(cx, bytes);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            // An answer went out: the next request's head has its own deadline.
+            this.deadline = Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT)));
+            this.tail = [0; 3];
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_end_is_found_across_reads() {
+        let mut tail = [0u8; 3];
+        assert!(!ends_head(&mut tail, b"GET / HTTP/1.1\r\nHost: x\r"));
+        assert!(ends_head(&mut tail, b"\n\r\n"));
+        assert!(!ends_head(&mut tail, b"abc"));
+        assert!(!ends_head(&mut tail, b"\r"));
+        assert!(!ends_head(&mut tail, b"\n"));
+        assert!(!ends_head(&mut tail, b"\r"));
+        assert!(ends_head(&mut tail, b"\n"));
+        assert!(ends_head(&mut tail, b"x\r\n\r\nbody"));
+        assert!(!ends_head(&mut tail, b"\r\n"));
+    }
+}

@@ -1,0 +1,60 @@
+//! Every cap on what a mission may contain, in one place.
+//!
+//! The mission validator refuses a mission past any of these with a
+//! one-line error naming the cap, and the worker checks the path and limit
+//! caps again before it materializes a task (a task committed by another
+//! node's build must not be able to hurt this one). Each number is chosen so
+//! that a legitimate mission never meets it while a hostile or broken one
+//! cannot make a node allocate, store or replicate without bound.
+
+/// Most tasks in one mission. The whole mission is one Raft entry and every
+/// voter keeps it in memory; the largest seed tasklist has a few hundred.
+pub const MAX_TASKS_PER_MISSION: usize = 10_000;
+
+/// Most `needs` entries of one task (repeats included): the scheduler walks
+/// them on every completion, and a fan-in wider than this is better split.
+pub const MAX_NEEDS_PER_TASK: usize = 1_000;
+
+/// Most `inputs` entries of one task once uploaded (a folder becomes one
+/// entry per file); each one is a file the worker writes under `/input`.
+pub const MAX_INPUTS_PER_TASK: usize = 10_000;
+
+/// Most `requires` tags of one task.
+pub const MAX_REQUIRES_PER_TASK: usize = 64;
+
+/// Longest `requires` tag, in bytes (`llm.model=<name>` fits comfortably).
+pub const MAX_TAG_BYTES: usize = 256;
+
+/// Most `expect.files` entries of one task.
+pub const MAX_EXPECTED_FILES: usize = 1_000;
+
+/// Longest task id, in bytes: ids appear in URLs, in every task record and
+/// as a folder name under `/input/deps/`.
+pub const MAX_TASK_ID_BYTES: usize = 128;
+
+/// Longest mission name, in bytes; it is a human label shown in listings.
+pub const MAX_MISSION_NAME_BYTES: usize = 256;
+
+/// Longest path under `/input` or `/output`, in bytes. Well under Linux's
+/// PATH_MAX (4096) even after the node's work directory and
+/// `deps/<task id>/` are put in front of it.
+pub const MAX_PATH_BYTES: usize = 1024;
+
+/// Longest single component of such a path, in bytes: NAME_MAX of ext4,
+/// xfs, btrfs and tmpfs.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+
+/// Largest `fuel` a task may ask for; see [`coditect_sandbox::MAX_FUEL`].
+pub const MAX_FUEL: u64 = coditect_sandbox::MAX_FUEL;
+
+/// Largest `memory_mb` a task may ask for: what a wasm32 guest can address;
+/// see [`coditect_sandbox::WASM32_MAX_MEMORY_MB`].
+pub const MAX_MEMORY_MB: u64 = coditect_sandbox::WASM32_MAX_MEMORY_MB;
+
+/// Largest `timeout_ms` a task may ask for (24 h); see
+/// [`coditect_sandbox::MAX_TIMEOUT_MS`].
+pub const MAX_TIMEOUT_MS: u64 = coditect_sandbox::MAX_TIMEOUT_MS;
+
+/// Largest `output_mb` a task may ask for; see
+/// [`coditect_sandbox::MAX_OUTPUT_MB`].
+pub const MAX_OUTPUT_MB: u64 = coditect_sandbox::MAX_OUTPUT_MB;

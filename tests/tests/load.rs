@@ -1,0 +1,243 @@
+//! Black-box tests that the mesh holds under load and big inputs, with real
+//! `coditect node` processes on 127.0.0.1: tasks that print a lot, missions
+//! too large for one Raft entry, and resubmission with an idempotency key.
+#![allow(clippy::disallowed_methods)] // black-box tests run real processes on the wall clock
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coditect_tests::{coditect_output, http_exchange_with, string_list, wait_for, NodeProcess};
+use serde_json::Value;
+
+/// A module that prints `bytes` bytes of `x` to stdout in one write and exits 0.
+fn printer_wat(bytes: u32) -> String {
+    let pages = bytes / 65_536 + 2;
+    format!(
+        "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\"\n    (func $fd_write (param i32 i32 i32 i32) (result i32)))\n  (memory (export \"memory\") {pages})\n  (func (export \"_start\")\n    (memory.fill (i32.const 1024) (i32.const 120) (i32.const {bytes}))\n    (i32.store (i32.const 0) (i32.const 1024))\n    (i32.store (i32.const 4) (i32.const {bytes}))\n    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))\n"
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
+/// A mission of `count` independent tasks running `module`.
+fn flat_mission(module: &str, count: usize) -> String {
+    let mut text = String::from("name = \"flat\"\n");
+    for i in 0..count {
+        text.push_str(&format!("[[task]]\nid = \"t{i}\"\nmodule = \"{module}\"\n"));
+    }
+    text
+}
+
+/// `coditect submit FILE` with extra arguments; exit code, stdout, stderr.
+fn submit(
+    node: &NodeProcess,
+    file: &Path,
+    extra: &[&str],
+    limit: Duration,
+) -> (i32, String, String) {
+    let mut args = vec![
+        "submit".to_string(),
+        file.display().to_string(),
+        "--api".into(),
+        node.api(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (status, stdout, stderr) = coditect_output(&args, limit);
+    (
+        status.code().unwrap_or(-1),
+        stdout.trim().to_string(),
+        stderr,
+    )
+}
+
+/// The mission's summary (`tasks=false`) from `node`.
+fn summary(node: &NodeProcess, id: &str) -> Option<Value> {
+    let path = format!("/api/missions/{id}?tasks=false");
+    let (code, body) = coditect_tests::http_request("GET", &node.http, &path).ok()?;
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
+}
+
+fn terms(nodes: &[NodeProcess]) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|n| n.status().and_then(|s| s["term"].as_u64()).unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn thousands_of_tasks_printing_64_kib_complete_without_oversized_frames_or_elections() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = coditect_tests::start_mesh(dir.path(), 3, 100, |_| {
+        vec!["--slots", "8", "--queue-depth", "32"]
+    });
+    let leader = nodes[0].status().unwrap()["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = terms(&nodes);
+    write(dir.path(), "print.wat", &printer_wat(64 * 1024));
+    let count = 8_000;
+    let file = write(dir.path(), "flat.toml", &flat_mission("print.wat", count));
+    let started = std::time::Instant::now();
+    let (code, id, stderr) = submit(&nodes[1], &file, &["--wait"], Duration::from_secs(900));
+    assert_eq!(
+        code,
+        0,
+        "submit --wait failed: {}",
+        &stderr[stderr.len().saturating_sub(4000)..]
+    );
+    eprintln!(
+        "{count} tasks in {:?}: {}",
+        started.elapsed(),
+        stderr.lines().last().unwrap_or_default()
+    );
+    let mission = summary(&nodes[0], &id).expect("the mission");
+    assert_eq!(mission["state"], "succeeded", "{mission}");
+    assert_eq!(mission["counts"]["succeeded"], count, "{mission}");
+    // Every result's head is kept (bounded), the whole stdout is a blob.
+    let full = nodes[2].mission(&id).expect("the mission with its tasks");
+    let task = &full["tasks"][0];
+    let head = task["result"]["stdout"].as_str().unwrap();
+    assert!(!head.is_empty() && head.len() < 64 * 1024, "{}", head.len());
+    for node in &nodes {
+        let log = node.log_text();
+        assert!(
+            !log.contains("exceeds the cap"),
+            "a frame over the cap:\n{log}"
+        );
+    }
+    // Replication kept up: no election happened, the leader stayed.
+    assert_eq!(terms(&nodes), before, "the term moved under load");
+    for node in &nodes {
+        assert_eq!(
+            node.status().unwrap()["leader"].as_str(),
+            Some(leader.as_str())
+        );
+    }
+}
+
+#[test]
+fn a_mission_larger_than_one_raft_entry_is_staged_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = coditect_tests::start_mesh(dir.path(), 3, 100, |_| {
+        vec!["--slots", "8", "--queue-depth", "64"]
+    });
+    // Long task ids make each task's submission a few hundred bytes, so
+    // 6,000 of them are several MiB: more than one Raft entry carries.
+    let count = 6_000;
+    let mut text = String::from("name = \"wide\"\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "[[task]]\nid = \"task-with-a-long-descriptive-identifier-number-{i:05}\"\nmodule = \"builtin:noop\"\npriority = \"P{}\"\n",
+            i % 4
+        ));
+    }
+    let file = write(dir.path(), "wide.toml", &text);
+    let leader_before = nodes[0].status().unwrap()["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Submitted through a follower: forwarded to the leader, then staged.
+    let follower = nodes
+        .iter()
+        .find(|n| n.peer_id != leader_before)
+        .expect("a follower");
+    let (code, id, stderr) = submit(follower, &file, &["--wait"], Duration::from_secs(900));
+    assert_eq!(code, 0, "{}", &stderr[stderr.len().saturating_sub(4000)..]);
+    let mission = summary(&nodes[0], &id).unwrap();
+    assert_eq!(mission["counts"]["succeeded"], count, "{mission}");
+    let leader_log = nodes
+        .iter()
+        .find(|n| n.peer_id == leader_before)
+        .unwrap()
+        .log_text();
+    assert!(
+        leader_log.contains("staging part"),
+        "the submission was split over entries"
+    );
+    for node in &nodes {
+        assert_eq!(
+            node.status().unwrap()["leader"].as_str(),
+            Some(leader_before.as_str())
+        );
+    }
+}
+
+#[test]
+fn the_same_idempotency_key_returns_the_same_mission_across_a_leader_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = coditect_tests::start_mesh(dir.path(), 4, 100, |_| vec![]);
+    let file = write(dir.path(), "flat.toml", &flat_mission("builtin:noop", 5));
+    let body = std::fs::read_to_string(&file).unwrap();
+    let post = |node: &NodeProcess, key: &str| -> (u16, String) {
+        let (code, answer) = http_exchange_with(
+            "POST",
+            &node.http,
+            "/api/missions",
+            &[
+                ("Content-Type", "application/toml"),
+                ("Idempotency-Key", key),
+            ],
+            body.as_bytes(),
+        )
+        .expect("an answer");
+        (code, String::from_utf8_lossy(&answer).into_owned())
+    };
+    let status = nodes[0].status().unwrap();
+    let leader = status["leader"].as_str().unwrap().to_string();
+    let voters = string_list(&status, "voters");
+    let worker = nodes
+        .iter()
+        .position(|n| !voters.contains(&n.peer_id))
+        .expect("a node outside the voters");
+    let (code, answer) = post(&nodes[worker], "key-1");
+    assert_eq!(code, 201, "{answer}");
+    let first: Value = serde_json::from_str(&answer).unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+
+    // The leader dies; a new one is elected from the replicated state.
+    let leader_index = nodes.iter().position(|n| n.peer_id == leader).unwrap();
+    nodes[leader_index].kill();
+    let survivor = (0..nodes.len()).find(|i| *i != leader_index).unwrap();
+    wait_for(Duration::from_secs(60), "a new leader", || {
+        let status = nodes[survivor].status()?;
+        let now = status["leader"].as_str()?;
+        (now != leader).then_some(())
+    });
+    let again = wait_for(Duration::from_secs(60), "the resubmission answered", || {
+        let (code, answer) = post(&nodes[worker], "key-1");
+        (code == 201).then_some(answer)
+    });
+    let second: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(
+        second["id"].as_str(),
+        Some(id.as_str()),
+        "same key, same mission"
+    );
+    // A different key is a different mission.
+    let (code, answer) = post(&nodes[worker], "key-2");
+    assert_eq!(code, 201, "{answer}");
+    assert!(!answer.contains(&format!("\"{id}\"")), "{answer}");
+    // The mission ran once: five tasks, each committed once.
+    let mission = wait_for(Duration::from_secs(120), "the mission succeeded", || {
+        nodes[worker]
+            .mission(&id)
+            .filter(|m| m["state"] == "succeeded")
+    });
+    let tasks = mission["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 5);
+    assert!(
+        tasks.iter().all(|t| t["results_committed"] == 1),
+        "{mission}"
+    );
+    // A bad key is refused with a reason.
+    let (code, answer) = post(&nodes[worker], "bad key");
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("Idempotency-Key"), "{answer}");
+}
