@@ -241,3 +241,173 @@ fn the_same_idempotency_key_returns_the_same_mission_across_a_leader_kill() {
     assert_eq!(code, 400, "{answer}");
     assert!(answer.contains("Idempotency-Key"), "{answer}");
 }
+
+#[test]
+fn a_hundred_thousand_task_mission_is_refused_with_a_reason_and_the_leader_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = coditect_tests::start_mesh(dir.path(), 3, 100, |_| vec![]);
+    let leader = nodes[0].status().unwrap()["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = terms(&nodes);
+    let file = write(
+        dir.path(),
+        "huge.toml",
+        &flat_mission("builtin:noop", 100_000),
+    );
+    let (code, stdout, stderr) = submit(&nodes[2], &file, &[], Duration::from_secs(300));
+    assert_eq!(code, 2, "bad input exits 2: {stdout} {stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+    assert!(
+        line.contains("10000") || line.contains("10,000"),
+        "names the cap: {line}"
+    );
+    // The same file sent straight to a follower's API (no client-side
+    // check): the mesh parses it off its runtime and refuses it by name.
+    let follower = nodes.iter().find(|n| n.peer_id != leader).unwrap();
+    let body = std::fs::read(&file).unwrap();
+    let (code, answer) =
+        coditect_tests::http_exchange("POST", &follower.http, "/api/missions", &body).unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer.contains("10000") || answer.contains("10,000"),
+        "{answer}"
+    );
+    // Nothing was stored, nobody was deposed.
+    let (code, _) =
+        coditect_tests::http_request("GET", &nodes[0].http, "/api/missions/m1").unwrap();
+    assert_eq!(code, 404);
+    assert_eq!(terms(&nodes), before);
+    for node in &nodes {
+        assert_eq!(
+            node.status().unwrap()["leader"].as_str(),
+            Some(leader.as_str())
+        );
+    }
+}
+
+#[test]
+fn a_200_mb_upload_to_the_leader_keeps_it_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = coditect_tests::start_mesh(dir.path(), 3, 100, |_| vec![]);
+    let status = nodes[0].status().unwrap();
+    let leader_peer = status["leader"].as_str().unwrap().to_string();
+    let before = terms(&nodes);
+    let leader = nodes.iter().find(|n| n.peer_id == leader_peer).unwrap();
+    // 200 MB of bytes that do not repeat in any short period.
+    let mut body = vec![0u8; 200 * 1024 * 1024];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for chunk in body.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let expected = {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)))
+    };
+    let (code, answer) =
+        coditect_tests::http_exchange("POST", &leader.http, "/api/blobs", &body).unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert_eq!(code, 201, "{answer}");
+    assert!(answer.contains(&expected), "{answer} vs {expected}");
+    drop(body);
+    assert_eq!(terms(&nodes), before, "the upload cost an election");
+    for node in &nodes {
+        assert_eq!(
+            node.status().unwrap()["leader"].as_str(),
+            Some(leader_peer.as_str())
+        );
+    }
+    // An upload over the store's limit is refused with 413, and nothing is kept.
+    let big = vec![1u8; 257 * 1024 * 1024];
+    let (code, answer) = coditect_tests::http_exchange("POST", &leader.http, "/api/blobs", &big)
+        .unwrap_or((0, Vec::new()));
+    assert!(
+        code == 413 || code == 0,
+        "{code} {}",
+        String::from_utf8_lossy(&answer)
+    );
+    let leftovers = std::fs::read_dir(leader.data_dir.join("blobs").join("tmp"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "a refused upload leaves no temporary file");
+}
+
+#[test]
+fn two_hundred_long_polls_on_a_5000_task_mission_leave_the_node_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = coditect_tests::start_mesh(dir.path(), 3, 100, |_| {
+        vec!["--slots", "2", "--queue-depth", "4"]
+    });
+    // Tasks that take a while, so the mission runs during the polls.
+    let busy = "(module (memory (export \"memory\") 1)\n  (func (export \"_start\") (local $i i64)\n    (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1)))\n      (br_if $l (i64.lt_u (local.get $i) (i64.const 2000000))))))\n";
+    write(dir.path(), "busy.wat", busy);
+    let file = write(dir.path(), "wide.toml", &flat_mission("busy.wat", 5_000));
+    let (code, id, stderr) = submit(&nodes[0], &file, &[], Duration::from_secs(300));
+    assert_eq!(code, 0, "{stderr}");
+    let target = nodes[0].http.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pollers: Vec<_> = (0..200)
+        .map(|i| {
+            let target = target.clone();
+            let id = id.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut version = String::new();
+                let mut answered = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Half follow the full view, half the summary, as clients do.
+                    let tasks = if i % 2 == 0 { "true" } else { "false" };
+                    let path =
+                        format!("/api/missions/{id}?after={version}&wait_ms=2000&tasks={tasks}");
+                    match coditect_tests::http_request("GET", &target, &path) {
+                        Ok((200, body)) => {
+                            answered += 1;
+                            let json: Value = serde_json::from_str(&body).unwrap_or_default();
+                            version = json["version"].as_str().unwrap_or_default().to_string();
+                        }
+                        Ok((429, _)) => std::thread::sleep(Duration::from_millis(100)),
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    // While they wait, the status API and the mission keep moving.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = std::time::Instant::now();
+        let status = nodes[0]
+            .status()
+            .expect("/api/status answers under 200 long polls");
+        slowest = slowest.max(started.elapsed());
+        assert!(status["leader"].is_string());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("slowest /api/status under 200 long polls: {slowest:?}");
+    let progressed = wait_for(
+        Duration::from_secs(120),
+        "tasks completing under the polls",
+        || {
+            let m = summary(&nodes[1], &id)?;
+            (m["counts"]["succeeded"].as_u64()? >= 50).then_some(())
+        },
+    );
+    let _ = progressed;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: Vec<u32> = pollers.into_iter().map(|p| p.join().unwrap()).collect();
+    assert!(
+        answered.iter().all(|n| *n >= 1),
+        "every poller got answers: {answered:?}"
+    );
+    // The node is still fine once the clients are gone.
+    let status = nodes[0].status().expect("status after the polls");
+    assert!(status["leader"].is_string());
+}

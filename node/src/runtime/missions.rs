@@ -71,7 +71,7 @@ const MAX_CACHED_VIEWS: usize = 64;
 /// Long polls waiting at once on this node, at most.
 pub const MAX_WAITERS: usize = 1_024;
 /// Long polls one client address may hold at once, at most.
-pub const MAX_WAITERS_PER_CLIENT: usize = 64;
+pub const MAX_WAITERS_PER_CLIENT: usize = 256;
 /// Largest view relayed from the leader to a node outside Raft, bytes
 /// (under the transport's 16 MiB frame cap).
 const MAX_RELAYED_VIEW_BYTES: usize = 12 * 1024 * 1024;
