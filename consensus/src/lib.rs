@@ -49,6 +49,10 @@ pub struct RaftTiming {
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomized election timeout, ms.
     pub election_timeout_max_ms: u64,
+    /// A snapshot is built after this many entries since the last; the log
+    /// keeps a tenth of that behind a snapshot, so a member further behind
+    /// catches up from the snapshot.
+    pub snapshot_logs: u64,
 }
 
 impl Default for RaftTiming {
@@ -57,6 +61,7 @@ impl Default for RaftTiming {
             heartbeat_ms: 100,
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
+            snapshot_logs: 10_000,
         }
     }
 }
@@ -71,8 +76,8 @@ pub fn raft_config(timing: &RaftTiming) -> Result<openraft::Config, String> {
         install_snapshot_timeout: 2_000,
         // Well under the wire cap, so snapshots travel in several requests.
         snapshot_max_chunk_size: 1024 * 1024,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: timing.snapshot_logs / 10,
         // Entries per AppendEntries; the log reader also stops at
         // MAX_APPEND_BYTES, whichever comes first.
         max_payload_entries: 1_000,

@@ -66,6 +66,9 @@ pub struct RawNodeConfig {
     /// A finished mission submitted longer ago than this is compacted to a summary, hours [default: 168]
     #[arg(long, value_name = "HOURS")]
     pub keep_finished_hours: Option<u64>,
+    /// Raft builds a snapshot after this many log entries (a member further behind catches up from it) [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub raft_snapshot_logs: Option<u64>,
     /// Never steal queued tasks from busy peers (for comparisons)
     #[arg(long)]
     #[serde(default)]
@@ -121,6 +124,8 @@ pub struct NodeConfig {
     pub steal: bool,
     /// How long finished missions are kept in full (when leading).
     pub retention: crate::scheduler::retention::RetentionPolicy,
+    /// Raft log entries between snapshots.
+    pub raft_snapshot_logs: u64,
     /// How markdown tasks are routed to agent kinds.
     pub agents: AgentConfig,
 }
@@ -182,6 +187,7 @@ impl RawNodeConfig {
             queue_depth: self.queue_depth.or(other.queue_depth),
             keep_finished: self.keep_finished.or(other.keep_finished),
             keep_finished_hours: self.keep_finished_hours.or(other.keep_finished_hours),
+            raft_snapshot_logs: self.raft_snapshot_logs.or(other.raft_snapshot_logs),
             no_steal: self.no_steal || other.no_steal,
             config: self.config,
             agents: other.agents,
@@ -285,6 +291,15 @@ impl RawNodeConfig {
             lease: Duration::from_millis(lease_ms),
             queue_depth: self.queue_depth.unwrap_or(2),
             steal: !self.no_steal,
+            raft_snapshot_logs: match self.raft_snapshot_logs {
+                Some(0) => {
+                    return Err(ConfigError(
+                        "--raft-snapshot-logs must be at least 1".into(),
+                    ))
+                }
+                Some(n) => n,
+                None => 10_000,
+            },
             retention: crate::scheduler::retention::RetentionPolicy {
                 keep_finished: self.keep_finished.unwrap_or(1_000),
                 keep_finished_ms: self

@@ -156,7 +156,10 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     env.spawn("network-driver", driver.boxed());
     let network: Arc<dyn Network> = Arc::new(network);
 
-    let timing = RaftTiming::default();
+    let timing = RaftTiming {
+        snapshot_logs: config.raft_snapshot_logs,
+        ..RaftTiming::default()
+    };
     let addresses = AddressBook::new();
     let (raft, state_machine) = coditect_consensus::start_raft(
         node_id,
