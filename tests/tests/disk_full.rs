@@ -58,7 +58,15 @@ fn a_voter_whose_disk_fills_goes_unready_is_replaced_and_recovers() {
     let disk = dir.path().join("n1");
     let tmpfs = Tmpfs::mount(&disk, 96);
     let mut full = NodeProcess::start(&disk, "n1", &flags(Some(&boot)));
+    let full_peer = full.peer_id.clone();
     let mut nodes = vec![founder];
+    // With two nodes the autopilot makes n1 a voter as soon as it caught up.
+    wait_for(Duration::from_secs(60), "n1 a voter", || {
+        let status = nodes[0].status()?;
+        string_list(&status, "voters")
+            .contains(&full_peer)
+            .then_some(())
+    });
     for i in 2..5 {
         let name = format!("n{i}");
         nodes.push(NodeProcess::start(
@@ -67,7 +75,6 @@ fn a_voter_whose_disk_fills_goes_unready_is_replaced_and_recovers() {
             &flags(Some(&boot)),
         ));
     }
-    let full_peer = full.peer_id.clone();
     wait_for(Duration::from_secs(60), "n1 among three voters", || {
         let status = nodes[0].status()?;
         let voters = string_list(&status, "voters");

@@ -310,8 +310,37 @@ fn a_200_mb_upload_to_the_leader_keeps_it_leader() {
         use sha2::Digest as _;
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body)))
     };
+    // While the upload streams in, /api/status keeps answering.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (http, done) = (leader.http.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let answered = coditect_tests::http_request("GET", &http, "/api/status")
+                    .is_ok_and(|(code, _)| code == 200);
+                latencies.push((started.elapsed(), answered));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            latencies
+        })
+    };
     let (code, answer) =
         coditect_tests::http_exchange("POST", &leader.http, "/api/blobs", &body).unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = probe.join().unwrap();
+    assert!(
+        latencies.iter().all(|(_, answered)| *answered),
+        "status failed during the upload"
+    );
+    latencies.sort();
+    if let Some((p99, _)) = latencies.get(latencies.len() * 99 / 100) {
+        eprintln!(
+            "/api/status during a 200 MB upload: {} samples, p99 {p99:?}",
+            latencies.len()
+        );
+    }
     let answer = String::from_utf8_lossy(&answer).to_string();
     assert_eq!(code, 201, "{answer}");
     assert!(answer.contains(&expected), "{answer} vs {expected}");
