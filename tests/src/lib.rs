@@ -466,6 +466,17 @@ impl NodeProcess {
             .unwrap_or(0.0)
     }
 
+    /// `GET /api/missions/{id}?tasks=false` (state and counts only), or
+    /// `None` if it does not answer 200.
+    pub fn mission_summary(&self, id: &str) -> Option<serde_json::Value> {
+        let path = format!("/api/missions/{id}?tasks=false");
+        let (code, body) = http_request("GET", &self.http, &path).ok()?;
+        if code != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
     /// `GET /api/missions/{id}`, or `None` if it does not answer 200.
     pub fn mission(&self, id: &str) -> Option<serde_json::Value> {
         let (code, body) = http_request("GET", &self.http, &format!("/api/missions/{id}")).ok()?;
@@ -474,4 +485,13 @@ impl NodeProcess {
         }
         serde_json::from_str(&body).ok()
     }
+}
+
+/// A wasm module (text) that prints `bytes` bytes of `x` to stdout in one
+/// write and exits 0.
+pub fn printer_wat(bytes: u32) -> String {
+    let pages = bytes / 65_536 + 2;
+    format!(
+        "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\"\n    (func $fd_write (param i32 i32 i32 i32) (result i32)))\n  (memory (export \"memory\") {pages})\n  (func (export \"_start\")\n    (memory.fill (i32.const 1024) (i32.const 120) (i32.const {bytes}))\n    (i32.store (i32.const 0) (i32.const 1024))\n    (i32.store (i32.const 4) (i32.const {bytes}))\n    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))\n"
+    )
 }

@@ -6,16 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use coditect_tests::{coditect_output, http_exchange_with, string_list, wait_for, NodeProcess};
+use coditect_tests::{
+    coditect_output, http_exchange_with, printer_wat, string_list, wait_for, NodeProcess,
+};
 use serde_json::Value;
-
-/// A module that prints `bytes` bytes of `x` to stdout in one write and exits 0.
-fn printer_wat(bytes: u32) -> String {
-    let pages = bytes / 65_536 + 2;
-    format!(
-        "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\"\n    (func $fd_write (param i32 i32 i32 i32) (result i32)))\n  (memory (export \"memory\") {pages})\n  (func (export \"_start\")\n    (memory.fill (i32.const 1024) (i32.const 120) (i32.const {bytes}))\n    (i32.store (i32.const 0) (i32.const 1024))\n    (i32.store (i32.const 4) (i32.const {bytes}))\n    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))\n"
-    )
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -54,15 +48,6 @@ fn submit(
     )
 }
 
-/// The mission's summary (`tasks=false`) from `node`.
-fn summary(node: &NodeProcess, id: &str) -> Option<Value> {
-    let path = format!("/api/missions/{id}?tasks=false");
-    let (code, body) = coditect_tests::http_request("GET", &node.http, &path).ok()?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
-
 fn terms(nodes: &[NodeProcess]) -> Vec<u64> {
     nodes
         .iter()
@@ -97,7 +82,7 @@ fn thousands_of_tasks_printing_64_kib_complete_without_oversized_frames_or_elect
         started.elapsed(),
         stderr.lines().last().unwrap_or_default()
     );
-    let mission = summary(&nodes[0], &id).expect("the mission");
+    let mission = nodes[0].mission_summary(&id).expect("the mission");
     assert_eq!(mission["state"], "succeeded", "{mission}");
     assert_eq!(mission["counts"]["succeeded"], count, "{mission}");
     // Every result's head is kept (bounded), the whole stdout is a blob.
@@ -150,7 +135,7 @@ fn a_mission_larger_than_one_raft_entry_is_staged_and_runs() {
         .expect("a follower");
     let (code, id, stderr) = submit(follower, &file, &["--wait"], Duration::from_secs(900));
     assert_eq!(code, 0, "{}", &stderr[stderr.len().saturating_sub(4000)..]);
-    let mission = summary(&nodes[0], &id).unwrap();
+    let mission = nodes[0].mission_summary(&id).unwrap();
     assert_eq!(mission["counts"]["succeeded"], count, "{mission}");
     let leader_log = nodes
         .iter()
@@ -434,7 +419,7 @@ fn two_hundred_long_polls_on_a_5000_task_mission_leave_the_node_answering() {
         Duration::from_secs(120),
         "tasks completing under the polls",
         || {
-            let m = summary(&nodes[1], &id)?;
+            let m = nodes[1].mission_summary(&id)?;
             (m["counts"]["succeeded"].as_u64()? >= 50).then_some(())
         },
     );

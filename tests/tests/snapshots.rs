@@ -8,25 +8,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use coditect_tests::{coditect_output, mesh_flags, string_list, wait_for, NodeProcess};
+use coditect_tests::{
+    coditect_output, mesh_flags, printer_wat, string_list, wait_for, NodeProcess,
+};
 use serde_json::Value;
 
 const SNAPSHOT_FLAGS: [&str; 2] = ["--raft-snapshot-logs", "200"];
-
-/// A module that prints `bytes` bytes of `x` and exits 0.
-fn printer_wat(bytes: u32) -> String {
-    format!(
-        "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\"\n    (func $fd_write (param i32 i32 i32 i32) (result i32)))\n  (memory (export \"memory\") 2)\n  (func (export \"_start\")\n    (memory.fill (i32.const 1024) (i32.const 121) (i32.const {bytes}))\n    (i32.store (i32.const 0) (i32.const 1024))\n    (i32.store (i32.const 4) (i32.const {bytes}))\n    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))\n"
-    )
-}
-
-fn summary(node: &NodeProcess, id: &str) -> Option<Value> {
-    let path = format!("/api/missions/{id}?tasks=false");
-    let (code, body) = coditect_tests::http_request("GET", &node.http, &path).ok()?;
-    (code == 200)
-        .then(|| serde_json::from_str(&body).ok())
-        .flatten()
-}
 
 fn start(dir: &Path, index: usize, bootstrap: Option<&str>) -> NodeProcess {
     let name = format!("n{index}");
@@ -95,7 +82,9 @@ fn a_large_state_reaches_a_new_standby_by_snapshot_and_survives_a_restart_of_eve
         .find(|n| n.log_text().contains("snapshot installed"))
         .unwrap();
     let mission = wait_for(Duration::from_secs(60), "the newcomer's replica", || {
-        summary(newcomer, &id).filter(|m| m["counts"]["succeeded"] == count)
+        newcomer
+            .mission_summary(&id)
+            .filter(|m| m["counts"]["succeeded"] == count)
     });
     assert_eq!(mission["state"], "succeeded");
     let log = newcomer.log_text();
@@ -143,7 +132,10 @@ fn a_large_state_reaches_a_new_standby_by_snapshot_and_survives_a_restart_of_eve
         let mission = wait_for(
             Duration::from_secs(60),
             "the mission after the restart",
-            || summary(node, &id).filter(|m| m["counts"]["succeeded"] == count),
+            || {
+                node.mission_summary(&id)
+                    .filter(|m| m["counts"]["succeeded"] == count)
+            },
         );
         assert_eq!(mission["state"], "succeeded", "{mission}");
         assert_eq!(
