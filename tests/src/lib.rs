@@ -495,3 +495,21 @@ pub fn printer_wat(bytes: u32) -> String {
         "(module\n  (import \"wasi_snapshot_preview1\" \"fd_write\"\n    (func $fd_write (param i32 i32 i32 i32) (result i32)))\n  (memory (export \"memory\") {pages})\n  (func (export \"_start\")\n    (memory.fill (i32.const 1024) (i32.const 120) (i32.const {bytes}))\n    (i32.store (i32.const 0) (i32.const 1024))\n    (i32.store (i32.const 4) (i32.const {bytes}))\n    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))\n"
     )
 }
+
+/// If every node answers with the same leader and the same voter set, returns them.
+pub fn agreement(nodes: &[&NodeProcess]) -> Option<(String, Vec<String>, Vec<serde_json::Value>)> {
+    let statuses: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|node| node.status())
+        .collect::<Option<_>>()?;
+    let leader = statuses[0]["leader"].as_str()?.to_string();
+    let voters = string_list(&statuses[0], "voters");
+    for status in &statuses {
+        if status["leader"].as_str() != Some(leader.as_str())
+            || string_list(status, "voters") != voters
+        {
+            return None;
+        }
+    }
+    Some((leader, voters, statuses))
+}

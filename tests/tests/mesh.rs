@@ -4,30 +4,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use coditect_tests::{string_list, wait_for, NodeProcess};
+use coditect_tests::{agreement, wait_for, NodeProcess};
 
 /// Fast timings so the test runs in seconds: heartbeat 200 ms, a voter
 /// silent for 3 s is replaced.
 fn flags(bootstrap: Option<&str>) -> Vec<String> {
     coditect_tests::mesh_flags(200, bootstrap, &[])
-}
-
-/// If every node answers with the same leader and the same voter set, returns them.
-fn agreement(nodes: &[&NodeProcess]) -> Option<(String, Vec<String>, Vec<serde_json::Value>)> {
-    let statuses: Vec<serde_json::Value> = nodes
-        .iter()
-        .map(|node| node.status())
-        .collect::<Option<_>>()?;
-    let leader = statuses[0]["leader"].as_str()?.to_string();
-    let voters = string_list(&statuses[0], "voters");
-    for status in &statuses {
-        if status["leader"].as_str() != Some(leader.as_str())
-            || string_list(status, "voters") != voters
-        {
-            return None;
-        }
-    }
-    Some((leader, voters, statuses))
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use coditect_tests::{mesh_flags, start_mesh, string_list, wait_for, NodeProcess};
+use coditect_tests::{agreement, mesh_flags, start_mesh, string_list, wait_for, NodeProcess};
 
 /// What the founder logs once, when it initializes the mesh.
 const NEW_MESH_LINE: &str = "started a new mesh";
@@ -12,21 +12,12 @@ const NEW_MESH_LINE: &str = "started a new mesh";
 /// If every node answers, names the same leader and the same voters, and
 /// exactly one of them says it leads, returns the leader's peer id.
 fn one_agreed_leader(nodes: &[&NodeProcess]) -> Option<String> {
-    let statuses: Vec<serde_json::Value> = nodes
-        .iter()
-        .map(|node| node.status())
-        .collect::<Option<_>>()?;
-    let leader = statuses[0]["leader"].as_str()?.to_string();
-    let voters = string_list(&statuses[0], "voters");
-    let agreed = statuses.iter().all(|status| {
-        status["leader"].as_str() == Some(leader.as_str())
-            && string_list(status, "voters") == voters
-    });
+    let (leader, voters, statuses) = agreement(nodes)?;
     let leaders = statuses
         .iter()
         .filter(|status| status["role"] == "leader")
         .count();
-    (agreed && leaders == 1 && voters.contains(&leader)).then_some(leader)
+    (leaders == 1 && voters.contains(&leader)).then_some(leader)
 }
 
 fn new_mesh_lines(node: &NodeProcess) -> usize {

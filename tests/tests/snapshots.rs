@@ -8,10 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use coditect_tests::{
-    coditect_output, mesh_flags, printer_wat, string_list, wait_for, NodeProcess,
-};
-use serde_json::Value;
+use coditect_tests::{agreement, coditect_output, mesh_flags, printer_wat, wait_for, NodeProcess};
 
 const SNAPSHOT_FLAGS: [&str; 2] = ["--raft-snapshot-logs", "200"];
 
@@ -115,18 +112,11 @@ fn a_large_state_reaches_a_new_standby_by_snapshot_and_survives_a_restart_of_eve
         node.kill();
     }
     let restarted: Vec<NodeProcess> = (0..5).map(|i| start(dir.path(), i, None)).collect();
+    let all: Vec<&NodeProcess> = restarted.iter().collect();
     let leader = wait_for(Duration::from_secs(180), "one agreed leader", || {
-        let statuses: Vec<Value> = restarted
-            .iter()
-            .map(|n| n.status())
-            .collect::<Option<_>>()?;
-        let leader = statuses[0]["leader"].as_str()?.to_string();
-        statuses
-            .iter()
-            .all(|s| {
-                s["leader"].as_str() == Some(leader.as_str()) && string_list(s, "voters").len() == 3
-            })
-            .then_some(leader)
+        agreement(&all)
+            .filter(|(_, voters, _)| voters.len() == 3)
+            .map(|(leader, _, _)| leader)
     });
     for node in &restarted {
         let mission = wait_for(

@@ -39,13 +39,20 @@ const FORWARD_MARGIN: Duration = Duration::from_secs(2);
 /// Blob bytes the leader is assumed to fetch per second from the submitter.
 const FETCH_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
 
-/// The time the leader gets for a submission of `tasks` whose blobs total
-/// `blob_bytes`: one write deadline per Raft entry it takes (staged chunks
-/// and the sealing entry) and the fetch of its blobs. The forwarder sends
-/// this budget with the request and waits a margin longer, so the leader
-/// always answers first: a forwarder that gave up earlier could not tell
-/// the client whether the mission was committed.
-fn submit_budget(tasks: &[TaskSubmission], blob_bytes: u64) -> Duration {
+/// The time the leader gets for a submission of `tasks`: one write
+/// deadline per Raft entry it takes (staged chunks and the sealing entry)
+/// and the fetch of the blobs it names (sized from `blobs`, which holds
+/// them). The forwarder sends this budget with the request and waits a
+/// margin longer, so the leader always answers first: a forwarder that gave
+/// up earlier could not tell the client whether the mission was committed.
+/// Encodes every task and reads file sizes: callers run it off the runtime.
+fn submit_budget(tasks: &[TaskSubmission], blobs: &coditect_memory::BlobStore) -> Duration {
+    let named: BTreeSet<String> = tasks.iter().flat_map(digests_of).collect();
+    let blob_bytes: u64 = named
+        .iter()
+        .filter_map(|text| text.parse::<Digest>().ok())
+        .filter_map(|digest| blobs.size(&digest))
+        .sum();
     let task_bytes: usize = tasks
         .iter()
         .map(|t| coditect_memory::codec::encoded_len(t).unwrap_or(0))
@@ -149,19 +156,6 @@ pub enum SubmitError {
     /// The write was proposed but its outcome is unknown: it may have been
     /// committed (HTTP 504). Resubmitting with the same idempotency key is safe.
     MaybeCommitted(String),
-}
-
-impl SubmitError {
-    /// The message, whatever the kind.
-    pub fn message(&self) -> &str {
-        match self {
-            SubmitError::Invalid(message)
-            | SubmitError::Unavailable(message)
-            | SubmitError::NotFound(message)
-            | SubmitError::Conflict(message)
-            | SubmitError::MaybeCommitted(message) => message,
-        }
-    }
 }
 
 /// Bytes of tasks per staged chunk of a large submission: a chunk's entry
@@ -862,17 +856,16 @@ impl Node {
                 return Ok(id);
             }
         }
-        let (name, tasks) = self
+        // Validation and chunking in one trip off the runtime.
+        let (name, mut chunks) = self
             .off_runtime(move || {
-                crate::mission::check_submissions(&name, &tasks).map(|()| (name, tasks))
+                crate::mission::check_submissions(&name, &tasks)?;
+                Ok::<_, crate::mission::MissionError>((name, chunk_tasks(tasks)))
             })
             .await
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let hints: Vec<BlobHint> = hint.into_iter().collect();
-        let mut wanted: BTreeSet<String> = BTreeSet::new();
-        for task in &tasks {
-            wanted.extend(digests_of(task));
-        }
+        let wanted: BTreeSet<String> = chunks.iter().flatten().flat_map(digests_of).collect();
         for text in wanted {
             let digest: Digest = text
                 .parse()
@@ -888,8 +881,7 @@ impl Node {
             }
         }
         let at_ms = self.inner.env.now_ms();
-        let assign = self.first_placements(&tasks);
-        let mut chunks = self.off_runtime(move || chunk_tasks(tasks)).await;
+        let assign = self.first_placements(chunks.iter().flatten());
         let last = chunks.pop().unwrap_or_default();
         let staged = if chunks.is_empty() {
             None
@@ -954,12 +946,14 @@ impl Node {
     /// last round's node views (which are then charged for them), so they
     /// are assigned in the submission's own Raft entry. Empty until this
     /// leader has scheduled once; tasks left out wait for the next round.
-    fn first_placements(&self, tasks: &[TaskSubmission]) -> Vec<(String, NodeId)> {
+    fn first_placements<'a>(
+        &self,
+        tasks: impl Iterator<Item = &'a TaskSubmission>,
+    ) -> Vec<(String, NodeId)> {
         if !self.caught_up() {
             return Vec::new();
         }
         let ready: Vec<TaskView> = tasks
-            .iter()
             .enumerate()
             .filter(|(_, t)| !t.done && t.needs.is_empty())
             .map(|(i, t)| TaskView {
@@ -1034,12 +1028,13 @@ impl Node {
         let agents: AgentConfig = self.inner.agents.clone();
         let blobs = self.inner.blobs.clone();
         let text = text.to_string();
-        let (name, tasks) = self
+        let (name, tasks, budget) = self
             .off_runtime(move || -> Result<_, String> {
                 let spec = parse_mission(&text, format, &agents).map_err(|e| e.to_string())?;
                 let validated = validate(&spec, None).map_err(|e| e.to_string())?;
                 let tasks = to_submissions(&validated, &blobs).map_err(|e| e.to_string())?;
-                Ok((validated.spec().name.clone(), tasks))
+                let budget = submit_budget(&tasks, &blobs);
+                Ok((validated.spec().name.clone(), tasks, budget))
             })
             .await
             .map_err(SubmitError::Invalid)?;
@@ -1049,18 +1044,6 @@ impl Node {
         let leader = self
             .leader()
             .ok_or_else(|| SubmitError::Unavailable("no leader known yet".into()))?;
-        let blob_bytes: u64 = {
-            let mut named: BTreeSet<String> = BTreeSet::new();
-            for task in &tasks {
-                named.extend(digests_of(task));
-            }
-            named
-                .iter()
-                .filter_map(|text| text.parse::<Digest>().ok())
-                .filter_map(|digest| self.inner.blobs.size(&digest))
-                .sum()
-        };
-        let budget = submit_budget(&tasks, blob_bytes);
         let request = NodeRequest::Submit {
             name,
             tasks,
