@@ -96,8 +96,9 @@ pub async fn start_raft(
 ) -> Result<(MeshRaft, storage::StateMachineStore), StartError> {
     storage::check_format(store.as_ref()).map_err(StartError::Storage)?;
     let config = Arc::new(raft_config(timing).map_err(StartError::Config)?);
-    let (log_store, state_machine) =
+    let (log_store, mut state_machine) =
         storage::open_storage(store).map_err(|e| StartError::Storage(e.to_string()))?;
+    state_machine.set_offload(context.offload());
     let network = network::NetworkFactory::new(node_id, transport);
     // openraft spawns its tasks inside Raft::new: they inherit the context.
     let raft = context

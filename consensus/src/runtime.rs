@@ -10,6 +10,11 @@
 //! from its own RNG, so elections replay exactly. Outside any context the
 //! runtime falls back to an OS-seeded generator.
 //!
+//! The context also carries the node's [`Offload`]: where the state machine
+//! runs long synchronous work (building and installing snapshots) so it does
+//! not stall the runtime that serves Raft. Production passes tokio's
+//! blocking pool; the simulation passes nothing and the work runs in line.
+//!
 //! This file is the production Raft runtime seam, so it calls tokio's spawn
 //! and clock directly.
 #![allow(clippy::disallowed_methods)] // Raft runtime seam
@@ -18,6 +23,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use openraft::async_runtime::{AsyncRuntime, TokioOneShotSender};
 use openraft::{OptionalSend, TokioInstant};
 use rand::{RngCore, SeedableRng};
@@ -27,10 +33,41 @@ tokio::task_local! {
     static CONTEXT: RaftContext;
 }
 
+/// Runs a synchronous job off the async runtime and resolves when it ends.
+pub type Offload = Arc<dyn Fn(Box<dyn FnOnce() + Send>) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// The per-node context Raft tasks run in.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RaftContext {
     rng: Arc<Mutex<ChaCha8Rng>>,
+    offload: Option<Offload>,
+}
+
+impl std::fmt::Debug for RaftContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftContext")
+            .field("offload", &self.offload.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `job` through `offload` (in line without one) and returns its value.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    offload: Option<&Offload>,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let Some(offload) = offload else {
+        return job();
+    };
+    let slot = Arc::new(Mutex::new(None));
+    let filled = slot.clone();
+    offload(Box::new(move || {
+        let value = job();
+        *filled.lock().expect("offload slot") = Some(value);
+    }))
+    .await;
+    let value = slot.lock().expect("offload slot").take();
+    value.expect("the offloaded job ran to completion")
 }
 
 impl RaftContext {
@@ -38,6 +75,7 @@ impl RaftContext {
     pub fn seeded(seed: u64) -> Self {
         RaftContext {
             rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+            offload: None,
         }
     }
 
@@ -45,7 +83,19 @@ impl RaftContext {
     pub fn from_entropy() -> Self {
         RaftContext {
             rng: Arc::new(Mutex::new(ChaCha8Rng::from_entropy())),
+            offload: None,
         }
+    }
+
+    /// Runs the state machine's long synchronous work through `offload`.
+    pub fn with_offload(mut self, offload: Offload) -> Self {
+        self.offload = Some(offload);
+        self
+    }
+
+    /// The offload this context carries, if any.
+    pub fn offload(&self) -> Option<Offload> {
+        self.offload.clone()
     }
 
     /// Runs `future` (and every task openraft spawns from it) in this context.

@@ -89,6 +89,24 @@ fn log_key(index: u64) -> Vec<u8> {
     index.to_be_bytes().to_vec()
 }
 
+/// Waits out the device time `store` models for a write of `bytes` bytes
+/// (nothing on a real store: see [`KvStore::device_time`]).
+async fn device_time(store: &dyn KvStore, bytes: usize, durable: bool) {
+    if let Some(wait) = store.device_time(bytes, durable) {
+        wait.await;
+    }
+}
+
+fn ops_bytes(ops: &[KvOp]) -> usize {
+    ops.iter()
+        .map(|op| match op {
+            KvOp::Put(_, key, value) => key.len() + value.len(),
+            KvOp::Delete(_, key) => key.len(),
+            KvOp::DeleteRange(_, from, to) => from.len() + to.len(),
+        })
+        .sum()
+}
+
 fn storage_error(
     subject: ErrorSubject<NodeId>,
     verb: ErrorVerb,
@@ -272,6 +290,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        device_time(self.store.as_ref(), KEY_VOTE.len(), true).await;
         self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)
     }
 
@@ -280,6 +299,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        device_time(self.store.as_ref(), KEY_COMMITTED.len(), true).await;
         self.write_meta(KEY_COMMITTED, &committed, ErrorSubject::Store)
     }
 
@@ -302,6 +322,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Durable (fsync) before the callback: openraft counts the entries as
         // persisted, and may count this node toward a quorum, once it fires.
+        device_time(self.store.as_ref(), ops_bytes(&ops), true).await;
         let result = self.store.write(ops, true);
         match result {
             Ok(()) => {
@@ -477,6 +498,8 @@ pub struct StateMachineStore {
     applied_watch: Arc<tokio::sync::watch::Sender<u64>>,
     snapshot_sequence: u64,
     naming: Arc<std::sync::Mutex<()>>,
+    /// Where snapshot builds and installs run (in line when `None`).
+    offload: Option<crate::runtime::Offload>,
 }
 
 impl StateMachineStore {
@@ -537,11 +560,17 @@ impl StateMachineStore {
             applied_watch: Arc::new(tokio::sync::watch::channel(index).0),
             snapshot_sequence: 0,
             naming: Arc::new(std::sync::Mutex::new(())),
+            offload: None,
         })
     }
 
     /// A fresh name for snapshot data (a persistent counter, so it never
     /// names the chunks of the current snapshot).
+    /// Runs snapshot builds and installs through `offload` from now on.
+    pub fn set_offload(&mut self, offload: Option<crate::runtime::Offload>) {
+        self.offload = offload;
+    }
+
     fn next_snapshot_name(&self, kind: &str) -> StorageResult<String> {
         let _naming = self.naming.lock().expect("naming lock");
         let subject = ErrorSubject::Snapshot(None);
@@ -694,18 +723,21 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         // The state column and the applied position are exported as of one
         // moment, entry by entry into chunks: no copy of the whole state.
+        // This reads the whole state (seconds at a GiB), so it runs off the
+        // runtime that serves Raft.
         let subject = ErrorSubject::Snapshot(None);
         let name = self.next_snapshot_name("b")?;
-        let mut writer = crate::snapshot::FrameWriter::new(self.store.clone(), name.clone())
-            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
-        let applied = self
-            .store
-            .export(Column::State, KEY_APPLIED, &mut |key, value| {
-                writer.entry(key, value)
+        let store = self.store.clone();
+        let chunks = name.clone();
+        let (data, applied) =
+            crate::runtime::off_runtime(self.offload.as_ref(), move || -> Result<_, KvError> {
+                let mut writer = crate::snapshot::FrameWriter::new(store.clone(), chunks)?;
+                let applied = store.export(Column::State, KEY_APPLIED, &mut |key, value| {
+                    writer.entry(key, value)
+                })?;
+                Ok((writer.finish()?, applied))
             })
-            .map_err(kv(subject.clone(), ErrorVerb::Write))?;
-        let data = writer
-            .finish()
+            .await
             .map_err(kv(subject.clone(), ErrorVerb::Write))?;
         let applied: AppliedMeta = match applied {
             Some(bytes) => {
@@ -916,8 +948,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // No entry is applied while openraft installs, and readers keep the
         // state in memory until it is swapped below, so the replay and the
         // reload run without the state lock.
-        replay_snapshot(&self.store, &marker)?;
-        let mut state = load_state(self.store.as_ref())?;
+        let store = self.store.clone();
+        let replayed = marker.clone();
+        let mut state = crate::runtime::off_runtime(self.offload.as_ref(), move || {
+            replay_snapshot(&store, &replayed)?;
+            load_state(store.as_ref())
+        })
+        .await?;
         // Views cached by revision must not match the new state by accident:
         // revisions after an install start in a range counting never reaches.
         let installed_at = meta.last_log_id.map(|id| id.index).unwrap_or(0);

@@ -92,7 +92,7 @@ async fn start_bench_node(
         &timing,
         kv,
         Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
-        coditect_consensus::runtime::RaftContext::from_entropy(),
+        coditect_node::start::raft_context(&env),
     )
     .await
     .map_err(|e| failed(e.to_string()))?;

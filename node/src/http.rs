@@ -12,7 +12,7 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::messages::MissionAction;
 use crate::mission::MissionFormat;
-use crate::runtime::{mission_json, Node, SubmitError};
+use crate::runtime::{Node, SubmitError};
 
 /// Largest mission file accepted.
 const MAX_MISSION_BYTES: usize = 8 * 1024 * 1024;
@@ -408,21 +408,32 @@ async fn control(
     // A repeated cancel (same key, after a lost answer) finds the mission
     // cancelled already: that is the answer the first one would have had.
     if key.is_some() && action == MissionAction::Cancel {
-        if let Ok(Some(mission)) = state.node.mission(id).await {
-            if mission.state == coditect_consensus::mission::MissionState::Cancelled {
-                return Json(mission_json(&mission, &state.node.peer_ids(), true)).into_response();
+        if let Ok(Some(summary)) = state.node.mission_view(id, false, None).await {
+            let cancelled = serde_json::from_str::<serde_json::Value>(&summary.body)
+                .ok()
+                .is_some_and(|view| view["state"] == "cancelled");
+            if cancelled {
+                return full_view(state, id).await;
             }
         }
     }
     match state.node.control(id, action).await {
-        Ok(()) => match state.node.mission(id).await {
-            Ok(Some(mission)) => {
-                Json(mission_json(&mission, &state.node.peer_ids(), true)).into_response()
-            }
-            _ => Json(serde_json::json!({"id": id})).into_response(),
-        },
+        Ok(()) => full_view(state, id).await,
         Err(SubmitError::Invalid(message)) => error(StatusCode::CONFLICT, message),
         Err(problem) => submit_error(problem),
+    }
+}
+
+/// The mission's view with its tasks, as `GET /api/missions/{id}` shows it
+/// (shared with the long polls' cache; relayed by the leader outside Raft).
+async fn full_view(state: &ApiState, id: &str) -> Response {
+    match state.node.mission_view(id, true, None).await {
+        Ok(Some(view)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from(axum::body::Bytes::from_owner(SharedBody(view.body))),
+        )
+            .into_response(),
+        _ => Json(serde_json::json!({"id": id})).into_response(),
     }
 }
 

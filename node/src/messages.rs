@@ -1,7 +1,7 @@
 //! What nodes say to each other: request-response payloads and gossip adverts.
 //! All of it is encoded by `coditect_memory::codec`.
 
-use coditect_consensus::mission::{MissionRecord, TaskSubmission};
+use coditect_consensus::mission::{TaskResult, TaskSubmission};
 use coditect_consensus::{Capabilities, Load, NodeId, NodeRecord};
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +71,15 @@ pub enum NodeRequest {
         /// a little longer), ms.
         budget_ms: u64,
     },
-    /// One mission as the leader's state holds it.
-    GetMission(String),
+    /// One task's committed result, as the leader's state holds it (a
+    /// node outside Raft reading a task's output; never the whole mission,
+    /// which can outgrow a frame).
+    GetTaskResult {
+        /// Mission id.
+        mission: String,
+        /// Task name.
+        task: String,
+    },
     /// A page of mission summaries (see `Node::missions_page`).
     ListMissions {
         /// Missions numbered after this one.
@@ -88,6 +95,8 @@ pub enum NodeRequest {
         with_tasks: bool,
         /// The version the asker has: answered without a body if unchanged.
         known: Option<String>,
+        /// First byte wanted: a large view travels in parts under the frame cap.
+        offset: u64,
     },
     /// Cancel or retry a mission; to the leader.
     Control {
@@ -159,12 +168,26 @@ pub enum NodeResponse {
     },
     /// The id of a mission just created.
     MissionCreated(String),
-    /// A mission, if the leader knows it.
-    Mission(Option<Box<MissionRecord>>),
+    /// A task's committed result, if the leader has one.
+    TaskResult(Option<Box<TaskResult>>),
+    /// The leader knows no such mission.
+    NoMission,
     /// A page of missions, as JSON text.
     MissionList(String),
     /// A mission's view, if the leader knows it (an empty body: unchanged).
     MissionView(Option<crate::runtime::MissionView>),
+    /// Part of a mission's view: `bytes` from the asked offset of the JSON
+    /// of `version`, which is `total` bytes long.
+    MissionViewPart {
+        /// The view's version.
+        version: String,
+        /// The mission is over.
+        finished: bool,
+        /// Length of the whole view, bytes.
+        total: u64,
+        /// This part.
+        bytes: Vec<u8>,
+    },
     /// Whether a report was committed (`false`: stale, the task moved on).
     Reported {
         /// Committed.

@@ -42,6 +42,10 @@ pub struct AutopilotInput {
     pub caught_up: BTreeSet<NodeId>,
     /// Health of every registered node.
     pub health: BTreeMap<NodeId, Health>,
+    /// Voters whose replication made no progress for longer than the grace
+    /// period while behind the leader ([`ReplicationWatch`]): a process that
+    /// heartbeats but whose Raft is wedged counts as gone.
+    pub stalled: BTreeSet<NodeId>,
     /// A node is live if heard from within this many ms.
     pub live_ms: u64,
     /// A voter silent for longer than this is replaced (default 10 s).
@@ -95,7 +99,10 @@ pub fn autopilot(input: &AutopilotInput) -> Option<AutopilotAction> {
         .voters
         .iter()
         .copied()
-        .filter(|id| *id != input.leader && input.health_of(*id).is_gone(input.grace_ms))
+        .filter(|id| {
+            *id != input.leader
+                && (input.health_of(*id).is_gone(input.grace_ms) || input.stalled.contains(id))
+        })
         .collect();
     let mut promotable = input.promotable();
 
@@ -172,6 +179,63 @@ pub fn autopilot(input: &AutopilotInput) -> Option<AutopilotAction> {
         }
     }
     None
+}
+
+/// The leader's record of each follower's replication progress, so voters
+/// are judged by what Raft does, not by heartbeats alone.
+///
+/// A follower makes progress when its matched log index moves forward or it
+/// is within `caught_up_entries` of the leader's last index. One that is
+/// behind and has not moved for a while is stalled: its process may answer
+/// heartbeats while its log does not advance (a wedged disk, a dead Raft
+/// core, a replication stream that keeps failing).
+#[derive(Clone, Debug, Default)]
+pub struct ReplicationWatch {
+    /// Follower -> (matched index last seen, ms when it last made progress).
+    progress: BTreeMap<NodeId, (u64, u64)>,
+}
+
+impl ReplicationWatch {
+    /// Forgets everything (a new term of leadership starts counting afresh).
+    pub fn reset(&mut self) {
+        self.progress.clear();
+    }
+
+    /// Records the leader's replication state at `now_ms`. `matched` maps
+    /// every follower the leader replicates to its matched index (0 if none
+    /// yet); followers no longer replicated are forgotten.
+    pub fn observe(
+        &mut self,
+        now_ms: u64,
+        last_index: u64,
+        caught_up_entries: u64,
+        matched: &BTreeMap<NodeId, u64>,
+    ) {
+        self.progress.retain(|id, _| matched.contains_key(id));
+        for (id, index) in matched {
+            let caught_up = index.saturating_add(caught_up_entries) >= last_index;
+            match self.progress.get_mut(id) {
+                Some((seen, at)) => {
+                    if *index > *seen || caught_up {
+                        *at = now_ms;
+                    }
+                    *seen = (*seen).max(*index);
+                }
+                None => {
+                    self.progress.insert(*id, (*index, now_ms));
+                }
+            }
+        }
+    }
+
+    /// Followers that have made no progress for longer than `grace_ms`.
+    pub fn stalled(&self, now_ms: u64, grace_ms: u64) -> BTreeSet<NodeId> {
+        self.progress
+            .iter()
+            .filter(|(_, (_, at))| now_ms.saturating_sub(*at) > grace_ms)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// What the gossip says about membership, as the leader announced it.
@@ -277,6 +341,7 @@ mod tests {
             learners: learners.iter().copied().collect(),
             caught_up: learners.iter().copied().collect(),
             health: health.iter().copied().collect(),
+            stalled: BTreeSet::new(),
             live_ms: 3_000,
             grace_ms: 10_000,
         }
@@ -327,6 +392,53 @@ mod tests {
             &[(2, live()), (3, silent(9_000)), (4, live()), (5, live())],
         );
         assert_eq!(autopilot(&state), None);
+    }
+
+    #[test]
+    fn a_voter_whose_replication_stalled_is_replaced_though_it_heartbeats() {
+        let mut state = input(
+            &[1, 2, 3],
+            &[4, 5],
+            &[(2, live()), (3, live()), (4, live()), (5, live())],
+        );
+        state.stalled = [3].into();
+        assert_eq!(
+            autopilot(&state),
+            Some(AutopilotAction::SetVoters([1, 2, 4].into()))
+        );
+        // The leader itself is never replaced, whatever the watch says.
+        state.stalled = [1].into();
+        assert_eq!(autopilot(&state), None);
+    }
+
+    #[test]
+    fn the_watch_tells_a_stalled_follower_from_a_slow_or_idle_one() {
+        let mut watch = ReplicationWatch::default();
+        let at = |matched: &[(NodeId, u64)]| matched.iter().copied().collect::<BTreeMap<_, _>>();
+        // 2 is caught up, 3 is behind and moving, 4 is behind and stuck.
+        watch.observe(0, 1_000, 100, &at(&[(2, 1_000), (3, 10), (4, 10)]));
+        for step in 1..=30u64 {
+            let last = 1_000 + step * 500;
+            watch.observe(
+                step * 1_000,
+                last,
+                100,
+                &at(&[(2, last), (3, 10 + step * 400), (4, 10)]),
+            );
+        }
+        assert_eq!(watch.stalled(30_000, 10_000), [4].into());
+        assert!(watch.stalled(30_000, 40_000).is_empty());
+        // An idle leader: a follower at the last index never stalls.
+        let mut idle = ReplicationWatch::default();
+        for step in 0..60u64 {
+            idle.observe(step * 1_000, 77, 100, &at(&[(2, 77)]));
+        }
+        assert!(idle.stalled(60_000, 10_000).is_empty());
+        // Once it moves again, it is no longer stalled; once gone, forgotten.
+        watch.observe(31_000, 16_000, 100, &at(&[(4, 11)]));
+        assert!(watch.stalled(31_000, 10_000).is_empty());
+        watch.observe(50_000, 16_000, 100, &at(&[]));
+        assert!(watch.stalled(50_000, 10_000).is_empty());
     }
 
     #[test]
@@ -451,6 +563,7 @@ mod tests {
             learners in proptest::collection::btree_set(1u64..12, 0..5),
             silences in proptest::collection::btree_map(1u64..12, proptest::option::of(0u64..30_000), 0..12),
             target in 1usize..6,
+            stalled in proptest::collection::btree_set(1u64..12, 0..4),
         ) {
             let leader = *voters.iter().next().unwrap();
             let learners: BTreeSet<NodeId> = learners.difference(&voters).copied().collect();
@@ -463,6 +576,7 @@ mod tests {
                 learners: learners.clone(),
                 caught_up: learners.clone(),
                 health,
+                stalled: stalled.difference(&learners).copied().collect(),
                 live_ms: 3_000,
                 grace_ms: 10_000,
             };
@@ -474,6 +588,12 @@ mod tests {
                     for id in new_voters.difference(&voters) {
                         prop_assert!(learners.contains(id));
                         prop_assert!(state.live(*id));
+                    }
+                    // A stalled voter (other than the leader) is never kept.
+                    for id in &state.stalled {
+                        if *id != leader {
+                            prop_assert!(!new_voters.contains(id));
+                        }
                     }
                 }
                 Some(AutopilotAction::AddLearners(ids)) => {

@@ -166,7 +166,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         &timing,
         kv,
         Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
-        coditect_consensus::runtime::RaftContext::from_entropy(),
+        raft_context(&env),
     )
     .await
     .map_err(|error| match error {
@@ -496,4 +496,12 @@ mod tests {
             }
         }
     }
+}
+
+/// The Raft context of a production node: OS-seeded, and snapshot builds and
+/// installs on the blocking pool through the node's [`Env`].
+pub fn raft_context(env: &Arc<TokioEnv>) -> coditect_consensus::runtime::RaftContext {
+    let env = env.clone();
+    coditect_consensus::runtime::RaftContext::from_entropy()
+        .with_offload(Arc::new(move |job| env.run_blocking(job)))
 }

@@ -444,3 +444,84 @@ fn two_hundred_long_polls_on_a_5000_task_mission_leave_the_node_answering() {
     let status = nodes[0].status().expect("status after the polls");
     assert!(status["leader"].is_string());
 }
+
+#[test]
+fn a_node_outside_raft_reads_a_view_larger_than_a_frame_part_by_part() {
+    let dir = tempfile::tempdir().unwrap();
+    // One voter and two standbys hold the replica; the fourth node does not,
+    // so it asks the leader for everything it shows.
+    let extra = ["--voters", "1", "--slots", "8", "--queue-depth", "32"];
+    let first = NodeProcess::start(
+        &dir.path().join("n0"),
+        "n0",
+        &coditect_tests::mesh_flags(100, None, &extra),
+    );
+    let boot = first.bootstrap_addr();
+    let mut nodes = vec![first];
+    for i in 1..4 {
+        nodes.push(NodeProcess::start(
+            &dir.path().join(format!("n{i}")),
+            &format!("n{i}"),
+            &coditect_tests::mesh_flags(100, Some(&boot), &extra),
+        ));
+    }
+    let worker = wait_for(
+        Duration::from_secs(90),
+        "two standbys and a node outside Raft",
+        || {
+            let statuses: Vec<Value> = nodes.iter().map(|n| n.status()).collect::<Option<_>>()?;
+            let roles: Vec<&str> = statuses.iter().filter_map(|s| s["role"].as_str()).collect();
+            let count = |role: &str| roles.iter().filter(|r| **r == role).count();
+            if (count("leader"), count("learner"), count("worker")) != (1, 2, 1) {
+                return None;
+            }
+            nodes
+                .iter()
+                .zip(&statuses)
+                .find(|(_, s)| s["role"] == "worker")
+                .map(|(n, _)| n)
+        },
+    );
+    // 4,500 results with a 4 KiB stdout head each: a view of about 19 MB,
+    // more than one frame (16 MiB) carries, so it travels in 4 MiB parts.
+    write(dir.path(), "print.wat", &printer_wat(4096));
+    let count = 4_500;
+    let file = write(dir.path(), "flat.toml", &flat_mission("print.wat", count));
+    let (code, id, stderr) = submit(worker, &file, &["--wait"], Duration::from_secs(600));
+    assert_eq!(code, 0, "{}", &stderr[stderr.len().saturating_sub(4000)..]);
+    let leader = nodes
+        .iter()
+        .find(|n| n.status().is_some_and(|s| s["role"] == "leader"))
+        .expect("a leader");
+    let (code, relayed) =
+        coditect_tests::http_request("GET", &worker.http, &format!("/api/missions/{id}")).unwrap();
+    assert_eq!(code, 200, "{}", &relayed[..relayed.len().min(400)]);
+    assert!(relayed.len() > 16 * 1024 * 1024, "{} bytes", relayed.len());
+    let (_, direct) =
+        coditect_tests::http_request("GET", &leader.http, &format!("/api/missions/{id}")).unwrap();
+    let relayed: Value = serde_json::from_str(&relayed).expect("the relayed view is whole JSON");
+    let direct: Value = serde_json::from_str(&direct).unwrap();
+    assert_eq!(
+        relayed, direct,
+        "the relayed view differs from the leader's"
+    );
+    assert_eq!(relayed["tasks"].as_array().unwrap().len(), count);
+    // A task's output, through the leader's copy of just that result.
+    let (code, stdout) = coditect_tests::http_request(
+        "GET",
+        &worker.http,
+        &format!("/api/missions/{id}/tasks/t7/output/stdout"),
+    )
+    .unwrap();
+    assert_eq!((code, stdout.len()), (200, 4096));
+    assert!(stdout.bytes().all(|b| b == b'x'));
+    // Cancelling a finished mission is a conflict, also across the hop;
+    // an unknown mission is not found.
+    let (code, body) =
+        coditect_tests::http_request("DELETE", &worker.http, &format!("/api/missions/{id}"))
+            .unwrap();
+    assert_eq!(code, 409, "{body}");
+    let (code, _) =
+        coditect_tests::http_request("DELETE", &worker.http, "/api/missions/m999999").unwrap();
+    assert_eq!(code, 404);
+}

@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use coditect_consensus::mission::{MissionRecord, TaskRecord, TaskState, TaskSubmission};
+use coditect_consensus::mission::{
+    MissionRecord, TaskRecord, TaskResult, TaskState, TaskSubmission,
+};
 use coditect_consensus::{Command, CommandResponse, MeshState, NodeId};
 use coditect_memory::Digest;
 use futures::FutureExt;
@@ -79,9 +81,14 @@ const MAX_CACHED_VIEWS: usize = 64;
 pub const MAX_WAITERS: usize = 1_024;
 /// Long polls one client address may hold at once, at most.
 pub const MAX_WAITERS_PER_CLIENT: usize = 256;
-/// Largest view relayed from the leader to a node outside Raft, bytes
-/// (under the transport's 16 MiB frame cap).
-const MAX_RELAYED_VIEW_BYTES: usize = 12 * 1024 * 1024;
+/// Largest view relayed from the leader to a node outside Raft, bytes.
+const MAX_RELAYED_VIEW_BYTES: u64 = 256 * 1024 * 1024;
+/// A relayed view travels in parts of this size (under the transport's
+/// 16 MiB frame cap).
+const RELAY_PART_BYTES: usize = 4 * 1024 * 1024;
+/// Times a relayed view is started over because the mission changed while
+/// its parts travelled, before the asker gives up.
+const RELAY_RESTARTS: usize = 3;
 
 /// One version of a mission's JSON, built once and shared by every reader.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -1103,17 +1110,7 @@ impl Node {
         known: Option<&str>,
     ) -> Result<Option<MissionView>, String> {
         if !self.holds_replica() {
-            let leader = self.leader().ok_or("no leader known yet")?;
-            let request = NodeRequest::GetMissionView {
-                id: id.to_string(),
-                with_tasks,
-                known: known.map(str::to_string),
-            };
-            return match self.ask(&leader, &request).await? {
-                NodeResponse::MissionView(view) => Ok(view),
-                NodeResponse::Error(message) => Err(message),
-                other => Err(format!("the leader answered {other:?}")),
-            };
+            return self.relayed_view(id, with_tasks, known).await;
         }
         let key = (id.to_string(), with_tasks);
         let Some(revision) = self.state(|state| state.missions.get(id).map(|m| m.revision.0))
@@ -1170,13 +1167,80 @@ impl Node {
         Some(entry.2.clone())
     }
 
-    /// Leader: a view for a node outside Raft; `Unchanged` when the asker
-    /// has that version already, an error when it is too large to relay.
+    /// Outside Raft: the view from the leader's cache, in parts. A part of
+    /// another version (the mission changed meanwhile) starts it over.
+    async fn relayed_view(
+        &self,
+        id: &str,
+        with_tasks: bool,
+        known: Option<&str>,
+    ) -> Result<Option<MissionView>, String> {
+        let leader = self.leader().ok_or("no leader known yet")?;
+        let mut body: Vec<u8> = Vec::new();
+        let mut pinned: Option<String> = None;
+        let mut restarts = 0;
+        loop {
+            let request = NodeRequest::GetMissionView {
+                id: id.to_string(),
+                with_tasks,
+                known: pinned
+                    .is_none()
+                    .then(|| known.map(str::to_string))
+                    .flatten(),
+                offset: body.len() as u64,
+            };
+            let (version, finished, total, bytes) = match self.ask(&leader, &request).await? {
+                NodeResponse::MissionView(view) => return Ok(view),
+                NodeResponse::NoMission => return Ok(None),
+                NodeResponse::MissionViewPart {
+                    version,
+                    finished,
+                    total,
+                    bytes,
+                } => (version, finished, total, bytes),
+                NodeResponse::Error(message) => return Err(message),
+                other => return Err(format!("the leader answered {other:?}")),
+            };
+            if total > MAX_RELAYED_VIEW_BYTES {
+                return Err(format!(
+                    "the mission's view is {total} bytes, more than the {MAX_RELAYED_VIEW_BYTES} a node outside Raft relays; ask with tasks=false or ask a voter"
+                ));
+            }
+            if pinned.as_ref().is_some_and(|pinned| *pinned != version) {
+                restarts += 1;
+                if restarts > RELAY_RESTARTS {
+                    return Err(
+                        "the mission kept changing while its view was relayed; try again".into(),
+                    );
+                }
+                body.clear();
+                pinned = None;
+                continue;
+            }
+            if bytes.is_empty() && (body.len() as u64) < total {
+                return Err("the leader sent an empty part of the view".into());
+            }
+            body.extend_from_slice(&bytes);
+            pinned = Some(version);
+            if body.len() as u64 >= total {
+                let body = String::from_utf8(body).map_err(|_| "the relayed view is not UTF-8")?;
+                return Ok(Some(MissionView {
+                    version: pinned.expect("a pinned version"),
+                    body: std::sync::Arc::new(body),
+                    finished,
+                }));
+            }
+        }
+    }
+
+    /// Leader: one part of a view for a node outside Raft; no body when the
+    /// asker has that version already.
     pub(super) async fn relay_view(
         &self,
         id: &str,
         with_tasks: bool,
         known: Option<String>,
+        offset: u64,
     ) -> NodeResponse {
         match self.mission_view(id, with_tasks, None).await {
             Ok(Some(view)) if known.as_deref() == Some(view.version.as_str()) => {
@@ -1185,11 +1249,18 @@ impl Node {
                     ..view
                 }))
             }
-            Ok(Some(view)) if view.body.len() > MAX_RELAYED_VIEW_BYTES => NodeResponse::Error(format!(
-                "the mission's view is {} bytes, too large to relay; ask with tasks=false or ask a voter",
-                view.body.len()
-            )),
-            Ok(view) => NodeResponse::MissionView(view),
+            Ok(Some(view)) => {
+                let whole = view.body.as_bytes();
+                let start = (offset as usize).min(whole.len());
+                let end = start.saturating_add(RELAY_PART_BYTES).min(whole.len());
+                NodeResponse::MissionViewPart {
+                    version: view.version,
+                    finished: view.finished,
+                    total: whole.len() as u64,
+                    bytes: whole[start..end].to_vec(),
+                }
+            }
+            Ok(None) => NodeResponse::NoMission,
             Err(error) => NodeResponse::Error(error),
         }
     }
@@ -1245,17 +1316,30 @@ impl Node {
         membership.get_node(&self.inner.node_id).is_some() && metrics.last_applied.is_some()
     }
 
-    /// A mission: from the local replica, or (outside Raft) from the leader.
-    pub async fn mission(&self, id: &str) -> Result<Option<MissionRecord>, String> {
+    /// A task's committed result: from the local replica, or (outside
+    /// Raft) from the leader.
+    pub async fn task_result(
+        &self,
+        mission: &str,
+        task: &str,
+    ) -> Result<Option<TaskResult>, String> {
         if self.holds_replica() {
-            return Ok(self.state(|state| state.missions.get(id).cloned()));
+            return Ok(self.state(|state| {
+                state
+                    .missions
+                    .get(mission)
+                    .and_then(|m| m.tasks.get(task))
+                    .and_then(|t| t.result.clone())
+            }));
         }
         let leader = self.leader().ok_or("no leader known yet")?;
-        match self
-            .ask(&leader, &NodeRequest::GetMission(id.to_string()))
-            .await?
-        {
-            NodeResponse::Mission(mission) => Ok(mission.map(|m| *m)),
+        let request = NodeRequest::GetTaskResult {
+            mission: mission.to_string(),
+            task: task.to_string(),
+        };
+        match self.ask(&leader, &request).await? {
+            NodeResponse::TaskResult(result) => Ok(result.map(|r| *r)),
+            NodeResponse::NotLeader { .. } => Err("the leader changed; try again".into()),
             other => Err(format!("the leader answered {other:?}")),
         }
     }
@@ -1342,7 +1426,7 @@ impl Node {
             .await
         {
             Ok(NodeResponse::Ack) => Ok(()),
-            Ok(NodeResponse::Mission(None)) => {
+            Ok(NodeResponse::NoMission) => {
                 Err(SubmitError::NotFound(format!("no mission {mission}")))
             }
             Ok(NodeResponse::Refused(error)) => Err(error),
@@ -1404,10 +1488,7 @@ impl Node {
         task: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, String> {
-        let Some(record) = self.mission(mission).await? else {
-            return Ok(None);
-        };
-        let Some(result) = record.tasks.get(task).and_then(|t| t.result.clone()) else {
+        let Some(result) = self.task_result(mission, task).await? else {
             return Ok(None);
         };
         let digest = if path == "stdout" && !result.outputs.iter().any(|(p, _, _)| p == path) {

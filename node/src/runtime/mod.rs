@@ -104,6 +104,10 @@ struct LocalView {
     pending_heartbeats: BTreeMap<NodeId, Load>,
     /// When this node became leader (to give everyone a fair grace period).
     leader_since: Option<Duration>,
+    /// Leader only: each follower's replication progress.
+    replication: roles::ReplicationWatch,
+    /// Leader only: stalled voters already logged.
+    stalled_reported: BTreeSet<NodeId>,
     /// When we last knew a leader.
     last_leader_seen: Duration,
     last_leader: Option<NodeId>,
@@ -879,17 +883,25 @@ impl Node {
                 id,
                 with_tasks,
                 known,
+                offset,
             } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
                         leader: self.leader(),
                     };
                 }
-                self.relay_view(&id, with_tasks, known).await
+                self.relay_view(&id, with_tasks, known, offset).await
             }
-            NodeRequest::GetMission(id) => NodeResponse::Mission(
-                self.state(|state| state.missions.get(&id).cloned().map(Box::new)),
-            ),
+            NodeRequest::GetTaskResult { mission, task } => {
+                NodeResponse::TaskResult(self.state(|state| {
+                    state
+                        .missions
+                        .get(&mission)
+                        .and_then(|m| m.tasks.get(task.as_str()))
+                        .and_then(|t| t.result.clone())
+                        .map(Box::new)
+                }))
+            }
             NodeRequest::Control { mission, action } => {
                 if !self.is_leader() {
                     return NodeResponse::NotLeader {
@@ -898,7 +910,7 @@ impl Node {
                 }
                 match self.leader_control(&mission, action).await {
                     Ok(()) => NodeResponse::Ack,
-                    Err(SubmitError::NotFound(_)) => NodeResponse::Mission(None),
+                    Err(SubmitError::NotFound(_)) => NodeResponse::NoMission,
                     Err(error) => NodeResponse::Refused(error),
                 }
             }
@@ -1303,6 +1315,7 @@ impl Node {
             (true, None) => {
                 view.leader_since = Some(now);
                 view.heard.clear();
+                view.replication.reset();
                 view.membership_change_in_flight = false;
                 // Scheduling starts now rather than at the next idle wake-up.
                 self.inner.wake.notify_one();
@@ -1421,19 +1434,21 @@ impl Node {
             return;
         }
         let last_index = metrics.last_log_index.unwrap_or(0);
-        let caught_up: BTreeSet<NodeId> = metrics
+        let matched: BTreeMap<NodeId, u64> = metrics
             .replication
             .as_ref()
             .map(|replication| {
                 replication
                     .iter()
-                    .filter(|(_, matched)| {
-                        matched.map(|id| id.index).unwrap_or(0) + CAUGHT_UP_ENTRIES >= last_index
-                    })
-                    .map(|(id, _)| *id)
+                    .map(|(id, matched)| (*id, matched.map(|id| id.index).unwrap_or(0)))
                     .collect()
             })
             .unwrap_or_default();
+        let caught_up: BTreeSet<NodeId> = matched
+            .iter()
+            .filter(|(_, index)| *index + CAUGHT_UP_ENTRIES >= last_index)
+            .map(|(id, _)| *id)
+            .collect();
         let registry: BTreeMap<NodeId, (bool, MeshNode)> = self.state(|state| {
             state
                 .nodes
@@ -1469,9 +1484,29 @@ impl Node {
             let Some(since) = view.leader_since else {
                 return;
             };
+            let now_ms = now.as_millis() as u64;
+            view.replication
+                .observe(now_ms, last_index, CAUGHT_UP_ENTRIES, &matched);
+            let grace_ms = self.inner.voter_grace.as_millis() as u64;
+            let stalled: BTreeSet<NodeId> = view
+                .replication
+                .stalled(now_ms, grace_ms)
+                .intersection(&voters)
+                .copied()
+                .collect();
             if view.membership_change_in_flight {
                 return;
             }
+            for id in &stalled {
+                if view.stalled_reported.insert(*id) {
+                    tracing::warn!(
+                        node = id,
+                        "voter {id}'s log has not advanced for {} s while behind the leader; replacing it if a standby is ready",
+                        grace_ms / 1000
+                    );
+                }
+            }
+            view.stalled_reported.retain(|id| stalled.contains(id));
             let mut health = BTreeMap::new();
             for id in registry.keys().chain(voters.iter()).chain(learners.iter()) {
                 let heard_at = view
@@ -1497,6 +1532,7 @@ impl Node {
                 voters,
                 learners,
                 caught_up,
+                stalled,
                 health: health
                     .into_iter()
                     .filter(|(id, _)| {
@@ -1517,7 +1553,7 @@ impl Node {
                     })
                     .collect(),
                 live_ms: (self.inner.heartbeat * 6).as_millis() as u64,
-                grace_ms: self.inner.voter_grace.as_millis() as u64,
+                grace_ms,
             };
             let action = roles::autopilot(&input);
             if action.is_some() || !stale.is_empty() {
