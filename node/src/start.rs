@@ -444,6 +444,14 @@ async fn wait_for_signal() {
     }
 }
 
+/// The Raft context of a production node: OS-seeded, and snapshot builds and
+/// installs on the blocking pool through the node's [`Env`].
+pub fn raft_context(env: &Arc<TokioEnv>) -> coditect_consensus::runtime::RaftContext {
+    let env = env.clone();
+    coditect_consensus::runtime::RaftContext::from_entropy()
+        .with_offload(Arc::new(move |job| env.run_blocking(job)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,12 +504,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The Raft context of a production node: OS-seeded, and snapshot builds and
-/// installs on the blocking pool through the node's [`Env`].
-pub fn raft_context(env: &Arc<TokioEnv>) -> coditect_consensus::runtime::RaftContext {
-    let env = env.clone();
-    coditect_consensus::runtime::RaftContext::from_entropy()
-        .with_offload(Arc::new(move |job| env.run_blocking(job)))
 }

@@ -19,6 +19,7 @@
 //! directories are replaced by placeholders, since details are shown to
 //! whoever submitted the mission.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use coditect_consensus::mission::{TaskLimits, TaskResult, TaskSubmission, ViolationRecord};
@@ -36,6 +37,9 @@ use crate::scheduler::{check, Blame, Expectation, Violation, ViolationKind};
 /// Bytes of stdout kept in the replicated result for display; the whole of
 /// it is a blob.
 const STDOUT_HEAD_BYTES: usize = 4 * 1024;
+
+/// Bytes of stdout copied at a time into the blob store.
+const STDOUT_COPY_BYTES: usize = 256 * 1024;
 
 /// Where blobs come from: this node's store, or a peer.
 pub trait BlobSource: Send + Sync {
@@ -477,12 +481,7 @@ pub async fn run_assignment(
         blocking(move || empty_dir(&input).and_then(|()| empty_dir(&output))).await
     };
     let prepared = match emptied.and_then(|emptied| emptied) {
-        Ok(()) => {
-            run_in(
-                node, sandbox, blobs, source, &input, &output, assignment, cancel,
-            )
-            .await
-        }
+        Ok(()) => run_in(node, sandbox, blobs, source, dir, assignment, cancel).await,
         Err(error) => Err(error),
     };
     {
@@ -496,17 +495,18 @@ pub async fn run_assignment(
     scrub_result(prepared, &hide)
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; the pieces are all distinct
+/// Runs `assignment` in the work directory `dir`, whose `input/` and
+/// `output/` are empty.
 async fn run_in(
     node: NodeId,
     sandbox: &Sandbox,
     blobs: &BlobStore,
     source: &dyn BlobSource,
-    input: &Path,
-    output: &Path,
+    dir: &Path,
     assignment: &Assignment,
     cancel: CancelToken,
 ) -> Result<Report, WorkerError> {
+    let (input, output) = (&dir.join("input"), &dir.join("output"));
     let task = &assignment.task;
     // `check_assignment` has passed, so every path below is in the grammar.
     if let Some(text) = &task.input {
@@ -542,8 +542,11 @@ async fn run_in(
         }
         Err(other) => return Err(WorkerError::Sandbox(other)),
     };
-    let spec = coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits));
-    let mut outcome = sandbox
+    // The work directory holds /input and /output and no guest sees it:
+    // stdout past the sandbox's memory buffer spills there.
+    let spec =
+        coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits)).spill_dir(dir);
+    let outcome = sandbox
         .start(&prepared, spec, cancel)
         .map_err(WorkerError::Sandbox)?
         .await
@@ -554,7 +557,14 @@ async fn run_in(
         files: task.expect.files.clone(),
         ..Expectation::default()
     };
-    if let Some(first) = check(&expect, &outcome).into_iter().next() {
+    // Searching a spilled stdout reads its file: off the async runtime.
+    let (checked, outcome) = if outcome.stdout_capture.is_spilled() {
+        blocking(move || (check(&expect, &outcome), outcome)).await?
+    } else {
+        (check(&expect, &outcome), outcome)
+    };
+    let violations = checked.map_err(io("reading back stdout"))?;
+    if let Some(first) = violations.into_iter().next() {
         return Ok(violation(first.kind, first.detail));
     }
     // Dependents see these files under /input/deps/<id>/, so they must be in
@@ -574,47 +584,54 @@ async fn run_in(
         }
     }
     // Keep what the run produced; peers and dependents fetch it by digest.
-    // Reading, hashing and fsyncing run off the async runtime.
-    let (outputs, stdout_digest) = {
-        let files = outcome.files.clone();
+    // Reading, hashing and fsyncing run off the async runtime. The outcome
+    // goes with them and is dropped there, which deletes its stdout spill
+    // file once it is stored.
+    let (exit_code, fuel_used, wall_ms) = (outcome.exit_code, outcome.fuel_used, outcome.wall_ms);
+    let (kept, stdout_head) = {
         let output = output.to_path_buf();
         let blobs = blobs.clone();
-        let stdout = std::mem::take(&mut outcome.stdout);
-        let (kept, stdout) = blocking(move || {
-            let kept = keep_outputs(&blobs, &output, &files, &stdout);
-            (kept, stdout)
+        blocking(move || {
+            let kept = keep_outputs(&blobs, &output, &outcome);
+            (kept, stdout_head(&outcome.stdout).to_string())
         })
-        .await?;
-        outcome.stdout = stdout;
-        kept?
+        .await?
     };
-    let mut head_end = outcome.stdout.len().min(STDOUT_HEAD_BYTES);
-    while !outcome.stdout.is_char_boundary(head_end) {
-        head_end -= 1;
-    }
+    let (outputs, stdout_digest) = kept?;
     Ok(Report::Succeeded(TaskResult {
         node,
         attempt: assignment.attempt,
-        exit_code: outcome.exit_code,
+        exit_code,
         stdout_digest: stdout_digest.to_string(),
-        stdout_head: outcome.stdout[..head_end].to_string(),
+        stdout_head,
         outputs,
-        fuel_used: outcome.fuel_used,
-        wall_ms: outcome.wall_ms,
+        fuel_used,
+        wall_ms,
     }))
 }
 
+/// The first [`STDOUT_HEAD_BYTES`] of `stdout` at most, cut on a character
+/// boundary (the sandbox keeps far more than this in memory, so the head of
+/// its in-memory part is the head of the whole).
+fn stdout_head(stdout: &str) -> &str {
+    let mut end = stdout.len().min(STDOUT_HEAD_BYTES);
+    while !stdout.is_char_boundary(end) {
+        end -= 1;
+    }
+    &stdout[..end]
+}
+
 /// Stores a run's files and stdout as blobs; the files' `(path, digest,
-/// size)` and the stdout's digest.
+/// size)` and the stdout's digest. Stdout is streamed from the sandbox's
+/// memory and spill file into the store, never held whole in memory.
 #[allow(clippy::type_complexity)]
 fn keep_outputs(
     blobs: &BlobStore,
     output: &Path,
-    files: &[coditect_sandbox::OutputFile],
-    stdout: &str,
+    outcome: &coditect_sandbox::Outcome,
 ) -> Result<(Vec<(String, String, u64)>, Digest), WorkerError> {
-    let mut outputs = Vec::with_capacity(files.len());
-    for file in files {
+    let mut outputs = Vec::with_capacity(outcome.files.len());
+    for file in &outcome.files {
         let path = contained(output, &file.path)?;
         let bytes = std::fs::read(&path).map_err(io(format!("reading /output/{}", file.path)))?;
         let stored = blobs.put(&bytes).map_err(blob_error)?;
@@ -626,7 +643,22 @@ fn keep_outputs(
         }
         outputs.push((file.path.clone(), file.sha256.clone(), file.size));
     }
-    let stdout_digest = blobs.put(stdout.as_bytes()).map_err(blob_error)?;
+    if !outcome.stdout_capture.is_spilled() {
+        // All of it is in memory already (at most the sandbox's buffer).
+        let stdout_digest = blobs.put(outcome.stdout_head_bytes()).map_err(blob_error)?;
+        return Ok((outputs, stdout_digest));
+    }
+    let mut writer = blobs.writer().map_err(blob_error)?;
+    let mut reader = outcome.stdout_reader();
+    let mut chunk = vec![0u8; STDOUT_COPY_BYTES];
+    loop {
+        let read = reader.read(&mut chunk).map_err(io("reading back stdout"))?;
+        if read == 0 {
+            break;
+        }
+        writer.write(&chunk[..read]).map_err(blob_error)?;
+    }
+    let stdout_digest = writer.finish().map_err(blob_error)?;
     Ok((outputs, stdout_digest))
 }
 
@@ -764,6 +796,100 @@ mod tests {
                 .count();
             assert_eq!(left, 0, "{sub} is emptied after the run");
         }
+    }
+
+    /// Prints `blocks` blocks of 64 KiB, each starting with its index
+    /// (little-endian) and otherwise `i % 251` (so not UTF-8), then `MARK`.
+    fn printer(blocks: u32) -> String {
+        format!(
+            r#"(module
+          (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 2)
+          (data (i32.const 16) "{MARK}")
+          (func (export "_start") (local $i i32) (local $k i32)
+            (loop $fill
+              (i32.store8 (i32.add (i32.const 65536) (local.get $i))
+                (i32.rem_u (local.get $i) (i32.const 251)))
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $fill (i32.lt_u (local.get $i) (i32.const 65536))))
+            (loop $more
+              (i32.store (i32.const 65536) (local.get $k))
+              (i32.store (i32.const 0) (i32.const 65536))
+              (i32.store (i32.const 4) (i32.const 65536))
+              (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+              (local.set $k (i32.add (local.get $k) (i32.const 1)))
+              (br_if $more (i32.lt_u (local.get $k) (i32.const {blocks}))))
+            (i32.store (i32.const 0) (i32.const 16))
+            (i32.store (i32.const 4) (i32.const {len}))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+            len = MARK.len()
+        )
+    }
+
+    const MARK: &str = "MARK-PAST-THE-MEMORY-BUFFER";
+
+    /// What [`printer`] prints.
+    fn printed(blocks: u32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for block in 0..blocks {
+            let start = bytes.len();
+            bytes.extend((0..65536u32).map(|i| (i % 251) as u8));
+            bytes[start..start + 4].copy_from_slice(&block.to_le_bytes());
+        }
+        bytes.extend_from_slice(MARK.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn stdout_of_several_mebibytes_is_stored_whole_and_searched_past_the_buffer() {
+        let (dir, sandbox, _) = setup();
+        let blobs = BlobStore::open(dir.path().join("big-blobs"), 64 << 20).unwrap();
+        let work = dir.path().join("work");
+        let blocks = 80; // 5 MiB, far past the sandbox's memory buffer
+        let expected = printed(blocks);
+        assert!(expected.len() > 4 * coditect_sandbox::STDOUT_MEMORY_BYTES);
+        let mut job = assignment(
+            &blobs,
+            TaskExpect {
+                exit_code: Some(0),
+                stdout_contains: Some(MARK.into()),
+                files: vec![],
+            },
+        );
+        job.task.module = blobs.put(printer(blocks).as_bytes()).unwrap().to_string();
+        job.task.limits.output_mb = 8;
+        let report = run(1, &sandbox, &blobs, &work, &job).unwrap();
+        let Report::Succeeded(result) = report else {
+            panic!("the mark past the buffer was not found: {report:?}")
+        };
+        let stored = blobs
+            .get(&result.stdout_digest.parse().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.len(), expected.len());
+        assert!(
+            stored == expected,
+            "the stored stdout differs from what was printed"
+        );
+        assert_eq!(
+            result.stdout_head,
+            stdout_head(&String::from_utf8_lossy(&expected[..STDOUT_HEAD_BYTES]))
+        );
+        // Nothing of the spill is left in the work directory.
+        let mut left: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["input", "output"]);
+
+        // A needle printed nowhere is still a mismatch.
+        job.task.expect.stdout_contains = Some(format!("{MARK}!"));
+        let (violation, blame) = refused(run(1, &sandbox, &blobs, &work, &job));
+        assert_eq!(
+            (violation.kind.as_str(), blame),
+            ("expectation_mismatch", Blame::Task)
+        );
     }
 
     #[test]

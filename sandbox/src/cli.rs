@@ -19,6 +19,7 @@ use crate::threads::CancelToken;
 ///   temporary directory removed afterwards (the outcome still lists the
 ///   files with their digests).
 /// - Modules are compiled into a temporary cache, so nothing persists.
+/// - Stdout that spilled to disk is read back: [`Outcome::stdout`] holds all of it.
 ///
 /// `Err` means nothing ran because the arguments are unusable (unreadable
 /// module or input, bad `--dir`, impossible limits): the CLI prints it and
@@ -66,6 +67,12 @@ pub fn run_task_command(
     config.max_instances = 4;
     config.max_idle_threads = 1;
     let sandbox = Sandbox::new(config)?;
-    let task = TaskSpec::new(input_dir, output_dir, limits);
-    sandbox.run_bytes(&module, task, &CancelToken::new())
+    let task = TaskSpec::new(input_dir, output_dir, limits).spill_dir(scratch.path());
+    let mut outcome = sandbox.run_bytes(&module, task, &CancelToken::new())?;
+    // The command prints all of stdout, so it holds all of it (up to
+    // `output_mb`), unlike a node.
+    outcome
+        .inline_stdout()
+        .map_err(|e| SandboxError::io("reading back the spilled stdout", e))?;
+    Ok(outcome)
 }

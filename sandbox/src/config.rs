@@ -22,9 +22,14 @@ pub const MAX_FUEL: u64 = 100_000_000_000_000;
 /// Longest wall-clock budget a task may have: 24 hours.
 pub const MAX_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// Largest `output_mb` a task may have. Stdout and stderr are held in memory
-/// up to this cap each, so it bounds what one guest can make the node hold.
+/// Largest `output_mb` a task may have. Stderr is held in memory up to this
+/// cap, so it bounds what one guest can make the node hold; stdout keeps at
+/// most [`STDOUT_MEMORY_BYTES`] in memory and spills the rest to disk.
 pub const MAX_OUTPUT_MB: u64 = 1024;
+
+/// Bytes of a task's stdout held in memory; the rest (up to `output_mb`)
+/// goes to an unnamed file in [`TaskSpec::spill_dir`]. See [`crate::Outcome::stdout`].
+pub const STDOUT_MEMORY_BYTES: usize = 1 << 20;
 
 /// Hard limits for one task, as a mission's `[task.limits]` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +195,11 @@ pub struct TaskSpec {
     pub input_dir: PathBuf,
     /// Host directory the guest sees read-write as `/output`; it should start empty.
     pub output_dir: PathBuf,
+    /// Host directory for the stdout past [`STDOUT_MEMORY_BYTES`], kept in an
+    /// unnamed temporary file that goes away with the outcome. It should be
+    /// outside `input_dir` and `output_dir` (the task's work directory, for
+    /// instance); `None` means the system's temporary directory.
+    pub spill_dir: Option<PathBuf>,
     /// Hard limits for this run.
     pub limits: Limits,
     /// Capabilities by name; anything absent answers "not granted".
@@ -208,6 +218,7 @@ impl TaskSpec {
         TaskSpec {
             input_dir: input_dir.into(),
             output_dir: output_dir.into(),
+            spill_dir: None,
             limits,
             capabilities: BTreeMap::new(),
             on_progress: None,
@@ -217,6 +228,12 @@ impl TaskSpec {
     /// Grants a capability under `name`.
     pub fn grant(mut self, name: impl Into<String>, capability: Arc<dyn Capability>) -> Self {
         self.capabilities.insert(name.into(), capability);
+        self
+    }
+
+    /// Sets the directory stdout spills into past [`STDOUT_MEMORY_BYTES`].
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
         self
     }
 
@@ -232,6 +249,7 @@ impl fmt::Debug for TaskSpec {
         f.debug_struct("TaskSpec")
             .field("input_dir", &self.input_dir)
             .field("output_dir", &self.output_dir)
+            .field("spill_dir", &self.spill_dir)
             .field("limits", &self.limits)
             .field(
                 "capabilities",

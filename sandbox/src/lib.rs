@@ -12,7 +12,8 @@
 //!   Compiling happens in [`Sandbox::prepare`], never in [`Sandbox::run`].
 //! - Per-task limits ([`Limits`]): fuel, wall-clock timeout (epoch ticks),
 //!   linear memory and table caps (a resource limiter), capped stdout,
-//!   stderr and `/output`, and a maximum module size.
+//!   stderr and `/output`, and a maximum module size. Stdout past
+//!   [`STDOUT_MEMORY_BYTES`] spills to disk, so it costs no memory.
 //! - WASI preview 1 with exactly two preopened directories, `/input`
 //!   (read-only, fd 3) and `/output` (read-write, fd 4); no environment
 //!   variables, no network, one argument (`task`). Guest clocks and
@@ -66,7 +67,9 @@
 //! # Invariants
 //! - A guest never sees a host path other than its two directories, the
 //!   host's environment, the network, or the host's clock and entropy.
-//! - Output is bounded: stdout and stderr keep their first `output_mb`;
+//! - Output is bounded: stdout and stderr keep their first `output_mb`
+//!   (stdout at most [`STDOUT_MEMORY_BYTES`] of it in memory, the rest in an
+//!   unnamed file in [`TaskSpec::spill_dir`]);
 //!   `/output` is checked while the guest runs (every 128 ticks) and after
 //!   it ends; entries past the cap and anything that is not a regular file
 //!   or directory (symlinks) are removed and flagged.
@@ -88,7 +91,7 @@ pub use cache::ModuleDigest;
 pub use cli::run_task_command;
 pub use config::{
     Capability, Limits, ProgressCallback, SandboxConfig, TaskSpec, MAX_FUEL, MAX_OUTPUT_MB,
-    MAX_TIMEOUT_MS, WASM32_MAX_MEMORY_MB,
+    MAX_TIMEOUT_MS, STDOUT_MEMORY_BYTES, WASM32_MAX_MEMORY_MB,
 };
 pub use env::{DeterministicGuestEnv, GuestEnv, SystemGuestEnv};
 pub use error::SandboxError;
@@ -97,6 +100,6 @@ pub use host::{
     STATUS_MEMORY_LIMIT, STATUS_NOT_GRANTED, STATUS_OK, STATUS_OUT_OF_FUEL, STATUS_TIMED_OUT,
     STATUS_TRAPPED,
 };
-pub use outcome::{LogLevel, LogLine, Outcome, OutcomeKind, OutputFile, Progress};
+pub use outcome::{CapturedStdout, LogLevel, LogLine, Outcome, OutcomeKind, OutputFile, Progress};
 pub use sandbox::{CacheSource, PreparedModule, Sandbox, WasmCapability, HOST_ABI_VERSION};
 pub use threads::{CancelToken, RunHandle};

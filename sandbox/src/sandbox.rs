@@ -15,11 +15,11 @@ use wasmtime::{
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
 use crate::cache::{Miss, ModuleCache, ModuleDigest};
-use crate::config::{Limits, SandboxConfig, TaskSpec};
+use crate::config::{Limits, SandboxConfig, TaskSpec, STDOUT_MEMORY_BYTES};
 use crate::env::{GuestMonotonicClock, GuestWallClock, SeededRng};
 use crate::error::SandboxError;
 use crate::host::{self, GuestServices, HostState, Stop, TaskLimiter};
-use crate::outcome::{Outcome, OutcomeKind, OutputFile};
+use crate::outcome::{CapturedStdout, Outcome, OutcomeKind, OutputFile};
 use crate::pipe::CappedPipe;
 use crate::threads::{CancelToken, EpochTicker, FillOnDrop, GuestThreads, ResultSlot, RunHandle};
 
@@ -765,7 +765,8 @@ fn execute(
     }
     let limits = task.limits;
     let cap = usize::try_from(limits.output_bytes()).unwrap_or(usize::MAX);
-    let stdout = CappedPipe::new(cap);
+    let spill_dir = task.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let stdout = CappedPipe::spilling(cap, STDOUT_MEMORY_BYTES, spill_dir);
     let stderr = CappedPipe::new(cap);
     let mut store = inner.new_store(StoreSetup {
         limits,
@@ -818,16 +819,20 @@ fn execute(
     };
     let state = store.into_data();
     let (files, output_truncated) = collect_outputs(&task.output_dir, limits.output_bytes())?;
-    let (out_bytes, stdout_truncated) = stdout.take();
-    let (err_bytes, stderr_truncated) = stderr.take();
+    let stdout = stdout.take();
+    let stdout_truncated = stdout.truncated;
+    let (stdout_text, stdout_capture) = CapturedStdout::split(stdout.head, stdout.spill);
+    let stderr = stderr.take();
+    let stderr_truncated = stderr.truncated;
     let wall = started.elapsed();
     Ok(Outcome {
         kind: ending.kind,
         exit_code: ending.exit_code,
         message: ending.message,
         trap: ending.trap,
-        stdout: String::from_utf8_lossy(&out_bytes).into_owned(),
-        stderr: String::from_utf8_lossy(&err_bytes).into_owned(),
+        stdout: stdout_text,
+        stdout_capture,
+        stderr: String::from_utf8_lossy(&stderr.head).into_owned(),
         stdout_truncated,
         stderr_truncated,
         output_truncated,

@@ -22,6 +22,24 @@ use crate::outcome::Outcome;
 /// How long a warm guest thread waits for work before it exits.
 const IDLE_THREAD_LINGER: Duration = Duration::from_secs(30);
 
+/// The nice value of guest threads: guests yield the CPU to the node's own
+/// threads (Raft heartbeats, the network, the API), so a node whose slots
+/// are all busy still answers its peers in time. The epoch ticker keeps the
+/// normal priority, so time limits stay exact.
+pub const GUEST_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`GUEST_NICE`] (Linux: nice is
+/// per thread). Failing only costs fairness, so it is logged, not fatal.
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let me = rustix::thread::gettid();
+        if let Err(error) = rustix::process::setpriority_process(Some(me), GUEST_NICE) {
+            tracing::warn!("cannot lower the guest thread's priority: {error}");
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Jobs run outside these locks and panics inside them are caught, so a
     // poisoned lock still guards consistent data.
@@ -112,6 +130,7 @@ impl GuestThreads {
     }
 
     fn worker(self: Arc<Self>) {
+        lower_own_priority();
         loop {
             let job = {
                 let mut state = lock(&self.state);
@@ -331,6 +350,26 @@ mod tests {
         }
         for _ in 0..16 {
             done_rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        }
+        pool.shutdown();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn guests_run_below_the_node_s_priority() {
+        let pool = GuestThreads::new(256 << 10, 4);
+        let (tx, rx) = mpsc::channel();
+        pool.submit(Box::new(move || {
+            let me = rustix::thread::gettid();
+            tx.send(rustix::process::getpriority_process(Some(me)).unwrap())
+                .unwrap();
+        }))
+        .unwrap();
+        let guest = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let caller = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        // (A test run already niced past GUEST_NICE cannot be lowered to it.)
+        if caller < GUEST_NICE {
+            assert_eq!(guest, GUEST_NICE, "the guest thread kept nice {guest}");
         }
         pool.shutdown();
     }

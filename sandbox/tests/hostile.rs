@@ -3,9 +3,12 @@
 mod common;
 
 use std::fs;
+use std::io::Read as _;
 use std::time::Duration;
 
-use coditect_sandbox::{CacheSource, CancelToken, Limits, OutcomeKind, TaskSpec};
+use coditect_sandbox::{
+    CacheSource, CancelToken, Limits, OutcomeKind, TaskSpec, STDOUT_MEMORY_BYTES,
+};
 use common::{run, run_with_inputs, sandbox, task_dirs};
 use tempfile::TempDir;
 
@@ -175,6 +178,110 @@ fn printing_a_gibibyte_is_truncated_at_the_cap() {
     assert!(outcome.stdout.bytes().all(|b| b == b'x'));
     assert!(outcome.stdout_truncated && outcome.truncated());
     assert!(!outcome.stderr_truncated);
+}
+
+/// A guest that prints `blocks` 64 KiB blocks of printable ASCII, each
+/// starting with its index (little-endian, so ASCII while below 128), then
+/// `NEEDLE-PAST-THE-BUFFER`.
+fn printer(blocks: u32) -> String {
+    format!(
+        r#"(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 2)
+      (data (i32.const 16) "NEEDLE-PAST-THE-BUFFER")
+      (func (export "_start") (local $i i32) (local $k i32)
+        (loop $fill
+          (i32.store8 (i32.add (i32.const 65536) (local.get $i))
+            (i32.add (i32.const 33) (i32.rem_u (local.get $i) (i32.const 94))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $fill (i32.lt_u (local.get $i) (i32.const 65536))))
+        (loop $more
+          (i32.store (i32.const 65536) (local.get $k))
+          (i32.store (i32.const 0) (i32.const 65536))
+          (i32.store (i32.const 4) (i32.const 65536))
+          (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br_if $more (i32.lt_u (local.get $k) (i32.const {blocks}))))
+        (i32.store (i32.const 0) (i32.const 16))
+        (i32.store (i32.const 4) (i32.const 22))
+        (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#
+    )
+}
+
+/// What [`printer`] prints.
+fn printed(blocks: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for block in 0..blocks {
+        let start = bytes.len();
+        bytes.extend((0..65536u32).map(|i| 33 + (i % 94) as u8));
+        bytes[start..start + 4].copy_from_slice(&block.to_le_bytes());
+    }
+    bytes.extend_from_slice(b"NEEDLE-PAST-THE-BUFFER");
+    bytes
+}
+
+#[test]
+fn stdout_past_the_memory_buffer_spills_to_disk_exactly() {
+    let dir = TempDir::new().unwrap();
+    let sandbox = sandbox(&dir);
+    let spill = dir.path().join("spill");
+    fs::create_dir(&spill).unwrap();
+    let (input, output) = task_dirs(dir.path(), "printer", &[]);
+    let limits = Limits {
+        output_mb: 8,
+        ..Limits::default()
+    };
+    let task = TaskSpec::new(input, output, limits).spill_dir(&spill);
+    let outcome = sandbox
+        .run_bytes(printer(80).as_bytes(), task, &CancelToken::new())
+        .unwrap();
+    assert!(outcome.is_success(), "{}", outcome.message);
+    let expected = printed(80);
+    // Memory holds the buffer, not the 5 MiB.
+    assert_eq!(outcome.stdout.len(), STDOUT_MEMORY_BYTES);
+    assert!(outcome.stdout.capacity() <= STDOUT_MEMORY_BYTES);
+    assert_eq!(outcome.stdout.as_bytes(), &expected[..STDOUT_MEMORY_BYTES]);
+    assert!(outcome.stdout_capture.is_spilled());
+    assert_eq!(
+        outcome.stdout_capture.spilled_bytes(),
+        (expected.len() - STDOUT_MEMORY_BYTES) as u64
+    );
+    assert!(!outcome.stdout_truncated);
+    assert_eq!(outcome.stdout_len(), expected.len() as u64);
+    let mut all = Vec::new();
+    outcome.stdout_reader().read_to_end(&mut all).unwrap();
+    assert!(
+        all == expected,
+        "the spilled stdout differs from what was printed"
+    );
+    assert!(!outcome.stdout.contains("NEEDLE"));
+    assert!(outcome.stdout_contains(b"NEEDLE-PAST-THE-BUFFER").unwrap());
+    assert!(!outcome.stdout_contains(b"NEEDLE-NOT-PRINTED").unwrap());
+    // The spill file never has a name in the directory.
+    assert_eq!(fs::read_dir(&spill).unwrap().count(), 0);
+    assert!(outcome
+        .summary()
+        .contains("only the first 1048576 are shown"));
+
+    // Capped across head and spill: 3 MiB kept of the 5.
+    let (input, output) = task_dirs(dir.path(), "capped", &[]);
+    let limits = Limits {
+        output_mb: 3,
+        ..Limits::default()
+    };
+    let task = TaskSpec::new(input, output, limits).spill_dir(&spill);
+    let outcome = sandbox
+        .run_bytes(printer(80).as_bytes(), task, &CancelToken::new())
+        .unwrap();
+    assert!(outcome.stdout_truncated);
+    assert_eq!(outcome.stdout_len(), 3 << 20);
+    let mut all = Vec::new();
+    outcome.stdout_reader().read_to_end(&mut all).unwrap();
+    assert!(
+        all == expected[..3 << 20],
+        "the kept stdout is not the first 3 MiB"
+    );
+    assert!(!outcome.stdout_contains(b"NEEDLE-PAST-THE-BUFFER").unwrap());
 }
 
 /// A guest that calls `path_open(fd, path, oflags, rights)` and exits with the errno.

@@ -215,7 +215,11 @@ impl fmt::Display for Violation {
 
 /// Compares a run's outcome with what the task expects. An empty list means
 /// the run is a success to commit; anything else goes to retry policy.
-pub fn check(expect: &Expectation, outcome: &Outcome) -> Vec<Violation> {
+///
+/// `stdout_contains` is searched in the whole stdout, reading a spilled one
+/// from its file (so call this off async runtimes). `Err` means that file
+/// could not be read back: a problem of the node, not a violation.
+pub fn check(expect: &Expectation, outcome: &Outcome) -> std::io::Result<Vec<Violation>> {
     let first_line_of_message = outcome.message.lines().next().unwrap_or("");
     let ended_early = match outcome.kind {
         OutcomeKind::Succeeded => None,
@@ -251,7 +255,7 @@ pub fn check(expect: &Expectation, outcome: &Outcome) -> Vec<Violation> {
         )),
     };
     if let Some(violation) = ended_early {
-        return vec![violation];
+        return Ok(vec![violation]);
     }
 
     let mut violations = Vec::new();
@@ -269,7 +273,7 @@ pub fn check(expect: &Expectation, outcome: &Outcome) -> Vec<Violation> {
         }
     }
     if let Some(needle) = &expect.stdout_contains {
-        if !outcome.stdout.contains(needle.as_str()) {
+        if !outcome.stdout_contains(needle.as_bytes())? {
             let cut = if outcome.stdout_truncated {
                 " (stdout was truncated at its cap)"
             } else {
@@ -312,7 +316,7 @@ pub fn check(expect: &Expectation, outcome: &Outcome) -> Vec<Violation> {
             Some(_) => {}
         }
     }
-    violations
+    Ok(violations)
 }
 
 /// Flattens text to one line and caps it, cutting on a character boundary.
@@ -377,13 +381,15 @@ mod tests {
             "all ok\n",
             &[("report.txt", "sha256:00"), ("sum.txt", "sha256:ab")],
         );
-        assert!(check(&expect, &outcome).is_empty());
+        assert!(check(&expect, &outcome).unwrap().is_empty());
     }
 
     #[test]
     fn default_expectation_is_exit_code_zero() {
-        assert!(check(&Expectation::default(), &ran(0, "", &[])).is_empty());
-        let violations = check(&Expectation::default(), &ran(3, "", &[]));
+        assert!(check(&Expectation::default(), &ran(0, "", &[]))
+            .unwrap()
+            .is_empty());
+        let violations = check(&Expectation::default(), &ran(3, "", &[])).unwrap();
         assert_eq!(violations.len(), 1);
         assert_eq!(
             violations[0].to_string(),
@@ -393,7 +399,7 @@ mod tests {
             exit_code: None,
             ..Expectation::default()
         };
-        assert!(check(&any_code, &ran(3, "", &[])).is_empty());
+        assert!(check(&any_code, &ran(3, "", &[])).unwrap().is_empty());
     }
 
     #[test]
@@ -410,7 +416,7 @@ mod tests {
         };
         let mut outcome = ran(1, "partial", &[("b.txt", "sha256:xx")]);
         outcome.stdout_truncated = true;
-        let violations = check(&expect, &outcome);
+        let violations = check(&expect, &outcome).unwrap();
         let what = |what| ViolationKind::ExpectationMismatch { what };
         assert_eq!(
             kinds(&violations),
@@ -445,14 +451,14 @@ mod tests {
             (OutcomeKind::Cancelled, ViolationKind::Cancelled),
         ];
         for (outcome_kind, violation_kind) in cases {
-            let violations = check(&expect, &ended(outcome_kind, "why\nmore"));
+            let violations = check(&expect, &ended(outcome_kind, "why\nmore")).unwrap();
             assert_eq!(kinds(&violations), vec![violation_kind], "{outcome_kind}");
             assert!(!violations[0].detail.contains('\n'));
         }
         let mut trapped = ended(OutcomeKind::Trapped, "wasm trap: stack overflow");
         trapped.trap = Some("stack_overflow".into());
         assert_eq!(
-            check(&expect, &trapped)[0].detail,
+            check(&expect, &trapped).unwrap()[0].detail,
             "trapped (stack_overflow): wasm trap: stack overflow"
         );
     }
@@ -529,7 +535,7 @@ mod tests {
             let direct = expected_code.is_none_or(|code| code == exit_code)
                 && needle.as_ref().is_none_or(|n| stdout.contains(n.as_str()))
                 && wanted.iter().all(|path| produced.contains(path));
-            prop_assert_eq!(check(&expect, &outcome).is_empty(), direct);
+            prop_assert_eq!(check(&expect, &outcome).unwrap().is_empty(), direct);
         }
     }
 }
