@@ -57,6 +57,9 @@ fn task(mission: u64, index: u64, name_bytes: usize) -> TaskSubmission {
         },
         expect: TaskExpect::default(),
         done: false,
+        title: None,
+        agent: None,
+        args: vec![],
     }
 }
 

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
+
 /// The column families the mesh keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Column {
@@ -103,6 +105,15 @@ pub trait KvStore: Send + Sync + 'static {
     /// Applies `ops` atomically. With `durable`, this write and every earlier
     /// one survive a crash once the call returns.
     fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError>;
+    /// The device time of a write of about `bytes` bytes (`durable`: with a
+    /// flush to stable storage), as a future the Raft log store awaits
+    /// before its durable writes (appends, vote, committed id). A real store
+    /// spends that time inside [`KvStore::write`] and returns `None` (the
+    /// default); a simulated disk returns a sleep on virtual time, so a
+    /// slow disk holds Raft up as a real one does.
+    fn device_time(&self, _bytes: usize, _durable: bool) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// RocksDB, one column family per [`Column`].

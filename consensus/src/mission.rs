@@ -104,6 +104,15 @@ pub struct TaskSubmission {
     pub expect: TaskExpect,
     /// Already done when submitted (a checked markdown box).
     pub done: bool,
+    /// Human title (a markdown task's text without its id), for display.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The agent kind a markdown task was routed to, for display.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The guest's arguments after its program name.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// One recorded violation.
@@ -727,6 +736,9 @@ pub(crate) fn test_submission(id: &str, needs: &[&str]) -> TaskSubmission {
         },
         expect: TaskExpect::default(),
         done: false,
+        title: None,
+        agent: None,
+        args: vec![],
     }
 }
 

@@ -38,8 +38,10 @@ const KEY_FORMAT: &[u8] = b"format";
 /// Written into every database we create; a database without it is not ours.
 /// Version 2: standard Raft leader ids (one leader per term) and one key per
 /// task. Version 3: snapshots stored as chunks of frames, staged submissions
-/// and idempotency keys. An older database is refused by name, never misread.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/3";
+/// and idempotency keys. Version 4: tasks carry a title, an agent kind and
+/// guest arguments.
+/// An older database is refused by name, never misread.
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/4";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";

@@ -223,7 +223,17 @@ pub async fn submit(api: &str, file: &std::path::Path, wait: bool) -> Result<u8,
         .map_err(|error| NodeError::BadInput(format!("cannot read {}: {error}", file.display())))?;
     let client = http()?;
     let (body, content_type) = match MissionFormat::from_path(file) {
-        MissionFormat::Markdown => (text, "text/markdown"),
+        MissionFormat::Markdown => {
+            // The mesh parses it too (with its own agent routing); reading it
+            // here shows the warnings and refuses a file with no tasks early.
+            let agents = coditect_node::mission::AgentConfig::default();
+            let mission = coditect_node::mission::read_markdown(&text, &agents)
+                .map_err(|error| NodeError::BadInput(error.to_string()))?;
+            for warning in &mission.warnings {
+                eprintln!("warning: {warning}");
+            }
+            (text, "text/markdown")
+        }
         MissionFormat::Toml => (
             prepare_toml(&client, api, file, &text).await?,
             "application/toml",

@@ -69,6 +69,12 @@ pub struct RawNodeConfig {
     /// Raft builds a snapshot after this many log entries (a member further behind catches up from it) [default: 10000]
     #[arg(long, value_name = "N")]
     pub raft_snapshot_logs: Option<u64>,
+    /// CPython-for-WASI runtime file for `builtin:python` (checked against its pinned sha256) [default: $CODITECT_PYTHON_WASM, else ~/.cache/coditect/runtimes/python-3.12.0.wasm when present; without one the node fetches it from a peer]
+    #[arg(long, value_name = "FILE")]
+    pub python_wasm: Option<PathBuf>,
+    /// Compiled-module cache, shared by the nodes of this machine [default: ~/.cache/coditect/modules, else DATA_DIR/module-cache]
+    #[arg(long, value_name = "DIR")]
+    pub module_cache: Option<PathBuf>,
     /// Never steal queued tasks from busy peers (for comparisons)
     #[arg(long)]
     #[serde(default)]
@@ -128,6 +134,12 @@ pub struct NodeConfig {
     pub raft_snapshot_logs: u64,
     /// How markdown tasks are routed to agent kinds.
     pub agents: AgentConfig,
+    /// The Python runtime file, and whether the user named it (then it must
+    /// be the pinned file; a default location that is absent or wrong only
+    /// means this node fetches the runtime from a peer).
+    pub python_wasm: Option<(PathBuf, bool)>,
+    /// The compiled-module cache (`None`: `DATA_DIR/module-cache`).
+    pub module_cache: Option<PathBuf>,
 }
 
 /// A configuration problem, named.
@@ -188,6 +200,8 @@ impl RawNodeConfig {
             keep_finished: self.keep_finished.or(other.keep_finished),
             keep_finished_hours: self.keep_finished_hours.or(other.keep_finished_hours),
             raft_snapshot_logs: self.raft_snapshot_logs.or(other.raft_snapshot_logs),
+            python_wasm: self.python_wasm.or(other.python_wasm),
+            module_cache: self.module_cache.or(other.module_cache),
             no_steal: self.no_steal || other.no_steal,
             config: self.config,
             agents: other.agents,
@@ -309,6 +323,13 @@ impl RawNodeConfig {
                     .saturating_mul(3_600_000),
             },
             agents: self.agent_config.unwrap_or_default(),
+            python_wasm: match self.python_wasm {
+                Some(path) => Some((path, true)),
+                None => crate::python::default_path().map(|path| (path, false)),
+            },
+            module_cache: self
+                .module_cache
+                .or_else(crate::python::machine_module_cache),
         })
     }
 }

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod metrics;
 pub mod mission;
 pub mod propose;
+pub mod python;
 pub mod roles;
 pub mod runtime;
 pub mod scheduler;

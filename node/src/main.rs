@@ -8,6 +8,7 @@ use coditect_node::config::RawNodeConfig;
 use coditect_node::start::{load_config, run_node, NodeError};
 
 mod bench;
+mod check;
 mod client;
 mod run_task;
 
@@ -37,11 +38,20 @@ enum Commands {
     },
     /// Submit a mission (TOML task graph or markdown tasklist); prints its id
     Submit {
-        /// The mission file (.toml, or .md for a markdown tasklist)
+        /// The mission file (.toml, or .md for a markdown tasklist: seed format, spec-kit or Kiro tasks.md)
         file: std::path::PathBuf,
         /// Follow live progress until the mission ends; exit 0 only if every task succeeded
-        #[arg(long)]
+        #[arg(long, conflicts_with = "check")]
         wait: bool,
+        /// Parse and validate only, without a mesh: print each task (id, title, agent kind, priority, dependencies, done) and any warnings; exit 0 if valid, 2 if not
+        #[arg(long)]
+        check: bool,
+        /// With --check: print {"tasks": [...], "warnings": [...]} as JSON
+        #[arg(long, requires = "check")]
+        json: bool,
+        /// With --check: a node config whose [agents] table routes markdown tasks (default: the built-in routing)
+        #[arg(long, requires = "check")]
+        config: Option<std::path::PathBuf>,
         /// The node's HTTP API
         #[arg(long, default_value = "http://127.0.0.1:7070")]
         api: String,
@@ -123,7 +133,16 @@ fn main() -> ExitCode {
             Err(error) => Err(error),
         },
         Commands::Status { api, json } => runtime.block_on(client::status(&api, json)).map(|()| 0),
-        Commands::Submit { file, wait, api } => runtime.block_on(client::submit(&api, &file, wait)),
+        Commands::Submit {
+            file,
+            check: true,
+            json,
+            config,
+            ..
+        } => check::run(&file, json, config.as_deref()),
+        Commands::Submit {
+            file, wait, api, ..
+        } => runtime.block_on(client::submit(&api, &file, wait)),
         Commands::Mission { id, json, api } => runtime.block_on(client::mission(&api, &id, json)),
         Commands::Cancel { id, api } => runtime.block_on(client::control(&api, &id, false)),
         Commands::Retry { id, api } => runtime.block_on(client::control(&api, &id, true)),

@@ -8,7 +8,8 @@ use coditect_sandbox::Limits;
 /// Flags of `coditect run-task`.
 #[derive(clap::Args)]
 pub struct RunTaskArgs {
-    /// The module: binary .wasm or text .wat
+    /// The module: binary .wasm or text .wat, or `builtin:python` (CPython
+    /// 3.12 for WASI, as `scripts/setup.sh` installed it)
     module: PathBuf,
     /// A file the guest reads as /input/input.txt
     #[arg(long, value_name = "FILE")]
@@ -25,9 +26,15 @@ pub struct RunTaskArgs {
     /// Wall-clock timeout, ms [default: 60000]
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Directory the guest sees read-only as /workspace
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
     /// Print one JSON object
     #[arg(long)]
     json: bool,
+    /// The guest's arguments (after `--`), e.g. `-- -c 'print(1)'` for Python
+    #[arg(last = true, value_name = "ARGS")]
+    args: Vec<String>,
 }
 
 /// Runs the module; exit 0 when the guest ran to an outcome, 2 when the
@@ -40,11 +47,32 @@ pub fn run(args: RunTaskArgs) -> Result<u8, NodeError> {
         timeout_ms: args.timeout_ms.unwrap_or(defaults.timeout_ms),
         output_mb: defaults.output_mb,
     };
-    let outcome = coditect_sandbox::run_task_command(
-        &args.module,
+    let mut options = coditect_sandbox::RunOptions {
+        args: args.args.clone(),
+        workspace: args.workspace.clone(),
+        ..Default::default()
+    };
+    let mut module = args.module.clone();
+    if module.as_os_str() == "builtin:python" {
+        let path = coditect_node::python::default_path().ok_or_else(|| {
+            NodeError::BadInput(format!(
+                "no Python runtime: set {} or run scripts/setup.sh",
+                coditect_node::python::PYTHON_WASM_ENV
+            ))
+        })?;
+        coditect_node::python::verify(&path).map_err(NodeError::BadInput)?;
+        module = path;
+        options.program = Some(coditect_node::python::PROGRAM.into());
+        options.env = coditect_node::python::environment();
+        // Compiled once per machine, not once per run.
+        options.cache_dir = coditect_node::python::machine_module_cache();
+    }
+    let outcome = coditect_sandbox::run_task_command_with(
+        &module,
         args.input.as_deref(),
         args.dir.as_deref(),
         limits,
+        &options,
     )
     .map_err(|error| NodeError::BadInput(error.to_string()))?;
     if args.json {

@@ -183,7 +183,11 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
 
     // The sandbox every task runs in: one engine per node, modules compiled
     // once into the data dir's cache.
-    let mut sandbox_config = coditect_sandbox::SandboxConfig::new(data.root().join("module-cache"));
+    let module_cache = config
+        .module_cache
+        .clone()
+        .unwrap_or_else(|| data.root().join("module-cache"));
+    let mut sandbox_config = coditect_sandbox::SandboxConfig::new(module_cache);
     sandbox_config.max_instances = config.slots.saturating_mul(2).saturating_add(4);
     let sandbox = coditect_sandbox::Sandbox::new(sandbox_config)
         .map_err(|error| NodeError::Failed(format!("cannot start the wasm sandbox: {error}")))?;
@@ -193,6 +197,28 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     let blobs = coditect_memory::BlobStore::open(data.blob_dir(), MAX_BLOB_BYTES)
         .map_err(|error| NodeError::BadInput(error.to_string()))?;
     crate::builtin::seed(&blobs).map_err(NodeError::Failed)?;
+    // The Python runtime: a file the user named must be the pinned one (or
+    // the node refuses to start); one found at the default place is used
+    // if it is, and otherwise this node fetches it from a peer.
+    let python_file = match config.python_wasm.clone() {
+        Some((path, explicit)) => {
+            let checked = path.clone();
+            match crate::env::off_runtime(env.as_ref(), move || crate::python::verify(&checked))
+                .await
+            {
+                Ok(()) => Some(path),
+                Err(problem) if explicit => {
+                    return Err(NodeError::BadInput(format!("--python-wasm: {problem}")))
+                }
+                Err(problem) if path.exists() => {
+                    tracing::warn!("{problem}; this node will fetch the runtime from a peer");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
     let runner = Arc::new(crate::worker::SandboxRunner::new(
         sandbox.clone(),
         blobs.clone(),
@@ -282,6 +308,15 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             "the network reported no listen address".into(),
         ));
     }
+
+    // In the background: the node serves its API and Raft meanwhile, and
+    // advertises `python` once the runtime is compiled.
+    env.spawn(
+        "python-runtime",
+        node.clone()
+            .provide_python(python_file, sandbox.clone())
+            .boxed(),
+    );
 
     let new_mesh = start == MeshStart::NewMesh;
     match start {

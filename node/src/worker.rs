@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use coditect_consensus::mission::{TaskLimits, TaskResult, TaskSubmission, ViolationRecord};
 use coditect_consensus::NodeId;
 use coditect_memory::{BlobStore, Digest};
-use coditect_sandbox::{CancelToken, Limits, Sandbox, SandboxError};
+use coditect_sandbox::{CancelToken, Limits, ModuleDigest, Sandbox, SandboxError};
 use futures::future::BoxFuture;
 
 use serde::{Deserialize, Serialize};
@@ -340,6 +340,18 @@ pub fn check_assignment(assignment: &Assignment) -> Result<(), String> {
             return Err(format!("input {:?} is not a digest", excerpt(text)));
         }
     }
+    if task.args.len() > crate::mission::caps::MAX_ARGS_PER_TASK
+        || task
+            .args
+            .iter()
+            .any(|a| a.len() > crate::mission::caps::MAX_ARG_BYTES || a.contains('\0'))
+    {
+        return Err(format!(
+            "args: more than {} arguments, or one longer than {} bytes or with a NUL",
+            crate::mission::caps::MAX_ARGS_PER_TASK,
+            crate::mission::caps::MAX_ARG_BYTES
+        ));
+    }
     if task.inputs.len() > MAX_INPUTS_PER_TASK {
         return Err(format!(
             "{} inputs, more than the cap of {MAX_INPUTS_PER_TASK}",
@@ -529,23 +541,44 @@ async fn run_in(
             write_blob(source, text, &contained(&base, path)?, &shown).await?;
         }
     }
-    let module = blob(source, &task.module).await?;
     let violation = |kind: ViolationKind, detail: String| {
         Report::violated(node, assignment.attempt, kind, &detail)
     };
-    // Compiling is CPU-heavy (seconds for a large module the first time).
-    let compiler = sandbox.clone();
-    let prepared = match blocking(move || compiler.prepare(&module)).await? {
-        Ok(prepared) => prepared,
-        Err(SandboxError::InvalidModule(message)) => {
-            return Ok(violation(ViolationKind::InvalidModule, message));
+    // A module this node prepared before (in memory, or compiled in the
+    // disk cache) is used by digest, without reading and hashing its bytes:
+    // the Python runtime is 26 MB.
+    let digest: Option<ModuleDigest> = task.module.parse().ok();
+    let cached = match digest {
+        Some(digest) => {
+            let sandbox = sandbox.clone();
+            blocking(move || sandbox.prepared(&digest)).await?
         }
-        Err(other) => return Err(WorkerError::Sandbox(other)),
+        None => None,
+    };
+    let prepared = match cached {
+        Some(prepared) => prepared,
+        None => {
+            let module = blob(source, &task.module).await?;
+            // Compiling is CPU-heavy (seconds for a large module the first time).
+            let compiler = sandbox.clone();
+            match blocking(move || compiler.prepare(&module)).await? {
+                Ok(prepared) => prepared,
+                Err(SandboxError::InvalidModule(message)) => {
+                    return Ok(violation(ViolationKind::InvalidModule, message));
+                }
+                Err(other) => return Err(WorkerError::Sandbox(other)),
+            }
+        }
     };
     // The work directory holds /input and /output and no guest sees it:
     // stdout past the sandbox's memory buffer spills there.
-    let spec =
+    let mut spec =
         coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits)).spill_dir(dir);
+    spec.args = task.args.clone();
+    if task.module == crate::python::digest().to_string() {
+        spec.program = crate::python::PROGRAM.into();
+        spec.env = crate::python::environment();
+    }
     let outcome = sandbox
         .start(&prepared, spec, cancel)
         .map_err(WorkerError::Sandbox)?
@@ -759,6 +792,9 @@ mod tests {
                 },
                 expect,
                 done: false,
+                title: None,
+                agent: None,
+                args: vec![],
             },
             attempt: 3,
             deps: vec![("up".into(), vec![("data.txt".into(), dep, 5)])],

@@ -179,6 +179,23 @@ impl ModuleCache {
         Miss::Rejected(reason)
     }
 
+    /// Takes the machine-wide lock on compiling `digest` (an exclusive lock
+    /// on `<hex>.lock` beside its artifact), waiting while another process
+    /// or thread holds it. Nodes sharing a cache directory then compile a
+    /// large module once: the others wait, then load the artifact. `None`
+    /// if the lock file cannot be used (each then compiles on its own).
+    pub(crate) fn compile_lock(&self, digest: &ModuleDigest) -> Option<fs::File> {
+        let path = self.dir.join(format!("{}.lock", digest.to_hex()));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ok()?;
+        file.lock().ok()?;
+        Some(file)
+    }
+
     /// Writes an artifact atomically (temporary file, then rename).
     pub(crate) fn store(&self, digest: &ModuleDigest, artifact: &[u8]) -> Result<(), SandboxError> {
         let path = self.path_for(digest);
@@ -213,9 +230,24 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32], SandboxError> {
         tempfile::NamedTempFile::new_in(dir).map_err(|e| SandboxError::io(&context, e))?;
     file.write_all(&key)
         .map_err(|e| SandboxError::io(&context, e))?;
-    file.persist(path)
-        .map_err(|e| SandboxError::io(&context, e.error))?;
-    Ok(key)
+    // Another process sharing this cache may have created its key at the
+    // same moment: the first key written wins and everyone uses it. A
+    // malformed key already there is replaced.
+    if path.exists() {
+        file.persist(path)
+            .map_err(|e| SandboxError::io(&context, e.error))?;
+        return Ok(key);
+    }
+    match file.persist_noclobber(path) {
+        Ok(_) => Ok(key),
+        Err(error) => match fs::read(path)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        {
+            Some(theirs) => Ok(theirs),
+            None => Err(SandboxError::io(&context, error.error)),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,34 @@ pub fn run_task_command(
     dir: Option<&Path>,
     limits: Limits,
 ) -> Result<Outcome, SandboxError> {
+    run_task_command_with(module_path, input_file, dir, limits, &RunOptions::default())
+}
+
+/// What [`run_task_command_with`] adds to a plain run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The guest's `argv[0]` (`task` when `None`).
+    pub program: Option<String>,
+    /// The guest's arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// The guest's environment.
+    pub env: Vec<(String, String)>,
+    /// A directory the guest sees read-only as `/workspace`.
+    pub workspace: Option<std::path::PathBuf>,
+    /// A persistent module cache (a large module then compiles once); a
+    /// temporary one when `None`.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// [`run_task_command`] with arguments, environment, a workspace and a
+/// persistent module cache.
+pub fn run_task_command_with(
+    module_path: &Path,
+    input_file: Option<&Path>,
+    dir: Option<&Path>,
+    limits: Limits,
+    options: &RunOptions,
+) -> Result<Outcome, SandboxError> {
     limits.validate()?;
     let module = fs::read(module_path)
         .map_err(|e| SandboxError::io(format!("reading module {}", module_path.display()), e))?;
@@ -62,12 +90,30 @@ pub fn run_task_command(
     };
     fs::create_dir_all(&output_dir)
         .map_err(|e| SandboxError::io(format!("creating {}", output_dir.display()), e))?;
-    let mut config = SandboxConfig::new(scratch.path().join("cache"));
+    if let Some(workspace) = &options.workspace {
+        if !workspace.is_dir() {
+            return Err(SandboxError::io(
+                format!("opening workspace {}", workspace.display()),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+            ));
+        }
+    }
+    let cache = options
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| scratch.path().join("cache"));
+    let mut config = SandboxConfig::new(cache);
     // One task (plus one nested instance for `coditect.run_module`).
     config.max_instances = 4;
     config.max_idle_threads = 1;
     let sandbox = Sandbox::new(config)?;
-    let task = TaskSpec::new(input_dir, output_dir, limits).spill_dir(scratch.path());
+    let mut task = TaskSpec::new(input_dir, output_dir, limits).spill_dir(scratch.path());
+    if let Some(program) = &options.program {
+        task.program = program.clone();
+    }
+    task.args = options.args.clone();
+    task.env = options.env.clone();
+    task.workspace_dir = options.workspace.clone();
     let mut outcome = sandbox.run_bytes(&module, task, &CancelToken::new())?;
     // The command prints all of stdout, so it holds all of it (up to
     // `output_mb`), unlike a node.

@@ -195,6 +195,15 @@ pub struct TaskSpec {
     pub input_dir: PathBuf,
     /// Host directory the guest sees read-write as `/output`; it should start empty.
     pub output_dir: PathBuf,
+    /// Host directory the guest sees read-only as `/workspace` (preopened
+    /// after `/input` and `/output`), if the task has a workspace.
+    pub workspace_dir: Option<PathBuf>,
+    /// The guest's `argv[0]` (`task` unless set; `python` for CPython).
+    pub program: String,
+    /// The guest's arguments after `argv[0]`.
+    pub args: Vec<String>,
+    /// The guest's environment variables (nothing else is visible).
+    pub env: Vec<(String, String)>,
     /// Host directory for the stdout past [`STDOUT_MEMORY_BYTES`], kept in an
     /// unnamed temporary file that goes away with the outcome. It should be
     /// outside `input_dir` and `output_dir` (the task's work directory, for
@@ -218,6 +227,10 @@ impl TaskSpec {
         TaskSpec {
             input_dir: input_dir.into(),
             output_dir: output_dir.into(),
+            workspace_dir: None,
+            program: "task".into(),
+            args: Vec::new(),
+            env: Vec::new(),
             spill_dir: None,
             limits,
             capabilities: BTreeMap::new(),

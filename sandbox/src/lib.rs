@@ -88,7 +88,7 @@ mod sandbox;
 mod threads;
 
 pub use cache::ModuleDigest;
-pub use cli::run_task_command;
+pub use cli::{run_task_command, run_task_command_with, RunOptions};
 pub use config::{
     Capability, Limits, ProgressCallback, SandboxConfig, TaskSpec, MAX_FUEL, MAX_OUTPUT_MB,
     MAX_TIMEOUT_MS, STDOUT_MEMORY_BYTES, WASM32_MAX_MEMORY_MB,

@@ -272,7 +272,12 @@ impl Inner {
         wasi.stdout(setup.stdout)
             .stderr(setup.stderr)
             .allow_blocking_current_thread(true)
-            .arg("task")
+            .arg(
+                setup
+                    .task
+                    .map(|task| task.program.as_str())
+                    .unwrap_or("task"),
+            )
             .wall_clock(GuestWallClock(Arc::clone(&env)))
             .monotonic_clock(GuestMonotonicClock(Arc::clone(&env)))
             .secure_random(SeededRng::new(seed, b"secure"))
@@ -282,7 +287,14 @@ impl Inner {
                     .try_into()
                     .unwrap_or([0; 16]),
             ));
-        // Preopen order is part of the ABI: fd 3 is /input, fd 4 is /output.
+        if let Some(task) = setup.task {
+            wasi.args(&task.args);
+            for (key, value) in &task.env {
+                wasi.env(key, value);
+            }
+        }
+        // Preopen order is part of the ABI: fd 3 is /input, fd 4 is /output,
+        // fd 5 /workspace when there is one.
         if let Some(input) = setup.input_dir {
             wasi.preopened_dir(input, "/input", FsPerms::ReadOnly)
                 .map_err(|e| SandboxError::Io {
@@ -294,6 +306,13 @@ impl Inner {
             wasi.preopened_dir(output, "/output", FsPerms::ReadWrite)
                 .map_err(|e| SandboxError::Io {
                     context: format!("opening output dir {}", output.display()),
+                    source: std::io::Error::other(format!("{e:#}")),
+                })?;
+        }
+        if let Some(workspace) = setup.task.and_then(|task| task.workspace_dir.as_deref()) {
+            wasi.preopened_dir(workspace, "/workspace", FsPerms::ReadOnly)
+                .map_err(|e| SandboxError::Io {
+                    context: format!("opening workspace dir {}", workspace.display()),
                     source: std::io::Error::other(format!("{e:#}")),
                 })?;
         }
@@ -412,6 +431,12 @@ impl Inner {
             Err(Miss::Rejected(reason)) => {
                 tracing::warn!(%digest, %reason, "recompiling module after rejecting its cached artifact");
             }
+        }
+        // One compile per machine: wait for anyone compiling it now, then
+        // use their artifact if it appeared meanwhile.
+        let _compiling = self.cache.compile_lock(&digest);
+        if let Ok(module) = self.cache.load(&self.engine, &digest) {
+            return self.link(digest, module, CacheSource::Disk);
         }
         let module = compile(&self.engine, bytes)?;
         match module.serialize() {

@@ -1,7 +1,8 @@
 //! The harness: many real nodes (`coditect_node::runtime::Node` with real
 //! openraft, registry, placement, stealing and retries) in one process, on
 //! the simulated seams: [`SimEnv`] for time and randomness, the [`Bus`] for
-//! the network, `MemKv` for storage and [`SimRunner`] for task runs. It
+//! the network, [`SimDisk`] (`MemKv` with a modelled device time) for
+//! storage and [`SimRunner`] for task runs. It
 //! forms a mesh, submits a task workload, applies the seeded nemesis,
 //! samples every live node for the invariant checkers, heals everything for
 //! the last fifth of the run and then checks liveness and convergence.
@@ -11,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use coditect_consensus::kv::{InjectedBug, KvStore, MemKv};
+use coditect_consensus::kv::{InjectedBug, KvStore};
 use coditect_consensus::runtime::RaftContext;
-use coditect_consensus::{Capabilities, MeshState, NodeId, RaftTiming};
+use coditect_consensus::{Capabilities, MeshState, NodeId, RaftTiming, SharedState};
 use coditect_gossip::NetworkEvent;
 use coditect_memory::{codec, BlobStore};
 use coditect_node::datadir::node_id_for;
@@ -25,11 +26,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
 
+use crate::disk::SimDisk;
 use crate::env::SimEnv;
 use crate::invariants::{self, Checker, Final, NodeObs, Observation};
 use crate::network::{Bus, LinkConfig};
 use crate::runner::{SimRunner, TaskModel};
-use crate::scenario::{schedule, Fault, Scenario};
+use crate::scenario::{disk_model, schedule, DiskTarget, Fault, Scenario};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -67,6 +69,14 @@ pub struct SimOutcome {
     pub nodes_total: usize,
     /// Virtual ms from the first submission until every task had succeeded.
     pub busy_virtual_ms: Option<u64>,
+    /// Encoded bytes of the largest Raft log entry any node stored.
+    pub largest_raft_entry_bytes: usize,
+    /// Bytes of the largest Raft RPC sent.
+    pub largest_raft_message_bytes: usize,
+    /// Bytes of the largest other node request (a report batch, say).
+    pub largest_node_request_bytes: usize,
+    /// Bytes of the largest request or response of any kind.
+    pub largest_message_bytes: usize,
 }
 
 impl SimOutcome {
@@ -82,16 +92,21 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 const SAMPLE_EVERY_MS: u64 = 100;
 /// How often replica digests are taken (they cost a full encode).
 const DIGEST_EVERY_MS: u64 = 2_000;
+/// The same in `disk`, whose state holds tens of MB of results: digests
+/// would take half of its run time at the usual pace.
+const DISK_DIGEST_EVERY_MS: u64 = 4_000;
 /// The harness's time step.
 const STEP: Duration = Duration::from_millis(10);
 
 struct Slot {
     name: String,
     node_id: NodeId,
-    kv: MemKv,
+    disk: SimDisk,
     env: Arc<SimEnv>,
     runner: Arc<SimRunner>,
     node: Option<Node>,
+    /// The running node's replicated state with the index it reflects.
+    replica: Option<SharedState>,
     seed: u64,
     /// When to start it again, if it is down.
     restart_at: Option<u64>,
@@ -141,6 +156,10 @@ struct PendingFailover {
 enum Heal {
     Links,
     Slow(usize),
+    /// The disk of a slot accepts writes again.
+    Disk(usize),
+    /// The disk of a slot stops stalling.
+    Stall(usize),
 }
 
 fn peer_name(index: usize) -> String {
@@ -165,31 +184,51 @@ impl Sim {
         } else {
             1
         };
-        let kv = MemKv::new();
+        let disk = SimDisk::new(
+            disk_model(self.config.scenario, self.config.seed, index),
+            seed,
+        );
         if let Some(bug) = self.config.bug {
-            kv.inject_bug(bug);
+            disk.kv().inject_bug(bug);
         }
+        // `disk` tasks print 192-960 KiB each and all take 1.5 s, so a
+        // node's tasks of a wave finish together: a few results fill a Raft
+        // entry, and a node's results overflow one report request.
+        let model = if self.config.scenario == Scenario::Disk {
+            TaskModel {
+                min_ms: 1_500,
+                max_ms: 1_500,
+                slowdown,
+                min_output_bytes: 192 * 1024,
+                max_output_bytes: 960 * 1024,
+            }
+        } else {
+            TaskModel {
+                min_ms: 50,
+                max_ms: 600,
+                slowdown,
+                min_output_bytes: 0,
+                max_output_bytes: 0,
+            }
+        };
         Slot {
             node_id: node_id_for(&name),
             name,
-            kv,
+            disk,
             env: SimEnv::new(seed, drift),
-            runner: SimRunner::new(
-                seed,
-                TaskModel {
-                    min_ms: 50,
-                    max_ms: 600,
-                    slowdown,
-                },
-            ),
+            runner: SimRunner::new(seed, model),
             node: None,
+            replica: None,
             seed,
             restart_at: None,
         }
     }
 
-    /// Starts (or restarts, on its persisted state) the node in slot `index`.
-    async fn boot(&mut self, index: usize, initialize: bool) {
+    /// Starts (or restarts, on its persisted state) the node in slot `index`;
+    /// false if it could not start (its disk refuses writes): it exits as
+    /// the process would, and is tried again a second later, as its
+    /// supervisor would.
+    async fn boot(&mut self, index: usize, initialize: bool) -> bool {
         // Real machines never start in the same millisecond: a few ms apart,
         // so Raft's timers are not all in phase (in-phase timers make equal
         // election timeouts collide forever).
@@ -206,20 +245,36 @@ impl Sim {
             }
         });
         let network: Arc<dyn coditect_gossip::Network> = Arc::new(network);
-        let store: Arc<dyn KvStore> = Arc::new(slot.kv.clone());
+        let store: Arc<dyn KvStore> = Arc::new(slot.disk.clone());
         let addresses = AddressBook::new();
         let timing = RaftTiming::default();
         let context = RaftContext::seeded(slot.seed ^ self.rng.gen::<u64>());
-        let (raft, state_machine) = coditect_consensus::start_raft(
+        let started = coditect_consensus::start_raft(
             slot.node_id,
             &timing,
             store,
             Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
             context,
         )
-        .await
-        .expect("raft on memory storage");
+        .await;
+        let (raft, state_machine) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                let name = slot.name.clone();
+                self.bus.crash(&name);
+                let now = self.now_ms();
+                let line = format!(
+                    "t={:.1}s {name} cannot start ({error}); its supervisor tries again in 1 s",
+                    now as f64 / 1000.0
+                );
+                self.bus.note(&line);
+                self.fault_log.push(line);
+                self.slots[index].restart_at = Some(now + 1_000);
+                return false;
+            }
+        };
         let initialized = raft.is_initialized().await.unwrap_or(false);
+        let replica = state_machine.shared_state();
         let env: SharedEnv = slot.env.clone();
         let seeds = if index == 0 {
             Vec::new()
@@ -235,13 +290,19 @@ impl Sim {
                 env,
                 network,
                 raft,
-                replica: state_machine.shared_state(),
+                replica: replica.clone(),
                 node_id: slot.node_id,
                 name: slot.name.clone(),
                 capabilities: Capabilities {
                     cores: 2,
                     memory_mb: 4096,
-                    slots: 2,
+                    // `disk` nodes run more at once, so more results
+                    // finish together.
+                    slots: if self.config.scenario == Scenario::Disk {
+                        4
+                    } else {
+                        2
+                    },
                     version: "sim".into(),
                     wasm: true,
                     wasm_limits: None,
@@ -278,7 +339,9 @@ impl Sim {
             .expect("handles lock")
             .insert(index, node.clone());
         self.slots[index].node = Some(node);
+        self.slots[index].replica = Some(replica);
         self.slots[index].restart_at = None;
+        true
     }
 
     /// Kills the node in slot `index` (unsynced writes are lost).
@@ -288,10 +351,11 @@ impl Sim {
         let Some(node) = slot.node.take() else {
             return;
         };
+        slot.replica = None;
         self.handles.lock().expect("handles lock").remove(&index);
         self.bus.crash(&slot.name);
         node.stop().await;
-        slot.kv.crash();
+        slot.disk.kv().crash();
         slot.restart_at = Some(now + down_ms);
     }
 
@@ -317,7 +381,16 @@ impl Sim {
                 let membership = metrics.membership_config.membership();
                 let member = membership.get_node(&node.node_id()).is_some();
                 let applied = metrics.last_applied.map(|id| (id.leader_id.term, id.index));
-                let (digest, max_results) = node.with_state(|state| {
+                // The state and the index it reflects, read together: Raft's
+                // metrics lag the state machine (the more so while a slow
+                // disk holds the core up), so their index would not do.
+                let replica = self.slots[i]
+                    .replica
+                    .as_ref()
+                    .expect("a live node has a replica");
+                let (digest, max_results) = {
+                    let replica = replica.read().expect("replica lock");
+                    let state = &replica.state;
                     let max_results = state
                         .missions
                         .values()
@@ -328,12 +401,12 @@ impl Sim {
                     let digest = (with_digests && member).then(|| {
                         let bytes = codec::encode(state).expect("state encodes");
                         (
-                            applied.map(|(_, index)| index).unwrap_or(0),
+                            replica.last_applied_index(),
                             hex::encode(Sha256::digest(&bytes)),
                         )
                     });
                     (digest, max_results)
-                });
+                };
                 NodeObs {
                     name: self.slots[i].name.clone(),
                     node_id: node.node_id(),
@@ -536,6 +609,7 @@ impl Sim {
                 let index = node % self.slots.len();
                 match self.slots[index].node.take() {
                     Some(leaving) => {
+                        self.slots[index].replica = None;
                         self.handles.lock().expect("handles lock").remove(&index);
                         // Drain as on SIGTERM, within a grace period.
                         leaving.drain(Duration::from_secs(3)).await;
@@ -549,6 +623,38 @@ impl Sim {
                     None => format!("{} would leave but is down", self.slots[index].name),
                 }
             }
+            Fault::FailDisk { target, ms } => match self.disk_target(*target) {
+                Some(index) => {
+                    if Some(index) == leader {
+                        // It leads on until its next write fails, and cannot
+                        // lead again before its disk heals: only a later
+                        // term brings leadership back.
+                        self.leader_lost(index, at, false);
+                    }
+                    let slot = &self.slots[index];
+                    slot.disk
+                        .fail_writes(Some("No space left on device (os error 28)".into()));
+                    self.heals.push((at + ms, Heal::Disk(index)));
+                    format!("{}'s disk refuses writes for {ms} ms", slot.name)
+                }
+                None => format!("fail {target}: none now, skipped"),
+            },
+            Fault::StallDisk {
+                target,
+                extra_ms,
+                ms,
+            } => match self.disk_target(*target) {
+                Some(index) => {
+                    let slot = &self.slots[index];
+                    slot.disk.stall(*extra_ms);
+                    self.heals.push((at + ms, Heal::Stall(index)));
+                    format!(
+                        "{}'s disk flushes {extra_ms} ms slower for {ms} ms",
+                        slot.name
+                    )
+                }
+                None => format!("stall {target}: none now, skipped"),
+            },
         };
         let line = format!("t={:.1}s {text}", at as f64 / 1000.0);
         self.bus.note(&line);
@@ -557,8 +663,9 @@ impl Sim {
 
     async fn restart_due(&mut self, now: u64) {
         for index in 0..self.slots.len() {
-            if self.slots[index].restart_at.is_some_and(|at| at <= now) {
-                self.boot(index, false).await;
+            if self.slots[index].restart_at.is_some_and(|at| at <= now)
+                && self.boot(index, false).await
+            {
                 let line = format!(
                     "t={:.1}s {} restarts on its persisted state",
                     now as f64 / 1000.0,
@@ -597,6 +704,36 @@ impl Sim {
             match heal {
                 Heal::Links => self.bus.heal(),
                 Heal::Slow(index) => self.bus.slow(&self.slots[index].name, 0),
+                Heal::Disk(index) => self.heal_disk(index),
+                Heal::Stall(index) => self.slots[index].disk.stall(0),
+            }
+        }
+    }
+
+    fn heal_disk(&self, index: usize) {
+        let slot = &self.slots[index];
+        if slot.disk.is_failing() {
+            slot.disk.fail_writes(None);
+            self.bus
+                .note(&format!("{}'s disk accepts writes", slot.name));
+        }
+    }
+
+    /// The slot whose disk a disk fault hits now, if any.
+    fn disk_target(&self, target: DiskTarget) -> Option<usize> {
+        match target {
+            DiskTarget::Leader => self.leader_index(),
+            DiskTarget::Node(node) => Some(node % self.slots.len()),
+            DiskTarget::Follower(n) => {
+                let leader = self.leader_index()?;
+                let node = self.slots[leader].node.as_ref()?;
+                let membership = node.raft().metrics().borrow().membership_config.clone();
+                let members: Vec<NodeId> =
+                    membership.membership().nodes().map(|(id, _)| *id).collect();
+                let followers: Vec<usize> = (0..self.slots.len())
+                    .filter(|i| *i != leader && members.contains(&self.slots[*i].node_id))
+                    .collect();
+                (!followers.is_empty()).then(|| followers[n % followers.len()])
             }
         }
     }
@@ -735,6 +872,9 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
         // measure tasks per virtual second; the others submit in waves.
         let (total_tasks, waves) = match config.scenario {
             Scenario::Scale => (config.nodes * 20, 1),
+            // Two large waves: every node finishes several large results at
+            // about the same time, more than one report request carries.
+            Scenario::Disk => (48.max(config.nodes), 2),
             _ => (40.max(config.nodes), 4),
         };
         let first_submit = sim.now_ms();
@@ -765,6 +905,10 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                 recovered = true;
                 sim.bus.heal();
                 sim.heals.clear();
+                for index in 0..sim.slots.len() {
+                    sim.slots[index].disk.stall(0);
+                    sim.heal_disk(index);
+                }
                 for slot in &mut sim.slots {
                     if slot.node.is_none() {
                         slot.restart_at = Some(now);
@@ -785,7 +929,12 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             if now >= next_sample {
                 let digests = now >= next_digest;
                 if digests {
-                    next_digest = now + DIGEST_EVERY_MS;
+                    next_digest = now
+                        + if config.scenario == Scenario::Disk {
+                            DISK_DIGEST_EVERY_MS
+                        } else {
+                            DIGEST_EVERY_MS
+                        };
                 }
                 let nodes = sim.sample(digests);
                 sim.note_sample(now, &nodes);
@@ -842,6 +991,13 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             nodes: &nodes,
         };
         let submitted = sim.submitted.lock().expect("submitted lock").clone();
+        let largest_log_entry = sim
+            .slots
+            .iter()
+            .map(|slot| (slot.disk.largest_log_entry(), slot.name.clone()))
+            .max_by_key(|(bytes, _)| *bytes)
+            .unwrap_or_default();
+        let messages = sim.bus.sizes();
         let end = Final {
             nodes: &nodes,
             leader_state: leader_state.as_ref(),
@@ -849,6 +1005,8 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             live,
             submitted: &submitted,
             waves_expected: waves,
+            largest_log_entry: largest_log_entry.clone(),
+            messages: &messages,
         };
         for checker in &mut sim.checkers {
             checker.observe(&observation);
@@ -902,6 +1060,10 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
             busy_virtual_ms: all_done_at
                 .filter(|_| waves == 1)
                 .map(|at| at - first_submit),
+            largest_raft_entry_bytes: largest_log_entry.0,
+            largest_raft_message_bytes: messages.raft.0,
+            largest_node_request_bytes: messages.node_request.0,
+            largest_message_bytes: messages.any.0,
         };
         outcome
     })

@@ -5,8 +5,10 @@
 //! a seeded RNG and clock offset per node) behind `coditect_node::env::Env`,
 //! and [`network::Bus`] (an in-process message bus with latency, loss,
 //! duplication, partitions and crashes, feeding a trace hash) behind
-//! `coditect_gossip::Network`. Storage is `coditect_consensus::kv::MemKv`,
-//! whose `crash()` loses unsynced writes, and Raft's randomness comes from a
+//! `coditect_gossip::Network`. Storage is [`disk::SimDisk`] behind
+//! `coditect_consensus::kv::KvStore`: a `MemKv`, whose `crash()` loses
+//! unsynced writes and whose writes can be made to fail, with a modelled
+//! device time per write on the virtual clock; Raft's randomness comes from a
 //! seeded `coditect_consensus::runtime::RaftContext`; tasks run through
 //! [`runner::SimRunner`] on the real executor and orchestrator path.
 //! [`harness::run`] runs a whole mesh under a [`scenario`]'s seeded nemesis
@@ -17,6 +19,7 @@
 //! Runs need a tokio built with `--cfg tokio_unstable` (see
 //! `.cargo/config.toml`) for `Builder::rng_seed`.
 
+pub mod disk;
 pub mod env;
 pub mod harness;
 pub mod invariants;

@@ -25,7 +25,7 @@ struct Args {
     /// Seed of everything random in the run
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// failover, partition, churn, scale or steal
+    /// failover, partition, churn, scale, steal or disk
     #[arg(long, default_value = "failover")]
     scenario: String,
     /// Virtual seconds to run (the last fifth is fault-free)

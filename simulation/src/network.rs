@@ -48,6 +48,28 @@ struct Slot {
     up: bool,
 }
 
+/// The largest requests and responses the bus carried, for the size
+/// checker, and the first it refused for exceeding the wire's frame cap
+/// (`coditect_gossip::wire::MAX_FRAME_BYTES`), as the libp2p codec refuses it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageSizes {
+    /// Bytes of the largest Raft RPC, with "sender -> receiver".
+    pub raft: (usize, String),
+    /// Bytes of the largest other request (report batches, submissions, steals).
+    pub node_request: (usize, String),
+    /// Bytes of the largest request or response of any kind, with its link.
+    pub any: (usize, String),
+    /// The first message over the frame cap, described.
+    pub over_frame_cap: Option<String>,
+}
+
+/// Whether an encoded node request is a Raft RPC: `NodeRequest::Raft` is
+/// variant 0, whose encoding (a varint variant index) starts with byte 0
+/// and no other variant's does (checked by a test below).
+fn is_raft(data: &[u8]) -> bool {
+    data.first() == Some(&0)
+}
+
 struct BusInner {
     rng: ChaCha8Rng,
     link: LinkConfig,
@@ -65,6 +87,7 @@ struct BusInner {
     next_seq: u64,
     /// Wakes the driver when an earlier delivery is queued.
     wake: Arc<tokio::sync::Notify>,
+    sizes: MessageSizes,
 }
 
 /// One copy's delay: loss, duplication and latency drawn from the RNG with
@@ -101,6 +124,30 @@ impl BusInner {
         self.trace.update(to.as_bytes());
         self.trace.update((len as u64).to_le_bytes());
         self.sends += 1;
+    }
+
+    /// Records the size of a request or response; false (and the first
+    /// such is noted) if it is over the wire's frame cap.
+    fn measure(&mut self, from: &str, to: &str, data: &[u8], request: bool) -> bool {
+        let len = data.len();
+        let link = || format!("{from} -> {to}");
+        if request && is_raft(data) && len > self.sizes.raft.0 {
+            self.sizes.raft = (len, link());
+        }
+        if request && !is_raft(data) && len > self.sizes.node_request.0 {
+            self.sizes.node_request = (len, link());
+        }
+        if len > self.sizes.any.0 {
+            self.sizes.any = (len, link());
+        }
+        if len > coditect_gossip::wire::MAX_FRAME_BYTES {
+            let kind = if request { "request" } else { "response" };
+            self.sizes
+                .over_frame_cap
+                .get_or_insert_with(|| format!("a {kind} of {len} bytes from {from} to {to}"));
+            return false;
+        }
+        true
     }
 
     fn cut(&mut self, from: &str, to: &str) {
@@ -197,6 +244,7 @@ impl Bus {
             in_flight: BTreeMap::new(),
             next_seq: 0,
             wake: wake.clone(),
+            sizes: MessageSizes::default(),
         })));
         tokio::spawn(drive(Arc::downgrade(&bus.0), wake));
         bus
@@ -312,6 +360,11 @@ impl Bus {
     pub fn events(&self) -> u64 {
         self.lock().sends
     }
+
+    /// The largest messages so far (see [`MessageSizes`]).
+    pub fn sizes(&self) -> MessageSizes {
+        self.lock().sizes.clone()
+    }
 }
 
 /// One node's view of the bus.
@@ -393,6 +446,12 @@ impl Network for SimNetwork {
                     });
                 }
                 inner.record_message(b'q', &me, &peer, data.len());
+                if !inner.measure(&me, &peer, &data, true) {
+                    return Err(RequestError::Unreachable {
+                        peer,
+                        message: "the request is over the frame cap".into(),
+                    });
+                }
                 let fate = if inner.passes(&me, &peer) {
                     inner.fate(&me, &peer)
                 } else {
@@ -424,6 +483,12 @@ impl Network for SimNetwork {
                 let back = {
                     let mut inner = bus.lock();
                     inner.record_message(b'r', &peer, &me, bytes.len());
+                    if !inner.measure(&peer, &me, &bytes, false) {
+                        return Err(RequestError::Unreachable {
+                            peer: peer.clone(),
+                            message: "the response is over the frame cap".into(),
+                        });
+                    }
                     if inner.passes(&peer, &me) {
                         inner.fate(&peer, &me).first().copied()
                     } else {
@@ -580,6 +645,44 @@ mod tests {
             }
             (bus.trace_hash(), bus.events())
         })
+    }
+
+    #[test]
+    fn raft_rpcs_are_told_apart_by_their_first_byte() {
+        use coditect_node::messages::NodeRequest;
+        let raft = coditect_memory::codec::encode(&NodeRequest::Raft(vec![7; 300])).unwrap();
+        assert!(is_raft(&raft));
+        let other = NodeRequest::GetTaskResult {
+            mission: "m1".into(),
+            task: "a".into(),
+        };
+        assert!(!is_raft(&coditect_memory::codec::encode(&other).unwrap()));
+    }
+
+    #[test]
+    fn the_largest_messages_are_measured_and_frames_over_the_cap_refused() {
+        crate::runtime(1).unwrap().block_on(async {
+            let bus = Bus::new(7, LinkConfig::default());
+            let (a, _a_events) = bus.join("a");
+            let (_b, b_events) = bus.join("b");
+            let _seen = serve(b_events);
+            let deadline = Duration::from_secs(1);
+            let answer = a.request("b", &[], vec![0; 5_000], deadline).await;
+            assert_eq!(answer.map(|bytes| bytes.len()), Ok(5_000));
+            assert!(a.request("b", &[], vec![9; 9_000], deadline).await.is_ok());
+            let sizes = bus.sizes();
+            assert_eq!(sizes.raft, (5_000, "a -> b".to_string()));
+            assert_eq!(sizes.node_request, (9_000, "a -> b".to_string()));
+            assert_eq!(sizes.any.0, 9_000);
+            assert_eq!(sizes.over_frame_cap, None);
+            let huge = vec![1; coditect_gossip::wire::MAX_FRAME_BYTES + 1];
+            let refused = a.request("b", &[], huge, deadline).await;
+            assert!(
+                matches!(refused, Err(RequestError::Unreachable { .. })),
+                "{refused:?}"
+            );
+            assert!(bus.sizes().over_frame_cap.is_some());
+        });
     }
 
     #[test]

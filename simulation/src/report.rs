@@ -25,6 +25,10 @@ pub fn json(config: &SimConfig, outcome: &SimOutcome, wall_ms: u64) -> serde_jso
         "tasks_per_virtual_sec": outcome.busy_virtual_ms.filter(|ms| *ms > 0).map(|ms| {
             (outcome.tasks_succeeded as f64 * 1000.0 / ms as f64 * 10.0).round() / 10.0
         }),
+        "largest_raft_entry_bytes": outcome.largest_raft_entry_bytes,
+        "largest_raft_message_bytes": outcome.largest_raft_message_bytes,
+        "largest_node_request_bytes": outcome.largest_node_request_bytes,
+        "largest_message_bytes": outcome.largest_message_bytes,
         "faults": outcome.fault_log,
         "wall_ms": wall_ms,
         "injected_bug": config.bug.map(|bug| format!("{bug:?}")),
@@ -78,6 +82,14 @@ pub fn summary(config: &SimConfig, outcome: &SimOutcome, wall_ms: u64) -> String
             sorted[sorted.len() - 1]
         ));
     }
+    out.push_str(&format!(
+        "largest: Raft entry {} bytes (cap {}), Raft RPC {}, other request {}, any message {}\n",
+        outcome.largest_raft_entry_bytes,
+        coditect_consensus::MAX_ENTRY_BYTES,
+        outcome.largest_raft_message_bytes,
+        outcome.largest_node_request_bytes,
+        outcome.largest_message_bytes
+    ));
     out.push_str("faults:\n");
     for line in &outcome.fault_log {
         out.push_str(&format!("  {line}\n"));

@@ -1,8 +1,10 @@
 //! The simulated task runner: the real executor and orchestrator path
 //! (placement, assignment, reports, commits with the attempt as fencing
 //! token) with the sandbox replaced by a modelled run time on the virtual
-//! clock. Durations come from the task's identity and the run's seed, so
-//! they replay exactly.
+//! clock and a modelled stdout (empty, or in the `disk` scenario tens to
+//! hundreds of KiB, all carried in the result, so results fill Raft entries
+//! and report batches). Durations and sizes come from the task's identity
+//! and the run's seed, so they replay exactly.
 #![allow(clippy::disallowed_methods)] // the simulated runner sleeps on virtual time
 
 use std::sync::Arc;
@@ -25,6 +27,10 @@ pub struct TaskModel {
     pub max_ms: u64,
     /// This node runs every task this many times slower (a slow node).
     pub slowdown: u64,
+    /// Smallest stdout a task prints, bytes (its result carries all of it).
+    pub min_output_bytes: usize,
+    /// Largest stdout a task prints, bytes.
+    pub max_output_bytes: usize,
 }
 
 /// A [`TaskRunner`] that sleeps for the modelled duration, honouring
@@ -40,18 +46,49 @@ impl SimRunner {
         Arc::new(SimRunner { seed, model })
     }
 
-    /// The modelled run time of `task` of `mission` (integer arithmetic only).
-    pub fn duration(&self, mission: &str, task: &str) -> Duration {
+    /// Two draws from the task's identity and the seed.
+    fn draws(&self, mission: &str, task: &str) -> [u64; 2] {
         let digest = Sha256::new()
             .chain_update(self.seed.to_le_bytes())
             .chain_update(mission.as_bytes())
             .chain_update([0])
             .chain_update(task.as_bytes())
             .finalize();
-        let draw = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+        [
+            u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")),
+            u64::from_le_bytes(digest[8..16].try_into().expect("8 bytes")),
+        ]
+    }
+
+    /// The modelled run time of `task` of `mission` (integer arithmetic only).
+    pub fn duration(&self, mission: &str, task: &str) -> Duration {
+        let draw = self.draws(mission, task)[0];
         let span = self.model.max_ms.saturating_sub(self.model.min_ms) + 1;
         Duration::from_millis((self.model.min_ms + draw % span) * self.model.slowdown.max(1))
     }
+
+    /// How many bytes `task` of `mission` prints.
+    pub fn output_bytes(&self, mission: &str, task: &str) -> usize {
+        let draw = self.draws(mission, task)[1];
+        let span = self
+            .model
+            .max_output_bytes
+            .saturating_sub(self.model.min_output_bytes) as u64
+            + 1;
+        self.model.min_output_bytes + (draw % span) as usize
+    }
+}
+
+/// `bytes` of printable stdout naming the run, line by line.
+fn stdout_of(mission: &str, task: &str, attempt: u32, bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes + 80);
+    let mut line = 0u64;
+    while out.len() < bytes {
+        out.push_str(&format!("{mission}/{task} attempt {attempt} line {line}\n"));
+        line += 1;
+    }
+    out.truncate(bytes);
+    out
 }
 
 impl TaskRunner for SimRunner {
@@ -63,6 +100,7 @@ impl TaskRunner for SimRunner {
         cancel: CancelToken,
     ) -> BoxFuture<'static, Result<Report, WorkerError>> {
         let duration = self.duration(&assignment.mission, &assignment.task.id);
+        let output_bytes = self.output_bytes(&assignment.mission, &assignment.task.id);
         Box::pin(async move {
             let step = Duration::from_millis(20);
             let mut left = duration;
@@ -79,12 +117,18 @@ impl TaskRunner for SimRunner {
                 tokio::time::sleep(nap).await;
                 left -= nap;
             }
+            let stdout = stdout_of(
+                &assignment.mission,
+                &assignment.task.id,
+                assignment.attempt,
+                output_bytes,
+            );
             Ok(Report::Succeeded(TaskResult {
                 node,
                 attempt: assignment.attempt,
                 exit_code: Some(0),
-                stdout_digest: Digest::of(b"").to_string(),
-                stdout_head: String::new(),
+                stdout_digest: Digest::of(stdout.as_bytes()).to_string(),
+                stdout_head: stdout,
                 outputs: Vec::new(),
                 fuel_used: 0,
                 wall_ms: duration.as_millis() as u64,

@@ -10,6 +10,8 @@ use std::str::FromStr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::disk::DiskModel;
+
 /// What a run exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
@@ -23,16 +25,20 @@ pub enum Scenario {
     Scale,
     /// A skewed load: one node runs every task eight times slower.
     Steal,
+    /// Large task outputs on slow disks: some nodes' disks are slow for the
+    /// whole run, disks stall, and members' disks refuse writes for a while.
+    Disk,
 }
 
 impl Scenario {
     /// Every scenario, in `--help` order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Failover,
         Scenario::Partition,
         Scenario::Churn,
         Scenario::Scale,
         Scenario::Steal,
+        Scenario::Disk,
     ];
 
     /// Its name on the command line.
@@ -43,6 +49,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::Scale => "scale",
             Scenario::Steal => "steal",
+            Scenario::Disk => "disk",
         }
     }
 }
@@ -125,6 +132,46 @@ pub enum Fault {
         /// How long until it starts again.
         down_ms: u64,
     },
+    /// A disk refuses every write (full, or failing) for `ms`, then works
+    /// again; its node's Raft core stops, the node exits and its supervisor
+    /// restarts it, again and again while the disk refuses.
+    FailDisk {
+        /// Whose disk.
+        target: DiskTarget,
+        /// How long.
+        ms: u64,
+    },
+    /// Every flush of a disk takes `extra_ms` longer, for `ms`.
+    StallDisk {
+        /// Whose disk.
+        target: DiskTarget,
+        /// Extra time per flush.
+        extra_ms: u64,
+        /// How long.
+        ms: u64,
+    },
+}
+
+/// Whose disk a disk fault hits, resolved when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskTarget {
+    /// The leader's.
+    Leader,
+    /// A Raft member other than the leader: the `n`-th of them (modulo
+    /// their number) in node order. Only members write to their disks.
+    Follower(usize),
+    /// A node's, by index.
+    Node(usize),
+}
+
+impl fmt::Display for DiskTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiskTarget::Leader => write!(f, "the leader's disk"),
+            DiskTarget::Follower(n) => write!(f, "follower #{n}'s disk"),
+            DiskTarget::Node(node) => write!(f, "node {node}'s disk"),
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -144,6 +191,12 @@ impl fmt::Display for Fault {
             Fault::Leave { node, down_ms } => {
                 write!(f, "node {node} drains and leaves, back after {down_ms} ms")
             }
+            Fault::FailDisk { target, ms } => write!(f, "{target} refuses writes for {ms} ms"),
+            Fault::StallDisk {
+                target,
+                extra_ms,
+                ms,
+            } => write!(f, "{target} flushes {extra_ms} ms slower for {ms} ms"),
         }
     }
 }
@@ -212,6 +265,30 @@ pub fn schedule(scenario: Scenario, seed: u64, nodes: usize, virtual_ms: u64) ->
                 };
                 (fault, gap(&mut rng, 2_000, 5_000))
             }
+            Scenario::Disk => {
+                let ms = gap(&mut rng, 2_000, 5_000);
+                let fault = match rng.gen_range(0..4) {
+                    0 => Fault::FailDisk {
+                        target: DiskTarget::Leader,
+                        ms,
+                    },
+                    1 => Fault::FailDisk {
+                        target: DiskTarget::Follower(rng.gen_range(0..8)),
+                        ms,
+                    },
+                    2 => Fault::StallDisk {
+                        target: DiskTarget::Leader,
+                        extra_ms: gap(&mut rng, 50, 250),
+                        ms,
+                    },
+                    _ => Fault::StallDisk {
+                        target: DiskTarget::Node(rng.gen_range(0..nodes)),
+                        extra_ms: gap(&mut rng, 100, 400),
+                        ms,
+                    },
+                };
+                (fault, gap(&mut rng, 3_000, 7_000))
+            }
             Scenario::Scale | Scenario::Steal => (
                 Fault::KillLeader {
                     down_ms: gap(&mut rng, 1_000, 3_000),
@@ -226,6 +303,34 @@ pub fn schedule(scenario: Scenario, seed: u64, nodes: usize, virtual_ms: u64) ->
         at += next;
     }
     faults
+}
+
+/// How fast node `index`'s disk is for the whole run: instant except in
+/// `disk`, where every disk takes time (a good SSD: a flush of 0.5-2.5 ms,
+/// 200 MB/s) and every third node's is slow (which third comes from the
+/// seed, so one of the first three nodes, the first voters, always is): a
+/// flush of 10-40 ms plus up to 30 ms jitter, 20-60 MB/s, so a large entry
+/// takes a slow member tens of milliseconds to make durable.
+pub fn disk_model(scenario: Scenario, seed: u64, index: usize) -> DiskModel {
+    if scenario != Scenario::Disk {
+        return DiskModel::default();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6469_736b ^ index as u64,
+    );
+    if (index as u64).wrapping_add(seed).is_multiple_of(3) {
+        DiskModel {
+            flush_us: rng.gen_range(10_000..=40_000),
+            jitter_us: rng.gen_range(0..=30_000),
+            bytes_per_ms: rng.gen_range(20_000..=60_000),
+        }
+    } else {
+        DiskModel {
+            flush_us: 500,
+            jitter_us: 2_000,
+            bytes_per_ms: 200_000,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -249,9 +354,36 @@ mod tests {
             schedule(Scenario::Partition, 2, 10, 60_000)
         );
         assert_eq!("churn".parse::<Scenario>(), Ok(Scenario::Churn));
+        assert_eq!("disk".parse::<Scenario>(), Ok(Scenario::Disk));
         assert!("chaos"
             .parse::<Scenario>()
             .unwrap_err()
             .contains("failover"));
+    }
+
+    #[test]
+    fn only_the_disk_scenario_has_slow_disks_and_disk_faults() {
+        let mut failing = Vec::new();
+        for seed in 0..8 {
+            let models: Vec<DiskModel> = (0..7)
+                .map(|i| disk_model(Scenario::Disk, seed, i))
+                .collect();
+            assert!(models.iter().all(|m| !m.is_instant()), "{models:?}");
+            let slow = models.iter().filter(|m| m.flush_us >= 10_000).count();
+            assert!((2..=3).contains(&slow), "seed {seed}: {models:?}");
+            assert!(models[..3].iter().any(|m| m.flush_us >= 10_000));
+            for (_, fault) in schedule(Scenario::Disk, seed, 7, 40_000) {
+                match fault {
+                    Fault::FailDisk { target, .. } => failing.push(target),
+                    Fault::StallDisk { .. } => {}
+                    other => panic!("not a disk fault: {other}"),
+                }
+            }
+        }
+        assert!(failing.contains(&DiskTarget::Leader), "{failing:?}");
+        assert!(failing
+            .iter()
+            .any(|target| matches!(target, DiskTarget::Follower(_))));
+        assert!(disk_model(Scenario::Churn, 1, 0).is_instant());
     }
 }

@@ -1,10 +1,11 @@
 //! The simulation's own tests: runs replay exactly from their seed (in two
-//! separate processes), a sweep of seeds keeps every invariant, and a
+//! separate processes), sweeps of seeds keep every invariant, and a
 //! deliberately injected storage bug is caught, so the checkers can fail.
 
 use std::process::Command;
 
 use coditect_consensus::kv::InjectedBug;
+use coditect_consensus::{MAX_APPEND_BYTES, MAX_ENTRY_BYTES};
 use coditect_simulation::harness::{run, SimConfig, SimOutcome};
 use coditect_simulation::scenario::Scenario;
 
@@ -55,7 +56,12 @@ fn sim_process(args: &[&str]) -> (i32, String, serde_json::Value) {
 
 #[test]
 fn the_same_seed_gives_the_same_trace_in_two_processes() {
-    for (scenario, seed) in [("failover", "11"), ("partition", "12"), ("churn", "13")] {
+    for (scenario, seed) in [
+        ("failover", "11"),
+        ("partition", "12"),
+        ("churn", "13"),
+        ("disk", "14"),
+    ] {
         let args = [
             "--nodes",
             "7",
@@ -113,7 +119,12 @@ fn the_report_has_every_field_of_the_interface() {
     assert_eq!(report["seed"], 3);
     assert_eq!(report["scenario"], "failover");
     let invariants = report["invariants"].as_object().unwrap();
-    assert_eq!(invariants.len(), 7, "{report}");
+    assert_eq!(invariants.len(), 8, "{report}");
+    assert_eq!(invariants["sizes_within_caps"], "ok", "{report}");
+    assert!(
+        report["largest_raft_entry_bytes"].as_u64().unwrap() > 0,
+        "{report}"
+    );
     assert_eq!(invariants["no_panics"], "ok", "{report}");
     assert!(invariants.values().all(|v| v == "ok"), "{report}");
     assert_eq!(report["tasks_submitted"], report["tasks_succeeded"]);
@@ -147,6 +158,39 @@ fn a_sweep_of_seeds_keeps_every_invariant() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Large outputs on slow and failing disks: every invariant holds, and the
+/// results are large enough that the byte bounds are reached: entries
+/// filled close to the cap, AppendEntries requests cut at the append bound,
+/// report requests carrying several results.
+#[test]
+fn a_sweep_of_disk_seeds_keeps_every_invariant_and_reaches_the_byte_bounds() {
+    let mut failures = Vec::new();
+    let (mut entry, mut raft, mut request) = (0, 0, 0);
+    let mut disk_faults = 0;
+    for seed in 0..8u64 {
+        let outcome = quiet_run(config(seed, 7, Scenario::Disk, 40));
+        let broken = broken(&outcome);
+        if !broken.is_empty() || outcome.tasks_submitted == 0 {
+            failures.push(format!(
+                "coditect sim --nodes 7 --seed {seed} --scenario disk --virtual-secs 40: {broken:?}"
+            ));
+        }
+        entry = entry.max(outcome.largest_raft_entry_bytes);
+        raft = raft.max(outcome.largest_raft_message_bytes);
+        request = request.max(outcome.largest_node_request_bytes);
+        disk_faults += outcome
+            .fault_log
+            .iter()
+            .filter(|line| line.contains("storage error"))
+            .count();
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(entry > MAX_ENTRY_BYTES * 7 / 8, "largest entry {entry}");
+    assert!(raft > MAX_APPEND_BYTES, "largest Raft RPC {raft}");
+    assert!(request > 1024 * 1024, "largest report request {request}");
+    assert!(disk_faults > 0, "no Raft core stopped on a failing disk");
 }
 
 #[test]

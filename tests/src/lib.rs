@@ -244,6 +244,16 @@ pub fn run_coditect(args: &[String], limit: Duration) -> (ExitStatus, String) {
 impl NodeProcess {
     /// Starts a node on `data_dir` with `extra` flags and waits for its node.json.
     pub fn start(data_dir: &Path, name: &str, extra: &[String]) -> NodeProcess {
+        NodeProcess::start_with_env(data_dir, name, extra, &[])
+    }
+
+    /// [`NodeProcess::start`] with extra environment variables.
+    pub fn start_with_env(
+        data_dir: &Path,
+        name: &str,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> NodeProcess {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let node_json = data_dir.join("node.json");
         let _ = std::fs::remove_file(&node_json);
@@ -273,6 +283,7 @@ impl NodeProcess {
                 "CODITECT_LOG",
                 "info,coditect_node=debug,libp2p=warn,openraft=warn",
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

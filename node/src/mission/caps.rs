@@ -19,6 +19,12 @@ pub const MAX_NEEDS_PER_TASK: usize = 1_000;
 /// entry per file); each one is a file the worker writes under `/input`.
 pub const MAX_INPUTS_PER_TASK: usize = 10_000;
 
+/// Most `args` of one task (a guest's argv after its program name).
+pub const MAX_ARGS_PER_TASK: usize = 256;
+
+/// Longest single argument, in bytes.
+pub const MAX_ARG_BYTES: usize = 4096;
+
 /// Most `requires` tags of one task.
 pub const MAX_REQUIRES_PER_TASK: usize = 64;
 
@@ -34,6 +40,10 @@ pub const MAX_TASK_ID_BYTES: usize = 128;
 
 /// Longest mission name, in bytes; it is a human label shown in listings.
 pub const MAX_MISSION_NAME_BYTES: usize = 256;
+
+/// Longest task title, in bytes: a human label shown in listings (a
+/// markdown task's title is fitted to it; its whole text stays the input).
+pub const MAX_TASK_TITLE_BYTES: usize = 512;
 
 /// Longest path under `/input` or `/output`, in bytes. Well under Linux's
 /// PATH_MAX (4096) even after the node's work directory and

@@ -42,6 +42,13 @@ pub enum MissionError {
     /// The mission lists no task at all.
     #[error("mission has no tasks")]
     NoTasks,
+    /// A markdown file without a single checkbox task; names the formats understood.
+    #[error(
+        "no checkbox tasks in the markdown: expected list items such as `- [ ] T001 [P] [US1] Title` \
+         (spec-kit tasks.md), `- [ ] 1.1 Title` (Kiro tasks.md) or `- [ ] T001.010 Title ... depends on \
+         T001.009` (seed tasklist), checked `[x]` when done"
+    )]
+    NoMarkdownTasks,
     /// The mission lists more tasks than [`super::caps::MAX_TASKS_PER_MISSION`].
     #[error("mission has {count} tasks, more than the cap of {max}")]
     TooManyTasks {

@@ -23,7 +23,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::caps::{MAX_COMPONENT_BYTES, MAX_MISSION_NAME_BYTES, MAX_PATH_BYTES, MAX_TASK_ID_BYTES};
+use super::caps::{
+    MAX_COMPONENT_BYTES, MAX_MISSION_NAME_BYTES, MAX_PATH_BYTES, MAX_TASK_ID_BYTES,
+    MAX_TASK_TITLE_BYTES,
+};
 
 /// First components of `/input` paths the worker writes itself: the task's
 /// `input` text and its dependencies' outputs.
@@ -315,11 +318,36 @@ pub fn check_mission_name(name: &str) -> Result<(), NameError> {
 /// missions take their name from a heading the author did not write as a
 /// name, so it is fitted rather than refused.
 pub fn fit_mission_name(heading: &str) -> String {
-    let clean: String = heading
+    fit_label(heading, MAX_MISSION_NAME_BYTES)
+}
+
+/// A task title made into a valid one, the same way: control characters
+/// become spaces and it is cut to [`MAX_TASK_TITLE_BYTES`].
+pub fn fit_task_title(title: &str) -> String {
+    fit_label(title, MAX_TASK_TITLE_BYTES)
+}
+
+/// Checks a task title: at most [`MAX_TASK_TITLE_BYTES`] bytes, no control
+/// characters.
+pub fn check_task_title(title: &str) -> Result<(), NameError> {
+    if title.len() > MAX_TASK_TITLE_BYTES {
+        return Err(NameError::TooLong {
+            bytes: title.len(),
+            max: MAX_TASK_TITLE_BYTES,
+        });
+    }
+    match title.chars().find(|&c| is_invisible_control(c)) {
+        Some(c) => Err(NameError::Control(c)),
+        None => Ok(()),
+    }
+}
+
+fn fit_label(text: &str, max: usize) -> String {
+    let clean: String = text
         .chars()
         .map(|c| if is_invisible_control(c) { ' ' } else { c })
         .collect();
-    let mut end = clean.len().min(MAX_MISSION_NAME_BYTES);
+    let mut end = clean.len().min(max);
     while !clean.is_char_boundary(end) {
         end -= 1;
     }

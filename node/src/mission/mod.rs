@@ -4,10 +4,12 @@
 //!
 //! - [`parse_toml`] reads the TOML task graph (`[[task]]`, `[task.limits]`,
 //!   `[task.expect]`); only `id` and `module` are required per task.
-//! - [`parse_markdown`] reads the seeds' markdown tasklist (checkboxes,
-//!   `T001.010`-style ids, P0-P3, "depends on / after / requires / blocked
-//!   by", ids in parentheses) and routes every task to an agent kind through
-//!   an [`AgentConfig`].
+//! - [`parse_markdown`] reads markdown tasklists as people write them (the
+//!   seeds' format, spec-kit's and Kiro's `tasks.md`, plain checklists):
+//!   checkboxes, ids, P0-P3, written dependencies in prose and fields, the
+//!   order phases, groups and `[P]` markers imply; it routes every task to
+//!   an agent kind through an [`AgentConfig`]. [`read_markdown`] also
+//!   returns the warnings (references to undeclared ids).
 //! - [`validate`] checks ids, dependencies (unknown ones, cycles with their
 //!   members in order), limits, modules and inputs, and returns a
 //!   [`ValidatedMission`] that carries a topological order.
@@ -28,7 +30,7 @@ mod error;
 pub mod grammar;
 mod markdown;
 mod spec;
-mod submit;
+pub mod submit;
 mod toml_format;
 mod validate;
 
@@ -37,7 +39,7 @@ mod tests;
 
 pub use agents::{AgentConfig, AgentKind};
 pub use error::MissionError;
-pub use markdown::parse_markdown;
+pub use markdown::{parse_markdown, read_markdown, MarkdownMission};
 pub use spec::{Expect, MissionSpec, ModuleRef, Priority, TaskSpec, BUILTIN_PREFIX};
 pub use submit::{check_submissions, to_submissions};
 pub use toml_format::parse_toml;

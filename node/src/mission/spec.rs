@@ -66,6 +66,10 @@ pub struct TaskSpec {
     /// Human title (the markdown item's text without its id).
     #[serde(default)]
     pub title: Option<String>,
+    /// The guest's arguments after its program name (for `builtin:python`,
+    /// the script and its flags: `["/input/tool.py", "--flag"]`).
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 impl TaskSpec {
@@ -84,6 +88,7 @@ impl TaskSpec {
             done: false,
             agent: None,
             title: None,
+            args: Vec::new(),
         }
     }
 }

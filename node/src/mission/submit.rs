@@ -8,7 +8,9 @@
 use coditect_consensus::mission::{TaskExpect, TaskSubmission};
 use coditect_memory::{BlobStore, Digest};
 
+use super::caps::MAX_TAG_BYTES;
 use super::error::MissionError;
+use super::grammar::excerpt;
 use super::spec::{ModuleRef, BUILTIN_PREFIX};
 use super::validate::{validate, ValidatedMission};
 
@@ -34,6 +36,9 @@ pub fn to_submissions(
                 ))
             }
             ModuleRef::Path(path) => match path.strip_prefix(BUILTIN_PREFIX) {
+                // Not a blob every node holds: the nodes that advertise
+                // `python` serve it (the task requires that capability).
+                Some(PYTHON) => crate::python::digest().to_string(),
                 Some(name) => crate::builtin::digest(name)
                     .ok_or_else(|| {
                         let names: Vec<&str> =
@@ -90,11 +95,14 @@ pub fn to_submissions(
             }
             inputs.push((path, digest));
         }
-        let requires = if task.requires.is_empty() {
+        let mut requires = if task.requires.is_empty() {
             vec!["wasm".to_string()]
         } else {
             task.requires.clone()
         };
+        if module == crate::python::digest().to_string() {
+            require_python(&mut requires);
+        }
         out.push(TaskSubmission {
             id: task.id.clone(),
             module,
@@ -110,9 +118,27 @@ pub fn to_submissions(
                 files: task.expect.files.clone(),
             },
             done: task.done,
+            title: task
+                .title
+                .as_deref()
+                .map(super::grammar::fit_task_title)
+                .filter(|title| !title.is_empty()),
+            agent: task.agent.clone(),
+            args: task.args.clone(),
         });
     }
     Ok(out)
+}
+
+/// The name of the Python runtime after `builtin:`.
+const PYTHON: &str = "python";
+
+/// A task running the Python runtime requires a node that has it ready.
+pub fn require_python(requires: &mut Vec<String>) {
+    let tag = crate::python::PYTHON_CAPABILITY;
+    if !requires.iter().any(|r| r == tag) {
+        requires.push(tag.to_string());
+    }
 }
 
 /// The leader's own check of submissions it receives from a peer: the same
@@ -126,6 +152,25 @@ pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), Mis
         tasks: Vec::with_capacity(tasks.len()),
     };
     for task in tasks {
+        let place = || format!("task `{}`", excerpt(&task.id));
+        if let Some(title) = &task.title {
+            super::grammar::check_task_title(title).map_err(|e| MissionError::InvalidField {
+                field: "title".into(),
+                place: place(),
+                message: e.to_string(),
+            })?;
+        }
+        if let Some(agent) = &task.agent {
+            if agent.len() > MAX_TAG_BYTES || agent.chars().any(char::is_control) {
+                return Err(MissionError::InvalidField {
+                    field: "agent".into(),
+                    place: place(),
+                    message: format!(
+                        "an agent kind is at most {MAX_TAG_BYTES} bytes without control characters"
+                    ),
+                });
+            }
+        }
         let module = ModuleRef::parse(&task.module).map_err(|e| MissionError::InvalidModule {
             task: task.id.clone(),
             module: task.module.clone(),
@@ -142,6 +187,7 @@ pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), Mis
         spec_task.needs = task.needs.clone();
         spec_task.requires = task.requires.clone();
         spec_task.done = task.done;
+        spec_task.args = task.args.clone();
         spec_task.inputs = task
             .inputs
             .iter()
@@ -194,6 +240,32 @@ mod tests {
         );
         let input: Digest = tasks[1].input.as_ref().unwrap().parse().unwrap();
         assert_eq!(blobs.get(&input).unwrap().unwrap(), b"hello");
+        assert_eq!(tasks[1].title, None);
+    }
+
+    #[test]
+    fn markdown_titles_and_agent_kinds_are_carried_and_rechecked() {
+        let (_dir, blobs) = store();
+        let spec = crate::mission::parse_markdown(
+            "- [ ] T1 Write the queue\n- [ ] T2 Test it, after T1\n",
+            &crate::mission::AgentConfig::default(),
+        )
+        .unwrap();
+        let mut tasks = to_submissions(&validate(&spec, None).unwrap(), &blobs).unwrap();
+        assert_eq!(tasks[0].title.as_deref(), Some("Write the queue"));
+        assert_eq!(tasks[0].agent.as_deref(), Some("coder"));
+        assert_eq!(tasks[1].agent.as_deref(), Some("tester"));
+        assert!(check_submissions("m", &tasks).is_ok());
+        tasks[0].title = Some("x".repeat(crate::mission::caps::MAX_TASK_TITLE_BYTES + 1));
+        let error = check_submissions("m", &tasks).unwrap_err().to_string();
+        assert!(
+            error.contains("`title`") && error.contains("task `T1`"),
+            "{error}"
+        );
+        tasks[0].title = None;
+        tasks[0].agent = Some("a\u{7}".into());
+        let error = check_submissions("m", &tasks).unwrap_err().to_string();
+        assert!(error.contains("`agent`"), "{error}");
     }
 
     #[test]

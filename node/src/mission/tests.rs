@@ -1,10 +1,12 @@
-//! Cross-module tests: the seeds' own tasklists parsed end to end, and
-//! property tests of DAG validation.
+//! Cross-module tests: the seeds' own tasklists and one tasklist of each
+//! family people write (spec-kit, Kiro and cc-sdd, openprd-style ids and
+//! fields) parsed end to end, and property tests of DAG validation.
 //!
 //! The seed files are copied under `node/tests/fixtures/missions/` so these
 //! tests never depend on `../shared` at run time; when the real seeds are
 //! present beside the repository, one extra test checks that the copies
-//! still parse to the same missions.
+//! still parse to the same missions. The other families are under
+//! `node/tests/fixtures/tasklists/`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,6 +20,10 @@ const SEED_001: &str = include_str!("../../tests/fixtures/missions/seed_001_plan
 const SEED_002: &str = include_str!("../../tests/fixtures/missions/seed_002_project_plan.md");
 const SEED_003: &str = include_str!("../../tests/fixtures/missions/seed_003_phase1.md");
 const SEED_004: &str = include_str!("../../tests/fixtures/missions/seed_004_tasklist.md");
+const SPECKIT: &str = include_str!("../../tests/fixtures/tasklists/speckit_tasks.md");
+const KIRO: &str = include_str!("../../tests/fixtures/tasklists/kiro_tasks.md");
+const CC_SDD: &str = include_str!("../../tests/fixtures/tasklists/cc_sdd_tasks.md");
+const OPENPRD: &str = include_str!("../../tests/fixtures/tasklists/openprd_tasks.md");
 
 fn parse(text: &str) -> MissionSpec {
     parse_markdown(text, &AgentConfig::default()).unwrap()
@@ -302,6 +308,282 @@ fn seed_004_format_tasklist() {
     assert_eq!(ready, ["T001.009", "T003.002", "T008.001"]);
 }
 
+/// Reads a fixture with the default routing; the graph must validate.
+fn read(text: &str) -> MarkdownMission {
+    let mission = read_markdown(text, &AgentConfig::default()).unwrap();
+    let v = validate(&mission.spec, None).unwrap();
+    assert_order_respects_needs(&v);
+    mission
+}
+
+/// Every task's needs, by id, in file order.
+fn graph(spec: &MissionSpec) -> Vec<(&str, Vec<&str>)> {
+    spec.tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.needs.iter().map(String::as_str).collect()))
+        .collect()
+}
+
+#[test]
+fn speckit_phases_run_in_order_and_p_tasks_in_parallel() {
+    let mission = read(SPECKIT);
+    let spec = &mission.spec;
+    assert_eq!(spec.name, "Tasks: Photo Album Organizer");
+    assert!(mission.implied_order);
+    let expected: Vec<(&str, Vec<&str>)> = vec![
+        ("T001", vec![]),
+        // Done tasks still show the order they were written in.
+        ("T002", vec!["T001"]),
+        ("T003", vec!["T002"]),
+        ("T004", vec!["T002"]),
+        // Phase 2 waits for all of phase 1: its last tasks, the [P] pair.
+        ("T005", vec!["T003", "T004"]),
+        ("T006", vec!["T005"]),
+        ("T007", vec!["T005"]),
+        ("T008", vec!["T006", "T007"]),
+        ("T009", vec!["T008"]),
+        ("T010", vec!["T009"]),
+        ("T011", vec!["T009"]),
+        ("T012", vec!["T009"]),
+        ("T013", vec!["T009"]),
+        // Written "(depends on T012, T013)" first, then the run of [P] tasks before it.
+        ("T014", vec!["T012", "T013", "T010", "T011"]),
+        ("T015", vec!["T014"]),
+        ("T016", vec!["T015"]),
+        ("T017", vec!["T016"]),
+        ("T018", vec!["T017"]),
+        ("T019", vec!["T018"]),
+        ("T020", vec!["T019"]),
+        ("T021", vec!["T020"]),
+        // "Depends on T018–T021": a range of declared ids.
+        ("T022", vec!["T018", "T019", "T020", "T021"]),
+        ("T023", vec!["T022"]),
+    ];
+    assert_eq!(
+        graph(spec),
+        expected,
+        "T998 and T999 are in a fence and a comment"
+    );
+    let done: Vec<&str> = spec
+        .tasks
+        .iter()
+        .filter(|t| t.done)
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(done, ["T001", "T002"], "[X] is done");
+
+    let t010 = by_id(spec, "T010");
+    assert_eq!(
+        t010.title.as_deref(),
+        Some("Contract test for POST /albums in backend/tests/contract/test_albums_post.py"),
+        "[P] and [US1] are metadata, not title"
+    );
+    assert_eq!(t010.agent.as_deref(), Some("tester"));
+    assert_eq!(
+        t010.priority,
+        Priority::P1,
+        "from (Priority: P1) in the phase heading"
+    );
+    assert!(t010
+        .input
+        .as_deref()
+        .unwrap()
+        .starts_with("T010 [P] [US1] Contract test"));
+    assert_eq!(by_id(spec, "T019").priority, Priority::P2);
+    assert_eq!(by_id(spec, "T022").priority, Priority::P2);
+    assert_eq!(by_id(spec, "T014").agent.as_deref(), Some("coder"));
+    assert_eq!(by_id(spec, "T021").agent.as_deref(), Some("docs"));
+    // JPEG2000, (P50, P99) and the story labels are text; only the stale
+    // reference to a T id that does not exist is worth a warning.
+    assert_eq!(
+        mission.warnings,
+        ["line 101: task `T023` names `T024` as a dependency, but no task declares that id; ignored"]
+    );
+}
+
+#[test]
+fn kiro_groups_follow_each_other_and_requirements_are_not_dependencies() {
+    let mission = read(KIRO);
+    let spec = &mission.spec;
+    assert_eq!(spec.name, "Implementation Plan");
+    assert!(mission.implied_order);
+    let expected: Vec<(&str, Vec<&str>)> = vec![
+        ("1", vec![]),
+        // Group 2 (a header only, not a task) starts after task 1.
+        ("2.1", vec!["1"]),
+        ("2.2", vec!["2.1"]),
+        ("2.3", vec!["2.2"]),
+        // Nothing waits for the optional 2.3.
+        ("2.4", vec!["2.2"]),
+        // Group 3 (nested sub-steps) follows group 2.
+        ("3.1", vec!["2.4"]),
+        ("3.2", vec!["3.1"]),
+        ("3.3", vec!["3.2"]),
+        ("4", vec!["3.2"]),
+        // Group 5's header has work of its own: it is the group's first task.
+        ("5", vec!["4"]),
+        ("5.1", vec!["3.2", "5"]),
+        // "after task 5" names the group: its last member.
+        ("6", vec!["5.1"]),
+    ];
+    assert_eq!(graph(spec), expected);
+    let done: Vec<&str> = spec
+        .tasks
+        .iter()
+        .filter(|t| t.done)
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(done, ["1", "2.1"], "[-] is in progress, not done");
+    assert!(mission.warnings.is_empty(), "{:?}", mission.warnings);
+
+    let user = by_id(spec, "2.2");
+    assert_eq!(
+        user.title.as_deref(),
+        Some("Implement User model with validation")
+    );
+    assert_eq!(by_id(spec, "3.2").agent.as_deref(), Some("coder"));
+    let input = user.input.as_deref().unwrap();
+    assert!(input.contains("_Requirements: 1.2_"), "{input}");
+    assert!(
+        input.contains("\nPart of: 2. Implement data models and validation"),
+        "{input}"
+    );
+    assert_eq!(by_id(spec, "2.3").agent.as_deref(), Some("tester"));
+    assert_eq!(by_id(spec, "4").agent.as_deref(), Some("tester"));
+    assert_eq!(by_id(spec, "3.1").agent.as_deref(), Some("coder"));
+}
+
+#[test]
+fn cc_sdd_parallel_markers_and_depends_fields_inside_groups() {
+    let mission = read(CC_SDD);
+    let expected: Vec<(&str, Vec<&str>)> = vec![
+        ("1.1", vec![]),
+        ("1.2", vec![]),
+        ("1.3", vec!["1.1", "1.2"]),
+        ("2.1", vec!["1.3"]),
+        ("2.2", vec!["1.3"]),
+        ("2.3", vec!["2.2", "2.1"]),
+        ("2.4", vec!["2.3"]),
+        ("3", vec!["1.3", "2.4"]),
+    ];
+    assert_eq!(graph(&mission.spec), expected);
+    assert_eq!(
+        by_id(&mission.spec, "2.2").title.as_deref(),
+        Some("Generate the filter graph and the codec matrix"),
+        "(P) is a marker"
+    );
+    assert!(mission.warnings.is_empty(), "{:?}", mission.warnings);
+}
+
+#[test]
+fn openprd_fields_ids_and_marks() {
+    let mission = read(OPENPRD);
+    let spec = &mission.spec;
+    assert!(!mission.implied_order, "only the written dependencies");
+    let expected: Vec<(&str, Vec<&str>)> = vec![
+        ("T001.00", vec![]),
+        ("T001.01", vec!["T001.00"]),
+        ("T001.02", vec!["T001.01"]),
+        ("T001.03", vec!["T001.02"]),
+        ("T001.04", vec!["T001.03", "TASK-001"]),
+        ("T040.1", vec!["T001.03"]),
+        ("T040.2a", vec!["T040.1"]),
+        ("T040.2b", vec!["T040.2a"]),
+        ("I-1.1", vec![]),
+        ("I-1.2", vec!["I-1.1"]),
+        ("TASK-001", vec!["I-1.2", "I-1.1"]),
+        ("TASK-002", vec!["T001.04", "T040.2b", "TASK-001"]),
+    ];
+    assert_eq!(graph(spec), expected);
+    let done: Vec<&str> = spec
+        .tasks
+        .iter()
+        .filter(|t| t.done)
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(
+        done,
+        ["T001.00", "T001.01"],
+        "[~], [/] and [-] are not done"
+    );
+    assert_eq!(by_id(spec, "TASK-002").priority, Priority::P1);
+    assert_eq!(
+        mission.warnings,
+        ["line 36: task `TASK-002` names `T050.1` as a dependency, but no task declares that id; ignored"]
+    );
+}
+
+#[test]
+fn ordered_formats_keep_done_tasks_from_carrying_the_order() {
+    // T002 is done but T001 is not: T003 must still wait for T001.
+    let mission = read("## Phase 1: Setup\n- [ ] T001 a\n- [x] T002 b\n## Phase 2: Core\n- [ ] T003 [P] c\n- [ ] T004 [P] d\n- [ ] T005 e\n");
+    assert_eq!(
+        graph(&mission.spec),
+        vec![
+            ("T001", vec![]),
+            ("T002", vec!["T001"]),
+            ("T003", vec!["T002", "T001"]),
+            ("T004", vec!["T002", "T001"]),
+            ("T005", vec!["T003", "T004"]),
+        ]
+    );
+}
+
+#[test]
+fn a_written_dependency_on_a_later_task_takes_it_out_of_file_order() {
+    // Task 2 waits for task 4, which file order puts after it: nothing
+    // waits for 2 by position, so 4 can follow 3 without a cycle.
+    let mission = read(
+        "# Plan\n- [ ] 1. Schema\n- [ ] 2. Migrate the old tests\n  - Depends on task 4 (the fixture)\n\
+         - [ ] 3. Service\n- [ ] 4. Test fixture\n- [ ] 5. Docs\n",
+    );
+    assert_eq!(
+        graph(&mission.spec),
+        vec![
+            ("1", vec![]),
+            ("2", vec!["4", "1"]),
+            ("3", vec!["1"]),
+            ("4", vec!["3"]),
+            ("5", vec!["4"]),
+        ]
+    );
+    assert_eq!(mission.warnings.len(), 1, "{:?}", mission.warnings);
+    assert!(mission.warnings[0].starts_with("line 3: task `2` is written to wait for `4`"));
+}
+
+#[test]
+fn heads_take_ids_and_tags_in_any_order() {
+    let mission = read(
+        "- [ ] T003 [Story 2] Label\n\
+         - [ ] [T001] [P] [US1] [deps: T003] Bracketed id\n\
+         - [ ] [P] T002 Marker first\n\
+         - [ ] Task 4: Prefixed id, after task 2\n\
+         - [ ] [Fix the parser](https://example.com/issue) link stays the title\n",
+    );
+    let spec = &mission.spec;
+    assert!(mission.implied_order);
+    assert_eq!(
+        graph(spec),
+        vec![
+            ("T003", vec![]),
+            ("T001", vec!["T003"]),
+            ("T002", vec!["T003"]),
+            ("4", vec!["T001", "T002"]),
+            ("task.5-fix-the-parser-https-example-com", vec!["4"]),
+        ]
+    );
+    assert_eq!(by_id(spec, "T001").title.as_deref(), Some("Bracketed id"));
+    assert_eq!(by_id(spec, "T003").title.as_deref(), Some("Label"));
+    assert_eq!(
+        by_id(spec, "4").title.as_deref(),
+        Some("Prefixed id, after task 2")
+    );
+    assert!(
+        mission.warnings.is_empty(),
+        "a plain number nobody declares is text"
+    );
+}
+
 #[test]
 fn formats_are_chosen_by_file_name_and_content_type() {
     use std::path::Path;
@@ -335,11 +617,17 @@ fn formats_are_chosen_by_file_name_and_content_type() {
 
 #[test]
 fn markdown_errors_surface_in_validation() {
-    let unknown = parse("- [ ] T1 after T9\n");
-    assert_eq!(
-        validate(&unknown, None).unwrap_err().to_string(),
-        "task `T1` depends on unknown task `T9`"
+    // An undeclared id is a warning of the parser, not a refusal (it used
+    // to be kept and refused here as an unknown dependency).
+    let unknown = read_markdown("- [ ] T1 after T9\n", &AgentConfig::default()).unwrap();
+    assert!(unknown.spec.tasks[0].needs.is_empty());
+    assert_eq!(unknown.warnings.len(), 1);
+    assert!(
+        unknown.warnings[0].contains("`T9`"),
+        "{:?}",
+        unknown.warnings
     );
+    validate(&unknown.spec, None).unwrap();
     let duplicate = parse("- [ ] T1 a\n- [ ] T1 b\n");
     assert_eq!(
         validate(&duplicate, None).unwrap_err(),
@@ -358,10 +646,16 @@ fn markdown_errors_surface_in_validation() {
     );
     let broken_by_done = parse("- [ ] T1 after T2\n- [x] T2 after T1\n");
     validate(&broken_by_done, None).unwrap();
-    assert_eq!(
-        validate(&parse("# Nothing to do\n"), None),
-        Err(MissionError::NoTasks)
+    let nothing = parse_markdown(
+        "# Nothing to do\n\n- a bullet, no checkbox\n",
+        &AgentConfig::default(),
     );
+    assert_eq!(nothing, Err(MissionError::NoMarkdownTasks));
+    let message = nothing.unwrap_err().to_string();
+    for format in ["spec-kit", "Kiro", "seed"] {
+        assert!(message.contains(format), "{message}");
+    }
+    assert!(!message.contains('\n'));
 }
 
 #[test]
@@ -410,14 +704,15 @@ fn real_seeds_match_the_copies_when_present() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let spec = parse(&text);
+        let parsed = parse_markdown(&text, &AgentConfig::default());
         match copies.get(&name[..3]) {
             Some(copy) => {
+                let spec = parsed.unwrap();
                 assert_eq!(spec, parse(copy), "{name} drifted from its copy");
                 validate(&spec, None).unwrap();
             }
             // Seed 004 describes the format in prose and has no checkbox.
-            None => assert!(spec.tasks.is_empty(), "{name}"),
+            None => assert_eq!(parsed, Err(MissionError::NoMarkdownTasks), "{name}"),
         }
         seen += 1;
     }
@@ -558,6 +853,19 @@ fn markdown_fragment() -> impl Strategy<Value = String> {
         Just("and ".to_string()),
         Just("**".to_string()),
         Just("é→ ".to_string()),
+        Just("[P] ".to_string()),
+        Just("[US1] ".to_string()),
+        Just("(P) ".to_string()),
+        Just("- [ ]* ".to_string()),
+        Just("- [~] ".to_string()),
+        Just("2. ".to_string()),
+        Just("2.1 ".to_string()),
+        Just("T001-T003 ".to_string()),
+        Just("\n  - _Requirements: 1.1_\n".to_string()),
+        Just("\n  - Depends: 2, T1\n".to_string()),
+        Just("\n  - Blocks: T2.3\n".to_string()),
+        Just("<!-- ".to_string()),
+        Just("## Phase 1\n".to_string()),
         "[a-zA-Z0-9 .,()]{0,12}",
     ]
 }
@@ -568,7 +876,11 @@ proptest! {
         parts in proptest::collection::vec(markdown_fragment(), 0..80)
     ) {
         let text = parts.concat();
-        let spec = parse(&text);
+        let spec = match parse_markdown(&text, &AgentConfig::default()) {
+            Ok(spec) => spec,
+            Err(MissionError::NoMarkdownTasks) => return Ok(()),
+            Err(other) => return Err(TestCaseError::fail(other.to_string())),
+        };
         for task in &spec.tasks {
             prop_assert!(check_id(&task.id).is_ok(), "{:?}", task.id);
         }

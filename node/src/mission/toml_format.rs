@@ -16,7 +16,7 @@ const MISSION_KEYS: &[&str] = &["name", "task"];
 /// Keys of one `[[task]]`.
 const TASK_KEYS: &[&str] = &[
     "id", "module", "needs", "requires", "priority", "input", "inputs", "limits", "expect",
-    "title", "done",
+    "title", "done", "args",
 ];
 /// Keys of `[task.limits]`, the fields of [`Limits`].
 const LIMIT_KEYS: &[&str] = &["fuel", "memory_mb", "timeout_ms", "output_mb"];
@@ -136,6 +136,9 @@ fn parse_task(index: usize, table: &Table) -> Result<TaskSpec, MissionError> {
     }
     if let Some(value) = table.get("title") {
         task.title = Some(string(value, "title", &place)?);
+    }
+    if let Some(value) = table.get("args") {
+        task.args = strings(value, "args", &place)?;
     }
     if let Some(value) = table.get("done") {
         task.done = match value {

@@ -9,8 +9,8 @@ use std::str::FromStr;
 use coditect_memory::Digest;
 
 use super::caps::{
-    MAX_EXPECTED_FILES, MAX_INPUTS_PER_TASK, MAX_NEEDS_PER_TASK, MAX_PATH_BYTES,
-    MAX_REQUIRES_PER_TASK, MAX_TAG_BYTES, MAX_TASKS_PER_MISSION, MAX_TASK_ID_BYTES,
+    MAX_ARGS_PER_TASK, MAX_ARG_BYTES, MAX_EXPECTED_FILES, MAX_INPUTS_PER_TASK, MAX_NEEDS_PER_TASK,
+    MAX_PATH_BYTES, MAX_REQUIRES_PER_TASK, MAX_TAG_BYTES, MAX_TASKS_PER_MISSION, MAX_TASK_ID_BYTES,
 };
 use super::error::{one_line, MissionError};
 use super::grammar::{self, excerpt};
@@ -183,6 +183,21 @@ fn check_task(task: &TaskSpec, base_dir: Option<&Path>) -> Result<(), MissionErr
             message: format!(
                 "capability tag {:?} is empty, longer than {MAX_TAG_BYTES} bytes, or contains whitespace or control characters",
                 excerpt(tag)
+            ),
+        });
+    }
+    check_count(task, "args", task.args.len(), MAX_ARGS_PER_TASK)?;
+    if let Some(arg) = task
+        .args
+        .iter()
+        .find(|a| a.len() > MAX_ARG_BYTES || a.contains('\0'))
+    {
+        return Err(MissionError::InvalidField {
+            field: "args".into(),
+            place: place(),
+            message: format!(
+                "argument {:?} is longer than {MAX_ARG_BYTES} bytes or contains a NUL",
+                excerpt(arg)
             ),
         });
     }

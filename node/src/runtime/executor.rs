@@ -419,7 +419,7 @@ impl Node {
             id: self.inner.node_id,
             capabilities: Capabilities {
                 slots: load.slots,
-                ..self.inner.capabilities.clone()
+                ..self.capabilities()
             },
             running: load.running,
             queued: load.queued,
@@ -505,7 +505,7 @@ impl Node {
             async move {
                 let ask = NodeRequest::StealAsk {
                     request,
-                    capabilities: node.inner.capabilities.clone(),
+                    capabilities: node.capabilities(),
                 };
                 match node.ask(&victim, &ask).await {
                     Ok(NodeResponse::Stolen(assignments)) if !assignments.is_empty() => {
@@ -543,7 +543,7 @@ impl Node {
                 queued_tasks: exec.queued_views(),
                 running: exec.running(),
                 slots: self.inner.capabilities.slots,
-                capabilities: self.inner.capabilities.clone(),
+                capabilities: self.capabilities(),
             };
             let approved =
                 approve_steal(&me, &request, &thief_capabilities, &StealConfig::default());

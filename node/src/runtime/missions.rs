@@ -211,8 +211,50 @@ fn task_view(mission: &str, record: &TaskRecord) -> TaskView {
 }
 
 /// Every digest a task needs.
+/// A successful result too large for one Raft entry (tens of thousands of
+/// output files) can never be committed: it becomes the task's own
+/// `invalid_task` violation, which fails it with that reason, instead of a
+/// report the owner would resend forever while the task stays running.
+fn bound_result(mission: &str, task: &str, report: Report) -> Report {
+    let Report::Succeeded(result) = report else {
+        return report;
+    };
+    let command = Command::CompleteTask {
+        mission: mission.to_string(),
+        task: task.to_string(),
+        result,
+    };
+    match crate::propose::entry_size(&command) {
+        Ok(_) => {
+            let Command::CompleteTask { result, .. } = command else {
+                unreachable!("built above")
+            };
+            Report::Succeeded(result)
+        }
+        Err(problem) => {
+            let Command::CompleteTask { result, .. } = command else {
+                unreachable!("built above")
+            };
+            Report::violated(
+                result.node,
+                result.attempt,
+                ViolationKind::InvalidTask,
+                &format!(
+                    "its result ({} output files) cannot be stored: {problem}; write fewer files, for example one archive",
+                    result.outputs.len()
+                ),
+            )
+        }
+    }
+}
+
 fn digests_of(task: &TaskSubmission) -> Vec<String> {
-    let mut out = vec![task.module.clone()];
+    // The Python runtime is served by the nodes that advertise `python`,
+    // not copied to the leader with every mission.
+    let mut out = Vec::new();
+    if task.module != crate::python::digest().to_string() {
+        out.push(task.module.clone());
+    }
     out.extend(task.input.iter().cloned());
     out.extend(task.inputs.iter().map(|(_, digest)| digest.clone()));
     out
@@ -741,6 +783,7 @@ impl Node {
         report: Report,
     ) -> NodeResponse {
         let now_ms = self.inner.env.now_ms();
+        let report = bound_result(mission, task, report);
         let command = match report {
             Report::Succeeded(result) => {
                 if result.node != node {
@@ -866,7 +909,12 @@ impl Node {
         // Validation and chunking in one trip off the runtime.
         let (name, mut chunks) = self
             .off_runtime(move || {
+                let mut tasks = tasks;
                 crate::mission::check_submissions(&name, &tasks)?;
+                let python = crate::python::digest().to_string();
+                for task in tasks.iter_mut().filter(|t| t.module == python) {
+                    crate::mission::submit::require_python(&mut task.requires);
+                }
                 Ok::<_, crate::mission::MissionError>((name, chunk_tasks(tasks)))
             })
             .await
@@ -1564,6 +1612,8 @@ pub fn mission_json(
             let running = u32::from(t.state == TaskState::Running);
             serde_json::json!({
                 "id": t.spec.id,
+                "title": t.spec.title,
+                "agent": t.spec.agent,
                 "state": lower(t.state),
                 "reason": t.reason,
                 "owner": t.owner.map(peer),
@@ -1604,4 +1654,53 @@ pub fn mission_json(
         "compacted": mission.summary.is_some(),
         "tasks": tasks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coditect_consensus::mission::TaskResult;
+
+    fn result(outputs: usize) -> Report {
+        Report::Succeeded(TaskResult {
+            node: 7,
+            attempt: 2,
+            exit_code: Some(0),
+            stdout_digest: format!("sha256:{}", "0".repeat(64)),
+            stdout_head: String::new(),
+            outputs: (0..outputs)
+                .map(|i| {
+                    (
+                        format!("out/file-{i:06}.txt"),
+                        format!("sha256:{}", "a".repeat(64)),
+                        10,
+                    )
+                })
+                .collect(),
+            fuel_used: 1,
+            wall_ms: 1,
+        })
+    }
+
+    #[test]
+    fn a_result_too_large_for_one_entry_fails_the_task_with_the_reason() {
+        assert!(matches!(
+            bound_result("m1", "t", result(10)),
+            Report::Succeeded(_)
+        ));
+        match bound_result("m1", "t", result(20_000)) {
+            Report::Violated {
+                violation, kind, ..
+            } => {
+                assert_eq!(kind, ViolationKind::InvalidTask);
+                assert_eq!((violation.node, violation.attempt), (7, 2));
+                assert!(
+                    violation.detail.contains("20000 output files"),
+                    "{}",
+                    violation.detail
+                );
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+    }
 }

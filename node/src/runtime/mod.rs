@@ -33,6 +33,7 @@ use crate::worker::{BlobHint, TaskRunner};
 
 mod executor;
 mod missions;
+mod runtimes;
 
 pub use missions::{mission_json, MissionView, SubmitError, WaiterSlot};
 
@@ -146,6 +147,9 @@ struct Inner {
     peer_id: String,
     name: String,
     capabilities: Capabilities,
+    /// Tags that come and go while the node runs (`python` once the runtime
+    /// is compiled), merged over `capabilities.tags`.
+    dynamic_tags: Mutex<BTreeMap<String, String>>,
     target_voters: usize,
     voter_grace: Duration,
     heartbeat: Duration,
@@ -172,6 +176,8 @@ struct Inner {
     retention: crate::scheduler::retention::RetentionPolicy,
     /// Why this node's Raft core died, once it has (see [`crate::liveness`]).
     fatal: Mutex<Option<String>>,
+    /// What `/api/status` shows under `runtimes`.
+    runtimes: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Mission views shared by every reader of one version (long polls).
     views: missions::Views,
 }
@@ -311,6 +317,8 @@ pub struct StatusView {
     /// Why this node's Raft core died (it is leaving the mesh and the
     /// process exits); `None` while it runs.
     pub fatal: Option<String>,
+    /// Language runtimes (`python`): loading, fetching, compiling, ready.
+    pub runtimes: serde_json::Value,
 }
 
 /// One peer in `/api/status`.
@@ -369,6 +377,7 @@ impl Node {
             peer_id,
             name: parts.name,
             capabilities: parts.capabilities,
+            dynamic_tags: Mutex::new(BTreeMap::new()),
             target_voters: parts.target_voters,
             voter_grace: parts.voter_grace,
             heartbeat: parts.heartbeat,
@@ -397,6 +406,7 @@ impl Node {
             retention: parts.retention,
             steal: parts.steal,
             fatal: Mutex::new(None),
+            runtimes: Mutex::new(BTreeMap::new()),
             views: missions::Views::default(),
         });
         inner.raft.runtime_config().elect(parts.elect_at_start);
@@ -559,6 +569,41 @@ impl Node {
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.node_id)
     }
 
+    /// What this node offers now: its configured capabilities and the tags
+    /// set since it started.
+    pub fn capabilities(&self) -> Capabilities {
+        let mut capabilities = self.inner.capabilities.clone();
+        let dynamic = self.inner.dynamic_tags.lock().expect("tags lock");
+        for (key, value) in dynamic.iter() {
+            capabilities.tags.insert(key.clone(), value.clone());
+        }
+        capabilities
+    }
+
+    /// Starts (`Some`) or stops (`None`) offering capability tag `key`: the
+    /// next advert says so, and the leader's registry learns it at once
+    /// (members re-register; workers re-join), so placement follows.
+    pub fn set_capability_tag(&self, key: &str, value: Option<&str>) {
+        let changed = {
+            let mut dynamic = self.inner.dynamic_tags.lock().expect("tags lock");
+            let before = dynamic.get(key).cloned();
+            match value {
+                Some(value) => {
+                    dynamic.insert(key.to_string(), value.to_string());
+                }
+                None => {
+                    dynamic.remove(key);
+                }
+            }
+            before.as_deref() != value
+        };
+        if changed {
+            tracing::info!(tag = key, offered = value.is_some(), "capabilities changed");
+            self.inner.view.lock().expect("view lock").registered = false;
+            self.publish_advert(true);
+        }
+    }
+
     fn record(&self) -> NodeRecord {
         let now = self.inner.env.now_ms();
         NodeRecord {
@@ -566,7 +611,7 @@ impl Node {
             peer_id: self.inner.peer_id.clone(),
             name: self.inner.name.clone(),
             addrs: self.listen_addrs(),
-            capabilities: self.inner.capabilities.clone(),
+            capabilities: self.capabilities(),
             registered_ms: now,
             last_heartbeat_ms: now,
             load: self.load(),
@@ -654,7 +699,7 @@ impl Node {
             commit_index,
             connected_peers: connected.len(),
             known_nodes,
-            capabilities: capabilities_json(&self.inner.capabilities),
+            capabilities: capabilities_json(&self.capabilities()),
             listen: view
                 .listen_addrs
                 .iter()
@@ -663,6 +708,8 @@ impl Node {
             elections_enabled: view.elect_enabled,
             version: env!("CARGO_PKG_VERSION").to_string(),
             fatal: self.inner.fatal.lock().expect("fatal lock").clone(),
+            runtimes: serde_json::to_value(&*self.inner.runtimes.lock().expect("runtimes lock"))
+                .unwrap_or_default(),
         }
     }
 
@@ -1380,7 +1427,7 @@ impl Node {
             peer_id: self.inner.peer_id.clone(),
             name: self.inner.name.clone(),
             addrs: self.listen_addrs(),
-            capabilities: self.inner.capabilities.clone(),
+            capabilities: self.capabilities(),
             load: self.load(),
             queued: self.advertised_queue(),
         };
@@ -1625,11 +1672,11 @@ impl Node {
 
     fn ensure_self_registered(&self) {
         let addrs = self.listen_addrs();
+        let capabilities = self.capabilities();
         let known = self.state(|state| {
-            state
-                .nodes
-                .get(&self.inner.node_id)
-                .is_some_and(|node| !node.left && node.addrs == addrs)
+            state.nodes.get(&self.inner.node_id).is_some_and(|node| {
+                !node.left && node.addrs == addrs && node.capabilities == capabilities
+            })
         });
         let mut view = self.inner.view.lock().expect("view lock");
         if known || view.registered || view.listen_addrs.is_empty() {
@@ -1722,7 +1769,29 @@ impl Node {
                     }
                     Ok(NodeResponse::HeartbeatAck {
                         registered: true, ..
-                    }) => {}
+                    }) => {
+                        // Registered, but with capabilities that changed
+                        // since (`set_capability_tag`): join again so the
+                        // leader's registry, and placement, follow.
+                        let stale = {
+                            let mut view = node.inner.view.lock().expect("view lock");
+                            !std::mem::replace(&mut view.registered, true)
+                        };
+                        if stale {
+                            match node
+                                .ask(&leader, &NodeRequest::Join(Box::new(node.record())))
+                                .await
+                            {
+                                Ok(NodeResponse::Ack) => {
+                                    tracing::info!("the leader has this node's new capabilities")
+                                }
+                                other => {
+                                    tracing::debug!("re-join answered {other:?}");
+                                    node.inner.view.lock().expect("view lock").registered = false;
+                                }
+                            }
+                        }
+                    }
                     Ok(other) => tracing::debug!("heartbeat answered {other:?}"),
                     Err(error) => tracing::debug!("heartbeat to {}: {error}", leader.peer_id),
                 }

@@ -10,12 +10,17 @@ use coditect_consensus::{MeshState, NodeId};
 use coditect_node::messages::Held;
 use openraft::ServerState;
 
+use crate::network::MessageSizes;
+
 mod committed;
 mod convergence;
 mod leader;
 mod liveness;
 mod ownership;
+mod sizes;
 mod voters;
+
+pub use sizes::RAFT_ENVELOPE_BYTES;
 
 /// One live node as sampled.
 #[derive(Clone, Debug)]
@@ -69,6 +74,10 @@ pub struct Final<'a> {
     pub submitted: &'a BTreeMap<String, usize>,
     /// Missions the workload tried to submit (each must have been accepted).
     pub waves_expected: usize,
+    /// Encoded bytes of the largest Raft log entry any disk stored, and whose.
+    pub largest_log_entry: (usize, String),
+    /// The largest messages the network carried.
+    pub messages: &'a MessageSizes,
 }
 
 /// A checker of one invariant.
@@ -92,6 +101,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(ownership::OneLiveOwner::default()),
         Box::new(liveness::ExactlyOnceResults::default()),
         Box::new(voters::VotersRestored::default()),
+        Box::new(sizes::SizesWithinCaps::default()),
     ]
 }
 
