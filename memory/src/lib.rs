@@ -212,6 +212,28 @@ impl BlobStore {
         self.root.join(&hex[..2]).join(hex)
     }
 
+    /// Adopts the file at `path`, which the caller has verified to hold
+    /// `digest`, by hard-linking it into the store: no copy and no fsync of
+    /// its bytes (a large runtime file costs nothing at start). `Ok(false)`
+    /// when it cannot be linked (another file system): copy it instead.
+    /// Reads still verify the bytes against the digest.
+    pub fn adopt(&self, path: &Path, digest: &Digest) -> Result<bool, BlobError> {
+        let final_path = self.path_of(digest);
+        if final_path.exists() {
+            return Ok(true);
+        }
+        let dir = final_path.parent().expect("blob path has a parent");
+        fs::create_dir_all(dir).map_err(|source| BlobError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        match fs::hard_link(path, &final_path) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(true),
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Stores `bytes` and returns their digest. Storing the same bytes twice is a no-op.
     pub fn put(&self, bytes: &[u8]) -> Result<Digest, BlobError> {
         if bytes.len() as u64 > self.max_blob_bytes {

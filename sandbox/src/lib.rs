@@ -102,4 +102,4 @@ pub use host::{
 };
 pub use outcome::{CapturedStdout, LogLevel, LogLine, Outcome, OutcomeKind, OutputFile, Progress};
 pub use sandbox::{CacheSource, PreparedModule, Sandbox, WasmCapability, HOST_ABI_VERSION};
-pub use threads::{CancelToken, RunHandle};
+pub use threads::{at_lowest_priority, CancelToken, RunHandle};

@@ -169,7 +169,10 @@ fn engine_config(config: &SandboxConfig) -> Config {
         .epoch_interruption(true)
         .max_wasm_stack(config.max_wasm_stack_bytes)
         .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
-        .parallel_compilation(true);
+        // One thread: a large module (the Python runtime) compiles once per
+        // machine in the background at the lowest priority, and must not
+        // take every core from the node's Raft threads meanwhile.
+        .parallel_compilation(false);
     wasm
 }
 

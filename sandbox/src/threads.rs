@@ -31,12 +31,47 @@ pub const GUEST_NICE: i32 = 10;
 /// Lowers the calling thread's priority to [`GUEST_NICE`] (Linux: nice is
 /// per thread). Failing only costs fairness, so it is logged, not fatal.
 fn lower_own_priority() {
+    lower_own_priority_to(GUEST_NICE);
+}
+
+fn lower_own_priority_to(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         let me = rustix::thread::gettid();
-        if let Err(error) = rustix::process::setpriority_process(Some(me), GUEST_NICE) {
-            tracing::warn!("cannot lower the guest thread's priority: {error}");
+        if let Err(error) = rustix::process::setpriority_process(Some(me), nice) {
+            tracing::warn!("cannot lower a sandbox thread's priority: {error}");
         }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+/// Runs `job` on a thread of its own at the lowest priority (nice 19) and
+/// waits for it: background work such as compiling or loading a large
+/// module, which must not take the CPU from the node's Raft and network
+/// threads. Runs it on the caller's thread if no thread can be started.
+pub fn at_lowest_priority<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
+    let job = Arc::new(Mutex::new(Some(job)));
+    let theirs = Arc::clone(&job);
+    let (slot, filled) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("coditect-background".into())
+        .spawn(move || {
+            lower_own_priority_to(19);
+            if let Some(job) = lock(&theirs).take() {
+                let _ = slot.send(job());
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!("cannot start a background thread ({error}); running in line");
+    }
+    match filled.recv() {
+        Ok(value) => value,
+        // Not started (or it panicked): run it here if it is still there.
+        Err(_) => match lock(&job).take() {
+            Some(job) => job(),
+            None => panic!("the background job panicked"),
+        },
     }
 }
 
