@@ -34,6 +34,11 @@ pub fn digest() -> Digest {
         .expect("the pinned digest parses")
 }
 
+/// Whether `module` (`sha256:<hex>`) names the Python runtime.
+pub fn is_runtime(module: &str) -> bool {
+    module.strip_prefix("sha256:") == Some(PYTHON_WASM_SHA256)
+}
+
 /// The guest's `argv[0]`.
 pub const PROGRAM: &str = "python";
 
@@ -142,5 +147,7 @@ mod tests {
         let error = verify(&dir.path().join("absent.wasm")).unwrap_err();
         assert!(error.contains("absent.wasm"), "{error}");
         assert_eq!(digest().to_string(), format!("sha256:{PYTHON_WASM_SHA256}"));
+        assert!(is_runtime(&digest().to_string()));
+        assert!(!is_runtime(PYTHON_WASM_SHA256));
     }
 }

@@ -575,7 +575,7 @@ async fn run_in(
     let mut spec =
         coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits)).spill_dir(dir);
     spec.args = task.args.clone();
-    if task.module == crate::python::digest().to_string() {
+    if crate::python::is_runtime(&task.module) {
         spec.program = crate::python::PROGRAM.into();
         spec.env = crate::python::environment();
     }

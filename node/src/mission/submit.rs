@@ -100,7 +100,7 @@ pub fn to_submissions(
         } else {
             task.requires.clone()
         };
-        if module == crate::python::digest().to_string() {
+        if crate::python::is_runtime(&module) {
             require_python(&mut requires);
         }
         out.push(TaskSubmission {

@@ -224,27 +224,21 @@ fn bound_result(mission: &str, task: &str, report: Report) -> Report {
         task: task.to_string(),
         result,
     };
-    match crate::propose::entry_size(&command) {
-        Ok(_) => {
-            let Command::CompleteTask { result, .. } = command else {
-                unreachable!("built above")
-            };
-            Report::Succeeded(result)
-        }
-        Err(problem) => {
-            let Command::CompleteTask { result, .. } = command else {
-                unreachable!("built above")
-            };
-            Report::violated(
-                result.node,
-                result.attempt,
-                ViolationKind::InvalidTask,
-                &format!(
-                    "its result ({} output files) cannot be stored: {problem}; write fewer files, for example one archive",
-                    result.outputs.len()
-                ),
-            )
-        }
+    let size = crate::propose::entry_size(&command);
+    let Command::CompleteTask { result, .. } = command else {
+        unreachable!("built above")
+    };
+    match size {
+        Ok(_) => Report::Succeeded(result),
+        Err(problem) => Report::violated(
+            result.node,
+            result.attempt,
+            ViolationKind::InvalidTask,
+            &format!(
+                "its result ({} output files) cannot be stored: {problem}; write fewer files, for example one archive",
+                result.outputs.len()
+            ),
+        ),
     }
 }
 
@@ -252,7 +246,7 @@ fn digests_of(task: &TaskSubmission) -> Vec<String> {
     // The Python runtime is served by the nodes that advertise `python`,
     // not copied to the leader with every mission.
     let mut out = Vec::new();
-    if task.module != crate::python::digest().to_string() {
+    if !crate::python::is_runtime(&task.module) {
         out.push(task.module.clone());
     }
     out.extend(task.input.iter().cloned());
@@ -911,8 +905,10 @@ impl Node {
             .off_runtime(move || {
                 let mut tasks = tasks;
                 crate::mission::check_submissions(&name, &tasks)?;
-                let python = crate::python::digest().to_string();
-                for task in tasks.iter_mut().filter(|t| t.module == python) {
+                for task in tasks
+                    .iter_mut()
+                    .filter(|t| crate::python::is_runtime(&t.module))
+                {
                     crate::mission::submit::require_python(&mut task.requires);
                 }
                 Ok::<_, crate::mission::MissionError>((name, chunk_tasks(tasks)))

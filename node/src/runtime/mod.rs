@@ -1745,14 +1745,18 @@ impl Node {
                     }
                 }
                 match answer {
-                    Ok(NodeResponse::HeartbeatAck {
-                        registered: false, ..
-                    }) => {
-                        let first = {
+                    Ok(NodeResponse::HeartbeatAck { registered, .. }) => {
+                        // Unknown to the leader: join (at once the first
+                        // time, then now and then). Known, but with
+                        // capabilities that changed since (`set_capability_tag`):
+                        // join again so its registry, and placement, follow.
+                        let stale = {
                             let mut view = node.inner.view.lock().expect("view lock");
                             !std::mem::replace(&mut view.registered, true)
                         };
-                        if first || node.inner.env.random_u64().is_multiple_of(4) {
+                        let join =
+                            stale || (!registered && node.inner.env.random_u64().is_multiple_of(4));
+                        if join {
                             match node
                                 .ask(&leader, &NodeRequest::Join(Box::new(node.record())))
                                 .await
@@ -1762,31 +1766,6 @@ impl Node {
                                 }
                                 other => {
                                     tracing::debug!("join answered {other:?}");
-                                    node.inner.view.lock().expect("view lock").registered = false;
-                                }
-                            }
-                        }
-                    }
-                    Ok(NodeResponse::HeartbeatAck {
-                        registered: true, ..
-                    }) => {
-                        // Registered, but with capabilities that changed
-                        // since (`set_capability_tag`): join again so the
-                        // leader's registry, and placement, follow.
-                        let stale = {
-                            let mut view = node.inner.view.lock().expect("view lock");
-                            !std::mem::replace(&mut view.registered, true)
-                        };
-                        if stale {
-                            match node
-                                .ask(&leader, &NodeRequest::Join(Box::new(node.record())))
-                                .await
-                            {
-                                Ok(NodeResponse::Ack) => {
-                                    tracing::info!("the leader has this node's new capabilities")
-                                }
-                                other => {
-                                    tracing::debug!("re-join answered {other:?}");
                                     node.inner.view.lock().expect("view lock").registered = false;
                                 }
                             }
