@@ -60,6 +60,7 @@ fn task(mission: u64, index: u64, name_bytes: usize) -> TaskSubmission {
         title: None,
         agent: None,
         args: vec![],
+        workspace: None,
     }
 }
 

@@ -16,6 +16,7 @@ pub mod snapshot;
 pub mod state;
 pub mod storage;
 pub mod types;
+pub mod workspace;
 
 use std::sync::Arc;
 

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use coditect_memory::tree::FileChange;
+
 use crate::types::NodeId;
 
 /// A task's state, as interfaces.md names them.
@@ -113,6 +115,10 @@ pub struct TaskSubmission {
     /// The guest's arguments after its program name.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Digest of the mission's workspace tree (the same for every task of
+    /// a mission), which the guest sees at /workspace.
+    #[serde(default)]
+    pub workspace: Option<String>,
 }
 
 /// One recorded violation.
@@ -147,6 +153,9 @@ pub struct TaskResult {
     pub fuel_used: u64,
     /// Wall time, ms.
     pub wall_ms: u64,
+    /// What the run changed in the workspace it saw, sorted by path.
+    #[serde(default)]
+    pub changes: Vec<FileChange>,
 }
 
 /// A task in the replicated state.
@@ -515,6 +524,26 @@ impl MissionRecord {
                 result.node, result.attempt, record.state, record.attempt
             ));
         }
+        if let Some((path, other)) = self.conflict(task, &result.changes) {
+            let violation = ViolationRecord {
+                attempt: result.attempt,
+                node: result.node,
+                kind: "conflict".into(),
+                detail: format!(
+                    "`{path}` was also changed by task `{other}`, and neither task depends on the other"
+                ),
+            };
+            let record = self.task_mut(task)?;
+            record.owner = None;
+            record.runs += 1;
+            record.state = TaskState::Failed;
+            record.reason = Some(format!("conflict: {}", violation.detail));
+            record.violations.push(violation);
+            self.dirty.0.insert(task.to_string());
+            self.settle_after(task, next_seq);
+            return Ok(());
+        }
+        let record = self.task_mut(task)?;
         record.state = TaskState::Succeeded;
         record.owner = None;
         record.runs += 1;
@@ -523,6 +552,83 @@ impl MissionRecord {
         self.dirty.0.insert(task.to_string());
         self.settle_after(task, next_seq);
         Ok(())
+    }
+
+    /// The first path `changes` (of `task`) changes differently from a
+    /// succeeded task that is neither an ancestor nor a dependent of `task`.
+    fn conflict(&self, task: &str, changes: &[FileChange]) -> Option<(String, String)> {
+        if changes.is_empty() {
+            return None;
+        }
+        let needs_of = |id: &str| self.tasks.get(id).map(|t| t.spec.needs.as_slice());
+        let before = crate::workspace::ancestors(needs_of, task);
+        let mut found: Option<(String, String)> = None;
+        for (id, record) in &self.tasks {
+            let Some(result) = record.result.as_ref() else {
+                continue;
+            };
+            if id == task || before.contains(id) || result.changes.is_empty() {
+                continue;
+            }
+            let Some((path, other)) =
+                crate::workspace::first_conflict(changes, [(id.as_str(), &result.changes[..])])
+            else {
+                continue;
+            };
+            // Rare (only overlapping changes get here): is it a dependent?
+            if crate::workspace::ancestors(needs_of, id).contains(task) {
+                continue;
+            }
+            if found.as_ref().is_none_or(|(first, _)| path < *first) {
+                found = Some((path, other));
+            }
+        }
+        found
+    }
+
+    /// The ids of the tasks in dependency order.
+    fn dependency_order(&self) -> Vec<&str> {
+        let graph: BTreeMap<&str, &[String]> = self
+            .tasks
+            .iter()
+            .map(|(id, record)| (id.as_str(), record.spec.needs.as_slice()))
+            .collect();
+        crate::workspace::topological(&graph)
+    }
+
+    /// What `task` sees of the workspace beyond the submitted tree: the net
+    /// changes of its dependencies, applied in dependency order, with the
+    /// task that made each (see [`crate::workspace::collapse`]).
+    pub fn workspace_view(&self, task: &str) -> Vec<(FileChange, String)> {
+        let needs_of = |id: &str| self.tasks.get(id).map(|t| t.spec.needs.as_slice());
+        let before = crate::workspace::ancestors(needs_of, task);
+        let order = self.dependency_order();
+        crate::workspace::collapse(
+            order
+                .into_iter()
+                .filter(|id| before.contains(*id))
+                .filter_map(|id| {
+                    let result = self.tasks[id].result.as_ref()?;
+                    Some((id, &result.changes[..]))
+                }),
+        )
+    }
+
+    /// The final workspace beyond the submitted tree: the net changes of
+    /// every succeeded task in dependency order, with who made each.
+    pub fn workspace_changes(&self) -> Vec<(FileChange, String)> {
+        let order = self.dependency_order();
+        crate::workspace::collapse(order.into_iter().filter_map(|id| {
+            let result = self.tasks[id].result.as_ref()?;
+            Some((id, &result.changes[..]))
+        }))
+    }
+
+    /// The mission's workspace tree digest (every task names the same).
+    pub fn workspace(&self) -> Option<&str> {
+        self.tasks
+            .values()
+            .find_map(|task| task.spec.workspace.as_deref())
     }
 
     /// Records a violation of the current attempt; the task goes back to
@@ -714,6 +820,7 @@ pub(crate) fn test_result(node: NodeId, attempt: u32) -> TaskResult {
         outputs: vec![],
         fuel_used: 1,
         wall_ms: 1,
+        changes: Vec::new(),
     }
 }
 
@@ -739,6 +846,7 @@ pub(crate) fn test_submission(id: &str, needs: &[&str]) -> TaskSubmission {
         title: None,
         agent: None,
         args: vec![],
+        workspace: None,
     }
 }
 
@@ -782,6 +890,106 @@ mod tests {
         mission.complete("a", result(7, 1), &mut seq).unwrap();
         assert_eq!(mission.tasks["b"].state, TaskState::Ready);
         assert_eq!(mission.state, MissionState::Running);
+    }
+
+    fn changed(node: NodeId, attempt: u32, files: &[(&str, u8)]) -> TaskResult {
+        TaskResult {
+            changes: files
+                .iter()
+                .map(|(path, seed)| FileChange {
+                    path: path.to_string(),
+                    digest: Some(coditect_memory::Digest::of(&[*seed]).to_string()),
+                    size: 1,
+                    exec: false,
+                })
+                .collect(),
+            ..result(node, attempt)
+        }
+    }
+
+    fn run(mission: &mut MissionRecord, task: &str, node: NodeId, out: TaskResult, seq: &mut u64) {
+        let attempt = mission.tasks[task].attempt;
+        mission.assign(task, node, attempt, 0).unwrap();
+        mission.start(task, node, attempt + 1).unwrap();
+        mission.complete(task, out, seq).unwrap();
+    }
+
+    #[test]
+    fn parallel_tasks_changing_one_file_conflict_and_a_chain_does_not() {
+        // a -> c, b -> c: a and b run in parallel; d depends on c.
+        let mut seq = 0;
+        let tasks = vec![
+            spec("a", &[]),
+            spec("b", &[]),
+            spec("c", &["a", "b"]),
+            spec("d", &["c"]),
+        ];
+        let mut mission = MissionRecord::new("m1".into(), "m".into(), tasks, 0, &mut seq);
+        run(
+            &mut mission,
+            "a",
+            1,
+            changed(1, 1, &[("x.py", 1), ("y.py", 1)]),
+            &mut seq,
+        );
+        // The same change is agreement, not a conflict.
+        run(
+            &mut mission,
+            "b",
+            2,
+            changed(2, 1, &[("y.py", 1)]),
+            &mut seq,
+        );
+        assert_eq!(mission.tasks["b"].state, TaskState::Succeeded);
+        // c depends on both: it may change what they changed.
+        run(
+            &mut mission,
+            "c",
+            1,
+            changed(1, 1, &[("x.py", 3)]),
+            &mut seq,
+        );
+        assert_eq!(mission.tasks["c"].state, TaskState::Succeeded);
+        let view = mission.workspace_view("d");
+        let paths: Vec<(&str, &str)> = view
+            .iter()
+            .map(|(c, by)| (c.path.as_str(), by.as_str()))
+            .collect();
+        assert_eq!(paths, [("x.py", "c"), ("y.py", "b")]);
+        assert_eq!(mission.workspace_changes().len(), 2);
+
+        let tasks = vec![spec("a", &[]), spec("b", &[]), spec("c", &["b"])];
+        let mut mission = MissionRecord::new("m2".into(), "m".into(), tasks, 0, &mut seq);
+        run(
+            &mut mission,
+            "a",
+            1,
+            changed(1, 1, &[("x.py", 1)]),
+            &mut seq,
+        );
+        run(
+            &mut mission,
+            "b",
+            2,
+            changed(2, 1, &[("x.py", 2)]),
+            &mut seq,
+        );
+        let b = &mission.tasks["b"];
+        assert_eq!(b.state, TaskState::Failed);
+        assert_eq!(b.results_committed, 0);
+        assert!(b.result.is_none());
+        assert_eq!(b.violations.last().unwrap().kind, "conflict");
+        let detail = &b.violations.last().unwrap().detail;
+        assert!(
+            detail.contains("`x.py`") && detail.contains("`a`"),
+            "{detail}"
+        );
+        assert_eq!(mission.tasks["c"].state, TaskState::Blocked);
+        assert_eq!(mission.state, MissionState::Failed);
+        // The final workspace holds only the committed change.
+        let changes = mission.workspace_changes();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1, "a");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! do not match its name.
 
 pub mod codec;
+pub mod tree;
 
 use std::fmt;
 use std::fs;
@@ -253,10 +254,15 @@ impl BlobStore {
         };
         let dir = final_path.parent().expect("blob path has a parent");
         fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}.{}", digest.hex(), std::process::id()));
+        // Unique per call: two threads storing the same bytes at once must
+        // not share (and rename away) one temporary file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let sequence = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.root.join("tmp").join(format!(
+            "{}.{}.{sequence}",
+            digest.hex(),
+            std::process::id()
+        ));
         {
             let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
             file.write_all(bytes).map_err(io_err(&tmp))?;
@@ -321,6 +327,29 @@ impl BlobStore {
         self.max_blob_bytes
     }
 
+    /// Makes `to` a hard link of blob `digest` (a copy where links cannot
+    /// be made); `Ok(false)` if the blob is not stored here. The link
+    /// shares the stored bytes, so only read-only users may get it.
+    pub fn link_to(&self, digest: &Digest, to: &Path) -> Result<bool, BlobError> {
+        let from = self.path_of(digest);
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| BlobError::Io { path, source }
+        };
+        match fs::hard_link(&from, to) {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == io::ErrorKind::NotFound && !from.exists() => Ok(false),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(io_err(to)(error)),
+            Err(_) => match fs::copy(&from, to) {
+                Ok(_) => Ok(true),
+                Err(error) if error.kind() == io::ErrorKind::NotFound && !from.exists() => {
+                    Ok(false)
+                }
+                Err(error) => Err(io_err(to)(error)),
+            },
+        }
+    }
+
     /// Whether `digest` is stored here (without verifying its bytes).
     pub fn contains(&self, digest: &Digest) -> bool {
         self.path_of(digest).exists()
@@ -344,6 +373,25 @@ mod tests {
         assert_eq!(store.get(&digest).unwrap().unwrap(), b"hello");
         assert!(store.contains(&digest));
         assert_eq!(store.put(b"hello").unwrap(), digest);
+    }
+
+    #[test]
+    fn threads_storing_the_same_bytes_at_once_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 1 << 24).unwrap();
+        let bytes = vec![7u8; 4 << 20];
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| store.put(&bytes))).collect();
+            for handle in handles {
+                assert_eq!(handle.join().unwrap().unwrap(), Digest::of(&bytes));
+            }
+        });
+        let linked = dir.path().join("linked");
+        assert!(store.link_to(&Digest::of(&bytes), &linked).unwrap());
+        assert_eq!(std::fs::read(&linked).unwrap(), bytes);
+        assert!(!store
+            .link_to(&Digest::of(b"absent"), &dir.path().join("x"))
+            .unwrap());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! - `noop`, `echo`, `math`: the example agents in `agents/`.
 //! - `analyzer`, `tester`: the default agent kinds that need no language
-//!   model. Until real agents land they run `echo`, which hands the task's
-//!   text (its markdown line and context) to stdout and `/output/echo.txt`.
+//!   model, written in Python ([`PYTHON_AGENTS`]): a task naming them runs
+//!   `builtin:python` with the agent's script (shipped in this binary and
+//!   stored as a blob like the modules) under `/input/.coditect/`.
 //! - `coder`, `docs`, `general`: kinds that need a language model. They
 //!   require `llm`, so they wait until a node offers it; the module says on
 //!   stderr that no model is wired in and exits 1.
@@ -17,14 +18,28 @@ const NOOP: &str = include_str!("../../agents/noop.wat");
 const ECHO: &str = include_str!("../../agents/echo.wat");
 const MATH: &str = include_str!("../../agents/math.wat");
 const NO_LLM: &str = include_str!("../../agents/builtin/no-llm.wat");
+const ANALYZER: &str = include_str!("../../agents/analyzer.py");
+const TESTER: &str = include_str!("../../agents/tester.py");
+
+/// The built-in agents written in Python: name and script.
+pub const PYTHON_AGENTS: &[(&str, &str)] = &[("analyzer", ANALYZER), ("tester", TESTER)];
+
+/// Where a Python agent's script lands under `/input`.
+pub const AGENT_DIR: &str = ".coditect";
+
+/// The script of Python agent `name`.
+pub fn python_agent(name: &str) -> Option<&'static str> {
+    PYTHON_AGENTS
+        .iter()
+        .find(|(agent, _)| *agent == name)
+        .map(|(_, script)| *script)
+}
 
 /// The built-in modules by name.
 pub const BUILTINS: &[(&str, &str)] = &[
     ("noop", NOOP),
     ("echo", ECHO),
     ("math", MATH),
-    ("analyzer", ECHO),
-    ("tester", ECHO),
     ("coder", NO_LLM),
     ("docs", NO_LLM),
     ("general", NO_LLM),
@@ -43,9 +58,9 @@ pub fn digest(name: &str) -> Option<Digest> {
     module(name).map(|text| Digest::of(text.as_bytes()))
 }
 
-/// Stores every built-in module in `blobs`.
+/// Stores every built-in module and agent script in `blobs`.
 pub fn seed(blobs: &BlobStore) -> Result<(), String> {
-    for (name, text) in BUILTINS {
+    for (name, text) in BUILTINS.iter().chain(PYTHON_AGENTS) {
         blobs
             .put(text.as_bytes())
             .map_err(|error| format!("cannot store built-in module {name}: {error}"))?;
@@ -70,7 +85,8 @@ mod tests {
                 "builtin {name} does not compile"
             );
         }
-        assert_eq!(digest("analyzer"), digest("echo"));
+        assert!(digest("analyzer").is_none(), "a Python agent, not a module");
+        assert!(python_agent("tester").unwrap().contains("tests.json"));
         assert_ne!(digest("coder"), digest("echo"));
         assert!(digest("nope").is_none());
     }

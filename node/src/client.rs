@@ -2,15 +2,7 @@
 
 use coditect_node::start::NodeError;
 
-fn api_url(api: &str, path: &str) -> Result<String, NodeError> {
-    let base = api.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(NodeError::BadInput(format!(
-            "invalid --api {api:?}: expected a URL like http://127.0.0.1:7070"
-        )));
-    }
-    Ok(format!("{base}{path}"))
-}
+use crate::api_client::{api_url, http, problem, unreachable, upload};
 
 /// `coditect status`.
 pub async fn status(api: &str, json: bool) -> Result<(), NodeError> {
@@ -75,55 +67,6 @@ pub async fn status(api: &str, json: bool) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// An HTTP client with a generous timeout (long polls wait up to 30 s).
-fn http() -> Result<reqwest::Client, NodeError> {
-    reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(|error| NodeError::Failed(format!("cannot build an HTTP client: {error}")))
-}
-
-fn unreachable(api: &str) -> impl FnOnce(reqwest::Error) -> NodeError + '_ {
-    move |error| NodeError::Failed(format!("cannot reach the node at {api}: {error}"))
-}
-
-/// The `error` field of a JSON error answer, or the status line.
-async fn problem(response: reqwest::Response) -> String {
-    let status = response.status();
-    match response.json::<serde_json::Value>().await {
-        Ok(body) => body["error"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| status.to_string()),
-        Err(_) => status.to_string(),
-    }
-}
-
-/// Uploads `bytes` through `POST /api/blobs`; returns the digest.
-async fn upload(client: &reqwest::Client, api: &str, bytes: Vec<u8>) -> Result<String, NodeError> {
-    let url = api_url(api, "/api/blobs")?;
-    let response = client
-        .post(&url)
-        .body(bytes)
-        .send()
-        .await
-        .map_err(unreachable(api))?;
-    if !response.status().is_success() {
-        return Err(NodeError::Failed(format!(
-            "upload refused: {}",
-            problem(response).await
-        )));
-    }
-    let body: serde_json::Value = response
-        .json()
-        .await
-        .map_err(|error| NodeError::Failed(format!("{url} answered no JSON: {error}")))?;
-    body["digest"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| NodeError::Failed(format!("{url} answered no digest")))
-}
-
 /// Every file under `path` (itself if a file), with its path relative to `base`.
 fn files_under(
     base: &std::path::Path,
@@ -155,6 +98,7 @@ async fn prepare_toml(
     api: &str,
     file: &std::path::Path,
     text: &str,
+    workspace: Option<&std::path::Path>,
 ) -> Result<String, NodeError> {
     use coditect_node::mission::{parse_toml, validate, ModuleRef};
     let base = file
@@ -166,6 +110,20 @@ async fn prepare_toml(
     let mut document: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| NodeError::BadInput(e.message().to_string()))?;
+    let folder = match (&spec.workspace, workspace) {
+        (Some(_), Some(_)) => {
+            return Err(NodeError::BadInput(format!(
+                "{} names a workspace and so does --workspace; name one",
+                file.display()
+            )))
+        }
+        (Some(named), None) if !named.starts_with("sha256:") => Some(base.join(named)),
+        (_, given) => given.map(std::path::Path::to_path_buf),
+    };
+    if let Some(folder) = folder {
+        let tree = crate::workspace_client::upload_workspace(client, api, &folder).await?;
+        document.insert("workspace".into(), toml::Value::String(tree));
+    }
     let Some(toml::Value::Array(tasks)) = document.get_mut("task") else {
         return Ok(text.to_string());
     };
@@ -216,12 +174,18 @@ async fn prepare_toml(
     toml::to_string(&document).map_err(|error| NodeError::Failed(error.to_string()))
 }
 
-/// `coditect submit FILE [--wait]`.
-pub async fn submit(api: &str, file: &std::path::Path, wait: bool) -> Result<u8, NodeError> {
+/// `coditect submit FILE [--workspace DIR] [--wait]`.
+pub async fn submit(
+    api: &str,
+    file: &std::path::Path,
+    workspace: Option<&std::path::Path>,
+    wait: bool,
+) -> Result<u8, NodeError> {
     use coditect_node::mission::MissionFormat;
     let text = std::fs::read_to_string(file)
         .map_err(|error| NodeError::BadInput(format!("cannot read {}: {error}", file.display())))?;
     let client = http()?;
+    let mut query = String::new();
     let (body, content_type) = match MissionFormat::from_path(file) {
         MissionFormat::Markdown => {
             // The mesh parses it too (with its own agent routing); reading it
@@ -232,14 +196,18 @@ pub async fn submit(api: &str, file: &std::path::Path, wait: bool) -> Result<u8,
             for warning in &mission.warnings {
                 eprintln!("warning: {warning}");
             }
+            if let Some(folder) = workspace {
+                let tree = crate::workspace_client::upload_workspace(&client, api, folder).await?;
+                query = format!("?workspace={tree}");
+            }
             (text, "text/markdown")
         }
         MissionFormat::Toml => (
-            prepare_toml(&client, api, file, &text).await?,
+            prepare_toml(&client, api, file, &text, workspace).await?,
             "application/toml",
         ),
     };
-    let url = api_url(api, "/api/missions")?;
+    let url = api_url(api, &format!("/api/missions{query}"))?;
     // One key for every attempt: a retry after a lost answer (a leader that
     // died after committing, say) returns the same mission, never a copy.
     let key = idempotency_key();

@@ -37,6 +37,12 @@ pub fn router(state: ApiState) -> Router {
             "/api/blobs",
             axum::routing::post(put_blob).layer(axum::extract::DefaultBodyLimit::max(max_blob)),
         )
+        .route(
+            "/api/blobs/missing",
+            axum::routing::post(missing_blobs).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_MISSING_QUERY_BYTES,
+            )),
+        )
         .route("/api/blobs/{digest}", get(get_blob))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -206,6 +212,61 @@ fn blob_error(problem: coditect_memory::BlobError) -> Response {
     }
 }
 
+/// Most digests one `POST /api/blobs/missing` asks about.
+pub const MAX_MISSING_QUERY: usize = 10_000;
+
+/// Largest body of `POST /api/blobs/missing` (10,000 digests in JSON).
+const MAX_MISSING_QUERY_BYTES: usize = 1024 * 1024;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissingQuery {
+    digests: Vec<String>,
+}
+
+/// `POST /api/blobs/missing` with `{"digests": [...]}`: which of them this
+/// node does not hold (`{"missing": [...]}`, in the order asked), so a
+/// client uploads only those.
+async fn missing_blobs(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
+    let query: MissingQuery = match serde_json::from_slice(&body) {
+        Ok(query) => query,
+        Err(problem) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"digests\": [\"sha256:...\"]}}: {problem}"),
+            )
+        }
+    };
+    if query.digests.len() > MAX_MISSING_QUERY {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} digests asked at once; at most {MAX_MISSING_QUERY}",
+                query.digests.len()
+            ),
+        );
+    }
+    let mut digests = Vec::with_capacity(query.digests.len());
+    for text in &query.digests {
+        match text.parse::<coditect_memory::Digest>() {
+            Ok(digest) => digests.push(digest),
+            Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
+        }
+    }
+    let blobs = state.node.blobs().clone();
+    let missing: Vec<String> = state
+        .node
+        .off_runtime(move || {
+            digests
+                .iter()
+                .filter(|digest| !blobs.contains(digest))
+                .map(ToString::to_string)
+                .collect()
+        })
+        .await;
+    Json(serde_json::json!({ "missing": missing })).into_response()
+}
+
 /// `GET /api/blobs/{digest}`: the bytes, from this node or fetched from a peer.
 async fn get_blob(
     State(state): State<ApiState>,
@@ -255,9 +316,16 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Bo
 }
 
 /// `POST /api/missions`: a TOML mission, or markdown with `Content-Type: text/markdown`.
+#[derive(serde::Deserialize)]
+struct SubmitQuery {
+    /// The `sha256:` digest of the workspace tree (uploaded first).
+    workspace: Option<String>,
+}
+
 async fn submit_mission(
     State(state): State<ApiState>,
     headers: axum::http::HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<SubmitQuery>,
     body: axum::body::Bytes,
 ) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
@@ -271,7 +339,11 @@ async fn submit_mission(
         Ok(key) => key,
         Err(response) => return *response,
     };
-    match state.node.submit_mission(text, format, key).await {
+    match state
+        .node
+        .submit_mission(text, format, key, query.workspace)
+        .await
+    {
         Ok(id) => (StatusCode::CREATED, Json(serde_json::json!({"id": id}))).into_response(),
         Err(problem) => submit_error(problem),
     }

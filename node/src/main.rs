@@ -7,10 +7,12 @@ use clap::{Parser, Subcommand};
 use coditect_node::config::RawNodeConfig;
 use coditect_node::start::{load_config, run_node, NodeError};
 
+mod api_client;
 mod bench;
 mod check;
 mod client;
 mod run_task;
+mod workspace_client;
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +54,9 @@ enum Commands {
         /// With --check: a node config whose [agents] table routes markdown tasks (default: the built-in routing)
         #[arg(long, requires = "check")]
         config: Option<std::path::PathBuf>,
+        /// The code base every task sees read-only at /workspace (uploaded as a tree: only files the node lacks are sent; .gitignore is respected, .git/ skipped)
+        #[arg(long, conflicts_with = "check")]
+        workspace: Option<std::path::PathBuf>,
         /// The node's HTTP API
         #[arg(long, default_value = "http://127.0.0.1:7070")]
         api: String,
@@ -61,11 +66,38 @@ enum Commands {
         /// The mission id (as `submit` printed it)
         id: String,
         /// Print the raw JSON of /api/missions/{id}
-        #[arg(long)]
+        #[arg(long, conflicts_with = "diff")]
         json: bool,
+        /// Print the unified diff of the mission's final workspace against the submitted one
+        #[arg(long)]
+        diff: bool,
         /// The node's HTTP API
         #[arg(long, default_value = "http://127.0.0.1:7070")]
         api: String,
+    },
+    /// Write a mission's workspace changes into a local checkout, refusing (and writing nothing) if a changed file was also changed locally since submission
+    Apply {
+        /// The mission id
+        id: String,
+        /// The checkout (the folder that was submitted as the workspace)
+        dir: std::path::PathBuf,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+    /// Write a mission for a goal from a playbook (feature: analyze, code, test; bug: analyze, reproduce, fix, test; docs: analyze, docs)
+    Plan {
+        /// What the mission should achieve
+        goal: String,
+        /// The code base the mission works on
+        #[arg(long)]
+        workspace: std::path::PathBuf,
+        /// Where to write the mission (default: stdout)
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The playbook: feature, bug or docs (default: chosen from the goal's words)
+        #[arg(long)]
+        playbook: Option<String>,
     },
     /// Cancel a mission: queued tasks dropped, running guests interrupted
     Cancel {
@@ -141,9 +173,30 @@ fn main() -> ExitCode {
             ..
         } => check::run(&file, json, config.as_deref()),
         Commands::Submit {
-            file, wait, api, ..
-        } => runtime.block_on(client::submit(&api, &file, wait)),
-        Commands::Mission { id, json, api } => runtime.block_on(client::mission(&api, &id, json)),
+            file,
+            wait,
+            api,
+            workspace,
+            ..
+        } => runtime.block_on(client::submit(&api, &file, workspace.as_deref(), wait)),
+        Commands::Mission {
+            id,
+            diff: true,
+            api,
+            ..
+        } => runtime.block_on(workspace_client::diff(&api, &id)),
+        Commands::Mission { id, json, api, .. } => {
+            runtime.block_on(client::mission(&api, &id, json))
+        }
+        Commands::Plan {
+            goal,
+            workspace,
+            out,
+            playbook,
+        } => plan(&goal, &workspace, out.as_deref(), playbook.as_deref()),
+        Commands::Apply { id, dir, api } => {
+            runtime.block_on(workspace_client::apply(&api, &id, &dir))
+        }
         Commands::Cancel { id, api } => runtime.block_on(client::control(&api, &id, false)),
         Commands::Retry { id, api } => runtime.block_on(client::control(&api, &id, true)),
         Commands::RunTask(args) => run_task::run(args),
@@ -185,4 +238,65 @@ fn sim(args: &[String]) -> Result<u8, NodeError> {
         .code()
         .map(|code| code.clamp(0, 255) as u8)
         .unwrap_or(1))
+}
+
+/// `coditect plan "GOAL" --workspace DIR [--out FILE] [--playbook NAME]`.
+fn plan(
+    goal: &str,
+    workspace: &std::path::Path,
+    out: Option<&std::path::Path>,
+    playbook: Option<&str>,
+) -> Result<u8, NodeError> {
+    use coditect_node::plan::Playbook;
+    let playbook = match playbook {
+        Some(name) => Playbook::from_name(name).ok_or_else(|| {
+            NodeError::BadInput(format!(
+                "unknown playbook {name:?}: expected feature, bug or docs"
+            ))
+        })?,
+        None => Playbook::for_goal(goal),
+    };
+    let folder = workspace.canonicalize().map_err(|error| {
+        NodeError::BadInput(format!("workspace {}: {error}", workspace.display()))
+    })?;
+    if !folder.is_dir() {
+        return Err(NodeError::BadInput(format!(
+            "workspace {} is not a folder",
+            workspace.display()
+        )));
+    }
+    // The mission names its workspace relative to itself when it can.
+    let named = match out {
+        Some(file) => {
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let dir = dir
+                .canonicalize()
+                .map_err(|error| NodeError::BadInput(format!("{}: {error}", dir.display())))?;
+            match folder.strip_prefix(&dir) {
+                Ok(inner) if inner.as_os_str().is_empty() => ".".to_string(),
+                Ok(inner) => inner.display().to_string(),
+                Err(_) => folder.display().to_string(),
+            }
+        }
+        None => folder.display().to_string(),
+    };
+    let text = coditect_node::plan::plan(goal, &named, playbook).map_err(NodeError::BadInput)?;
+    match out {
+        Some(file) => {
+            std::fs::write(file, &text).map_err(|error| {
+                NodeError::Failed(format!("cannot write {}: {error}", file.display()))
+            })?;
+            eprintln!(
+                "wrote {} ({} playbook); submit it with `coditect submit {}`",
+                file.display(),
+                playbook.name(),
+                file.display()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(0)
 }

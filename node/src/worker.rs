@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use coditect_consensus::mission::{TaskLimits, TaskResult, TaskSubmission, ViolationRecord};
 use coditect_consensus::NodeId;
+use coditect_memory::tree::{FileChange, Tree};
 use coditect_memory::{BlobStore, Digest};
 use coditect_sandbox::{CancelToken, Limits, ModuleDigest, Sandbox, SandboxError};
 use futures::future::BoxFuture;
@@ -90,6 +91,10 @@ pub struct Assignment {
     pub attempt: u32,
     /// Each dependency's committed outputs: (task id, [(path, digest, size)]).
     pub deps: Vec<DependencyOutputs>,
+    /// The net changes of the task's dependencies to its workspace, in the
+    /// order to apply them (see `coditect_consensus::workspace::collapse`).
+    #[serde(default)]
+    pub workspace_changes: Vec<FileChange>,
     /// When the task became ready (older first among equal priorities).
     pub ready_seq: u64,
     /// Peers to ask first for its blobs: the leader, the dependencies' producers.
@@ -474,10 +479,12 @@ pub async fn run_assignment(
 ) -> Result<Report, WorkerError> {
     let input = dir.join("input");
     let output = dir.join("output");
+    let workspace = dir.join("workspace");
     // Host paths in any detail become what the guest sees.
     let hide = [
         (input.display().to_string(), "/input"),
         (output.display().to_string(), "/output"),
+        (workspace.display().to_string(), "/workspace"),
         (dir.display().to_string(), "<work dir>"),
     ];
     if let Err(detail) = check_assignment(assignment) {
@@ -489,18 +496,24 @@ pub async fn run_assignment(
         ));
     }
     let emptied = {
-        let (input, output) = (input.clone(), output.clone());
-        blocking(move || empty_dir(&input).and_then(|()| empty_dir(&output))).await
+        let (input, output, workspace) = (input.clone(), output.clone(), workspace.clone());
+        blocking(move || {
+            empty_dir(&input)
+                .and_then(|()| empty_dir(&output))
+                .and_then(|()| empty_dir(&workspace))
+        })
+        .await
     };
     let prepared = match emptied.and_then(|emptied| emptied) {
         Ok(()) => run_in(node, sandbox, blobs, source, dir, assignment, cancel).await,
         Err(error) => Err(error),
     };
     {
-        let (input, output) = (input.clone(), output.clone());
+        let (input, output, workspace) = (input.clone(), output.clone(), workspace.clone());
         let _ = blocking(move || {
             let _ = empty_dir(&input);
             let _ = empty_dir(&output);
+            let _ = empty_dir(&workspace);
         })
         .await;
     }
@@ -544,6 +557,17 @@ async fn run_in(
     let violation = |kind: ViolationKind, detail: String| {
         Report::violated(node, assignment.attempt, kind, &detail)
     };
+    // The workspace it sees, with its dependencies' changes.
+    let seen = match &task.workspace {
+        Some(tree) => {
+            let at = dir.join("workspace");
+            match materialize(blobs, source, tree, &assignment.workspace_changes, &at).await? {
+                Ok(seen) => Some(seen),
+                Err(detail) => return Ok(violation(ViolationKind::InvalidTask, detail)),
+            }
+        }
+        None => None,
+    };
     // A module this node prepared before (in memory, or compiled in the
     // disk cache) is used by digest, without reading and hashing its bytes:
     // the Python runtime is 26 MB.
@@ -575,6 +599,15 @@ async fn run_in(
     let mut spec =
         coditect_sandbox::TaskSpec::new(input, output, sandbox_limits(&task.limits)).spill_dir(dir);
     spec.args = task.args.clone();
+    if seen.is_some() {
+        spec.workspace_dir = Some(dir.join("workspace"));
+        // Where its changes go, ready to write into.
+        let changes = output.join(crate::workspace::CHANGES_DIR);
+        std::fs::create_dir_all(&changes).map_err(io(format!(
+            "creating /output/{}",
+            crate::workspace::CHANGES_DIR
+        )))?;
+    }
     if crate::python::is_runtime(&task.module) {
         spec.program = crate::python::PROGRAM.into();
         spec.env = crate::python::environment();
@@ -597,6 +630,12 @@ async fn run_in(
         (check(&expect, &outcome), outcome)
     };
     let violations = checked.map_err(io("reading back stdout"))?;
+    // An agent that ran to its end may say itself what went wrong.
+    if outcome.kind == coditect_sandbox::OutcomeKind::Succeeded {
+        if let Some((kind, detail)) = agent_violation(output, &outcome) {
+            return Ok(violation(kind, detail));
+        }
+    }
     if let Some(first) = violations.into_iter().next() {
         return Ok(violation(first.kind, first.detail));
     }
@@ -631,6 +670,13 @@ async fn run_in(
         .await?
     };
     let (outputs, stdout_digest) = kept?;
+    let changes = match &seen {
+        Some(seen) => match crate::workspace::changes_of_run(seen, &outputs, output) {
+            Ok(changes) => changes,
+            Err(detail) => return Ok(violation(ViolationKind::InvalidTask, detail)),
+        },
+        None => Vec::new(),
+    };
     Ok(Report::Succeeded(TaskResult {
         node,
         attempt: assignment.attempt,
@@ -640,7 +686,110 @@ async fn run_in(
         outputs,
         fuel_used,
         wall_ms,
+        changes,
     }))
+}
+
+/// Files of a workspace fetched from peers at a time.
+const WORKSPACE_FETCHES: usize = 16;
+
+/// Writes the workspace tree `tree` with `changes` applied under `at`
+/// (hard links into the blob store where it holds the file, so only the
+/// guest's read-only view shares them) and returns the tree. `Ok(Err)` is
+/// the task's fault: a manifest or change that is not a tree.
+async fn materialize(
+    blobs: &BlobStore,
+    source: &dyn BlobSource,
+    tree: &str,
+    changes: &[FileChange],
+    at: &Path,
+) -> Result<Result<Tree, String>, WorkerError> {
+    use futures::StreamExt as _;
+    let manifest = blob(source, tree).await?;
+    let mut seen = match Tree::decode(&manifest) {
+        Ok(seen) => seen,
+        Err(error) => return Ok(Err(format!("workspace {tree}: {error}"))),
+    };
+    if let Err(error) = seen.apply(changes) {
+        return Ok(Err(format!("the dependencies' workspace changes: {error}")));
+    }
+    let missing = {
+        let (blobs, seen, at) = (blobs.clone(), seen.clone(), at.to_path_buf());
+        blocking(
+            move || -> Result<Vec<(PathBuf, Digest, String)>, WorkerError> {
+                let mut missing = Vec::new();
+                for (path, entry) in seen.iter() {
+                    let to = at.join(path);
+                    if let Some(parent) = to.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(io(format!("creating the folder of /workspace/{path}")))?;
+                    }
+                    if !blobs.link_to(&entry.digest, &to).map_err(blob_error)? {
+                        missing.push((to, entry.digest, path.to_string()));
+                    }
+                }
+                Ok(missing)
+            },
+        )
+        .await??
+    };
+    let mut writes = futures::stream::iter(missing.into_iter().map(|(to, digest, path)| {
+        let digest = digest.to_string();
+        async move {
+            let shown = format!("/workspace/{path}");
+            write_blob(source, &digest, &to, &shown).await
+        }
+    }))
+    .buffer_unordered(WORKSPACE_FETCHES);
+    while let Some(written) = writes.next().await {
+        written?;
+    }
+    Ok(Ok(seen))
+}
+
+/// Largest `/output/violation.json`, bytes.
+const MAX_AGENT_VIOLATION_BYTES: u64 = 64 * 1024;
+
+/// The violation an agent reported in `/output/violation.json`
+/// (`{"kind": "tests_failed", "message": "..."}`); a file that is not
+/// such an object, or names a kind agents may not report, is the task's
+/// `invalid_task`.
+fn agent_violation(
+    output: &Path,
+    outcome: &coditect_sandbox::Outcome,
+) -> Option<(ViolationKind, String)> {
+    let file = outcome.files.iter().find(|f| f.path == "violation.json")?;
+    if file.size > MAX_AGENT_VIOLATION_BYTES {
+        return Some((
+            ViolationKind::InvalidTask,
+            format!(
+                "/output/violation.json is larger than {} KiB",
+                MAX_AGENT_VIOLATION_BYTES >> 10
+            ),
+        ));
+    }
+    let invalid = |why: String| Some((ViolationKind::InvalidTask, why));
+    let bytes = match std::fs::read(output.join("violation.json")) {
+        Ok(bytes) => bytes,
+        Err(error) => return invalid(format!("/output/violation.json: {error}")),
+    };
+    #[derive(Deserialize)]
+    struct Reported {
+        kind: String,
+        message: String,
+    }
+    match serde_json::from_slice::<Reported>(&bytes) {
+        Ok(reported) => match ViolationKind::reported_by_agent(&reported.kind) {
+            Some(kind) => Some((kind, reported.message)),
+            None => invalid(format!(
+                "/output/violation.json names kind {:?}, which agents cannot report (tests_failed)",
+                excerpt(&reported.kind)
+            )),
+        },
+        Err(error) => invalid(format!(
+            "/output/violation.json is not {{\"kind\", \"message\"}}: {error}"
+        )),
+    }
 }
 
 /// The first [`STDOUT_HEAD_BYTES`] of `stdout` at most, cut on a character
@@ -795,9 +944,11 @@ mod tests {
                 title: None,
                 agent: None,
                 args: vec![],
+                workspace: None,
             },
             attempt: 3,
             deps: vec![("up".into(), vec![("data.txt".into(), dep, 5)])],
+            workspace_changes: vec![],
             ready_seq: 0,
             sources: vec![],
             avoid: vec![],
@@ -917,7 +1068,7 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["input", "output"]);
+        assert_eq!(left, ["input", "output", "workspace"]);
 
         // A needle printed nowhere is still a mismatch.
         job.task.expect.stdout_contains = Some(format!("{MARK}!"));

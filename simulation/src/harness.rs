@@ -508,7 +508,10 @@ impl Sim {
                     // One key per wave: a retry after an answer lost in a
                     // failover returns the mission already committed.
                     let key = Some(format!("wave-{wave}"));
-                    match node.submit_mission(&text, MissionFormat::Toml, key).await {
+                    match node
+                        .submit_mission(&text, MissionFormat::Toml, key, None)
+                        .await
+                    {
                         Ok(id) => {
                             bus.note(&format!("submitted {id} ({count} tasks)"));
                             submitted.lock().expect("submitted lock").insert(id, count);

@@ -132,6 +132,7 @@ impl TaskRunner for SimRunner {
                 outputs: Vec::new(),
                 fuel_used: 0,
                 wall_ms: duration.as_millis() as u64,
+                changes: Vec::new(),
             }))
         })
     }

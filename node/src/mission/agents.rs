@@ -54,9 +54,10 @@ pub struct AgentConfig {
 }
 
 impl Default for AgentConfig {
-    /// The built-in kinds: `analyzer` and `tester` run the example agents and
-    /// need only `wasm`; `coder`, `docs` and the `general` fallback write
-    /// text or code and so need a language model (`llm`) as well.
+    /// The built-in kinds: `analyzer` and `tester` run the Python agents
+    /// shipped in the binary (their tasks also require `python`); `coder`,
+    /// `docs` and the `general` fallback write text or code and so need a
+    /// language model (`llm`) as well.
     fn default() -> Self {
         let kind = |module: &str, requires: &[&str]| AgentKind {
             module: module.to_string(),

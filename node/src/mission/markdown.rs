@@ -562,6 +562,7 @@ pub fn read_markdown(text: &str, agents: &AgentConfig) -> Result<MarkdownMission
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| DEFAULT_NAME.to_string()),
         tasks,
+        workspace: None,
     };
     // In file order: every warning starts with the line it is about.
     warnings.sort_by_key(|warning| {

@@ -23,6 +23,11 @@ pub struct MissionSpec {
     pub name: String,
     /// The tasks, in the order the file lists them.
     pub tasks: Vec<TaskSpec>,
+    /// The code base every task sees at /workspace: a folder (relative to
+    /// the mission file) before `coditect submit` uploads it, the
+    /// `sha256:` digest of its tree after.
+    #[serde(default)]
+    pub workspace: Option<String>,
 }
 
 /// One task of a mission. Every field but `id` and `module` has a default.

@@ -21,6 +21,10 @@ pub fn to_submissions(
     blobs: &BlobStore,
 ) -> Result<Vec<TaskSubmission>, MissionError> {
     let held = |digest: &Digest| blobs.contains(digest);
+    let workspace = match &mission.spec().workspace {
+        Some(text) => Some(held_workspace(text, blobs)?),
+        None => None,
+    };
     let mut out = Vec::with_capacity(mission.spec().tasks.len());
     for task in mission.ordered_tasks() {
         let bad_module = |reason: String| MissionError::InvalidModule {
@@ -28,7 +32,30 @@ pub fn to_submissions(
             module: task.module.to_string(),
             reason,
         };
+        // A built-in Python agent: the runtime with the agent's script.
+        let mut agent_args = Vec::new();
+        let mut agent_inputs = Vec::new();
         let module = match &task.module {
+            ModuleRef::Path(path)
+                if path
+                    .strip_prefix(BUILTIN_PREFIX)
+                    .and_then(crate::builtin::python_agent)
+                    .is_some() =>
+            {
+                let name = &path[BUILTIN_PREFIX.len()..];
+                let script = crate::builtin::python_agent(name).expect("checked");
+                let stored = blobs.put(script.as_bytes()).map_err(|error| {
+                    bad_module(format!("cannot store the agent's script: {error}"))
+                })?;
+                let at = format!("{}/{name}.py", crate::builtin::AGENT_DIR);
+                agent_args.push(format!("/input/{at}"));
+                if workspace.is_none() {
+                    // No workspace: the agent works on the task's inputs.
+                    agent_args.extend(["--root".to_string(), "/input".to_string()]);
+                }
+                agent_inputs.push((at, stored.to_string()));
+                crate::python::digest().to_string()
+            }
             ModuleRef::Digest(digest) if held(digest) => digest.to_string(),
             ModuleRef::Digest(_) => {
                 return Err(bad_module(
@@ -41,8 +68,12 @@ pub fn to_submissions(
                 Some(PYTHON) => crate::python::digest().to_string(),
                 Some(name) => crate::builtin::digest(name)
                     .ok_or_else(|| {
-                        let names: Vec<&str> =
-                            crate::builtin::BUILTINS.iter().map(|(n, _)| *n).collect();
+                        let names: Vec<&str> = crate::builtin::BUILTINS
+                            .iter()
+                            .chain(crate::builtin::PYTHON_AGENTS)
+                            .map(|(n, _)| *n)
+                            .chain([PYTHON])
+                            .collect();
                         bad_module(format!(
                             "unknown built-in module (known: {})",
                             names.join(", ")
@@ -69,7 +100,8 @@ pub fn to_submissions(
             ),
             None => None,
         };
-        let mut inputs = Vec::with_capacity(task.inputs.len());
+        let mut inputs = agent_inputs;
+        inputs.reserve(task.inputs.len());
         for entry in &task.inputs {
             let bad_input = |reason: &str| MissionError::InvalidInput {
                 task: task.id.clone(),
@@ -124,10 +156,48 @@ pub fn to_submissions(
                 .map(super::grammar::fit_task_title)
                 .filter(|title| !title.is_empty()),
             agent: task.agent.clone(),
-            args: task.args.clone(),
+            args: agent_args
+                .into_iter()
+                .chain(task.args.iter().cloned())
+                .collect(),
+            workspace: workspace.clone(),
         });
     }
     Ok(out)
+}
+
+/// The digest of the workspace tree `text` names, once this node holds
+/// the tree and every file of it (so no worker waits on a blob nobody has).
+fn held_workspace(text: &str, blobs: &BlobStore) -> Result<String, MissionError> {
+    let invalid = |message: String| MissionError::InvalidField {
+        field: "workspace".into(),
+        place: "the mission".into(),
+        message,
+    };
+    let digest: Digest = text.parse().map_err(|_| {
+        invalid("a folder cannot be read by the mesh; upload its tree and name it by sha256 digest (coditect submit --workspace does this)".into())
+    })?;
+    let bytes = blobs
+        .get(&digest)
+        .map_err(|error| invalid(format!("reading the tree: {error}")))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "no tree {digest} on this node; POST it to /api/blobs first"
+            ))
+        })?;
+    let tree = coditect_memory::tree::Tree::decode(&bytes)
+        .map_err(|error| invalid(format!("{digest}: {error}")))?;
+    if let Some((path, entry)) = tree
+        .iter()
+        .find(|(_, entry)| !blobs.contains(&entry.digest))
+    {
+        return Err(invalid(format!(
+            "file {} ({}) of the tree is not on this node; POST it to /api/blobs first",
+            excerpt(path),
+            entry.digest
+        )));
+    }
+    Ok(digest.to_string())
 }
 
 /// The name of the Python runtime after `builtin:`.
@@ -150,7 +220,15 @@ pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), Mis
     let mut spec = super::spec::MissionSpec {
         name: name.to_string(),
         tasks: Vec::with_capacity(tasks.len()),
+        workspace: tasks.first().and_then(|task| task.workspace.clone()),
     };
+    if let Some(task) = tasks.iter().find(|task| task.workspace != spec.workspace) {
+        return Err(MissionError::InvalidField {
+            field: "workspace".into(),
+            place: format!("task `{}`", excerpt(&task.id)),
+            message: "every task of a mission names the same workspace".into(),
+        });
+    }
     for task in tasks {
         let place = || format!("task `{}`", excerpt(&task.id));
         if let Some(title) = &task.title {

@@ -748,6 +748,7 @@ fn dag() -> impl Strategy<Value = MissionSpec> {
             MissionSpec {
                 name: "dag".into(),
                 tasks,
+                workspace: None,
             }
         })
 }

@@ -12,7 +12,7 @@ use super::error::{one_line, MissionError};
 use super::spec::{Expect, MissionSpec, ModuleRef, Priority, TaskSpec};
 
 /// Top-level keys of a mission file.
-const MISSION_KEYS: &[&str] = &["name", "task"];
+const MISSION_KEYS: &[&str] = &["name", "task", "workspace"];
 /// Keys of one `[[task]]`.
 const TASK_KEYS: &[&str] = &[
     "id", "module", "needs", "requires", "priority", "input", "inputs", "limits", "expect",
@@ -69,7 +69,15 @@ pub fn parse_toml(text: &str) -> Result<MissionSpec, MissionError> {
             ))
         }
     }
-    Ok(MissionSpec { name, tasks })
+    let workspace = match table.get("workspace") {
+        None => None,
+        Some(value) => Some(string(value, "workspace", place)?),
+    };
+    Ok(MissionSpec {
+        name,
+        tasks,
+        workspace,
+    })
 }
 
 /// Reads one `[[task]]`; `index` is 0-based and only names a task without an id.

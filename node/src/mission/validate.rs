@@ -98,6 +98,9 @@ pub fn validate(
         place: "the mission".into(),
         message: e.to_string(),
     })?;
+    if let Some(workspace) = &spec.workspace {
+        check_workspace(workspace, base_dir)?;
+    }
     for task in &spec.tasks {
         check_id(&task.id)?;
         check_task(task, base_dir)?;
@@ -133,6 +136,41 @@ pub fn validate(
         order,
         needs,
     })
+}
+
+/// Longest `workspace` value, bytes.
+const MAX_WORKSPACE_BYTES: usize = 4096;
+
+/// The mission's `workspace`: a `sha256:` digest of a tree, or (with a
+/// base directory to look in) a folder there.
+fn check_workspace(workspace: &str, base_dir: Option<&Path>) -> Result<(), MissionError> {
+    let invalid = |message: String| MissionError::InvalidField {
+        field: "workspace".into(),
+        place: "the mission".into(),
+        message,
+    };
+    if workspace.is_empty()
+        || workspace.len() > MAX_WORKSPACE_BYTES
+        || workspace.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "expected a folder or a sha256: digest of 1 to {MAX_WORKSPACE_BYTES} bytes without control characters"
+        )));
+    }
+    if workspace.starts_with("sha256:") {
+        return workspace
+            .parse::<coditect_memory::Digest>()
+            .map(|_| ())
+            .map_err(|error| invalid(error.to_string()));
+    }
+    match base_dir {
+        Some(base) if base.join(workspace).is_dir() => Ok(()),
+        Some(base) => Err(invalid(format!(
+            "{} is not a folder",
+            base.join(workspace).display()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks one task id with [`grammar::check_task_id`]: not empty, at most
@@ -428,6 +466,7 @@ mod tests {
         MissionSpec {
             name: "m".into(),
             tasks,
+            workspace: None,
         }
     }
 
@@ -680,6 +719,7 @@ mod tests {
         let named = |name: &str| MissionSpec {
             name: name.to_string(),
             tasks: vec![task("t", &[])],
+            workspace: None,
         };
         assert!(validate(&named("example pipeline"), None).is_ok());
         assert!(validate(&named(&"n".repeat(MAX_MISSION_NAME_BYTES)), None).is_ok());

@@ -373,11 +373,26 @@ impl Node {
                 }
             }
         }
+        // The workspace it sees: its dependencies' changes, whose blobs
+        // their producers hold.
+        let mut workspace_changes = Vec::new();
+        if record.spec.workspace.is_some() {
+            for (change, by) in mission.workspace_view(&record.spec.id) {
+                let producer = mission.tasks.get(&by).and_then(|t| t.result.as_ref());
+                if let Some(hint) = producer.and_then(|r| self.peer_hint(state, r.node)) {
+                    if !sources.iter().any(|(peer, _)| *peer == hint.peer_id) {
+                        sources.push((hint.peer_id, hint.addrs));
+                    }
+                }
+                workspace_changes.push(change);
+            }
+        }
         Assignment {
             mission: mission.id.clone(),
             task: record.spec.clone(),
             attempt: record.attempt,
             deps,
+            workspace_changes,
             ready_seq: record.ready_seq,
             sources,
             avoid: task_view(&mission.id, record)
@@ -822,6 +837,10 @@ impl Node {
                 }
                 let (retry_not_before_ms, fail_reason) = match decision {
                     RetryDecision::Retry { not_before_ms, .. } => (Some(not_before_ms), None),
+                    // The agent's own words name what broke (the failing tests).
+                    RetryDecision::Fail { .. } if kind == ViolationKind::TestsFailed => {
+                        (None, Some(format!("{kind}: {}", violation.detail)))
+                    }
                     RetryDecision::Fail { reason } => (None, Some(reason)),
                 };
                 Command::FailTask {
@@ -1073,6 +1092,7 @@ impl Node {
         text: &str,
         format: MissionFormat,
         idempotency_key: Option<String>,
+        workspace: Option<String>,
     ) -> Result<String, SubmitError> {
         // Parsing and validating a large mission takes seconds: never on the
         // runtime that serves Raft.
@@ -1081,7 +1101,16 @@ impl Node {
         let text = text.to_string();
         let (name, tasks, budget) = self
             .off_runtime(move || -> Result<_, String> {
-                let spec = parse_mission(&text, format, &agents).map_err(|e| e.to_string())?;
+                let mut spec = parse_mission(&text, format, &agents).map_err(|e| e.to_string())?;
+                if let Some(workspace) = workspace {
+                    if spec.workspace.as_ref().is_some_and(|own| *own != workspace) {
+                        return Err(format!(
+                            "the mission names workspace {:?} and the request {workspace:?}; name one",
+                            spec.workspace.unwrap_or_default()
+                        ));
+                    }
+                    spec.workspace = Some(workspace);
+                }
                 let validated = validate(&spec, None).map_err(|e| e.to_string())?;
                 let tasks = to_submissions(&validated, &blobs).map_err(|e| e.to_string())?;
                 let budget = submit_budget(&tasks, &blobs);
@@ -1637,6 +1666,7 @@ pub fn mission_json(
                     })).collect::<Vec<_>>(),
                     "fuel_used": r.fuel_used,
                     "wall_ms": r.wall_ms,
+                    "changes": r.changes.iter().map(change_json).collect::<Vec<_>>(),
                 })),
             })
         })
@@ -1648,7 +1678,25 @@ pub fn mission_json(
         "submitted_ms": mission.submitted_ms,
         "counts": counts,
         "compacted": mission.summary.is_some(),
+        "workspace": mission.workspace().map(|tree| serde_json::json!({
+            "tree": tree,
+            "changes": mission.workspace_changes().iter().map(|(change, by)| {
+                let mut json = change_json(change);
+                json["task"] = serde_json::json!(by);
+                json
+            }).collect::<Vec<_>>(),
+        })),
         "tasks": tasks,
+    })
+}
+
+/// One workspace change as JSON (`digest` null for a deletion).
+fn change_json(change: &coditect_memory::tree::FileChange) -> serde_json::Value {
+    serde_json::json!({
+        "path": change.path,
+        "digest": change.digest,
+        "size": change.size,
+        "exec": change.exec,
     })
 }
 
@@ -1675,6 +1723,7 @@ mod tests {
                 .collect(),
             fuel_used: 1,
             wall_ms: 1,
+            changes: Vec::new(),
         })
     }
 

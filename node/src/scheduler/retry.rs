@@ -93,6 +93,17 @@ pub fn decide(
             reason: "invalid task; every node would refuse it the same way".to_string(),
         };
     }
+    if violation == ViolationKind::TestsFailed {
+        return RetryDecision::Fail {
+            reason: "tests failed; running them again would run the same code".to_string(),
+        };
+    }
+    if violation == ViolationKind::Conflict {
+        return RetryDecision::Fail {
+            reason: "conflicting change; retry the mission once the other task's change is settled"
+                .to_string(),
+        };
+    }
     match violation.blame() {
         Blame::Neither => RetryDecision::Retry {
             not_before_ms: now_ms,

@@ -123,6 +123,13 @@ pub enum ViolationKind {
     /// The owner could not run the task for a reason of its own (a blob no
     /// reachable node serves, a full disk, no sandbox slot).
     NodeError,
+    /// A testing agent ran the workspace's tests and some failed or
+    /// errored (it said so in `/output/violation.json`, naming them).
+    TestsFailed,
+    /// The task changed a workspace file that a task it does not depend
+    /// on (nor that depends on it) changed differently; found when its
+    /// result is committed.
+    Conflict,
 }
 
 impl ViolationKind {
@@ -146,7 +153,9 @@ impl ViolationKind {
             | ViolationKind::MemoryLimit
             | ViolationKind::InvalidModule
             | ViolationKind::InvalidTask
-            | ViolationKind::ExpectationMismatch { .. } => Blame::Task,
+            | ViolationKind::ExpectationMismatch { .. }
+            | ViolationKind::TestsFailed
+            | ViolationKind::Conflict => Blame::Task,
             ViolationKind::Cancelled => Blame::Neither,
         }
     }
@@ -164,6 +173,16 @@ impl ViolationKind {
             ViolationKind::LostNode => "lost_node",
             ViolationKind::Cancelled => "cancelled",
             ViolationKind::NodeError => "node_error",
+            ViolationKind::TestsFailed => "tests_failed",
+            ViolationKind::Conflict => "conflict",
+        }
+    }
+
+    /// The kinds an agent may report itself in `/output/violation.json`.
+    pub fn reported_by_agent(name: &str) -> Option<ViolationKind> {
+        match name {
+            "tests_failed" => Some(ViolationKind::TestsFailed),
+            _ => None,
         }
     }
 }
@@ -266,9 +285,19 @@ pub fn check(expect: &Expectation, outcome: &Outcome) -> std::io::Result<Vec<Vio
                 || "no exit code".to_string(),
                 |code| format!("exit code {code}"),
             );
+            // The guest's last word on stderr usually says why (a Python
+            // traceback ends with the exception).
+            let said = outcome
+                .stderr
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|line| !line.is_empty())
+                .map(|line| format!("; stderr: {line}"))
+                .unwrap_or_default();
             violations.push(Violation::new(
                 mismatch(ExpectedField::ExitCode),
-                format!("{actual}, expected {expected}"),
+                format!("{actual}, expected {expected}{said}"),
             ));
         }
     }
