@@ -7,7 +7,8 @@ Starts one loopback node from the built `coditect` binary and measures:
    unchanged: wall time of the whole submit and the files the node lacked;
 2. the analyzer and the tester (`builtin:analyzer` -> `builtin:tester`) on a
    ~10,000-line Python project from gen_pyproject.py: each task's guest wall
-   time and the mission end to end (submit to `succeeded`).
+   time and the mission end to end (submit to `succeeded`), and the same
+   scripts run by the host's python3 on the same project, for scale.
 Usage: workspace_bench.py PATH/TO/coditect
 """
 import json, os, re, subprocess, sys, tempfile, time, urllib.request
@@ -98,6 +99,15 @@ def main():
         print(f"analyzer guest wall {walls['analyze']} ms (fuel {fuel['analyze']}), "
               f"tester guest wall {walls['test']} ms (fuel {fuel['test']}), "
               f"mission end to end (submit with upload to succeeded) {end_to_end:.2f} s")
+        # The same agents on the host's own python3, for scale.
+        agents_dir = os.path.join(HERE, "..", "..", "agents")
+        for name in ("analyzer", "tester"):
+            out = f"{root}/host-{name}"
+            os.makedirs(out)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, os.path.join(agents_dir, f"{name}.py"), "--root", project,
+                            "--out", out], check=True, capture_output=True)
+            print(f"host {sys.version.split()[0]} {name}: {(time.perf_counter() - t0) * 1000:.0f} ms")
     finally:
         node.terminate()
         node.wait(timeout=30)
