@@ -27,6 +27,13 @@ use crate::threads::{CancelToken, EpochTicker, FillOnDrop, GuestThreads, ResultS
 const OUTPUT_CHECK_TICKS: u64 = 128;
 /// Stack of a guest thread on top of the wasm stack limit, for host frames.
 const HOST_STACK_BYTES: usize = 2 << 20;
+/// Fuel between two yields of a task's guest to its driver. A guest runs
+/// as a future (on a fiber) so that its fuel counter is written back at
+/// every yield: wasmtime keeps the counter in a register inside call-free
+/// code and writes it back only at calls, returns and yields, so a run
+/// stopped by its timeout in a tight loop would otherwise report the fuel
+/// of the loop's start. 10M units is about a millisecond of guest work.
+const FUEL_YIELD_INTERVAL: u64 = 10_000_000;
 /// Captured stdout/stderr of a nested instance (`coditect.run_module`).
 const NESTED_OUTPUT_BYTES: usize = 64 << 10;
 /// Most entries walked in `/output`; beyond it the rest is removed and flagged.
@@ -161,13 +168,19 @@ fn engine_config(config: &SandboxConfig) -> Config {
         // Keeping a little of each slot resident makes reuse cheaper than
         // zeroing it through page faults again.
         .linear_memory_keep_resident(64 << 10)
-        .table_keep_resident(16 << 10);
+        .table_keep_resident(16 << 10)
+        // One fiber stack per running task (see `FUEL_YIELD_INTERVAL`),
+        // its hot top kept resident between tasks like memories.
+        .total_stacks(config.max_instances)
+        .async_stack_keep_resident(256 << 10);
     let mut wasm = Config::new();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .memory_init_cow(true)
         .consume_fuel(config.fuel_metering)
         .epoch_interruption(true)
         .max_wasm_stack(config.max_wasm_stack_bytes)
+        // A task's guest runs on a fiber stack: the wasm stack and host frames.
+        .async_stack_size(config.max_wasm_stack_bytes + HOST_STACK_BYTES)
         .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(32))
         // One thread: a large module (the Python runtime) compiles once per
         // machine in the background at the lowest priority, and must not
@@ -808,37 +821,13 @@ fn execute(
         task: Some(task),
         max_log_lines: inner.config.max_log_lines,
     })?;
+    if inner.config.fuel_metering {
+        store
+            .fuel_async_yield_interval(Some(FUEL_YIELD_INTERVAL))
+            .map_err(|e| SandboxError::Host(format!("{e:#}")))?;
+    }
     let running = inner.ticker.enter();
-    let ending = match module.inner.pre.instantiate(&mut store) {
-        Err(error) if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
-            return Err(SandboxError::Exhausted(message_of(&error)));
-        }
-        Err(error)
-            if error.downcast_ref::<Stop>().is_some() || error.downcast_ref::<Trap>().is_some() =>
-        {
-            classify(&error)
-        }
-        Err(error) => Ending {
-            kind: OutcomeKind::InvalidModule,
-            exit_code: None,
-            trap: None,
-            message: format!("cannot instantiate: {}", message_of(&error)),
-        },
-        Ok(instance) => {
-            let call = instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .and_then(|start| start.call(&mut store, ()));
-            match call {
-                Ok(()) => Ending {
-                    kind: OutcomeKind::Succeeded,
-                    exit_code: Some(0),
-                    trap: None,
-                    message: "exited with code 0".into(),
-                },
-                Err(error) => classify(&error),
-            }
-        }
-    };
+    let ending = drive(run_start(&mut store, module))?;
     drop(running);
     let fuel_used = if inner.config.fuel_metering {
         limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0))
@@ -874,6 +863,76 @@ fn execute(
         wall_us: u64::try_from(wall.as_micros()).unwrap_or(u64::MAX),
         module_digest: Some(digest),
     })
+}
+
+/// Instantiates `module` and runs its `_start` as a future: the guest
+/// yields every [`FUEL_YIELD_INTERVAL`] units of fuel (see there).
+async fn run_start(
+    store: &mut Store<HostState>,
+    module: &PreparedModule,
+) -> Result<Ending, SandboxError> {
+    let instance = match module.inner.pre.instantiate_async(&mut *store).await {
+        Err(error) if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() => {
+            return Err(SandboxError::Exhausted(message_of(&error)));
+        }
+        Err(error)
+            if error.downcast_ref::<Stop>().is_some() || error.downcast_ref::<Trap>().is_some() =>
+        {
+            return Ok(classify(&error));
+        }
+        Err(error) => {
+            return Ok(Ending {
+                kind: OutcomeKind::InvalidModule,
+                exit_code: None,
+                trap: None,
+                message: format!("cannot instantiate: {}", message_of(&error)),
+            })
+        }
+        Ok(instance) => instance,
+    };
+    let start = match instance.get_typed_func::<(), ()>(&mut *store, "_start") {
+        Ok(start) => start,
+        Err(error) => return Ok(classify(&error)),
+    };
+    Ok(match start.call_async(&mut *store, ()).await {
+        Ok(()) => Ending {
+            kind: OutcomeKind::Succeeded,
+            exit_code: Some(0),
+            trap: None,
+            message: "exited with code 0".into(),
+        },
+        Err(error) => classify(&error),
+    })
+}
+
+/// Wakes the guest thread parked in [`drive`].
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` to its end on this (guest) thread. A guest's future only
+/// waits on its own yields, which wake it at once, so this is a loop of
+/// polls; WASI calls inside block this thread as in a synchronous run.
+fn drive<T>(future: impl std::future::Future<Output = T>) -> T {
+    let waker = std::task::Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut context) {
+            return value;
+        }
+        // A yield wakes before it returns Pending: the token is set and
+        // `park` returns at once; anything else wakes us when ready.
+        std::thread::park();
+    }
 }
 
 /// Total bytes of regular files under `dir` (symlinks are not followed).

@@ -70,6 +70,14 @@ fn infinite_loop_times_out_when_fuel_is_plentiful() {
         "stopped late: {} ms",
         outcome.wall_ms
     );
+    // The fuel a loop without calls burned until its timeout is counted
+    // (the guest yields its counter back every 10M units), not the fuel
+    // of the loop's start (which was 0 here).
+    assert!(
+        outcome.fuel_used > 20_000_000,
+        "fuel after a timeout: {}",
+        outcome.fuel_used
+    );
 }
 
 #[test]
