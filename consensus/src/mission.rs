@@ -132,6 +132,10 @@ pub struct ViolationRecord {
     pub kind: String,
     /// One line of detail.
     pub detail: String,
+    /// Files the failed run left that explain it (an agent's report, such
+    /// as a tester's `tests.json`): (path under /output, digest, size).
+    #[serde(default)]
+    pub outputs: Vec<(String, String, u64)>,
 }
 
 /// A committed result.
@@ -183,6 +187,29 @@ pub struct TaskRecord {
     pub results_committed: u32,
     /// Order in which tasks became ready (older first).
     pub ready_seq: u64,
+}
+
+impl TaskRecord {
+    /// What a reader of the task's files gets: the committed result, or
+    /// else the files the last failed run kept to explain itself (as a
+    /// result with no stdout, `stdout_digest` empty).
+    pub fn files(&self) -> Option<TaskResult> {
+        if let Some(result) = &self.result {
+            return Some(result.clone());
+        }
+        let last = self.violations.last().filter(|v| !v.outputs.is_empty())?;
+        Some(TaskResult {
+            node: last.node,
+            attempt: last.attempt,
+            exit_code: None,
+            stdout_digest: String::new(),
+            stdout_head: String::new(),
+            outputs: last.outputs.clone(),
+            fuel_used: 0,
+            wall_ms: 0,
+            changes: Vec::new(),
+        })
+    }
 }
 
 /// Ids of tasks changed since storage last wrote them. Local bookkeeping,
@@ -532,6 +559,7 @@ impl MissionRecord {
                 detail: format!(
                     "`{path}` was also changed by task `{other}`, and neither task depends on the other"
                 ),
+                outputs: Vec::new(),
             };
             let record = self.task_mut(task)?;
             record.owner = None;
@@ -713,6 +741,7 @@ impl MissionRecord {
                     node,
                     kind: "lost_node".into(),
                     detail: reason.to_string(),
+                    outputs: Vec::new(),
                 });
                 record.runs += 1;
                 if record.runs >= max_runs.max(1) {
@@ -1026,6 +1055,7 @@ mod tests {
             node: 1,
             kind: "trap".into(),
             detail: "unreachable".into(),
+            outputs: Vec::new(),
         };
         mission
             .fail("a", violation.clone(), Some(1_000), None, &mut seq)
@@ -1180,7 +1210,7 @@ mod tests {
                     Op::Complete(t, n, a) => mission.complete(ids[t], result(n, a), &mut seq),
                     Op::Fail(t, n, a, retry) => mission.fail(
                         ids[t],
-                        ViolationRecord { attempt: a, node: n, kind: "trap".into(), detail: "x".into() },
+                        ViolationRecord { attempt: a, node: n, kind: "trap".into(), detail: "x".into(), outputs: Vec::new() },
                         retry.then_some(0),
                         None,
                         &mut seq,

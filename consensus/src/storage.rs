@@ -41,7 +41,7 @@ const KEY_FORMAT: &[u8] = b"format";
 /// and idempotency keys. Version 4: tasks carry a title, an agent kind and
 /// guest arguments.
 /// An older database is refused by name, never misread.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/5";
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/6";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";

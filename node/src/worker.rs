@@ -132,6 +132,7 @@ impl Report {
                 node,
                 kind: kind.as_str().to_string(),
                 detail: violation.detail,
+                outputs: Vec::new(),
             },
         }
     }
@@ -633,7 +634,23 @@ async fn run_in(
     // An agent that ran to its end may say itself what went wrong.
     if outcome.kind == coditect_sandbox::OutcomeKind::Succeeded {
         if let Some((kind, detail)) = agent_violation(output, &outcome) {
-            return Ok(violation(kind, detail));
+            let mut report = violation(kind, detail);
+            if kind != ViolationKind::InvalidTask {
+                // Its report (a tester's tests.json) says what broke.
+                let files: Vec<coditect_sandbox::OutputFile> = outcome
+                    .files
+                    .iter()
+                    .filter(|f| grammar::check_path(&f.path).is_ok())
+                    .take(MAX_VIOLATION_OUTPUTS)
+                    .cloned()
+                    .collect();
+                let (blobs, output) = (blobs.clone(), output.to_path_buf());
+                let kept = blocking(move || keep_files(&blobs, &output, &files)).await??;
+                if let Report::Violated { violation, .. } = &mut report {
+                    violation.outputs = kept;
+                }
+            }
+            return Ok(report);
         }
     }
     if let Some(first) = violations.into_iter().next() {
@@ -745,6 +762,26 @@ async fn materialize(
         written?;
     }
     Ok(Ok(seen))
+}
+
+/// Most files a failed run keeps with its violation (they are replicated
+/// by name and digest, so the list stays short).
+const MAX_VIOLATION_OUTPUTS: usize = 16;
+
+/// Stores `files` of `output` as blobs: (path, digest, size) of each.
+fn keep_files(
+    blobs: &BlobStore,
+    output: &Path,
+    files: &[coditect_sandbox::OutputFile],
+) -> Result<Vec<(String, String, u64)>, WorkerError> {
+    let mut kept = Vec::with_capacity(files.len());
+    for file in files {
+        let path = contained(output, &file.path)?;
+        let bytes = std::fs::read(&path).map_err(io(format!("reading /output/{}", file.path)))?;
+        let stored = blobs.put(&bytes).map_err(blob_error)?;
+        kept.push((file.path.clone(), stored.to_string(), bytes.len() as u64));
+    }
+    Ok(kept)
 }
 
 /// Largest `/output/violation.json`, bytes.

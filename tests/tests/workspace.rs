@@ -172,6 +172,10 @@ fn the_analyzer_and_the_tester_run_on_different_nodes_over_an_uploaded_workspace
             "{expected} missing from {functions:?}"
         );
     }
+    // The exact facts of tests/fixtures/pyprojects/FIXTURES.md.
+    assert_eq!(functions.len(), 21, "{functions:?}");
+    assert_eq!(report["summary"]["files"], 8, "{}", report["summary"]);
+    assert_eq!(report["summary"]["lines"], 228, "{}", report["summary"]);
     let files = names(&report["files"], "path");
     assert!(
         files.iter().any(|f| f == "lib.rs") && files.iter().any(|f| f == "tool.js"),
@@ -191,6 +195,11 @@ fn the_analyzer_and_the_tester_run_on_different_nodes_over_an_uploaded_workspace
     );
 
     let tests: Value = serde_json::from_str(&output(&second, &id, "test", "tests.json")).unwrap();
+    assert_eq!(
+        (tests["passed"].as_u64(), tests["total"].as_u64()),
+        (Some(10), Some(10)),
+        "{tests}"
+    );
     assert_eq!(tests["failed"], 0, "{tests}");
     assert_eq!(tests["errors"], 0, "{tests}");
     let ran = names(&tests["tests"], "name");
@@ -254,6 +263,36 @@ fn a_failing_test_fails_the_tester_with_tests_failed_naming_it() {
     assert!(
         !detail.contains("test_fib_small"),
         "only the failing test: {detail}"
+    );
+    // The failed run's report is kept with its violation and served.
+    assert_eq!(
+        names(&violations[0]["outputs"], "path"),
+        ["tests.json", "violation.json"]
+    );
+    let tests: Value = serde_json::from_str(&output(&node, &id, "T002", "tests.json")).unwrap();
+    assert_eq!(
+        (
+            tests["passed"].as_u64(),
+            tests["failed"].as_u64(),
+            tests["total"].as_u64()
+        ),
+        (Some(9), Some(1), Some(10)),
+        "{tests}"
+    );
+    let failing: Vec<&Value> = tests["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == "failed")
+        .collect();
+    assert_eq!(failing.len(), 1);
+    assert!(
+        failing[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("assert 55 == 56"),
+        "{}",
+        failing[0]
     );
     assert!(
         tester["reason"]

@@ -1389,8 +1389,9 @@ impl Node {
         membership.get_node(&self.inner.node_id).is_some() && metrics.last_applied.is_some()
     }
 
-    /// A task's committed result: from the local replica, or (outside
-    /// Raft) from the leader.
+    /// A task's committed result (or, failed, the files its last run kept;
+    /// see `TaskRecord::files`): from the local replica, or (outside Raft)
+    /// from the leader.
     pub async fn task_result(
         &self,
         mission: &str,
@@ -1402,7 +1403,7 @@ impl Node {
                     .missions
                     .get(mission)
                     .and_then(|m| m.tasks.get(task))
-                    .and_then(|t| t.result.clone())
+                    .and_then(|t| t.files())
             }));
         }
         let leader = self.leader().ok_or("no leader known yet")?;
@@ -1565,6 +1566,9 @@ impl Node {
             return Ok(None);
         };
         let digest = if path == "stdout" && !result.outputs.iter().any(|(p, _, _)| p == path) {
+            if result.stdout_digest.is_empty() {
+                return Ok(None);
+            }
             result.stdout_digest.clone()
         } else {
             match result.outputs.iter().find(|(p, _, _)| p == path) {
@@ -1654,6 +1658,9 @@ pub fn mission_json(
                     "node": peer(v.node),
                     "kind": v.kind,
                     "detail": v.detail,
+                    "outputs": v.outputs.iter().map(|(path, digest, size)| serde_json::json!({
+                        "path": path, "digest": digest, "size": size,
+                    })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "result": t.result.as_ref().map(|r| serde_json::json!({
                     "node": peer(r.node),

@@ -945,7 +945,7 @@ impl Node {
                         .missions
                         .get(&mission)
                         .and_then(|m| m.tasks.get(task.as_str()))
-                        .and_then(|t| t.result.clone())
+                        .and_then(|t| t.files())
                         .map(Box::new)
                 }))
             }
