@@ -75,6 +75,22 @@ pub struct RawNodeConfig {
     /// Compiled-module cache, shared by the nodes of this machine [default: ~/.cache/coditect/modules, else DATA_DIR/module-cache]
     #[arg(long, value_name = "DIR")]
     pub module_cache: Option<PathBuf>,
+    /// Language model to offer as `llm`: an OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1 (Ollama), with --llm-model; the config file's [llm] table has every setting
+    #[arg(long, value_name = "URL")]
+    #[serde(skip)]
+    pub llm_url: Option<String>,
+    /// The model to use at --llm-url, as the provider lists it
+    #[arg(long, value_name = "NAME")]
+    #[serde(skip)]
+    pub llm_model: Option<String>,
+    /// Environment variable holding the provider's API key (the key itself is never stored, logged or shown)
+    #[arg(long, value_name = "VAR")]
+    #[serde(skip)]
+    pub llm_api_key_env: Option<String>,
+    /// The `[llm]` table of the config file.
+    #[arg(skip)]
+    #[serde(default)]
+    pub llm: Option<crate::llm::RawLlmConfig>,
     /// Never steal queued tasks from busy peers (for comparisons)
     #[arg(long)]
     #[serde(default)]
@@ -140,6 +156,8 @@ pub struct NodeConfig {
     pub python_wasm: Option<(PathBuf, bool)>,
     /// The compiled-module cache (`None`: `DATA_DIR/module-cache`).
     pub module_cache: Option<PathBuf>,
+    /// The language model this node offers as `llm`, if any.
+    pub llm: Option<crate::llm::LlmConfig>,
 }
 
 /// A configuration problem, named.
@@ -203,6 +221,10 @@ impl RawNodeConfig {
             python_wasm: self.python_wasm.or(other.python_wasm),
             module_cache: self.module_cache.or(other.module_cache),
             no_steal: self.no_steal || other.no_steal,
+            llm_url: self.llm_url.or(other.llm_url),
+            llm_model: self.llm_model.or(other.llm_model),
+            llm_api_key_env: self.llm_api_key_env.or(other.llm_api_key_env),
+            llm: self.llm.or(other.llm),
             config: self.config,
             agents: other.agents,
             agent_config: self.agent_config.or(other.agent_config),
@@ -283,6 +305,11 @@ impl RawNodeConfig {
                 2 * heartbeat_ms
             )));
         }
+        let mut llm = self.llm.clone().unwrap_or_default();
+        llm.base_url = self.llm_url.clone().or(llm.base_url);
+        llm.model = self.llm_model.clone().or(llm.model);
+        llm.api_key_env = self.llm_api_key_env.clone().or(llm.api_key_env);
+        let llm = llm.validate().map_err(ConfigError)?;
         let name = self.name.unwrap_or_else(|| host_name.to_string());
         if name.is_empty() || name.len() > 128 {
             return Err(ConfigError("--name must be 1 to 128 characters".into()));
@@ -330,6 +357,7 @@ impl RawNodeConfig {
             module_cache: self
                 .module_cache
                 .or_else(crate::python::machine_module_cache),
+            llm,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod env;
 pub mod http;
 pub mod http_limits;
 pub mod liveness;
+pub mod llm;
 pub mod messages;
 pub mod metrics;
 pub mod mission;

@@ -318,6 +318,17 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             .boxed(),
     );
 
+    // In the background: the language model, offered while it answers.
+    if let Some(llm) = &config.llm {
+        let provider = crate::llm::OpenAiProvider::new(llm).map_err(NodeError::BadInput)?;
+        env.spawn(
+            "llm-probe",
+            node.clone()
+                .watch_llm(std::sync::Arc::new(provider), llm.clone())
+                .boxed(),
+        );
+    }
+
     let new_mesh = start == MeshStart::NewMesh;
     match start {
         MeshStart::NewMesh => {

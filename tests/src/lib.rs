@@ -7,6 +7,8 @@
 //! first with `cargo build -p coditect-node`.
 #![allow(clippy::disallowed_methods)] // black-box tests run real processes on the wall clock
 
+pub mod llm_double;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -202,3 +202,51 @@ fn store_file(
     }
     Ok(())
 }
+
+impl Node {
+    /// Probes the language model of `config` for as long as the node runs,
+    /// offering `llm` and `llm.model=<name>` only while the provider answers
+    /// and lists the model (see `crate::llm`).
+    pub async fn watch_llm(
+        self,
+        provider: Arc<dyn crate::llm::ModelProvider>,
+        config: crate::llm::LlmConfig,
+    ) {
+        use crate::llm::{judge_probe, LLM_CAPABILITY, LLM_MODEL_TAG};
+        let mut offered: Option<bool> = None;
+        loop {
+            let probe = provider.models().await;
+            let (offer, mut status) = judge_probe(&config, &probe);
+            status["probed_ms"] = self.inner.env.now_ms().into();
+            if offered != Some(offer) {
+                match &status["reason"] {
+                    serde_json::Value::String(reason) => tracing::warn!(
+                        model = %config.model,
+                        "the language model is unavailable, `llm` not offered: {reason}"
+                    ),
+                    _ => {
+                        tracing::info!(model = %config.model, "the language model answers; offering `llm`")
+                    }
+                }
+            }
+            self.set_runtime_status("llm", status);
+            if offer {
+                self.set_capability_tag(LLM_CAPABILITY, Some(&config.api));
+                self.set_capability_tag(LLM_MODEL_TAG, Some(&config.model));
+            } else {
+                self.set_capability_tag(LLM_CAPABILITY, None);
+                self.set_capability_tag(LLM_MODEL_TAG, None);
+            }
+            offered = Some(offer);
+            // A failing provider is asked again sooner.
+            let wait = if offer {
+                config.probe_every
+            } else {
+                (config.probe_every / 4)
+                    .max(Duration::from_secs(1))
+                    .min(config.probe_every)
+            };
+            self.inner.env.sleep(wait).await;
+        }
+    }
+}
