@@ -68,6 +68,27 @@ curl -s "$api/api/missions/$id/tasks/summarize/output/report.json" | head -c 600
 echo
 
 echo
+echo "a code base handed to the mesh: the Python analyzer, then the tester, over"
+echo "tests/fixtures/pyprojects/calc uploaded as a workspace (CPython 3.12 in the sandbox):"
+cat > "$root/agents.toml" <<'TOML'
+name = "analyze and test a project"
+[[task]]
+id = "analyze"
+module = "builtin:analyzer"
+[[task]]
+id = "test"
+module = "builtin:tester"
+needs = ["analyze"]
+TOML
+id=$("$bin" submit "$root/agents.toml" --workspace tests/fixtures/pyprojects/calc --api "$api" --wait)
+"$bin" mission "$id" --api "$api"
+echo "the analyzer's summary (GET /api/missions/$id/tasks/analyze/output/summary.md):"
+curl -s "$api/api/missions/$id/tasks/analyze/output/summary.md" | head -n 12
+echo "the tester's totals:"
+curl -s "$api/api/missions/$id/tasks/test/output/tests.json" |
+  python3 -c 'import json, sys; d = json.load(sys.stdin); print({k: d[k] for k in ("passed", "failed", "errors", "skipped", "total")})'
+
+echo
 echo "the deterministic simulation: 20 real nodes in one process, the leader killed"
 echo "again and again, 60 virtual seconds (replay any run with the same --seed):"
 "$bin" sim --nodes 20 --seed 7 --scenario failover --virtual-secs 60 --quiet | grep -v '^  t='
