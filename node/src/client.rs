@@ -293,6 +293,16 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
         )?;
         let response = match client.get(&url).send().await {
             Ok(response) if response.status().is_success() => response,
+            // Just created on the leader: this node applies it a moment later.
+            Ok(response)
+                if response.status() == reqwest::StatusCode::NOT_FOUND
+                    && version.is_empty()
+                    && failures < 10 =>
+            {
+                failures += 1;
+                pause().await;
+                continue;
+            }
             Ok(response) if failures < 30 => {
                 eprintln!("waiting: {}", problem(response).await);
                 failures += 1;
