@@ -8,6 +8,7 @@
 //! `coditect-gossip` (its sibling) nor on anything above it. It never reads a
 //! clock: commands carry the leader's timestamps.
 
+pub mod command;
 pub mod kv;
 pub mod mission;
 pub mod network;
@@ -20,12 +21,10 @@ pub mod workspace;
 
 use std::sync::Arc;
 
+pub use command::{Command, CommandResponse, MeshRaft, TypeConfig};
 pub use state::MeshState;
 pub use storage::SharedState;
-pub use types::{
-    Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord,
-    TypeConfig, WasmLimits,
-};
+pub use types::{Capabilities, Load, MeshNode, NodeId, NodeRecord, WasmLimits};
 
 /// The largest command the mesh proposes as one Raft log entry, encoded.
 /// Entries travel inside AppendEntries requests over a transport whose

@@ -19,7 +19,8 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::types::{MeshNode, MeshRaft, NodeId, TypeConfig};
+use crate::command::{MeshRaft, TypeConfig};
+use crate::types::{MeshNode, NodeId};
 use coditect_memory::codec;
 
 /// A Raft RPC on the wire.

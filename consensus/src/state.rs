@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::command::{Command, CommandResponse};
 use crate::mission::{MissionRecord, Refusal};
-use crate::types::{Command, CommandResponse, NodeId, NodeRecord};
+use crate::types::{NodeId, NodeRecord};
 
 /// Everything Raft replicates (besides membership, which openraft keeps).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,9 +14,10 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::command::{CommandResponse, TypeConfig};
 use crate::kv::{Column, KvError, KvOp, KvStore};
 use crate::state::{MeshState, StateKey};
-use crate::types::{CommandResponse, MeshNode, NodeId, TypeConfig};
+use crate::types::{MeshNode, NodeId};
 use coditect_memory::codec;
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -1035,8 +1036,8 @@ mod tests {
 
     #[test]
     fn applied_missions_survive_a_reopen_and_a_snapshot() {
+        use crate::command::Command;
         use crate::mission::TaskState;
-        use crate::types::Command;
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
         let dir = tempfile::tempdir().unwrap();
@@ -1180,7 +1181,7 @@ mod tests {
 
     #[test]
     fn a_state_far_larger_than_the_codec_cap_snapshots_and_installs_in_chunks() {
-        use crate::types::Command;
+        use crate::command::Command;
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
         // 40 missions of 100 tasks with 20 KiB names: about 80 MiB of state,
         // over the codec's 64 MiB cap for one value.
@@ -1234,7 +1235,7 @@ mod tests {
         let mut source = StateMachineStore::open(store).unwrap();
         let entry = openraft::Entry::<TypeConfig> {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
-            payload: openraft::EntryPayload::Normal(crate::types::Command::SubmitMission {
+            payload: openraft::EntryPayload::Normal(crate::command::Command::SubmitMission {
                 name: "m".into(),
                 tasks: vec![crate::mission::test_submission("a", &[])],
                 at_ms: 1,

@@ -9,7 +9,6 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 use crate::config::{Capability, Limits, ProgressCallback};
 use crate::outcome::{LogLevel, LogLine, Progress};
-use crate::sandbox::{run_nested, Inner, NestedCall};
 use crate::threads::CancelToken;
 
 /// `coditect.capability` and `coditect.run_module`: the capability is not granted.
@@ -147,10 +146,40 @@ impl ResourceLimiter for TaskLimiter {
     }
 }
 
+/// A nested run requested through `coditect.run_module`.
+pub(crate) struct NestedCall {
+    pub(crate) limits: Limits,
+    pub(crate) deadline: Instant,
+    pub(crate) cancel: CancelToken,
+    pub(crate) depth: u32,
+    pub(crate) max_log_lines: usize,
+}
+
+/// How a nested run ended: a status of the ABI, the returned value, the
+/// fuel it used (charged to the caller).
+pub(crate) struct NestedResult {
+    pub(crate) status: i32,
+    pub(crate) value: i64,
+    pub(crate) fuel_used: u64,
+}
+
+/// What runs a nested module for `coditect.run_module` (the sandbox; a
+/// trait so this module does not import the one that uses it).
+pub(crate) trait NestedRunner: Send + Sync {
+    /// Runs `function` of `module_bytes` with `args` under `call`.
+    fn run_nested(
+        self: Arc<Self>,
+        module_bytes: &[u8],
+        function: &str,
+        args: &[i64],
+        call: NestedCall,
+    ) -> NestedResult;
+}
+
 /// What the `coditect` host functions need about the running task.
 pub(crate) struct GuestServices {
     /// The sandbox, for nested runs; `None` where nesting is not allowed.
-    pub(crate) sandbox: Option<Arc<Inner>>,
+    pub(crate) sandbox: Option<Arc<dyn NestedRunner>>,
     pub(crate) depth: u32,
     pub(crate) limits: Limits,
     pub(crate) deadline: Instant,
@@ -329,7 +358,7 @@ fn run_module(
         depth: services.depth + 1,
         max_log_lines: services.max_log_lines,
     };
-    let result = run_nested(&sandbox, &module_bytes, &name, &args, call);
+    let result = sandbox.run_nested(&module_bytes, &name, &args, call);
     if let Some(remaining) = metered {
         // The nested instance's fuel comes out of the caller's budget.
         let charged = result.fuel_used.saturating_add(RUN_MODULE_CALL_FUEL);

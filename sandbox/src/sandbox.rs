@@ -18,7 +18,9 @@ use crate::cache::{Miss, ModuleCache, ModuleDigest};
 use crate::config::{Limits, SandboxConfig, TaskSpec, STDOUT_MEMORY_BYTES};
 use crate::env::{GuestMonotonicClock, GuestWallClock, SeededRng};
 use crate::error::SandboxError;
-use crate::host::{self, GuestServices, HostState, Stop, TaskLimiter};
+use crate::host::{
+    self, GuestServices, HostState, NestedCall, NestedResult, NestedRunner, Stop, TaskLimiter,
+};
 use crate::outcome::{CapturedStdout, Outcome, OutcomeKind, OutputFile};
 use crate::pipe::CappedPipe;
 use crate::threads::{CancelToken, EpochTicker, FillOnDrop, GuestThreads, ResultSlot, RunHandle};
@@ -340,7 +342,7 @@ impl Inner {
             wasi: wasi.build_p1(),
             limiter: TaskLimiter::new(&setup.limits, self.config.max_table_elements),
             services: GuestServices {
-                sandbox: Some(Arc::clone(self)),
+                sandbox: Some(Arc::clone(self) as Arc<dyn NestedRunner>),
                 depth: setup.depth,
                 limits: setup.limits,
                 deadline: setup.deadline,
@@ -494,25 +496,22 @@ fn compile(engine: &Engine, bytes: &[u8]) -> Result<Module, SandboxError> {
     })
 }
 
-/// A nested run requested through `coditect.run_module`.
-pub(crate) struct NestedCall {
-    pub(crate) limits: Limits,
-    pub(crate) deadline: Instant,
-    pub(crate) cancel: CancelToken,
-    pub(crate) depth: u32,
-    pub(crate) max_log_lines: usize,
-}
-
-pub(crate) struct NestedResult {
-    pub(crate) status: i32,
-    pub(crate) value: i64,
-    pub(crate) fuel_used: u64,
-}
-
 /// Deepest nesting of `coditect.run_module` (a nested module cannot nest again).
 const MAX_NESTING_DEPTH: u32 = 1;
 
-pub(crate) fn run_nested(
+impl NestedRunner for Inner {
+    fn run_nested(
+        self: Arc<Self>,
+        module_bytes: &[u8],
+        function: &str,
+        args: &[i64],
+        call: NestedCall,
+    ) -> NestedResult {
+        run_nested(&self, module_bytes, function, args, call)
+    }
+}
+
+fn run_nested(
     inner: &Arc<Inner>,
     module_bytes: &[u8],
     function: &str,
