@@ -630,16 +630,17 @@ impl MissionRecord {
     pub fn workspace_view(&self, task: &str) -> Vec<(FileChange, String)> {
         let needs_of = |id: &str| self.tasks.get(id).map(|t| t.spec.needs.as_slice());
         let before = crate::workspace::ancestors(needs_of, task);
-        let order = self.dependency_order();
-        crate::workspace::collapse(
-            order
-                .into_iter()
-                .filter(|id| before.contains(*id))
-                .filter_map(|id| {
-                    let result = self.tasks[id].result.as_ref()?;
-                    Some((id, &result.changes[..]))
-                }),
-        )
+        // Only the ancestors are ordered: the leader does this per
+        // assignment, so it must not cost the whole mission.
+        let graph: BTreeMap<&str, &[String]> = before
+            .iter()
+            .filter_map(|id| Some((id.as_str(), self.tasks.get(id)?.spec.needs.as_slice())))
+            .collect();
+        let order = crate::workspace::topological(&graph);
+        crate::workspace::collapse(order.into_iter().filter_map(|id| {
+            let result = self.tasks[id].result.as_ref()?;
+            Some((id, &result.changes[..]))
+        }))
     }
 
     /// The final workspace beyond the submitted tree: the net changes of

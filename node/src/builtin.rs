@@ -35,6 +35,22 @@ pub fn python_agent(name: &str) -> Option<&'static str> {
         .map(|(_, script)| *script)
 }
 
+/// The digest of Python agent `name`'s script (hashed once per process:
+/// a markdown mission names an agent per task). [`seed`] stores it.
+pub fn python_agent_digest(name: &str) -> Option<Digest> {
+    static DIGESTS: std::sync::OnceLock<Vec<(&'static str, Digest)>> = std::sync::OnceLock::new();
+    DIGESTS
+        .get_or_init(|| {
+            PYTHON_AGENTS
+                .iter()
+                .map(|(agent, script)| (*agent, Digest::of(script.as_bytes())))
+                .collect()
+        })
+        .iter()
+        .find(|(agent, _)| *agent == name)
+        .map(|(_, digest)| *digest)
+}
+
 /// The built-in modules by name.
 pub const BUILTINS: &[(&str, &str)] = &[
     ("noop", NOOP),

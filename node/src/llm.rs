@@ -264,12 +264,11 @@ pub fn judge_probe(
     config: &LlmConfig,
     probe: &Result<Vec<String>, String>,
 ) -> (bool, serde_json::Value) {
-    let base = serde_json::json!({
+    let mut status = serde_json::json!({
         "api": config.api,
         "base_url": config.base_url,
         "model": config.model,
     });
-    let mut status = base;
     match probe {
         Ok(models) if models.contains(&config.model) => {
             status["state"] = "available".into();

@@ -768,7 +768,8 @@ async fn materialize(
 /// by name and digest, so the list stays short).
 const MAX_VIOLATION_OUTPUTS: usize = 16;
 
-/// Stores `files` of `output` as blobs: (path, digest, size) of each.
+/// Stores `files` of `output` as blobs, each checked against the digest
+/// the sandbox listed: (path, digest, size) of each.
 fn keep_files(
     blobs: &BlobStore,
     output: &Path,
@@ -779,7 +780,13 @@ fn keep_files(
         let path = contained(output, &file.path)?;
         let bytes = std::fs::read(&path).map_err(io(format!("reading /output/{}", file.path)))?;
         let stored = blobs.put(&bytes).map_err(blob_error)?;
-        kept.push((file.path.clone(), stored.to_string(), bytes.len() as u64));
+        if stored.to_string() != file.sha256 {
+            return Err(WorkerError::Io(format!(
+                "{} changed after the run ended",
+                file.path
+            )));
+        }
+        kept.push((file.path.clone(), file.sha256.clone(), file.size));
     }
     Ok(kept)
 }
@@ -849,19 +856,7 @@ fn keep_outputs(
     output: &Path,
     outcome: &coditect_sandbox::Outcome,
 ) -> Result<(Vec<(String, String, u64)>, Digest), WorkerError> {
-    let mut outputs = Vec::with_capacity(outcome.files.len());
-    for file in &outcome.files {
-        let path = contained(output, &file.path)?;
-        let bytes = std::fs::read(&path).map_err(io(format!("reading /output/{}", file.path)))?;
-        let stored = blobs.put(&bytes).map_err(blob_error)?;
-        if stored.to_string() != file.sha256 {
-            return Err(WorkerError::Io(format!(
-                "{} changed after the run ended",
-                file.path
-            )));
-        }
-        outputs.push((file.path.clone(), file.sha256.clone(), file.size));
-    }
+    let outputs = keep_files(blobs, output, &outcome.files)?;
     if !outcome.stdout_capture.is_spilled() {
         // All of it is in memory already (at most the sandbox's buffer).
         let stdout_digest = blobs.put(outcome.stdout_head_bytes()).map_err(blob_error)?;

@@ -42,8 +42,8 @@ const MAX_DELETIONS_BYTES: u64 = 1024 * 1024;
 pub struct Scanned {
     /// The tree.
     pub tree: Tree,
-    /// One local file per distinct digest, to upload from.
-    pub sources: Vec<(Digest, PathBuf)>,
+    /// One local file per distinct digest, to upload from: digest, size, path.
+    pub sources: Vec<(Digest, u64, PathBuf)>,
     /// What was left out and why (symlinks to folders, special files).
     pub skipped: Vec<String>,
 }
@@ -176,7 +176,7 @@ pub fn scan(root: &Path) -> Result<Scanned, String> {
             )
             .map_err(|error| format!("workspace: {error}"))?;
         if seen.insert(digest) {
-            scanned.sources.push((digest, real));
+            scanned.sources.push((digest, size, real));
         }
     }
     Ok(scanned)
@@ -234,7 +234,7 @@ pub fn changes_of_run(
                     "/output/{DELETIONS_FILE} deletes {line:?}, which the run also wrote"
                 ));
             }
-            if seen.get(line).is_some() && !changes.iter().any(|c| c.path == line) {
+            if seen.get(line).is_some() {
                 changes.push(FileChange::new(line, None));
             }
         }

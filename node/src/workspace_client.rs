@@ -17,6 +17,9 @@ const MISSING_BATCH: usize = 5_000;
 /// Uploads running at once.
 const PARALLEL_UPLOADS: usize = 8;
 
+/// Files uploaded between two progress lines.
+const PROGRESS_EVERY: usize = 200;
+
 /// Which of `digests` the node lacks.
 async fn missing(
     client: &reqwest::Client,
@@ -65,25 +68,20 @@ pub async fn upload_workspace(
     for skipped in &scanned.skipped {
         eprintln!("workspace: skipped {skipped}");
     }
-    let digests: Vec<String> = scanned.sources.iter().map(|(d, _)| d.to_string()).collect();
-    let lacking: std::collections::BTreeSet<String> =
-        missing(client, api, &digests).await?.into_iter().collect();
-    let to_send: Vec<(Digest, PathBuf)> = scanned
+    let digests: Vec<String> = scanned
         .sources
         .iter()
-        .filter(|(digest, _)| lacking.contains(&digest.to_string()))
+        .map(|(d, _, _)| d.to_string())
+        .collect();
+    let lacking: std::collections::BTreeSet<String> =
+        missing(client, api, &digests).await?.into_iter().collect();
+    let to_send: Vec<(Digest, u64, PathBuf)> = scanned
+        .sources
+        .iter()
+        .filter(|(digest, _, _)| lacking.contains(&digest.to_string()))
         .cloned()
         .collect();
-    let bytes_to_send: u64 = to_send
-        .iter()
-        .filter_map(|(digest, _)| {
-            scanned
-                .tree
-                .iter()
-                .find(|(_, entry)| entry.digest == *digest)
-                .map(|(_, entry)| entry.size)
-        })
-        .sum();
+    let bytes_to_send: u64 = to_send.iter().map(|(_, size, _)| size).sum();
     eprintln!(
         "workspace {}: {} files ({} bytes); the node lacks {} ({} bytes)",
         dir.display(),
@@ -94,29 +92,25 @@ pub async fn upload_workspace(
     );
     let total = to_send.len();
     let mut sent = 0usize;
-    let mut uploads = futures::stream::iter(to_send.into_iter().map(|(digest, path)| async move {
-        let bytes = tokio::fs::read(&path).await.map_err(|error| {
-            NodeError::BadInput(format!("cannot read {}: {error}", path.display()))
-        })?;
-        if Digest::of(&bytes) != digest {
-            return Err(NodeError::BadInput(format!(
-                "{} changed while it was being uploaded; submit again",
-                path.display()
-            )));
-        }
-        upload(client, api, bytes).await
-    }))
-    .buffer_unordered(PARALLEL_UPLOADS);
-    #[allow(clippy::disallowed_methods)] // the CLI's own progress clock
-    let mut shown = std::time::Instant::now();
+    let mut uploads =
+        futures::stream::iter(to_send.into_iter().map(|(digest, _, path)| async move {
+            let bytes = tokio::fs::read(&path).await.map_err(|error| {
+                NodeError::BadInput(format!("cannot read {}: {error}", path.display()))
+            })?;
+            if Digest::of(&bytes) != digest {
+                return Err(NodeError::BadInput(format!(
+                    "{} changed while it was being uploaded; submit again",
+                    path.display()
+                )));
+            }
+            upload(client, api, bytes).await
+        }))
+        .buffer_unordered(PARALLEL_UPLOADS);
     while let Some(uploaded) = uploads.next().await {
         uploaded?;
         sent += 1;
-        if shown.elapsed() >= std::time::Duration::from_secs(2) {
+        if sent.is_multiple_of(PROGRESS_EVERY) {
             eprintln!("workspace: uploaded {sent} of {total} files");
-            #[allow(clippy::disallowed_methods)]
-            let now = std::time::Instant::now();
-            shown = now;
         }
     }
     let tree = scanned.tree.digest().to_string();

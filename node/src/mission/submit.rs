@@ -39,21 +39,19 @@ pub fn to_submissions(
             ModuleRef::Path(path)
                 if path
                     .strip_prefix(BUILTIN_PREFIX)
-                    .and_then(crate::builtin::python_agent)
+                    .and_then(crate::builtin::python_agent_digest)
                     .is_some() =>
             {
                 let name = &path[BUILTIN_PREFIX.len()..];
-                let script = crate::builtin::python_agent(name).expect("checked");
-                let stored = blobs.put(script.as_bytes()).map_err(|error| {
-                    bad_module(format!("cannot store the agent's script: {error}"))
-                })?;
+                // Every node stores the scripts at start, like the modules.
+                let script = crate::builtin::python_agent_digest(name).expect("checked");
                 let at = format!("{}/{name}.py", crate::builtin::AGENT_DIR);
                 agent_args.push(format!("/input/{at}"));
                 if workspace.is_none() {
                     // No workspace: the agent works on the task's inputs.
                     agent_args.extend(["--root".to_string(), "/input".to_string()]);
                 }
-                agent_inputs.push((at, stored.to_string()));
+                agent_inputs.push((at, script.to_string()));
                 crate::python::digest().to_string()
             }
             ModuleRef::Digest(digest) if held(digest) => digest.to_string(),

@@ -98,12 +98,6 @@ pub fn decide(
             reason: "tests failed; running them again would run the same code".to_string(),
         };
     }
-    if violation == ViolationKind::Conflict {
-        return RetryDecision::Fail {
-            reason: "conflicting change; retry the mission once the other task's change is settled"
-                .to_string(),
-        };
-    }
     match violation.blame() {
         Blame::Neither => RetryDecision::Retry {
             not_before_ms: now_ms,

@@ -126,10 +126,6 @@ pub enum ViolationKind {
     /// A testing agent ran the workspace's tests and some failed or
     /// errored (it said so in `/output/violation.json`, naming them).
     TestsFailed,
-    /// The task changed a workspace file that a task it does not depend
-    /// on (nor that depends on it) changed differently; found when its
-    /// result is committed.
-    Conflict,
 }
 
 impl ViolationKind {
@@ -154,8 +150,7 @@ impl ViolationKind {
             | ViolationKind::InvalidModule
             | ViolationKind::InvalidTask
             | ViolationKind::ExpectationMismatch { .. }
-            | ViolationKind::TestsFailed
-            | ViolationKind::Conflict => Blame::Task,
+            | ViolationKind::TestsFailed => Blame::Task,
             ViolationKind::Cancelled => Blame::Neither,
         }
     }
@@ -174,7 +169,6 @@ impl ViolationKind {
             ViolationKind::Cancelled => "cancelled",
             ViolationKind::NodeError => "node_error",
             ViolationKind::TestsFailed => "tests_failed",
-            ViolationKind::Conflict => "conflict",
         }
     }
 
