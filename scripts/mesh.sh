@@ -88,6 +88,47 @@ echo "the tester's totals:"
 curl -s "$api/api/missions/$id/tasks/test/output/tests.json" |
   python3 -c 'import json, sys; d = json.load(sys.stdin); print({k: d[k] for k in ("passed", "failed", "errors", "skipped", "total")})'
 
+if [ -n "${CODITECT_LLM_URL:-}" ]; then
+  model=${CODITECT_LLM_MODEL:?set CODITECT_LLM_MODEL too (the model name the provider lists)}
+  key_flags=()
+  [ -n "${CODITECT_LLM_KEY_ENV:-}" ] && key_flags=(--llm-api-key-env "$CODITECT_LLM_KEY_ENV")
+  echo
+  echo "a language model at $CODITECT_LLM_URL ($model): n4 joins offering it, and the"
+  echo "mesh adds fib(n) with tests to tests/fixtures/pyprojects/mathx (analyze, code, test):"
+  start n4 --bootstrap "$boot" --llm-url "$CODITECT_LLM_URL" --llm-model "$model" "${key_flags[@]}"
+  api4="http://$(json "$root/n4/node.json" http)"
+  for _ in $(seq 1 300); do
+    offered=$(curl -s "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['capabilities']['tags'].get('llm.model', ''))" 2>/dev/null || true)
+    [ "$offered" = "$model" ] && break
+    sleep 0.2
+  done
+  if [ "$offered" != "$model" ]; then
+    echo "n4 does not offer llm: $(curl -s "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['runtimes'].get('llm'))")" >&2
+  else
+    cat > "$root/fib.toml" <<'TOML'
+name = "add fib(n) with tests"
+[[task]]
+id = "analyze"
+module = "builtin:analyzer"
+[[task]]
+id = "code"
+module = "builtin:coder"
+needs = ["analyze"]
+input = "Add a function fib(n) to mathx (mathx/fib.py) returning the n-th Fibonacci number (fib(0) == 0, fib(1) == 1), with unittest tests in tests/test_fib.py."
+[task.limits]
+timeout_ms = 600000
+[[task]]
+id = "test"
+module = "builtin:tester"
+needs = ["code"]
+TOML
+    id=$("$bin" submit "$root/fib.toml" --workspace tests/fixtures/pyprojects/mathx --api "$api" --wait) || true
+    "$bin" mission "$id" --api "$api" || true
+    echo "the change (coditect mission $id --diff):"
+    "$bin" mission "$id" --diff --api "$api" || true
+  fi
+fi
+
 echo
 echo "the deterministic simulation: 20 real nodes in one process, the leader killed"
 echo "again and again, 60 virtual seconds (replay any run with the same --seed):"

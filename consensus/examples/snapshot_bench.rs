@@ -39,6 +39,7 @@ fn peak_rss_mib() -> f64 {
 
 fn task(mission: u64, index: u64, name_bytes: usize) -> TaskSubmission {
     TaskSubmission {
+        spawned_by: None,
         id: format!("t{index}"),
         module: format!("sha256:{:064x}", mission),
         needs: Vec::new(),
@@ -50,6 +51,8 @@ fn task(mission: u64, index: u64, name_bytes: usize) -> TaskSubmission {
             format!("sha256:{:064x}", index),
         )],
         limits: TaskLimits {
+            max_llm_calls: coditect_consensus::mission::DEFAULT_MAX_LLM_CALLS,
+            max_tokens: coditect_consensus::mission::DEFAULT_MAX_TOKENS,
             fuel: 1_000_000,
             memory_mb: 64,
             timeout_ms: 10_000,
@@ -95,6 +98,7 @@ fn main() {
                 let entry = Entry::<TypeConfig> {
                     log_id: LogId::new(CommittedLeaderId::new(1, 1), m + 1),
                     payload: EntryPayload::Normal(Command::SubmitMission {
+                        max_fix_rounds: None,
                         name: format!("bench{m}"),
                         tasks,
                         at_ms: m,

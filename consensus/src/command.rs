@@ -65,6 +65,9 @@ pub enum Command {
         /// The client's `Idempotency-Key`: a key already used answers with
         /// the mission it created, and nothing else changes.
         idempotency_key: Option<String>,
+        /// Fix rounds a failed test may start (`None`: the default).
+        #[serde(default)]
+        max_fix_rounds: Option<u32>,
     },
     /// Part of a mission too large for one log entry, kept aside (invisible
     /// to placement) until the [`Command::SubmitMission`] naming `stage`.
@@ -135,6 +138,10 @@ pub enum Command {
         retry_not_before_ms: Option<u64>,
         /// When failing: why, for the task's `reason` (else the violation's detail).
         fail_reason: Option<String>,
+        /// When failing: tasks that take its place (a fix round), see
+        /// [`crate::mission::MissionRecord::fail_and_spawn`].
+        #[serde(default)]
+        spawn: Vec<TaskSubmission>,
     },
     /// Why ready tasks are not placed (placement's reasons), so every node
     /// can show them; applied only to tasks still waiting.

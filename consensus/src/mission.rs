@@ -70,6 +70,51 @@ pub struct TaskLimits {
     pub timeout_ms: u64,
     /// Cap of stdout, stderr and /output each, MiB.
     pub output_mb: u64,
+    /// Language-model calls the task may make.
+    #[serde(default = "default_llm_calls")]
+    pub max_llm_calls: u32,
+    /// Language-model tokens (prompt and completion) the task may spend.
+    #[serde(default = "default_llm_tokens")]
+    pub max_tokens: u64,
+}
+
+/// The default of [`TaskLimits::max_llm_calls`].
+pub const DEFAULT_MAX_LLM_CALLS: u32 = 8;
+
+/// The default of [`TaskLimits::max_tokens`].
+pub const DEFAULT_MAX_TOKENS: u64 = 200_000;
+
+fn default_llm_calls() -> u32 {
+    DEFAULT_MAX_LLM_CALLS
+}
+
+fn default_llm_tokens() -> u64 {
+    DEFAULT_MAX_TOKENS
+}
+
+/// One language-model call a task made, for audit: what was asked and
+/// answered are blobs (the prompt as the JSON list of messages, the
+/// completion as its text).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// The model that answered (or was asked).
+    pub model: String,
+    /// What the agent said the call was for.
+    pub purpose: Option<String>,
+    /// Digest of the prompt (the messages as JSON).
+    pub prompt: String,
+    /// Digest of the completion text, when there was one.
+    pub completion: Option<String>,
+    /// Prompt tokens.
+    pub tokens_in: u64,
+    /// Completion tokens.
+    pub tokens_out: u64,
+    /// From the agent's call to its answer, waits and retries included, ms.
+    pub latency_ms: u64,
+    /// HTTP requests made for it.
+    pub tries: u32,
+    /// `ok`, or the error kind and message (`unavailable: ...`).
+    pub outcome: String,
 }
 
 /// What the task's author expects of a run.
@@ -119,6 +164,9 @@ pub struct TaskSubmission {
     /// a mission), which the guest sees at /workspace.
     #[serde(default)]
     pub workspace: Option<String>,
+    /// The task whose failure added this one (a fix round), if any.
+    #[serde(default)]
+    pub spawned_by: Option<String>,
 }
 
 /// One recorded violation.
@@ -136,6 +184,9 @@ pub struct ViolationRecord {
     /// as a tester's `tests.json`): (path under /output, digest, size).
     #[serde(default)]
     pub outputs: Vec<(String, String, u64)>,
+    /// The language-model calls the failed run made.
+    #[serde(default)]
+    pub llm_calls: Vec<LlmCall>,
 }
 
 /// A committed result.
@@ -160,6 +211,9 @@ pub struct TaskResult {
     /// What the run changed in the workspace it saw, sorted by path.
     #[serde(default)]
     pub changes: Vec<FileChange>,
+    /// The language-model calls the run made.
+    #[serde(default)]
+    pub llm_calls: Vec<LlmCall>,
 }
 
 /// A task in the replicated state.
@@ -187,6 +241,10 @@ pub struct TaskRecord {
     pub results_committed: u32,
     /// Order in which tasks became ready (older first).
     pub ready_seq: u64,
+    /// The task that took over this failed one's place (a fix round's
+    /// test): the mission no longer waits on this one.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
 }
 
 impl TaskRecord {
@@ -208,6 +266,7 @@ impl TaskRecord {
             fuel_used: 0,
             wall_ms: 0,
             changes: Vec::new(),
+            llm_calls: last.llm_calls.clone(),
         })
     }
 }
@@ -261,6 +320,9 @@ pub struct MissionRecord {
     /// Set once the finished mission was compacted: its tasks are gone and
     /// this is how many ended in each state (lower-case state names).
     pub summary: Option<BTreeMap<String, u64>>,
+    /// How many fix rounds a failed test may start (`None`: the default, 2).
+    #[serde(default)]
+    pub max_fix_rounds: Option<u32>,
     /// Local count of applied changes to this mission (never replicated,
     /// never part of equality): readers rebuild views only when it moves.
     #[serde(skip)]
@@ -281,6 +343,12 @@ impl Eq for Revision {}
 
 /// Why a mission transition was refused.
 pub type Refusal = String;
+
+/// Tasks one failure may add (a fix round adds two).
+pub const MAX_SPAWN: usize = 8;
+
+/// Tasks a mission may gain after its submission.
+pub const MAX_SPAWNED: usize = 64;
 
 impl MissionRecord {
     /// A new mission; tasks whose dependencies are all done start ready.
@@ -313,6 +381,7 @@ impl MissionRecord {
                         result: None,
                         results_committed: 0,
                         ready_seq: 0,
+                        superseded_by: None,
                     },
                 )
             })
@@ -327,6 +396,7 @@ impl MissionRecord {
             dirty,
             derived: Derived::default(),
             summary: None,
+            max_fix_rounds: None,
             revision: Revision::default(),
         };
         mission.settle(next_seq);
@@ -441,7 +511,11 @@ impl MissionRecord {
         if self.state == MissionState::Cancelled {
             return;
         }
-        self.state = if self.tasks.values().all(|t| t.state == TaskState::Succeeded) {
+        self.state = if self
+            .tasks
+            .values()
+            .all(|t| t.state == TaskState::Succeeded || t.superseded_by.is_some())
+        {
             MissionState::Succeeded
         } else if self.tasks.values().all(|t| t.state.is_terminal()) {
             MissionState::Failed
@@ -560,6 +634,7 @@ impl MissionRecord {
                     "`{path}` was also changed by task `{other}`, and neither task depends on the other"
                 ),
                 outputs: Vec::new(),
+                llm_calls: Vec::new(),
             };
             let record = self.task_mut(task)?;
             record.owner = None;
@@ -670,6 +745,31 @@ impl MissionRecord {
         fail_reason: Option<String>,
         next_seq: &mut u64,
     ) -> Result<(), Refusal> {
+        self.fail_and_spawn(
+            task,
+            violation,
+            retry_not_before_ms,
+            fail_reason,
+            Vec::new(),
+            next_seq,
+        )
+    }
+
+    /// Like [`Self::fail`]; when the task fails for good and `spawn` is
+    /// not empty, those tasks join the mission (a fix round), the last of
+    /// them takes the failed task's place (its dependents need it instead,
+    /// and the mission no longer waits on the failed one). Tasks that do
+    /// not fit (see [`Self::check_spawn`]) are not added, and the task's
+    /// reason says why.
+    pub fn fail_and_spawn(
+        &mut self,
+        task: &str,
+        violation: ViolationRecord,
+        retry_not_before_ms: Option<u64>,
+        fail_reason: Option<String>,
+        spawn: Vec<TaskSubmission>,
+        next_seq: &mut u64,
+    ) -> Result<(), Refusal> {
         self.check_running()?;
         let record = self.task_mut(task)?;
         let live = matches!(record.state, TaskState::Assigned | TaskState::Running);
@@ -694,11 +794,121 @@ impl MissionRecord {
             None => {
                 record.state = TaskState::Failed;
                 record.reason = Some(fail_reason.unwrap_or(detail));
+                if !spawn.is_empty() {
+                    match self.check_spawn(task, &spawn) {
+                        Ok(()) => self.spawn(task, spawn, next_seq),
+                        Err(why) => {
+                            let record = self.task_mut(task)?;
+                            let reason = record.reason.take().unwrap_or_default();
+                            record.reason = Some(format!("{reason} (no fix round: {why})"));
+                        }
+                    }
+                }
             }
         }
         self.dirty.0.insert(task.to_string());
         self.settle_after(task, next_seq);
         Ok(())
+    }
+
+    /// Whether `spawn` may replace failed task `failed`: new unique ids,
+    /// each naming `failed` as its spawner, needing only existing tasks or
+    /// earlier ones of `spawn` (so no cycle can form), at most
+    /// [`MAX_SPAWN`] at once and [`MAX_SPAWNED`] in the mission.
+    pub fn check_spawn(&self, failed: &str, spawn: &[TaskSubmission]) -> Result<(), Refusal> {
+        if spawn.len() > MAX_SPAWN {
+            return Err(format!(
+                "{} tasks at once, more than {MAX_SPAWN}",
+                spawn.len()
+            ));
+        }
+        let spawned = self
+            .tasks
+            .values()
+            .filter(|t| t.spec.spawned_by.is_some())
+            .count();
+        if spawned + spawn.len() > MAX_SPAWNED {
+            return Err(format!(
+                "the mission would hold more than {MAX_SPAWNED} added tasks"
+            ));
+        }
+        let mut known: std::collections::BTreeSet<&str> =
+            self.tasks.keys().map(String::as_str).collect();
+        for task in spawn {
+            if task.spawned_by.as_deref() != Some(failed) {
+                return Err(format!(
+                    "task `{}` does not name `{failed}` as its spawner",
+                    task.id
+                ));
+            }
+            if task.id.is_empty() || self.tasks.contains_key(&task.id) {
+                return Err(format!("task id `{}` is taken", task.id));
+            }
+            if let Some(need) = task
+                .needs
+                .iter()
+                .find(|n| !known.contains(n.as_str()) || *n == failed)
+            {
+                return Err(format!(
+                    "task `{}` needs `{need}`, which it cannot",
+                    task.id
+                ));
+            }
+            if !known.insert(task.id.as_str()) {
+                return Err(format!("task id `{}` appears twice", task.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `spawn` (checked) in `failed`'s place.
+    fn spawn(&mut self, failed: &str, spawn: Vec<TaskSubmission>, next_seq: &mut u64) {
+        let Some(heir) = spawn.last().map(|t| t.id.clone()) else {
+            return;
+        };
+        let dependents = self.dependents_of(failed);
+        for id in dependents {
+            if let Some(record) = self.tasks.get_mut(&id) {
+                for need in record.spec.needs.iter_mut() {
+                    if need == failed {
+                        *need = heir.clone();
+                    }
+                }
+                self.dirty.0.insert(id);
+            }
+        }
+        let mut added = Vec::new();
+        for spec in spawn {
+            let id = spec.id.clone();
+            self.tasks.insert(
+                id.clone(),
+                TaskRecord {
+                    spec,
+                    state: TaskState::Pending,
+                    owner: None,
+                    attempt: 0,
+                    runs: 0,
+                    not_before_ms: 0,
+                    reason: None,
+                    violations: Vec::new(),
+                    result: None,
+                    results_committed: 0,
+                    ready_seq: 0,
+                    superseded_by: None,
+                },
+            );
+            self.dirty.0.insert(id.clone());
+            added.push(id);
+        }
+        if let Some(record) = self.tasks.get_mut(failed) {
+            record.superseded_by = Some(heir);
+        }
+        self.derived = Derived::default();
+        for id in added {
+            if self.tasks.get(&id).map(|t| t.state) == Some(TaskState::Pending) {
+                self.evaluate(&id, next_seq);
+            }
+        }
     }
 
     /// Records why waiting tasks wait; tasks that moved on are left alone.
@@ -743,6 +953,7 @@ impl MissionRecord {
                     kind: "lost_node".into(),
                     detail: reason.to_string(),
                     outputs: Vec::new(),
+                    llm_calls: Vec::new(),
                 });
                 record.runs += 1;
                 if record.runs >= max_runs.max(1) {
@@ -823,7 +1034,10 @@ impl MissionRecord {
         }
         let mut again = 0;
         for (id, record) in self.tasks.iter_mut() {
-            if matches!(record.state, TaskState::Failed | TaskState::Blocked) {
+            // A failed test a fix round replaced stays as it was.
+            if matches!(record.state, TaskState::Failed | TaskState::Blocked)
+                && record.superseded_by.is_none()
+            {
                 self.dirty.0.insert(id.clone());
                 record.state = TaskState::Pending;
                 record.runs = 0;
@@ -842,6 +1056,7 @@ impl MissionRecord {
 #[cfg(test)]
 pub(crate) fn test_result(node: NodeId, attempt: u32) -> TaskResult {
     TaskResult {
+        llm_calls: Vec::new(),
         node,
         attempt,
         exit_code: Some(0),
@@ -858,6 +1073,7 @@ pub(crate) fn test_result(node: NodeId, attempt: u32) -> TaskResult {
 #[cfg(test)]
 pub(crate) fn test_submission(id: &str, needs: &[&str]) -> TaskSubmission {
     TaskSubmission {
+        spawned_by: None,
         id: id.into(),
         module: "sha256:00".into(),
         needs: needs.iter().map(|s| s.to_string()).collect(),
@@ -866,6 +1082,8 @@ pub(crate) fn test_submission(id: &str, needs: &[&str]) -> TaskSubmission {
         input: None,
         inputs: vec![],
         limits: TaskLimits {
+            max_llm_calls: DEFAULT_MAX_LLM_CALLS,
+            max_tokens: DEFAULT_MAX_TOKENS,
             fuel: 1,
             memory_mb: 1,
             timeout_ms: 1,
@@ -1052,6 +1270,7 @@ mod tests {
         let (mut mission, mut seq) = chain();
         mission.assign("a", 1, 0, 0).unwrap();
         let violation = ViolationRecord {
+            llm_calls: Vec::new(),
             attempt: 1,
             node: 1,
             kind: "trap".into(),
@@ -1211,7 +1430,7 @@ mod tests {
                     Op::Complete(t, n, a) => mission.complete(ids[t], result(n, a), &mut seq),
                     Op::Fail(t, n, a, retry) => mission.fail(
                         ids[t],
-                        ViolationRecord { attempt: a, node: n, kind: "trap".into(), detail: "x".into(), outputs: Vec::new() },
+                        ViolationRecord { attempt: a, node: n, kind: "trap".into(), detail: "x".into(), outputs: Vec::new(), llm_calls: Vec::new() },
                         retry.then_some(0),
                         None,
                         &mut seq,

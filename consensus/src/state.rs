@@ -185,6 +185,7 @@ impl MeshState {
                 assign,
                 staged,
                 idempotency_key,
+                max_fix_rounds,
             } => {
                 if let Some(key) = idempotency_key {
                     if let Some((id, _)) = self.submission_keys.get(key) {
@@ -220,6 +221,7 @@ impl MeshState {
                     *at_ms,
                     &mut self.next_ready_seq,
                 );
+                mission.max_fix_rounds = *max_fix_rounds;
                 for (task, node) in assign {
                     // A refusal (not ready, unknown task) just leaves it to placement.
                     let _ = mission.assign(task, *node, 0, *at_ms);
@@ -265,12 +267,14 @@ impl MeshState {
                 violation,
                 retry_not_before_ms,
                 fail_reason,
+                spawn,
             } => self.on_mission(mission, touched, |m, seq| {
-                m.fail(
+                m.fail_and_spawn(
                     task,
                     violation.clone(),
                     *retry_not_before_ms,
                     fail_reason.clone(),
+                    spawn.clone(),
                     seq,
                 )
             }),
@@ -560,6 +564,7 @@ mod tests {
             assign: Vec::new(),
             staged: staged.map(str::to_string),
             idempotency_key: key.map(str::to_string),
+            max_fix_rounds: None,
         }
     }
 
@@ -673,6 +678,7 @@ mod tests {
                 assign: vec![("a".into(), 4), ("b".into(), 4), ("ghost".into(), 4)],
                 staged: None,
                 idempotency_key: None,
+                max_fix_rounds: None,
             },
             &mut touched,
         );

@@ -40,9 +40,10 @@ const KEY_FORMAT: &[u8] = b"format";
 /// Version 2: standard Raft leader ids (one leader per term) and one key per
 /// task. Version 3: snapshots stored as chunks of frames, staged submissions
 /// and idempotency keys. Version 4: tasks carry a title, an agent kind and
-/// guest arguments.
+/// guest arguments. Version 7: language-model limits and call records,
+/// fix rounds (spawned and superseded tasks).
 /// An older database is refused by name, never misread.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/6";
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/7";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";
@@ -58,6 +59,7 @@ struct MissionHeader {
     state: crate::mission::MissionState,
     submitted_ms: u64,
     summary: Option<std::collections::BTreeMap<String, u64>>,
+    max_fix_rounds: Option<u32>,
 }
 
 fn task_key(mission: &str, task: &str) -> Vec<u8> {
@@ -446,6 +448,7 @@ fn load_state(store: &dyn KvStore) -> StorageResult<MeshState> {
                 dirty: Default::default(),
                 derived: Default::default(),
                 summary: header.summary,
+                max_fix_rounds: header.max_fix_rounds,
                 revision: Default::default(),
             },
         );
@@ -645,6 +648,7 @@ impl StateMachineStore {
                                 state: mission.state,
                                 submitted_ms: mission.submitted_ms,
                                 summary: mission.summary.clone(),
+                                max_fix_rounds: mission.max_fix_rounds,
                             })
                             .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
                         )),
@@ -1056,6 +1060,7 @@ mod tests {
                 entry(
                     1,
                     Command::SubmitMission {
+                        max_fix_rounds: None,
                         name: "demo".into(),
                         tasks: vec![task("a", &[]), task("b", &["a"])],
                         at_ms: 5,
@@ -1199,6 +1204,7 @@ mod tests {
             let entry = Entry::<TypeConfig> {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), m + 1),
                 payload: EntryPayload::Normal(Command::SubmitMission {
+                    max_fix_rounds: None,
                     name: format!("big{m}"),
                     tasks,
                     at_ms: m,
@@ -1236,6 +1242,7 @@ mod tests {
         let entry = openraft::Entry::<TypeConfig> {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
             payload: openraft::EntryPayload::Normal(crate::command::Command::SubmitMission {
+                max_fix_rounds: None,
                 name: "m".into(),
                 tasks: vec![crate::mission::test_submission("a", &[])],
                 at_ms: 1,

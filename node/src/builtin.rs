@@ -4,25 +4,39 @@
 //! never has to fetch them.
 //!
 //! - `noop`, `echo`, `math`: the example agents in `agents/`.
-//! - `analyzer`, `tester`: the default agent kinds that need no language
-//!   model, written in Python ([`PYTHON_AGENTS`]): a task naming them runs
-//!   `builtin:python` with the agent's script (shipped in this binary and
-//!   stored as a blob like the modules) under `/input/.coditect/`.
-//! - `coder`, `docs`, `general`: kinds that need a language model. They
-//!   require `llm`, so they wait until a node offers it; the module says on
-//!   stderr that no model is wired in and exits 1.
+//! - The agents written in Python ([`PYTHON_AGENTS`]): a task naming one
+//!   runs `builtin:python` with the agent's script (shipped in this binary
+//!   and stored as a blob like the modules) under `/input/.coditect/`,
+//!   next to `coditect.py`, the module agents call host capabilities with.
+//!   `analyzer` and `tester` need no model; `coder`, `docs` and `general`
+//!   (one script, three prompts) need `llm`, which their tasks require.
 
 use coditect_memory::{BlobStore, Digest};
 
 const NOOP: &str = include_str!("../../agents/noop.wat");
 const ECHO: &str = include_str!("../../agents/echo.wat");
 const MATH: &str = include_str!("../../agents/math.wat");
-const NO_LLM: &str = include_str!("../../agents/builtin/no-llm.wat");
 const ANALYZER: &str = include_str!("../../agents/analyzer.py");
 const TESTER: &str = include_str!("../../agents/tester.py");
+const CODER: &str = include_str!("../../agents/coder.py");
+
+/// `agents/coditect.py`: how Python agents reach the node's capabilities.
+pub const CODITECT_MODULE: &str = include_str!("../../agents/coditect.py");
+
+/// Where the module lands under `/input`.
+pub const CODITECT_MODULE_PATH: &str = ".coditect/coditect.py";
 
 /// The built-in agents written in Python: name and script.
-pub const PYTHON_AGENTS: &[(&str, &str)] = &[("analyzer", ANALYZER), ("tester", TESTER)];
+pub const PYTHON_AGENTS: &[(&str, &str)] = &[
+    ("analyzer", ANALYZER),
+    ("tester", TESTER),
+    ("coder", CODER),
+    ("docs", CODER),
+    ("general", CODER),
+];
+
+/// The Python agents that ask a language model (their tasks require `llm`).
+pub const MODEL_AGENTS: &[&str] = &["coder", "docs", "general"];
 
 /// Where a Python agent's script lands under `/input`.
 pub const AGENT_DIR: &str = ".coditect";
@@ -43,6 +57,7 @@ pub fn python_agent_digest(name: &str) -> Option<Digest> {
         .get_or_init(|| {
             PYTHON_AGENTS
                 .iter()
+                .chain(&[("coditect", CODITECT_MODULE)])
                 .map(|(agent, script)| (*agent, Digest::of(script.as_bytes())))
                 .collect()
         })
@@ -52,14 +67,7 @@ pub fn python_agent_digest(name: &str) -> Option<Digest> {
 }
 
 /// The built-in modules by name.
-pub const BUILTINS: &[(&str, &str)] = &[
-    ("noop", NOOP),
-    ("echo", ECHO),
-    ("math", MATH),
-    ("coder", NO_LLM),
-    ("docs", NO_LLM),
-    ("general", NO_LLM),
-];
+pub const BUILTINS: &[(&str, &str)] = &[("noop", NOOP), ("echo", ECHO), ("math", MATH)];
 
 /// The text of built-in module `name`.
 pub fn module(name: &str) -> Option<&'static str> {
@@ -76,7 +84,11 @@ pub fn digest(name: &str) -> Option<Digest> {
 
 /// Stores every built-in module and agent script in `blobs`.
 pub fn seed(blobs: &BlobStore) -> Result<(), String> {
-    for (name, text) in BUILTINS.iter().chain(PYTHON_AGENTS) {
+    for (name, text) in BUILTINS
+        .iter()
+        .chain(PYTHON_AGENTS)
+        .chain(&[("coditect", CODITECT_MODULE)])
+    {
         blobs
             .put(text.as_bytes())
             .map_err(|error| format!("cannot store built-in module {name}: {error}"))?;
@@ -103,7 +115,13 @@ mod tests {
         }
         assert!(digest("analyzer").is_none(), "a Python agent, not a module");
         assert!(python_agent("tester").unwrap().contains("tests.json"));
-        assert_ne!(digest("coder"), digest("echo"));
+        assert_ne!(digest("math"), digest("echo"));
+        assert_eq!(
+            python_agent("docs"),
+            python_agent("coder"),
+            "one script, three kinds"
+        );
+        assert!(python_agent_digest("coditect").is_some());
         assert!(digest("nope").is_none());
     }
 }

@@ -67,6 +67,9 @@ pub enum NodeRequest {
         tasks: Vec<TaskSubmission>,
         /// The client's `Idempotency-Key`, if it sent one.
         idempotency_key: Option<String>,
+        /// The mission's `max_fix_rounds`, if it names one.
+        #[serde(default)]
+        max_fix_rounds: Option<u32>,
         /// How long the leader may take before it answers (the sender waits
         /// a little longer), ms.
         budget_ms: u64,

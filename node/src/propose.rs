@@ -187,6 +187,7 @@ mod tests {
 
     fn named(bytes: usize) -> Command {
         Command::SubmitMission {
+            max_fix_rounds: None,
             name: "x".repeat(bytes),
             tasks: Vec::new(),
             at_ms: 0,

@@ -219,11 +219,28 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         }
         None => None,
     };
-    let runner = Arc::new(crate::worker::SandboxRunner::new(
-        sandbox.clone(),
-        blobs.clone(),
-        data.root().join("work"),
-    ));
+    // The language model, when the node has one: granted to the tasks that
+    // require `llm`, and probed in the background (below).
+    let llm = match &config.llm {
+        Some(llm) => {
+            let provider = crate::llm::OpenAiProvider::new(llm).map_err(NodeError::BadInput)?;
+            let metrics = crate::llm::service::LlmMetrics::register(&registry)
+                .map_err(|e| NodeError::Failed(e.to_string()))?;
+            Some(Arc::new(crate::llm::service::LlmService::new(
+                llm.clone(),
+                Arc::new(provider),
+                env.clone(),
+                metrics,
+            )))
+        }
+        None => None,
+    };
+    let mut runner =
+        crate::worker::SandboxRunner::new(sandbox.clone(), blobs.clone(), data.root().join("work"));
+    if let Some(llm) = &llm {
+        runner = runner.with_llm(llm.clone());
+    }
+    let runner = Arc::new(runner);
 
     let remembered = data.remembered_peers();
     let bootstrap: Vec<String> = config
@@ -319,14 +336,8 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     );
 
     // In the background: the language model, offered while it answers.
-    if let Some(llm) = &config.llm {
-        let provider = crate::llm::OpenAiProvider::new(llm).map_err(NodeError::BadInput)?;
-        env.spawn(
-            "llm-probe",
-            node.clone()
-                .watch_llm(std::sync::Arc::new(provider), llm.clone())
-                .boxed(),
-        );
+    if let Some(llm) = llm {
+        env.spawn("llm-probe", node.clone().watch_llm(llm).boxed());
     }
 
     let new_mesh = start == MeshStart::NewMesh;

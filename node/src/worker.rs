@@ -70,6 +70,8 @@ pub fn sandbox_limits(limits: &TaskLimits) -> Limits {
 /// The replicated form of sandbox limits.
 pub fn task_limits(limits: &Limits) -> TaskLimits {
     TaskLimits {
+        max_llm_calls: coditect_consensus::mission::DEFAULT_MAX_LLM_CALLS,
+        max_tokens: coditect_consensus::mission::DEFAULT_MAX_TOKENS,
         fuel: limits.fuel,
         memory_mb: limits.memory_mb,
         timeout_ms: limits.timeout_ms,
@@ -102,6 +104,10 @@ pub struct Assignment {
     /// Nodes it failed on for node-specific reasons (thieves among them leave it).
     #[serde(default)]
     pub avoid: Vec<NodeId>,
+    /// How the task's previous run failed, if one did: (attempt, violation
+    /// kind, detail). An agent reads it as `/input/.coditect/retry.json`.
+    #[serde(default)]
+    pub previous: Option<(u32, String, String)>,
 }
 
 /// How a run ended.
@@ -128,6 +134,7 @@ impl Report {
             blame: kind.blame(),
             kind,
             violation: ViolationRecord {
+                llm_calls: Vec::new(),
                 attempt,
                 node,
                 kind: kind.as_str().to_string(),
@@ -176,6 +183,8 @@ pub struct SandboxRunner {
     /// Work directories not in use, kept for the next run: creating and
     /// deleting directories per task costs more than a no-op task itself.
     pub idle_dirs: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
+    /// The node's language model, granted to tasks that require `llm`.
+    pub llm: Option<std::sync::Arc<crate::llm::service::LlmService>>,
 }
 
 impl SandboxRunner {
@@ -187,7 +196,14 @@ impl SandboxRunner {
             blobs,
             work_dir,
             idle_dirs: Default::default(),
+            llm: None,
         }
+    }
+
+    /// Grants `llm` to the tasks that require it.
+    pub fn with_llm(mut self, llm: std::sync::Arc<crate::llm::service::LlmService>) -> Self {
+        self.llm = Some(llm);
+        self
     }
 }
 
@@ -202,6 +218,7 @@ impl TaskRunner for SandboxRunner {
         let sandbox = self.sandbox.clone();
         let blobs = self.blobs.clone();
         let idle = self.idle_dirs.clone();
+        let llm = self.llm.clone();
         let dir = idle
             .lock()
             .expect("work dirs lock")
@@ -221,6 +238,7 @@ impl TaskRunner for SandboxRunner {
                 source.as_ref(),
                 &dir,
                 &assignment,
+                llm.as_ref(),
                 cancel,
             )
             .await;
@@ -469,6 +487,7 @@ fn empty_dir(dir: &Path) -> Result<(), WorkerError> {
 /// Runs `assignment` on this node (`node`) and reports how it went, in the
 /// private work directory `dir` (its `input/` and `output/` are emptied
 /// before and after the run; the directories themselves are kept for reuse).
+#[allow(clippy::too_many_arguments)] // each is a distinct piece of the run's world
 pub async fn run_assignment(
     node: NodeId,
     sandbox: &Sandbox,
@@ -476,16 +495,19 @@ pub async fn run_assignment(
     source: &dyn BlobSource,
     dir: &Path,
     assignment: &Assignment,
+    llm: Option<&std::sync::Arc<crate::llm::service::LlmService>>,
     cancel: CancelToken,
 ) -> Result<Report, WorkerError> {
     let input = dir.join("input");
     let output = dir.join("output");
     let workspace = dir.join("workspace");
+    let channel = dir.join("channel");
     // Host paths in any detail become what the guest sees.
     let hide = [
         (input.display().to_string(), "/input"),
         (output.display().to_string(), "/output"),
         (workspace.display().to_string(), "/workspace"),
+        (channel.display().to_string(), "/coditect"),
         (dir.display().to_string(), "<work dir>"),
     ];
     if let Err(detail) = check_assignment(assignment) {
@@ -496,33 +518,73 @@ pub async fn run_assignment(
             &detail,
         ));
     }
+    let dirs = [
+        input.clone(),
+        output.clone(),
+        workspace.clone(),
+        channel.clone(),
+    ];
     let emptied = {
-        let (input, output, workspace) = (input.clone(), output.clone(), workspace.clone());
-        blocking(move || {
-            empty_dir(&input)
-                .and_then(|()| empty_dir(&output))
-                .and_then(|()| empty_dir(&workspace))
-        })
-        .await
+        let dirs = dirs.clone();
+        blocking(move || dirs.iter().try_for_each(|dir| empty_dir(dir))).await
+    };
+    // A task that requires `llm` on a node that has one is granted it.
+    let grant = match llm {
+        Some(service)
+            if assignment
+                .task
+                .requires
+                .iter()
+                .any(|r| r == crate::llm::LLM_CAPABILITY) =>
+        {
+            Some(std::sync::Arc::new(crate::llm::grant::LlmGrant::new(
+                service.clone(),
+                blobs.clone(),
+                &assignment.task.limits,
+            )))
+        }
+        _ => None,
     };
     let prepared = match emptied.and_then(|emptied| emptied) {
-        Ok(()) => run_in(node, sandbox, blobs, source, dir, assignment, cancel).await,
+        Ok(()) => {
+            run_in(
+                node,
+                sandbox,
+                blobs,
+                source,
+                dir,
+                assignment,
+                grant.clone(),
+                cancel,
+            )
+            .await
+        }
         Err(error) => Err(error),
     };
-    {
-        let (input, output, workspace) = (input.clone(), output.clone(), workspace.clone());
-        let _ = blocking(move || {
-            let _ = empty_dir(&input);
-            let _ = empty_dir(&output);
-            let _ = empty_dir(&workspace);
-        })
-        .await;
-    }
+    // The calls the run made go into its history, whatever the outcome.
+    let prepared = match (prepared, &grant) {
+        (Ok(mut report), Some(grant)) => {
+            let calls = grant.records();
+            match &mut report {
+                Report::Succeeded(result) => result.llm_calls = calls,
+                Report::Violated { violation, .. } => violation.llm_calls = calls,
+            }
+            Ok(report)
+        }
+        (other, _) => other,
+    };
+    let _ = blocking(move || {
+        for dir in &dirs {
+            let _ = empty_dir(dir);
+        }
+    })
+    .await;
     scrub_result(prepared, &hide)
 }
 
 /// Runs `assignment` in the work directory `dir`, whose `input/` and
 /// `output/` are empty.
+#[allow(clippy::too_many_arguments)] // as run_assignment
 async fn run_in(
     node: NodeId,
     sandbox: &Sandbox,
@@ -530,6 +592,7 @@ async fn run_in(
     source: &dyn BlobSource,
     dir: &Path,
     assignment: &Assignment,
+    grant: Option<std::sync::Arc<crate::llm::grant::LlmGrant>>,
     cancel: CancelToken,
 ) -> Result<Report, WorkerError> {
     let (input, output) = (&dir.join("input"), &dir.join("output"));
@@ -553,6 +616,15 @@ async fn run_in(
         for (path, text, _) in files {
             let shown = format!("/input/deps/{dependency}/{path}");
             write_blob(source, text, &contained(&base, path)?, &shown).await?;
+        }
+    }
+    // An agent retried after a failure learns how the last run failed.
+    if let Some((attempt, kind, detail)) = &assignment.previous {
+        let agent_dir = input.join(crate::builtin::AGENT_DIR);
+        if agent_dir.is_dir() {
+            let retry = serde_json::json!({"attempt": attempt, "kind": kind, "detail": detail});
+            std::fs::write(agent_dir.join("retry.json"), retry.to_string())
+                .map_err(io("writing /input/.coditect/retry.json"))?;
         }
     }
     let violation = |kind: ViolationKind, detail: String| {
@@ -612,6 +684,13 @@ async fn run_in(
     if crate::python::is_runtime(&task.module) {
         spec.program = crate::python::PROGRAM.into();
         spec.env = crate::python::environment();
+    }
+    if let Some(grant) = grant {
+        spec = spec.grant(crate::llm::LLM_CAPABILITY, grant);
+        // Python reaches it through the channel (it cannot import host functions).
+        let channel = dir.join("channel");
+        std::fs::create_dir_all(&channel).map_err(io("creating /coditect"))?;
+        spec.channel_dir = Some(channel);
     }
     let outcome = sandbox
         .start(&prepared, spec, cancel)
@@ -704,6 +783,7 @@ async fn run_in(
         fuel_used,
         wall_ms,
         changes,
+        llm_calls: Vec::new(),
     }))
 }
 
@@ -826,7 +906,7 @@ fn agent_violation(
         Ok(reported) => match ViolationKind::reported_by_agent(&reported.kind) {
             Some(kind) => Some((kind, reported.message)),
             None => invalid(format!(
-                "/output/violation.json names kind {:?}, which agents cannot report (tests_failed)",
+                "/output/violation.json names kind {:?}, which agents cannot report (tests_failed, bad_model_output, llm_unavailable)",
                 excerpt(&reported.kind)
             )),
         },
@@ -938,6 +1018,7 @@ mod tests {
             &source,
             work,
             job,
+            None,
             CancelToken::new(),
         ))
     }
@@ -956,8 +1037,10 @@ mod tests {
         let input = blobs.put(b"hello ").unwrap().to_string();
         let dep = blobs.put(b"world").unwrap().to_string();
         Assignment {
+            previous: None,
             mission: "m1".into(),
             task: TaskSubmission {
+                spawned_by: None,
                 id: "cat".into(),
                 module,
                 needs: vec!["up".into()],
@@ -966,6 +1049,8 @@ mod tests {
                 input: Some(input),
                 inputs: vec![],
                 limits: TaskLimits {
+                    max_llm_calls: coditect_consensus::mission::DEFAULT_MAX_LLM_CALLS,
+                    max_tokens: coditect_consensus::mission::DEFAULT_MAX_TOKENS,
                     fuel: 100_000_000,
                     memory_mb: 16,
                     timeout_ms: 10_000,
@@ -1100,7 +1185,7 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(left, ["input", "output", "workspace"]);
+        assert_eq!(left, ["channel", "input", "output", "workspace"]);
 
         // A needle printed nowhere is still a mismatch.
         job.task.expect.stdout_contains = Some(format!("{MARK}!"));

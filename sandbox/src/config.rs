@@ -198,6 +198,11 @@ pub struct TaskSpec {
     /// Host directory the guest sees read-only as `/workspace` (preopened
     /// after `/input` and `/output`), if the task has a workspace.
     pub workspace_dir: Option<PathBuf>,
+    /// Host directory the guest sees read-write as `/coditect` (preopened
+    /// last), its channel to the granted capabilities: with one, stdin
+    /// answers the requests written there (see the crate docs). It should
+    /// start empty and lie outside the other directories.
+    pub channel_dir: Option<PathBuf>,
     /// The guest's `argv[0]` (`task` unless set; `python` for CPython).
     pub program: String,
     /// The guest's arguments after `argv[0]`.
@@ -228,6 +233,7 @@ impl TaskSpec {
             input_dir: input_dir.into(),
             output_dir: output_dir.into(),
             workspace_dir: None,
+            channel_dir: None,
             program: "task".into(),
             args: Vec::new(),
             env: Vec::new(),

@@ -14,8 +14,10 @@
 //!   linear memory and table caps (a resource limiter), capped stdout,
 //!   stderr and `/output`, and a maximum module size. Stdout past
 //!   [`STDOUT_MEMORY_BYTES`] spills to disk, so it costs no memory.
-//! - WASI preview 1 with exactly two preopened directories, `/input`
-//!   (read-only, fd 3) and `/output` (read-write, fd 4); no environment
+//! - WASI preview 1 with two preopened directories, `/input`
+//!   (read-only, fd 3) and `/output` (read-write, fd 4), then `/workspace`
+//!   (read-only) and `/coditect` (the capability channel) for tasks given
+//!   them; no environment
 //!   variables, no network, one argument (`task`). Guest clocks and
 //!   randomness come from the node's [`GuestEnv`] (the Env seam), so
 //!   simulated runs are reproducible.
@@ -64,6 +66,16 @@
 //!
 //! New capabilities are added by granting names, not by changing this ABI.
 //!
+//! # The capability channel (for guests that cannot import, like CPython)
+//! A task with a [`TaskSpec::channel_dir`] sees it read-write as
+//! `/coditect` (preopened after the others) and its stdin is the channel:
+//! the guest writes a request to `/coditect/NAME.request`, then reads from
+//! stdin one frame, `ok LEN\n` or `error LEN\n` followed by `LEN` bytes.
+//! Reading takes the request away and calls the capability granted under
+//! `NAME` on the guest's thread (requests at most [`MAX_REQUEST_BYTES`]);
+//! with no request waiting, stdin is at its end. `agents/coditect.py` is
+//! the Python side.
+//!
 //! # Invariants
 //! - A guest never sees a host path other than its two directories, the
 //!   host's environment, the network, or the host's clock and entropy.
@@ -77,6 +89,7 @@
 //! - Only artifacts whose keyed digest verifies are deserialized.
 
 mod cache;
+mod channel;
 mod cli;
 mod config;
 mod env;
@@ -88,6 +101,7 @@ mod sandbox;
 mod threads;
 
 pub use cache::ModuleDigest;
+pub use channel::MAX_REQUEST_BYTES;
 pub use cli::{run_task_command, run_task_command_with, RunOptions};
 pub use config::{
     Capability, Limits, ProgressCallback, SandboxConfig, TaskSpec, MAX_FUEL, MAX_OUTPUT_MB,

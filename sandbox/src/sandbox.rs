@@ -334,6 +334,18 @@ impl Inner {
                     source: std::io::Error::other(format!("{e:#}")),
                 })?;
         }
+        if let Some(channel) = setup.task.and_then(|task| task.channel_dir.as_deref()) {
+            wasi.preopened_dir(channel, "/coditect", FsPerms::ReadWrite)
+                .map_err(|e| SandboxError::Io {
+                    context: format!("opening channel dir {}", channel.display()),
+                    source: std::io::Error::other(format!("{e:#}")),
+                })?;
+            let granted = setup
+                .task
+                .map(|task| task.capabilities.clone())
+                .unwrap_or_default();
+            wasi.stdin(crate::channel::Channel::new(channel, granted));
+        }
         let (capabilities, on_progress) = match setup.task {
             Some(task) => (task.capabilities.clone(), task.on_progress.clone()),
             None => (Default::default(), None),
@@ -365,9 +377,13 @@ impl Inner {
         let timeout_ms = setup.limits.timeout_ms;
         let deadline = setup.deadline;
         let cancel = setup.cancel;
-        let output_watch = setup
+        // The channel directory counts against the same cap as /output.
+        let output_watch: Vec<(PathBuf, u64)> = setup
             .output_dir
-            .map(|dir| (dir.to_path_buf(), setup.limits.output_bytes()));
+            .into_iter()
+            .chain(setup.task.and_then(|task| task.channel_dir.as_deref()))
+            .map(|dir| (dir.to_path_buf(), setup.limits.output_bytes()))
+            .collect();
         let mut ticks: u64 = 0;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -380,9 +396,11 @@ impl Inner {
             if now >= deadline {
                 return Err(Stop::TimedOut(timeout_ms).into());
             }
-            if let Some((dir, cap)) = &output_watch {
-                if ticks.is_multiple_of(OUTPUT_CHECK_TICKS) && directory_size(dir) > *cap {
-                    return Err(Stop::OutputLimit(*cap).into());
+            if ticks.is_multiple_of(OUTPUT_CHECK_TICKS) {
+                for (dir, cap) in &output_watch {
+                    if directory_size(dir) > *cap {
+                        return Err(Stop::OutputLimit(*cap).into());
+                    }
                 }
             }
             Ok(UpdateDeadline::Continue(1))

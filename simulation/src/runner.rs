@@ -124,6 +124,7 @@ impl TaskRunner for SimRunner {
                 output_bytes,
             );
             Ok(Report::Succeeded(TaskResult {
+                llm_calls: Vec::new(),
                 node,
                 attempt: assignment.attempt,
                 exit_code: Some(0),

@@ -74,9 +74,9 @@ fn a_node_offers_llm_only_while_its_provider_answers_and_never_shows_the_key() {
         .iter()
         .all(|r| r.starts_with("GET /v1/models")));
 
-    // A task that needs `llm` runs only on the node that offers it (the
-    // built-in coder exits 1 until the coder agent lands; where it ran is
-    // what counts here).
+    // A task that needs `llm` runs only on the node that offers it (this
+    // coder task has no text, so the coder refuses it with exit 2; where
+    // it ran is what counts here).
     std::fs::write(
         dir.path().join("needs-llm.toml"),
         "name = \"llm\"\n[[task]]\nid = \"code\"\nmodule = \"builtin:coder\"\nrequires = [\"wasm\", \"llm\"]\n",

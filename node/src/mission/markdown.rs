@@ -555,6 +555,7 @@ pub fn read_markdown(text: &str, agents: &AgentConfig) -> Result<MarkdownMission
         tasks.push(task);
     }
     let spec = MissionSpec {
+        max_fix_rounds: None,
         name: scanned
             .name
             .as_deref()

@@ -28,6 +28,10 @@ pub struct MissionSpec {
     /// `sha256:` digest of its tree after.
     #[serde(default)]
     pub workspace: Option<String>,
+    /// Fix rounds a failed test after a coder's change may start (TOML
+    /// `max_fix_rounds`; `None`: the default, 2).
+    #[serde(default)]
+    pub max_fix_rounds: Option<u32>,
 }
 
 /// One task of a mission. Every field but `id` and `module` has a default.
@@ -58,6 +62,14 @@ pub struct TaskSpec {
     /// Hard sandbox limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Language-model calls the task may make (`[task.limits]
+    /// max_llm_calls`; `None`: the default).
+    #[serde(default)]
+    pub max_llm_calls: Option<u32>,
+    /// Language-model tokens the task may spend (`[task.limits]
+    /// max_tokens`; `None`: the default).
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
     /// What a successful run looks like.
     #[serde(default)]
     pub expect: Expect,
@@ -89,6 +101,8 @@ impl TaskSpec {
             input: None,
             inputs: Vec::new(),
             limits: Limits::default(),
+            max_llm_calls: None,
+            max_tokens: None,
             expect: Expect::default(),
             done: false,
             agent: None,

@@ -52,6 +52,11 @@ pub fn to_submissions(
                     agent_args.extend(["--root".to_string(), "/input".to_string()]);
                 }
                 agent_inputs.push((at, script.to_string()));
+                let module = crate::builtin::python_agent_digest("coditect").expect("shipped");
+                agent_inputs.push((
+                    crate::builtin::CODITECT_MODULE_PATH.to_string(),
+                    module.to_string(),
+                ));
                 crate::python::digest().to_string()
             }
             ModuleRef::Digest(digest) if held(digest) => digest.to_string(),
@@ -133,6 +138,15 @@ pub fn to_submissions(
         if crate::python::is_runtime(&module) {
             require_python(&mut requires);
         }
+        // The agents that ask a model run only where one answers.
+        let model_agent = task
+            .module
+            .to_string()
+            .strip_prefix(BUILTIN_PREFIX)
+            .is_some_and(|name| crate::builtin::MODEL_AGENTS.contains(&name));
+        if model_agent && !requires.iter().any(|r| r == crate::llm::LLM_CAPABILITY) {
+            requires.push(crate::llm::LLM_CAPABILITY.to_string());
+        }
         out.push(TaskSubmission {
             id: task.id.clone(),
             module,
@@ -141,7 +155,16 @@ pub fn to_submissions(
             priority: task.priority as u8,
             input,
             inputs,
-            limits: crate::worker::task_limits(&task.limits),
+            limits: {
+                let mut limits = crate::worker::task_limits(&task.limits);
+                if let Some(calls) = task.max_llm_calls {
+                    limits.max_llm_calls = calls;
+                }
+                if let Some(tokens) = task.max_tokens {
+                    limits.max_tokens = tokens;
+                }
+                limits
+            },
             expect: TaskExpect {
                 exit_code: task.expect.exit_code,
                 stdout_contains: task.expect.stdout_contains.clone(),
@@ -159,6 +182,7 @@ pub fn to_submissions(
                 .chain(task.args.iter().cloned())
                 .collect(),
             workspace: workspace.clone(),
+            spawned_by: None,
         });
     }
     Ok(out)
@@ -216,6 +240,7 @@ pub fn require_python(requires: &mut Vec<String>) {
 /// forever or reach a worker that would refuse it.
 pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), MissionError> {
     let mut spec = super::spec::MissionSpec {
+        max_fix_rounds: None,
         name: name.to_string(),
         tasks: Vec::with_capacity(tasks.len()),
         workspace: tasks.first().and_then(|task| task.workspace.clone()),
@@ -229,6 +254,13 @@ pub fn check_submissions(name: &str, tasks: &[TaskSubmission]) -> Result<(), Mis
     }
     for task in tasks {
         let place = || format!("task `{}`", excerpt(&task.id));
+        if task.spawned_by.is_some() {
+            return Err(MissionError::InvalidField {
+                field: "spawned_by".into(),
+                place: place(),
+                message: "only a fix round adds spawned tasks, never a submission".into(),
+            });
+        }
         if let Some(title) = &task.title {
             super::grammar::check_task_title(title).map_err(|e| MissionError::InvalidField {
                 field: "title".into(),

@@ -746,6 +746,7 @@ fn dag() -> impl Strategy<Value = MissionSpec> {
                 })
                 .collect();
             MissionSpec {
+                max_fix_rounds: None,
                 name: "dag".into(),
                 tasks,
                 workspace: None,

@@ -12,14 +12,23 @@ use super::error::{one_line, MissionError};
 use super::spec::{Expect, MissionSpec, ModuleRef, Priority, TaskSpec};
 
 /// Top-level keys of a mission file.
-const MISSION_KEYS: &[&str] = &["name", "task", "workspace"];
+const MISSION_KEYS: &[&str] = &["name", "task", "workspace", "max_fix_rounds"];
 /// Keys of one `[[task]]`.
 const TASK_KEYS: &[&str] = &[
     "id", "module", "needs", "requires", "priority", "input", "inputs", "limits", "expect",
     "title", "done", "args",
 ];
 /// Keys of `[task.limits]`, the fields of [`Limits`].
-const LIMIT_KEYS: &[&str] = &["fuel", "memory_mb", "timeout_ms", "output_mb"];
+const LIMIT_KEYS: &[&str] = &[
+    "fuel",
+    "memory_mb",
+    "timeout_ms",
+    "output_mb",
+    "max_llm_calls",
+    "max_tokens",
+];
+/// Keys of `[task.limits]` that bound language-model use, not the sandbox.
+const LLM_LIMIT_KEYS: &[&str] = &["max_llm_calls", "max_tokens"];
 /// Keys of `[task.expect]`.
 const EXPECT_KEYS: &[&str] = &["exit_code", "stdout_contains", "files"];
 
@@ -73,10 +82,28 @@ pub fn parse_toml(text: &str) -> Result<MissionSpec, MissionError> {
         None => None,
         Some(value) => Some(string(value, "workspace", place)?),
     };
+    let max_fix_rounds = match table.get("max_fix_rounds") {
+        None => None,
+        Some(Value::Integer(n)) => Some(u32::try_from(*n).map_err(|_| {
+            invalid(
+                "max_fix_rounds",
+                place,
+                format!("{n} is out of range 0..=10"),
+            )
+        })?),
+        Some(other) => {
+            return Err(invalid(
+                "max_fix_rounds",
+                place,
+                format!("expected an integer, got {}", other.type_str()),
+            ))
+        }
+    };
     Ok(MissionSpec {
         name,
         tasks,
         workspace,
+        max_fix_rounds,
     })
 }
 
@@ -162,6 +189,22 @@ fn parse_task(index: usize, table: &Table) -> Result<TaskSpec, MissionError> {
     }
     if let Some(value) = table.get("limits") {
         task.limits = parse_limits(value, &id)?;
+        if let Value::Table(limits) = value {
+            let number = |key: &str| -> Result<Option<u64>, MissionError> {
+                match limits.get(key) {
+                    None => Ok(None),
+                    Some(Value::Integer(n)) if *n > 0 => Ok(Some(*n as u64)),
+                    Some(other) => Err(invalid(
+                        key,
+                        &format!("[task.limits] of task `{id}`"),
+                        format!("expected a positive integer, got {other}"),
+                    )),
+                }
+            };
+            task.max_llm_calls =
+                number("max_llm_calls")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+            task.max_tokens = number("max_tokens")?;
+        }
     }
     if let Some(value) = table.get("expect") {
         task.expect = parse_expect(value, &id)?;
@@ -180,8 +223,11 @@ fn parse_limits(value: &Value, id: &str) -> Result<Limits, MissionError> {
     };
     check_keys(table, LIMIT_KEYS, &place)?;
     // Unknown keys are already refused, so serde only sees type and range errors.
-    value
-        .clone()
+    let mut sandbox = table.clone();
+    for key in LLM_LIMIT_KEYS {
+        sandbox.remove(*key);
+    }
+    Value::Table(sandbox)
         .try_into::<Limits>()
         .map_err(|e| invalid("limits", &format!("task `{id}`"), one_line(e.message())))
 }

@@ -67,6 +67,15 @@ impl ValidatedMission {
     }
 }
 
+/// Most fix rounds a mission may ask for.
+pub const MAX_FIX_ROUNDS: u32 = 10;
+
+/// Most language-model calls one task may make.
+pub const MAX_LLM_CALLS: u32 = 256;
+
+/// Most language-model tokens one task may spend.
+pub const MAX_LLM_TOKENS: u64 = 100_000_000;
+
 /// Checks a mission and orders its tasks. With `base_dir` (the mission
 /// file's folder, on the submitting machine) module paths and inputs must
 /// exist there; without it only their form is checked. `builtin:` modules
@@ -100,6 +109,13 @@ pub fn validate(
     })?;
     if let Some(workspace) = &spec.workspace {
         check_workspace(workspace, base_dir)?;
+    }
+    if let Some(rounds) = spec.max_fix_rounds.filter(|r| *r > MAX_FIX_ROUNDS) {
+        return Err(MissionError::InvalidField {
+            field: "max_fix_rounds".into(),
+            place: "the mission".into(),
+            message: format!("{rounds} is more than {MAX_FIX_ROUNDS}"),
+        });
     }
     for task in &spec.tasks {
         check_id(&task.id)?;
@@ -245,6 +261,18 @@ fn check_task(task: &TaskSpec, base_dir: Option<&Path>) -> Result<(), MissionErr
             task: id.clone(),
             message: one_line(&limits_problem(e)),
         })?;
+    if let Some(calls) = task.max_llm_calls.filter(|n| *n > MAX_LLM_CALLS) {
+        return Err(MissionError::InvalidLimits {
+            task: id.clone(),
+            message: format!("max_llm_calls must be between 1 and {MAX_LLM_CALLS}, not {calls}"),
+        });
+    }
+    if let Some(tokens) = task.max_tokens.filter(|n| *n > MAX_LLM_TOKENS) {
+        return Err(MissionError::InvalidLimits {
+            task: id.clone(),
+            message: format!("max_tokens must be between 1 and {MAX_LLM_TOKENS}, not {tokens}"),
+        });
+    }
     check_count(
         task,
         "expect.files",
@@ -464,6 +492,7 @@ mod tests {
 
     fn mission(tasks: Vec<TaskSpec>) -> MissionSpec {
         MissionSpec {
+            max_fix_rounds: None,
             name: "m".into(),
             tasks,
             workspace: None,
@@ -717,6 +746,7 @@ mod tests {
     #[test]
     fn mission_names_have_a_cap_and_no_control_characters() {
         let named = |name: &str| MissionSpec {
+            max_fix_rounds: None,
             name: name.to_string(),
             tasks: vec![task("t", &[])],
             workspace: None,

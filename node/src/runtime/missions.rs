@@ -192,7 +192,10 @@ fn chunk_tasks(tasks: Vec<TaskSubmission>) -> Vec<Vec<TaskSubmission>> {
 
 /// Violation kinds whose blame is the node (the task avoids that node next).
 fn blames_node(kind: &str) -> bool {
-    matches!(kind, "timeout" | "lost_node" | "node_error")
+    matches!(
+        kind,
+        "timeout" | "lost_node" | "node_error" | "llm_unavailable"
+    )
 }
 
 fn task_view(mission: &str, record: &TaskRecord) -> TaskView {
@@ -395,6 +398,10 @@ impl Node {
             workspace_changes,
             ready_seq: record.ready_seq,
             sources,
+            previous: record
+                .violations
+                .last()
+                .map(|v| (v.attempt, v.kind.clone(), v.detail.clone())),
             avoid: task_view(&mission.id, record)
                 .avoid_nodes
                 .into_iter()
@@ -838,10 +845,27 @@ impl Node {
                 let (retry_not_before_ms, fail_reason) = match decision {
                     RetryDecision::Retry { not_before_ms, .. } => (Some(not_before_ms), None),
                     // The agent's own words name what broke (the failing tests).
-                    RetryDecision::Fail { .. } if kind == ViolationKind::TestsFailed => {
+                    RetryDecision::Fail { .. }
+                        if matches!(
+                            kind,
+                            ViolationKind::TestsFailed | ViolationKind::BadModelOutput
+                        ) =>
+                    {
                         (None, Some(format!("{kind}: {}", violation.detail)))
                     }
                     RetryDecision::Fail { reason } => (None, Some(reason)),
+                };
+                // Failed tests after a coder's change: a fix round.
+                let spawn = if retry_not_before_ms.is_none() && kind == ViolationKind::TestsFailed {
+                    self.state(|state| {
+                        state
+                            .missions
+                            .get(mission)
+                            .and_then(|m| crate::scheduler::fix::fix_round(m, task, &violation))
+                    })
+                    .unwrap_or_default()
+                } else {
+                    Vec::new()
                 };
                 Command::FailTask {
                     mission: mission.to_string(),
@@ -849,6 +873,7 @@ impl Node {
                     violation,
                     retry_not_before_ms,
                     fail_reason,
+                    spawn,
                 }
             }
         };
@@ -911,6 +936,7 @@ impl Node {
         name: String,
         tasks: Vec<TaskSubmission>,
         idempotency_key: Option<String>,
+        max_fix_rounds: Option<u32>,
     ) -> Result<String, SubmitError> {
         if let Some(key) = &idempotency_key {
             let known =
@@ -987,6 +1013,7 @@ impl Node {
         };
         match self
             .write(Command::SubmitMission {
+                max_fix_rounds,
                 name,
                 tasks: last,
                 at_ms,
@@ -1099,7 +1126,7 @@ impl Node {
         let agents: AgentConfig = self.inner.agents.clone();
         let blobs = self.inner.blobs.clone();
         let text = text.to_string();
-        let (name, tasks, budget) = self
+        let (name, tasks, budget, max_fix_rounds) = self
             .off_runtime(move || -> Result<_, String> {
                 let mut spec = parse_mission(&text, format, &agents).map_err(|e| e.to_string())?;
                 if let Some(workspace) = workspace {
@@ -1114,12 +1141,15 @@ impl Node {
                 let validated = validate(&spec, None).map_err(|e| e.to_string())?;
                 let tasks = to_submissions(&validated, &blobs).map_err(|e| e.to_string())?;
                 let budget = submit_budget(&tasks, &blobs);
-                Ok((validated.spec().name.clone(), tasks, budget))
+                let spec = validated.spec();
+                Ok((spec.name.clone(), tasks, budget, spec.max_fix_rounds))
             })
             .await
             .map_err(SubmitError::Invalid)?;
         if self.is_leader() {
-            return self.leader_submit(None, name, tasks, idempotency_key).await;
+            return self
+                .leader_submit(None, name, tasks, idempotency_key, max_fix_rounds)
+                .await;
         }
         let leader = self
             .leader()
@@ -1128,6 +1158,7 @@ impl Node {
             name,
             tasks,
             idempotency_key,
+            max_fix_rounds,
             budget_ms: budget.as_millis() as u64,
         };
         match self
@@ -1651,6 +1682,8 @@ pub fn mission_json(
                 "priority": format!("P{}", t.spec.priority),
                 "needs": t.spec.needs,
                 "requires": t.spec.requires,
+                "spawned_by": t.spec.spawned_by,
+                "superseded_by": t.superseded_by,
                 "results_committed": t.results_committed,
                 "not_before_ms": t.not_before_ms,
                 "violations": t.violations.iter().map(|v| serde_json::json!({
@@ -1661,6 +1694,7 @@ pub fn mission_json(
                     "outputs": v.outputs.iter().map(|(path, digest, size)| serde_json::json!({
                         "path": path, "digest": digest, "size": size,
                     })).collect::<Vec<_>>(),
+                    "llm_calls": v.llm_calls,
                 })).collect::<Vec<_>>(),
                 "result": t.result.as_ref().map(|r| serde_json::json!({
                     "node": peer(r.node),
@@ -1674,6 +1708,7 @@ pub fn mission_json(
                     "fuel_used": r.fuel_used,
                     "wall_ms": r.wall_ms,
                     "changes": r.changes.iter().map(change_json).collect::<Vec<_>>(),
+                    "llm_calls": r.llm_calls,
                 })),
             })
         })
@@ -1685,6 +1720,9 @@ pub fn mission_json(
         "submitted_ms": mission.submitted_ms,
         "counts": counts,
         "compacted": mission.summary.is_some(),
+        "max_fix_rounds": mission
+            .max_fix_rounds
+            .unwrap_or(crate::scheduler::fix::DEFAULT_MAX_FIX_ROUNDS),
         "workspace": mission.workspace().map(|tree| serde_json::json!({
             "tree": tree,
             "changes": mission.workspace_changes().iter().map(|(change, by)| {
@@ -1714,6 +1752,7 @@ mod tests {
 
     fn result(outputs: usize) -> Report {
         Report::Succeeded(TaskResult {
+            llm_calls: Vec::new(),
             node: 7,
             attempt: 2,
             exit_code: Some(0),

@@ -890,6 +890,7 @@ impl Node {
                 name,
                 tasks,
                 idempotency_key,
+                max_fix_rounds,
                 budget_ms,
             } => {
                 if !self.is_leader() {
@@ -903,7 +904,7 @@ impl Node {
                 let submitted = timeout(
                     self.inner.env.as_ref(),
                     budget,
-                    self.leader_submit(Some(hint), name, tasks, idempotency_key),
+                    self.leader_submit(Some(hint), name, tasks, idempotency_key, max_fix_rounds),
                 )
                 .await;
                 match submitted {

@@ -207,16 +207,20 @@ impl Node {
     /// Probes the language model of `config` for as long as the node runs,
     /// offering `llm` and `llm.model=<name>` only while the provider answers
     /// and lists the model (see `crate::llm`).
-    pub async fn watch_llm(
-        self,
-        provider: Arc<dyn crate::llm::ModelProvider>,
-        config: crate::llm::LlmConfig,
-    ) {
+    pub async fn watch_llm(self, llm: Arc<crate::llm::service::LlmService>) {
         use crate::llm::{judge_probe, LLM_CAPABILITY, LLM_MODEL_TAG};
+        let config = llm.config().clone();
         let mut offered: Option<bool> = None;
         loop {
-            let probe = provider.models().await;
-            let (offer, mut status) = judge_probe(&config, &probe);
+            let probe = llm.provider().models().await;
+            let (mut offer, mut status) = judge_probe(&config, &probe);
+            // Calls keep failing although the models list answers: tasks
+            // wait for another node (or the cool-down) instead of failing.
+            if let Some(reason) = llm.open_reason().filter(|_| offer) {
+                offer = false;
+                status["state"] = "unavailable".into();
+                status["reason"] = reason.into();
+            }
             status["probed_ms"] = self.inner.env.now_ms().into();
             if offered != Some(offer) {
                 match &status["reason"] {

@@ -21,8 +21,10 @@
 //! - [`retry`]: retry with backoff, fail, and whether to avoid the node.
 //! - [`breaker`]: keeping new work off a node whose runs keep failing.
 //! - [`retention`]: which finished missions are compacted to a summary.
+//! - [`fix`]: the fix loop, which tasks replace a failed test after a coder's change.
 
 pub mod breaker;
+pub mod fix;
 pub mod placement;
 pub mod retention;
 pub mod retry;

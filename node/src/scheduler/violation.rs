@@ -126,6 +126,13 @@ pub enum ViolationKind {
     /// A testing agent ran the workspace's tests and some failed or
     /// errored (it said so in `/output/violation.json`, naming them).
     TestsFailed,
+    /// A model's answer could not be used: it did not parse (no fenced
+    /// block naming a path) or did not apply (a path outside the
+    /// workspace). The retry's prompt says what was wrong.
+    BadModelOutput,
+    /// The node's language model could not be reached (down, refusing,
+    /// out of time, circuit open): another node, or later, may do.
+    LlmUnavailable,
 }
 
 impl ViolationKind {
@@ -141,16 +148,18 @@ impl ViolationKind {
     /// - `Cancelled` is nobody's.
     pub fn blame(self) -> Blame {
         match self {
-            ViolationKind::LostNode | ViolationKind::Timeout | ViolationKind::NodeError => {
-                Blame::Node
-            }
+            ViolationKind::LostNode
+            | ViolationKind::Timeout
+            | ViolationKind::NodeError
+            | ViolationKind::LlmUnavailable => Blame::Node,
             ViolationKind::Trap
             | ViolationKind::OutOfFuel
             | ViolationKind::MemoryLimit
             | ViolationKind::InvalidModule
             | ViolationKind::InvalidTask
             | ViolationKind::ExpectationMismatch { .. }
-            | ViolationKind::TestsFailed => Blame::Task,
+            | ViolationKind::TestsFailed
+            | ViolationKind::BadModelOutput => Blame::Task,
             ViolationKind::Cancelled => Blame::Neither,
         }
     }
@@ -169,6 +178,8 @@ impl ViolationKind {
             ViolationKind::Cancelled => "cancelled",
             ViolationKind::NodeError => "node_error",
             ViolationKind::TestsFailed => "tests_failed",
+            ViolationKind::BadModelOutput => "bad_model_output",
+            ViolationKind::LlmUnavailable => "llm_unavailable",
         }
     }
 
@@ -176,6 +187,8 @@ impl ViolationKind {
     pub fn reported_by_agent(name: &str) -> Option<ViolationKind> {
         match name {
             "tests_failed" => Some(ViolationKind::TestsFailed),
+            "bad_model_output" => Some(ViolationKind::BadModelOutput),
+            "llm_unavailable" => Some(ViolationKind::LlmUnavailable),
             _ => None,
         }
     }

@@ -22,6 +22,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
+use self::wire::{ChatAnswer, ChatRequest, Failure};
+
+pub mod grant;
+pub mod policy;
+pub mod service;
+pub mod wire;
+
 /// Largest answer of the models endpoint read, bytes.
 const MAX_MODELS_ANSWER_BYTES: usize = 1024 * 1024;
 
@@ -174,11 +181,21 @@ impl std::fmt::Debug for Secret {
 pub trait ModelProvider: Send + Sync {
     /// The models the provider offers now (`GET {base_url}/models`).
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, String>>;
+
+    /// One chat completion (`POST {base_url}/chat/completions`) of at most
+    /// `max_tokens` completion tokens; a single HTTP request, no retries
+    /// (the caller decides those).
+    fn chat<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        max_tokens: u64,
+    ) -> BoxFuture<'a, Result<ChatAnswer, Failure>>;
 }
 
 /// The OpenAI-compatible HTTP provider.
 pub struct OpenAiProvider {
     base_url: String,
+    model: String,
     key: Option<Secret>,
     client: reqwest::Client,
 }
@@ -197,13 +214,16 @@ impl OpenAiProvider {
             },
             None => None,
         };
+        // The node's own bound (`timeout_ms`, on its clock) ends a call
+        // first; this one only backs it up.
         let client = reqwest::Client::builder()
-            .timeout(config.timeout)
+            .timeout(config.timeout + Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|error| format!("cannot build an HTTP client: {error}"))?;
         Ok(OpenAiProvider {
             base_url: config.base_url.clone(),
+            model: config.model.clone(),
             key,
             client,
         })
@@ -212,7 +232,18 @@ impl OpenAiProvider {
 
 /// A provider's error text without anything a URL could hide (userinfo).
 fn clean(error: reqwest::Error) -> String {
-    error.without_url().to_string()
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl ModelProvider for OpenAiProvider {
@@ -238,6 +269,76 @@ impl ModelProvider for OpenAiProvider {
                 return Err(format!("GET /models answered {status}"));
             }
             parse_models(&body)
+        })
+    }
+
+    fn chat<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        max_tokens: u64,
+    ) -> BoxFuture<'a, Result<ChatAnswer, Failure>> {
+        Box::pin(self.chat_once(request, max_tokens))
+    }
+}
+
+/// Reads a response body of at most `cap` bytes.
+async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(clean)? {
+        body.extend_from_slice(&chunk);
+        if body.len() > cap {
+            return Err(format!("the answer is larger than {} KiB", cap >> 10));
+        }
+    }
+    Ok(body)
+}
+
+impl OpenAiProvider {
+    async fn chat_once(
+        &self,
+        request: &ChatRequest,
+        max_tokens: u64,
+    ) -> Result<ChatAnswer, Failure> {
+        let transport = |error: reqwest::Error| Failure::Transient {
+            label: if error.is_timeout() {
+                "timeout"
+            } else {
+                "transport"
+            },
+            message: format!("the provider could not be reached: {}", clean(error)),
+            retry_after: None,
+        };
+        let mut http = self
+            .client
+            .post(format!("{}/chat/completions", self.base_url))
+            .json(&wire::chat_body(&self.model, request, max_tokens));
+        if let Some(key) = &self.key {
+            http = http.bearer_auth(key.expose());
+        }
+        let mut response = http.send().await.map_err(transport)?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(wire::parse_retry_after);
+        let body = match read_capped(&mut response, wire::MAX_ANSWER_BYTES).await {
+            Ok(body) => body,
+            Err(message) => {
+                return Err(Failure::Transient {
+                    label: "invalid_answer",
+                    message,
+                    retry_after: None,
+                })
+            }
+        };
+        if !status.is_success() {
+            return Err(wire::failure_of_status(status.as_u16(), retry_after, &body));
+        }
+        wire::parse_chat_answer(&body, request.chars()).map_err(|message| Failure::Transient {
+            label: "invalid_answer",
+            message,
+            retry_after: None,
         })
     }
 }

@@ -1,0 +1,168 @@
+//! The `llm` capability as one task holds it: the sandbox calls
+//! [`LlmGrant::call`] on the guest's thread (through `coditect.capability`
+//! for wasm agents, the `/coditect` channel for Python ones); the grant
+//! keeps the task's budget (`max_llm_calls`, `max_tokens`, its deadline),
+//! makes the call through the node's [`LlmService`], stores prompt and
+//! completion as blobs and records the call for the task's history.
+//!
+//! Request: `{"messages": [{"role", "content"}], "max_tokens"?,
+//! "temperature"?, "purpose"?}`. Answer: `{"content", "model",
+//! "tokens_in", "tokens_out", "finish_reason"}`. Error (the capability's
+//! error text): `{"kind", "message"}`, kind `limit`, `unavailable`,
+//! `provider` or `bad_request`.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coditect_consensus::mission::{LlmCall, TaskLimits};
+use coditect_memory::BlobStore;
+use coditect_sandbox::Capability;
+
+use super::service::{CallError, LlmService, DEFAULT_COMPLETION_TOKENS};
+use super::wire::ChatRequest;
+
+/// What a task has spent so far.
+#[derive(Default)]
+struct Spent {
+    calls: u32,
+    tokens: u64,
+    records: Vec<LlmCall>,
+}
+
+/// One task's grant of the `llm` capability.
+pub struct LlmGrant {
+    service: Arc<LlmService>,
+    blobs: BlobStore,
+    max_calls: u32,
+    max_tokens: u64,
+    /// The task's deadline on the service's clock.
+    deadline: Duration,
+    spent: Mutex<Spent>,
+}
+
+impl LlmGrant {
+    /// A grant for a task with `limits`, starting now.
+    pub fn new(service: Arc<LlmService>, blobs: BlobStore, limits: &TaskLimits) -> Self {
+        let deadline = service.clock() + Duration::from_millis(limits.timeout_ms);
+        LlmGrant {
+            service,
+            blobs,
+            max_calls: limits.max_llm_calls,
+            max_tokens: limits.max_tokens,
+            deadline,
+            spent: Mutex::new(Spent::default()),
+        }
+    }
+
+    /// The calls made so far, in order.
+    pub fn records(&self) -> Vec<LlmCall> {
+        self.spent.lock().expect("llm grant").records.clone()
+    }
+
+    fn refuse(kind: &'static str, message: String) -> String {
+        serde_json::json!({"kind": kind, "message": message}).to_string()
+    }
+
+    /// Reserves one call of at most the returned completion tokens.
+    fn reserve(&self, request: &ChatRequest) -> Result<u64, String> {
+        let mut spent = self.spent.lock().expect("llm grant");
+        if spent.calls >= self.max_calls {
+            return Err(Self::refuse(
+                "limit",
+                format!("the task's max_llm_calls ({}) are spent", self.max_calls),
+            ));
+        }
+        let left = self.max_tokens.saturating_sub(spent.tokens);
+        let prompt_estimate = (request.chars() / 4) as u64;
+        if left <= prompt_estimate {
+            return Err(Self::refuse(
+                "limit",
+                format!(
+                    "the task's max_tokens ({}) leave {left}, and the prompt alone is about {prompt_estimate}",
+                    self.max_tokens
+                ),
+            ));
+        }
+        spent.calls += 1;
+        Ok(request
+            .max_tokens
+            .unwrap_or(DEFAULT_COMPLETION_TOKENS)
+            .min(left - prompt_estimate))
+    }
+}
+
+impl Capability for LlmGrant {
+    fn call(&self, request: &[u8]) -> Result<Vec<u8>, String> {
+        let request =
+            ChatRequest::parse(request).map_err(|message| Self::refuse("bad_request", message))?;
+        let max_tokens = self.reserve(&request)?;
+        let prompt = serde_json::to_vec(&request.messages).unwrap_or_default();
+        let prompt_digest = self
+            .blobs
+            .put(&prompt)
+            .map_err(|error| Self::refuse("unavailable", format!("storing the prompt: {error}")))?;
+        let budget = self.deadline.saturating_sub(self.service.clock());
+        // The guest's thread waits here; the call itself runs on the node's
+        // runtime (this thread may be inside the sandbox's own one).
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let service = self.service.clone();
+        let asked = request.clone();
+        self.service.spawn(Box::pin(async move {
+            let called = service.chat(&asked, max_tokens, budget).await;
+            let _ = sender.send(called);
+        }));
+        let called = receiver
+            .recv()
+            .map_err(|_| Self::refuse("unavailable", "the node stopped during the call".into()))?;
+        let model = self.service.config().model.clone();
+        let (record, answer) = match called.answer {
+            Ok(answer) => {
+                let completion = self.blobs.put(answer.content.as_bytes()).ok();
+                let record = LlmCall {
+                    model: if answer.model.is_empty() {
+                        model
+                    } else {
+                        answer.model.chars().take(256).collect()
+                    },
+                    purpose: request.purpose.clone(),
+                    prompt: prompt_digest.to_string(),
+                    completion: completion.map(|d| d.to_string()),
+                    tokens_in: answer.tokens_in,
+                    tokens_out: answer.tokens_out,
+                    latency_ms: called.latency_ms,
+                    tries: called.tries,
+                    outcome: "ok".into(),
+                };
+                let body = serde_json::json!({
+                    "content": answer.content,
+                    "model": record.model,
+                    "tokens_in": answer.tokens_in,
+                    "tokens_out": answer.tokens_out,
+                    "finish_reason": answer.finish_reason,
+                });
+                (record, Ok(body.to_string().into_bytes()))
+            }
+            Err(CallError { kind, message }) => {
+                let record = LlmCall {
+                    model,
+                    purpose: request.purpose.clone(),
+                    prompt: prompt_digest.to_string(),
+                    completion: None,
+                    tokens_in: 0,
+                    tokens_out: 0,
+                    latency_ms: called.latency_ms,
+                    tries: called.tries,
+                    outcome: format!("{kind}: {message}"),
+                };
+                (record, Err(Self::refuse(kind, message)))
+            }
+        };
+        let mut spent = self.spent.lock().expect("llm grant");
+        spent.tokens = spent
+            .tokens
+            .saturating_add(record.tokens_in)
+            .saturating_add(record.tokens_out);
+        spent.records.push(record);
+        answer
+    }
+}
