@@ -26,6 +26,8 @@ pub struct ApiState {
     pub node: Node,
     /// The node's metrics registry.
     pub registry: Arc<Registry>,
+    /// The node's language model, if it has one (`POST /api/plan`).
+    pub llm: Option<Arc<crate::llm::service::LlmService>>,
 }
 
 /// The router of the HTTP API.
@@ -48,6 +50,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
+        .route(
+            "/api/plan",
+            axum::routing::post(plan)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_PLAN_REQUEST_BYTES)),
+        )
         .route(
             "/api/missions",
             axum::routing::post(submit_mission)
@@ -313,6 +320,60 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Bo
         )));
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// Largest `POST /api/plan` body.
+const MAX_PLAN_REQUEST_BYTES: usize = 1 << 20;
+
+/// `POST /api/plan` `{"goal", "files": [paths]}`: a mission planned by
+/// this node's model, `{"mission": TOML, "model", "tries"}`; 409 when the
+/// node has no model, 422 when its plans were invalid, 503 when it could
+/// not be asked.
+async fn plan(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PlanRequest {
+        goal: String,
+        #[serde(default)]
+        files: Vec<String>,
+    }
+    let request: PlanRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a plan request: {e}")),
+    };
+    if request.goal.trim().is_empty() || request.goal.len() > 64 * 1024 {
+        return error(StatusCode::BAD_REQUEST, "the goal must be 1 byte to 64 KiB");
+    }
+    let Some(llm) = state.llm.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "this node has no language model ([llm]); ask a node that offers llm",
+        );
+    };
+    if let Some(reason) = llm.open_reason() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the model is unavailable: {reason}"),
+        );
+    }
+    let files: Vec<String> = request
+        .files
+        .into_iter()
+        .take(10_000)
+        .map(|f| f.chars().take(4096).collect())
+        .collect();
+    match crate::plan_model::plan_with_model(&llm, request.goal.trim(), &files).await {
+        Ok((mission, tries)) => Json(serde_json::json!({
+            "mission": mission,
+            "model": llm.config().model,
+            "tries": tries,
+        }))
+        .into_response(),
+        Err(why) if why.starts_with("the model could not") => {
+            error(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+        Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
+    }
 }
 
 /// `POST /api/missions`: a TOML mission, or markdown with `Content-Type: text/markdown`.

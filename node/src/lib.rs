@@ -21,6 +21,7 @@ pub mod messages;
 pub mod metrics;
 pub mod mission;
 pub mod plan;
+pub mod plan_model;
 pub mod propose;
 pub mod python;
 pub mod roles;

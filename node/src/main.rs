@@ -11,6 +11,7 @@ mod api_client;
 mod bench;
 mod check;
 mod client;
+mod plan_client;
 mod run_task;
 mod workspace_client;
 
@@ -95,9 +96,14 @@ enum Commands {
         /// Where to write the mission (default: stdout)
         #[arg(long)]
         out: Option<std::path::PathBuf>,
-        /// The playbook: feature, bug or docs (default: chosen from the goal's words)
+        /// The playbook: feature, bug or docs (default: ask the model of the
+        /// node at --api, else chosen from the goal's words)
         #[arg(long)]
         playbook: Option<String>,
+        /// A node whose language model plans the mission (without it, or
+        /// when it cannot, a playbook is used and you are told so)
+        #[arg(long)]
+        api: Option<String>,
     },
     /// Cancel a mission: queued tasks dropped, running guests interrupted
     Cancel {
@@ -193,7 +199,15 @@ fn main() -> ExitCode {
             workspace,
             out,
             playbook,
-        } => plan(&goal, &workspace, out.as_deref(), playbook.as_deref()),
+            api,
+        } => plan(
+            &runtime,
+            &goal,
+            &workspace,
+            out.as_deref(),
+            playbook.as_deref(),
+            api.as_deref(),
+        ),
         Commands::Apply { id, dir, api } => {
             runtime.block_on(workspace_client::apply(&api, &id, &dir))
         }
@@ -242,20 +256,23 @@ fn sim(args: &[String]) -> Result<u8, NodeError> {
 
 /// `coditect plan "GOAL" --workspace DIR [--out FILE] [--playbook NAME]`.
 fn plan(
+    runtime: &tokio::runtime::Runtime,
     goal: &str,
     workspace: &std::path::Path,
     out: Option<&std::path::Path>,
     playbook: Option<&str>,
+    api: Option<&str>,
 ) -> Result<u8, NodeError> {
     use coditect_node::plan::Playbook;
-    let playbook = match playbook {
-        Some(name) => Playbook::from_name(name).ok_or_else(|| {
+    let named_playbook = match playbook {
+        Some(name) => Some(Playbook::from_name(name).ok_or_else(|| {
             NodeError::BadInput(format!(
                 "unknown playbook {name:?}: expected feature, bug or docs"
             ))
-        })?,
-        None => Playbook::for_goal(goal),
+        })?),
+        None => None,
     };
+    let playbook = named_playbook.unwrap_or_else(|| Playbook::for_goal(goal));
     let folder = workspace.canonicalize().map_err(|error| {
         NodeError::BadInput(format!("workspace {}: {error}", workspace.display()))
     })?;
@@ -283,16 +300,33 @@ fn plan(
         }
         None => folder.display().to_string(),
     };
-    let text = coditect_node::plan::plan(goal, &named, playbook).map_err(NodeError::BadInput)?;
+    let mut text = None;
+    let mut how = format!("{} playbook", playbook.name());
+    if let (Some(api), None) = (api, named_playbook) {
+        match runtime.block_on(plan_client::ask(api, goal, &folder)) {
+            Ok((mission, model, tries)) => {
+                how = format!("planned by {model} in {tries} tries");
+                text = Some(format!(
+                    "workspace = {}
+{mission}",
+                    toml::Value::String(named.clone())
+                ));
+            }
+            Err(why) => eprintln!("no model planned it ({why}); using the {how}"),
+        }
+    }
+    let text = match text {
+        Some(text) => text,
+        None => coditect_node::plan::plan(goal, &named, playbook).map_err(NodeError::BadInput)?,
+    };
     match out {
         Some(file) => {
             std::fs::write(file, &text).map_err(|error| {
                 NodeError::Failed(format!("cannot write {}: {error}", file.display()))
             })?;
             eprintln!(
-                "wrote {} ({} playbook); submit it with `coditect submit {}`",
+                "wrote {} ({how}); submit it with `coditect submit {}`",
                 file.display(),
-                playbook.name(),
                 file.display()
             );
         }

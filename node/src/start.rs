@@ -336,8 +336,8 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     );
 
     // In the background: the language model, offered while it answers.
-    if let Some(llm) = llm {
-        env.spawn("llm-probe", node.clone().watch_llm(llm).boxed());
+    if let Some(llm) = &llm {
+        env.spawn("llm-probe", node.clone().watch_llm(llm.clone()).boxed());
     }
 
     let new_mesh = start == MeshStart::NewMesh;
@@ -383,6 +383,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     let app = router(ApiState {
         node: node.clone(),
         registry: registry.clone(),
+        llm: llm.clone(),
     });
     env.spawn(
         "http",

@@ -373,3 +373,88 @@ fn the_coder_changes_code_the_fix_loop_repairs_it_and_faults_end_cleanly() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn plan_asks_a_model_retries_an_invalid_graph_once_and_else_uses_a_playbook() {
+    let dir = tempfile::tempdir().unwrap();
+    let double = LlmDouble::start("planner");
+    let with_llm = NodeProcess::start(
+        &dir.path().join("n0"),
+        "n0",
+        &mesh_flags(
+            100,
+            None,
+            &["--llm-url", &double.base_url, "--llm-model", "planner"],
+        ),
+    );
+    let without = NodeProcess::start(
+        &dir.path().join("n1"),
+        "n1",
+        &mesh_flags(100, Some(&with_llm.bootstrap_addr()), &[]),
+    );
+    wait_for(Duration::from_secs(30), "llm offered", || {
+        (with_llm.status()?["capabilities"]["tags"]["llm.model"] == "planner").then_some(())
+    });
+    project(&dir.path().join("project"));
+    // The first graph has a cycle; the second is good.
+    double.set_script_once(
+        "Goal:",
+        "```toml\nname = \"fib\"\n[[task]]\nid = \"a\"\nmodule = \"builtin:analyzer\"\nneeds = [\"b\"]\n[[task]]\nid = \"b\"\nmodule = \"builtin:coder\"\nneeds = [\"a\"]\ninput = \"x\"\n```",
+    );
+    double.set_script(vec![(
+        "not a valid mission".into(),
+        "```toml\nname = \"fib\"\n[[task]]\nid = \"look\"\nmodule = \"builtin:analyzer\"\n[[task]]\nid = \"write\"\nmodule = \"builtin:coder\"\nneeds = [\"look\"]\ninput = \"Add fib(n) to mathx/fib.py\"\n[[task]]\nid = \"check\"\nmodule = \"builtin:tester\"\nneeds = [\"write\"]\n```".into(),
+    )]);
+    let out = dir.path().join("planned.toml");
+    let args: Vec<String> = [
+        "plan",
+        "add fib(n) with tests",
+        "--workspace",
+        dir.path().join("project").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--api",
+        &with_llm.api(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, _, stderr) = coditect_output(&args, Duration::from_secs(120));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("planned by planner in 2 tries"), "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.starts_with("workspace = \"project\""), "{text}");
+    assert!(text.contains("id = \"write\""), "{text}");
+    let bodies = double.chat_bodies();
+    assert!(
+        bodies[1].contains("cycle"),
+        "the retry names the problem: {}",
+        bodies[1]
+    );
+    assert!(
+        bodies[0].contains("mathx/basic.py"),
+        "the model sees the files"
+    );
+    let check: Vec<String> = ["submit", out.to_str().unwrap(), "--check"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (status, stdout, stderr) = coditect_output(&check, Duration::from_secs(60));
+    assert!(status.success(), "{stdout}\n{stderr}");
+
+    // A node without a model: the playbook, and the user is told so.
+    let mut args = args;
+    let last = args.len() - 1;
+    args[last] = without.api();
+    let (status, _, stderr) = coditect_output(&args, Duration::from_secs(120));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no model planned it") && stderr.contains("feature playbook"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("builtin:coder") && text.contains("id = \"analyze\""),
+        "{text}"
+    );
+}
