@@ -562,9 +562,11 @@ pub async fn run_assignment(
         Err(error) => Err(error),
     };
     // The calls the run made go into its history, whatever the outcome.
-    let prepared = match (prepared, &grant) {
+    let prepared = match (prepared, grant) {
         (Ok(mut report), Some(grant)) => {
-            let calls = grant.records();
+            let calls = blocking(move || grant.finish())
+                .await?
+                .map_err(WorkerError::Io)?;
             match &mut report {
                 Report::Succeeded(result) => result.llm_calls = calls,
                 Report::Violated { violation, .. } => violation.llm_calls = calls,

@@ -21,12 +21,20 @@ use coditect_sandbox::Capability;
 use super::service::{CallError, LlmService, DEFAULT_COMPLETION_TOKENS};
 use super::wire::ChatRequest;
 
+/// Bytes of prompts and completions kept in memory before they are
+/// written out during the run (normally they are written once it ends, off
+/// the calls' path: each blob write is an fsync).
+const MAX_PENDING_BYTES: usize = 64 << 20;
+
 /// What a task has spent so far.
 #[derive(Default)]
 struct Spent {
     calls: u32,
     tokens: u64,
     records: Vec<LlmCall>,
+    /// Prompts and completions not yet in the blob store.
+    pending: Vec<Vec<u8>>,
+    pending_bytes: usize,
 }
 
 /// One task's grant of the `llm` capability.
@@ -54,9 +62,35 @@ impl LlmGrant {
         }
     }
 
-    /// The calls made so far, in order.
-    pub fn records(&self) -> Vec<LlmCall> {
-        self.spent.lock().expect("llm grant").records.clone()
+    /// The calls made, in order, once their prompts and completions are
+    /// in the blob store (call it after the run, off the async runtime).
+    pub fn finish(&self) -> Result<Vec<LlmCall>, String> {
+        let (pending, records) = {
+            let mut spent = self.spent.lock().expect("llm grant");
+            spent.pending_bytes = 0;
+            (std::mem::take(&mut spent.pending), spent.records.clone())
+        };
+        for bytes in pending {
+            self.blobs
+                .put(&bytes)
+                .map_err(|error| format!("storing a model call's text: {error}"))?;
+        }
+        Ok(records)
+    }
+
+    /// Keeps `bytes` for the blob store; its digest.
+    fn keep(&self, bytes: Vec<u8>) -> Result<coditect_memory::Digest, String> {
+        let digest = coditect_memory::Digest::of(&bytes);
+        let flush = {
+            let mut spent = self.spent.lock().expect("llm grant");
+            spent.pending_bytes += bytes.len();
+            spent.pending.push(bytes);
+            spent.pending_bytes > MAX_PENDING_BYTES
+        };
+        if flush {
+            self.finish()?;
+        }
+        Ok(digest)
     }
 
     fn refuse(kind: &'static str, message: String) -> String {
@@ -98,9 +132,8 @@ impl Capability for LlmGrant {
         let max_tokens = self.reserve(&request)?;
         let prompt = serde_json::to_vec(&request.messages).unwrap_or_default();
         let prompt_digest = self
-            .blobs
-            .put(&prompt)
-            .map_err(|error| Self::refuse("unavailable", format!("storing the prompt: {error}")))?;
+            .keep(prompt)
+            .map_err(|error| Self::refuse("unavailable", error))?;
         let budget = self.deadline.saturating_sub(self.service.clock());
         // The guest's thread waits here; the call itself runs on the node's
         // runtime (this thread may be inside the sandbox's own one).
@@ -117,7 +150,7 @@ impl Capability for LlmGrant {
         let model = self.service.config().model.clone();
         let (record, answer) = match called.answer {
             Ok(answer) => {
-                let completion = self.blobs.put(answer.content.as_bytes()).ok();
+                let completion = self.keep(answer.content.as_bytes().to_vec()).ok();
                 let record = LlmCall {
                     model: if answer.model.is_empty() {
                         model
