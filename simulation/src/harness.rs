@@ -77,6 +77,9 @@ pub struct SimOutcome {
     pub largest_node_request_bytes: usize,
     /// Bytes of the largest request or response of any kind.
     pub largest_message_bytes: usize,
+    /// Model calls recorded in the leader's state (results and
+    /// violations), those answered, and `llm_unavailable` violations.
+    pub model_calls: (usize, usize, usize),
 }
 
 impl SimOutcome {
@@ -104,6 +107,8 @@ struct Slot {
     disk: SimDisk,
     env: Arc<SimEnv>,
     runner: Arc<SimRunner>,
+    /// The node's language model (the `llm` scenario).
+    llm: Option<Arc<coditect_node::llm::service::LlmService>>,
     node: Option<Node>,
     /// The running node's replicated state with the index it reflects.
     replica: Option<SharedState>,
@@ -211,12 +216,44 @@ impl Sim {
                 max_output_bytes: 0,
             }
         };
+        let env = SimEnv::new(seed, drift);
+        // In `llm`, every third node has a (modelled) language model.
+        let llm = (self.config.scenario == Scenario::Llm && index.is_multiple_of(3)).then(|| {
+            let fault_free_from = self.config.virtual_secs.max(5) * 1000 * 4 / 5;
+            let provider = crate::model::SimModel::new(seed, env.clone(), fault_free_from);
+            let config = coditect_node::llm::RawLlmConfig {
+                base_url: Some("http://model.sim/v1".into()),
+                model: Some(crate::model::SIM_MODEL.into()),
+                max_concurrency: Some(2),
+                timeout_ms: Some(5_000),
+                requests_per_minute: Some(120),
+                probe_ms: Some(2_000),
+                ..Default::default()
+            }
+            .validate()
+            .expect("a valid config")
+            .expect("a provider");
+            let metrics =
+                coditect_node::llm::service::LlmMetrics::register(&prometheus::Registry::new())
+                    .expect("metrics");
+            Arc::new(coditect_node::llm::service::LlmService::new(
+                config,
+                Arc::new(provider),
+                env.clone(),
+                metrics,
+            ))
+        });
+        let runner = match &llm {
+            Some(llm) => SimRunner::with_llm(seed, model, llm.clone()),
+            None => SimRunner::new(seed, model),
+        };
         Slot {
             node_id: node_id_for(&name),
             name,
             disk,
-            env: SimEnv::new(seed, drift),
-            runner: SimRunner::new(seed, model),
+            env,
+            runner,
+            llm,
             node: None,
             replica: None,
             seed,
@@ -338,6 +375,10 @@ impl Sim {
             .lock()
             .expect("handles lock")
             .insert(index, node.clone());
+        if let Some(llm) = self.slots[index].llm.clone() {
+            // As `coditect node` does: offered while the provider answers.
+            tokio::spawn(node.clone().watch_llm(llm));
+        }
         self.slots[index].node = Some(node);
         self.slots[index].replica = Some(replica);
         self.slots[index].restart_at = None;
@@ -474,6 +515,10 @@ impl Sim {
             text.push_str(&format!(
                 "[[task]]\nid = \"t{i:04}\"\nmodule = \"builtin:noop\"\n"
             ));
+            // In `llm`, every other task asks the model.
+            if self.config.scenario == Scenario::Llm && i % 2 == 1 {
+                text.push_str("requires = [\"wasm\", \"llm\"]\n");
+            }
             // Chains as wide as the mesh's slots, so dependencies cross
             // nodes without capping how many tasks can run at once.
             let width = (self.slots.len() * 2).max(8);
@@ -1047,10 +1092,35 @@ pub fn run(config: SimConfig, progress: &mut dyn FnMut(u64, u64)) -> SimOutcome 
                     .count()
             })
             .unwrap_or(0);
+        let model_calls = leader_state
+            .as_ref()
+            .map(|state| {
+                let tasks = state.missions.values().flat_map(|m| m.tasks.values());
+                let mut counts = (0, 0, 0);
+                for task in tasks {
+                    let calls = task
+                        .result
+                        .iter()
+                        .flat_map(|r| &r.llm_calls)
+                        .chain(task.violations.iter().flat_map(|v| &v.llm_calls));
+                    for call in calls {
+                        counts.0 += 1;
+                        counts.1 += usize::from(call.outcome == "ok");
+                    }
+                    counts.2 += task
+                        .violations
+                        .iter()
+                        .filter(|v| v.kind == "llm_unavailable")
+                        .count();
+                }
+                counts
+            })
+            .unwrap_or_default();
         for (_, node) in sim.live() {
             node.stop().await;
         }
         let outcome = SimOutcome {
+            model_calls,
             trace_hash: sim.bus.trace_hash(),
             trace_events: sim.bus.events(),
             invariants,

@@ -10,7 +10,9 @@
 //! unsynced writes and whose writes can be made to fail, with a modelled
 //! device time per write on the virtual clock; Raft's randomness comes from a
 //! seeded `coditect_consensus::runtime::RaftContext`; tasks run through
-//! [`runner::SimRunner`] on the real executor and orchestrator path.
+//! [`runner::SimRunner`] on the real executor and orchestrator path, and the
+//! language model of the `llm` scenario is [`model::SimModel`] behind
+//! `coditect_node::llm::ModelProvider` (the node's own call policy on top).
 //! [`harness::run`] runs a whole mesh under a [`scenario`]'s seeded nemesis
 //! and the [`invariants`] checkers; the `coditect-sim` binary (also
 //! `coditect sim`) prints the [`report`].
@@ -23,6 +25,7 @@ pub mod disk;
 pub mod env;
 pub mod harness;
 pub mod invariants;
+pub mod model;
 pub mod network;
 pub mod report;
 pub mod runner;

@@ -29,6 +29,11 @@ pub fn json(config: &SimConfig, outcome: &SimOutcome, wall_ms: u64) -> serde_jso
         "largest_raft_message_bytes": outcome.largest_raft_message_bytes,
         "largest_node_request_bytes": outcome.largest_node_request_bytes,
         "largest_message_bytes": outcome.largest_message_bytes,
+        "model_calls": {
+            "recorded": outcome.model_calls.0,
+            "answered": outcome.model_calls.1,
+            "llm_unavailable": outcome.model_calls.2,
+        },
         "faults": outcome.fault_log,
         "wall_ms": wall_ms,
         "injected_bug": config.bug.map(|bug| format!("{bug:?}")),
@@ -59,6 +64,12 @@ pub fn summary(config: &SimConfig, outcome: &SimOutcome, wall_ms: u64) -> String
         config.virtual_secs,
         wall_ms as f64 / 1000.0
     ));
+    if outcome.model_calls.0 > 0 {
+        out.push_str(&format!(
+            "model calls: {} recorded, {} answered, {} llm_unavailable violations\n",
+            outcome.model_calls.0, outcome.model_calls.1, outcome.model_calls.2
+        ));
+    }
     out.push_str(&format!(
         "tasks: {} submitted, {} succeeded",
         outcome.tasks_submitted, outcome.tasks_succeeded

@@ -10,9 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use coditect_consensus::mission::TaskResult;
+use coditect_consensus::mission::{LlmCall, TaskResult};
 use coditect_consensus::NodeId;
 use coditect_memory::Digest;
+use coditect_node::llm::service::LlmService;
+use coditect_node::llm::wire::{ChatMessage, ChatRequest};
+use coditect_node::scheduler::ViolationKind;
 use coditect_node::worker::{Assignment, BlobSource, Report, TaskRunner, WorkerError};
 use coditect_sandbox::CancelToken;
 use futures::future::BoxFuture;
@@ -34,16 +37,33 @@ pub struct TaskModel {
 }
 
 /// A [`TaskRunner`] that sleeps for the modelled duration, honouring
-/// cancellation, and reports success.
+/// cancellation, and reports success. A task that requires `llm` first
+/// calls the node's model through the node's real `LlmService` (over the
+/// modelled provider of [`crate::model`]): its answer is recorded with the
+/// result, and a call that fails is the task's `llm_unavailable`.
 pub struct SimRunner {
     seed: u64,
     model: TaskModel,
+    llm: Option<Arc<LlmService>>,
 }
 
 impl SimRunner {
     /// A runner for one node.
     pub fn new(seed: u64, model: TaskModel) -> Arc<Self> {
-        Arc::new(SimRunner { seed, model })
+        Arc::new(SimRunner {
+            seed,
+            model,
+            llm: None,
+        })
+    }
+
+    /// A runner for a node that has a model.
+    pub fn with_llm(seed: u64, model: TaskModel, llm: Arc<LlmService>) -> Arc<Self> {
+        Arc::new(SimRunner {
+            seed,
+            model,
+            llm: Some(llm),
+        })
     }
 
     /// Two draws from the task's identity and the seed.
@@ -101,7 +121,66 @@ impl TaskRunner for SimRunner {
     ) -> BoxFuture<'static, Result<Report, WorkerError>> {
         let duration = self.duration(&assignment.mission, &assignment.task.id);
         let output_bytes = self.output_bytes(&assignment.mission, &assignment.task.id);
+        let needs_llm = assignment.task.requires.iter().any(|r| r == "llm");
+        let llm = self.llm.clone();
         Box::pin(async move {
+            let mut llm_calls = Vec::new();
+            if needs_llm {
+                let Some(llm) = llm else {
+                    return Ok(Report::violated(
+                        node,
+                        assignment.attempt,
+                        ViolationKind::NodeError,
+                        "no model on this node",
+                    ));
+                };
+                let request = ChatRequest {
+                    messages: vec![ChatMessage {
+                        role: "user".into(),
+                        content: format!(
+                            "{}/{} attempt {}",
+                            assignment.mission, assignment.task.id, assignment.attempt
+                        ),
+                    }],
+                    max_tokens: Some(64),
+                    temperature: None,
+                    purpose: Some("sim".into()),
+                };
+                let called = llm.chat(&request, 64, Duration::from_secs(30)).await;
+                let prompt = serde_json::to_vec(&request.messages).unwrap_or_default();
+                let (outcome, completion, tokens) = match &called.answer {
+                    Ok(answer) => (
+                        "ok".to_string(),
+                        Some(Digest::of(answer.content.as_bytes()).to_string()),
+                        (answer.tokens_in, answer.tokens_out),
+                    ),
+                    Err(error) => (format!("{}: {}", error.kind, error.message), None, (0, 0)),
+                };
+                let call = LlmCall {
+                    model: crate::model::SIM_MODEL.into(),
+                    purpose: request.purpose.clone(),
+                    prompt: Digest::of(&prompt).to_string(),
+                    completion,
+                    tokens_in: tokens.0,
+                    tokens_out: tokens.1,
+                    latency_ms: called.latency_ms,
+                    tries: called.tries,
+                    outcome: outcome.clone(),
+                };
+                if called.answer.is_err() {
+                    let mut report = Report::violated(
+                        node,
+                        assignment.attempt,
+                        ViolationKind::LlmUnavailable,
+                        &outcome,
+                    );
+                    if let Report::Violated { violation, .. } = &mut report {
+                        violation.llm_calls = vec![call];
+                    }
+                    return Ok(report);
+                }
+                llm_calls.push(call);
+            }
             let step = Duration::from_millis(20);
             let mut left = duration;
             while !left.is_zero() {
@@ -109,7 +188,7 @@ impl TaskRunner for SimRunner {
                     return Ok(Report::violated(
                         node,
                         assignment.attempt,
-                        coditect_node::scheduler::ViolationKind::Cancelled,
+                        ViolationKind::Cancelled,
                         "cancelled",
                     ));
                 }
@@ -124,7 +203,7 @@ impl TaskRunner for SimRunner {
                 output_bytes,
             );
             Ok(Report::Succeeded(TaskResult {
-                llm_calls: Vec::new(),
+                llm_calls,
                 node,
                 attempt: assignment.attempt,
                 exit_code: Some(0),

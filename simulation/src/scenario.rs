@@ -28,17 +28,22 @@ pub enum Scenario {
     /// Large task outputs on slow disks: some nodes' disks are slow for the
     /// whole run, disks stall, and members' disks refuse writes for a while.
     Disk,
+    /// A third of the nodes offer a modelled language model that answers
+    /// slowly, rate-limits now and then and goes down for seconds at a
+    /// time; half the tasks require `llm`; the leader is killed now and then.
+    Llm,
 }
 
 impl Scenario {
     /// Every scenario, in `--help` order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Failover,
         Scenario::Partition,
         Scenario::Churn,
         Scenario::Scale,
         Scenario::Steal,
         Scenario::Disk,
+        Scenario::Llm,
     ];
 
     /// Its name on the command line.
@@ -50,6 +55,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Steal => "steal",
             Scenario::Disk => "disk",
+            Scenario::Llm => "llm",
         }
     }
 }
@@ -289,7 +295,7 @@ pub fn schedule(scenario: Scenario, seed: u64, nodes: usize, virtual_ms: u64) ->
                 };
                 (fault, gap(&mut rng, 3_000, 7_000))
             }
-            Scenario::Scale | Scenario::Steal => (
+            Scenario::Scale | Scenario::Steal | Scenario::Llm => (
                 Fault::KillLeader {
                     down_ms: gap(&mut rng, 1_000, 3_000),
                 },

@@ -119,7 +119,7 @@ fn the_report_has_every_field_of_the_interface() {
     assert_eq!(report["seed"], 3);
     assert_eq!(report["scenario"], "failover");
     let invariants = report["invariants"].as_object().unwrap();
-    assert_eq!(invariants.len(), 8, "{report}");
+    assert_eq!(invariants.len(), 9, "{report}");
     assert_eq!(invariants["sizes_within_caps"], "ok", "{report}");
     assert!(
         report["largest_raft_entry_bytes"].as_u64().unwrap() > 0,
@@ -249,4 +249,42 @@ fn bad_arguments_exit_two_with_one_line() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
     }
+}
+
+/// A modelled language model on a third of the nodes, slow, rate-limiting
+/// and down for seconds at a time, half the tasks asking it: every
+/// invariant holds (model tasks only where a model is, each task done
+/// exactly once), the outages really cost calls, and the node's own call
+/// policy (retries, breaker, withdrawing `llm`) carries every task through.
+#[test]
+fn a_sweep_of_llm_seeds_keeps_every_invariant_through_model_outages() {
+    let mut failures = Vec::new();
+    let (mut recorded, mut answered, mut unavailable) = (0, 0, 0);
+    for seed in 0..8u64 {
+        let outcome = quiet_run(config(seed, 7, Scenario::Llm, 40));
+        let broken = broken(&outcome);
+        if !broken.is_empty() || outcome.tasks_submitted == 0 {
+            failures.push(format!(
+                "coditect sim --nodes 7 --seed {seed} --scenario llm --virtual-secs 40: {broken:?}"
+            ));
+        }
+        recorded += outcome.model_calls.0;
+        answered += outcome.model_calls.1;
+        unavailable += outcome.model_calls.2;
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        answered >= 8 * 20,
+        "half of 40 tasks per seed ask the model: {answered}"
+    );
+    assert!(
+        unavailable > 0 && recorded > answered,
+        "outages cost calls: {recorded} recorded, {answered} answered, {unavailable} unavailable"
+    );
+    let again = quiet_run(config(3, 7, Scenario::Llm, 40));
+    assert_eq!(
+        again.trace_hash,
+        quiet_run(config(3, 7, Scenario::Llm, 40)).trace_hash,
+        "deterministic"
+    );
 }

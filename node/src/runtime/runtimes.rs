@@ -212,6 +212,9 @@ impl Node {
         let config = llm.config().clone();
         let mut offered: Option<bool> = None;
         loop {
+            if self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             let probe = llm.provider().models().await;
             let (mut offer, mut status) = judge_probe(&config, &probe);
             // Calls keep failing although the models list answers: tasks

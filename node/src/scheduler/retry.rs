@@ -12,6 +12,11 @@
 //! - An invalid module is never retried: the module is content-addressed, so
 //!   every attempt would load the same bytes and fail the same way. Nor is
 //!   an invalid task (a name or limit every worker refuses).
+//! - A model that could not be reached (`llm_unavailable`) gets
+//!   [`LLM_UNAVAILABLE_ATTEMPTS`] attempts instead of the policy's: a
+//!   provider's outage is usually seconds long, the node already retried
+//!   inside the call, and it withdraws `llm` while its breaker is open, so
+//!   the task mostly waits rather than spends attempts.
 //! - A cancelled run is rerun at once and does not use up an attempt,
 //!   because nothing was wrong with it; the runtime does not ask at all when
 //!   the whole mission was cancelled.
@@ -53,6 +58,9 @@ impl RetryPolicy {
             .min(self.max_backoff_ms)
     }
 }
+
+/// Attempts a task gets when its model keeps being unreachable.
+pub const LLM_UNAVAILABLE_ATTEMPTS: u32 = 10;
 
 /// What to do with a task after a violation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +113,11 @@ pub fn decide(
             counts_as_attempt: false,
         },
         blame => {
-            let max_attempts = policy.max_attempts.max(1);
+            let max_attempts = if violation == ViolationKind::LlmUnavailable {
+                policy.max_attempts.max(LLM_UNAVAILABLE_ATTEMPTS)
+            } else {
+                policy.max_attempts.max(1)
+            };
             if attempts_so_far >= max_attempts {
                 return RetryDecision::Fail {
                     reason: format!(
@@ -214,6 +226,28 @@ mod tests {
             panic!("expected fail");
         };
         assert!(reason.contains("invalid task"), "{reason}");
+    }
+
+    #[test]
+    fn an_unreachable_model_gets_more_attempts_elsewhere() {
+        assert!(matches!(
+            decide(&POLICY, 3, ViolationKind::LlmUnavailable, 4, 0),
+            RetryDecision::Retry { avoid: Some(4), .. }
+        ));
+        assert!(matches!(
+            decide(
+                &POLICY,
+                LLM_UNAVAILABLE_ATTEMPTS,
+                ViolationKind::LlmUnavailable,
+                4,
+                0
+            ),
+            RetryDecision::Fail { .. }
+        ));
+        assert!(matches!(
+            decide(&POLICY, 1, ViolationKind::BadModelOutput, 4, 0),
+            RetryDecision::Retry { avoid: None, .. }
+        ));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod committed;
 mod convergence;
 mod leader;
 mod liveness;
+mod model;
 mod ownership;
 mod sizes;
 mod voters;
@@ -102,6 +103,7 @@ pub fn all() -> Vec<Box<dyn Checker>> {
         Box::new(liveness::ExactlyOnceResults::default()),
         Box::new(voters::VotersRestored::default()),
         Box::new(sizes::SizesWithinCaps::default()),
+        Box::new(model::ModelTasksOnModelNodes::default()),
     ]
 }
 
