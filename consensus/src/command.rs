@@ -125,6 +125,10 @@ pub enum Command {
         task: String,
         /// The result.
         result: TaskResult,
+        /// The task's own subtasks (a planner's fragment), see
+        /// [`crate::mission::MissionRecord::complete_and_spawn`].
+        #[serde(default)]
+        spawn: Vec<TaskSubmission>,
     },
     /// A run ended in a violation; retry after a backoff or fail.
     FailTask {

@@ -344,11 +344,12 @@ impl Eq for Revision {}
 /// Why a mission transition was refused.
 pub type Refusal = String;
 
-/// Tasks one failure may add (a fix round adds two).
-pub const MAX_SPAWN: usize = 8;
+/// Tasks one task may add at once (a fix round adds two, a planner its
+/// fragment).
+pub const MAX_SPAWN: usize = 32;
 
 /// Tasks a mission may gain after its submission.
-pub const MAX_SPAWNED: usize = 64;
+pub const MAX_SPAWNED: usize = 256;
 
 impl MissionRecord {
     /// A new mission; tasks whose dependencies are all done start ready.
@@ -616,6 +617,21 @@ impl MissionRecord {
         result: TaskResult,
         next_seq: &mut u64,
     ) -> Result<(), Refusal> {
+        self.complete_and_spawn(task, result, Vec::new(), next_seq)
+    }
+
+    /// Like [`Self::complete`]; with `spawn`, the task's own subtasks (a
+    /// planner's mission fragment) join the mission: they may need the task
+    /// and each other, and the task's dependents wait for them too (for the
+    /// ones no other subtask needs). Subtasks that do not fit (see
+    /// [`Self::check_spawn`]) fail the task instead, with that reason.
+    pub fn complete_and_spawn(
+        &mut self,
+        task: &str,
+        result: TaskResult,
+        spawn: Vec<TaskSubmission>,
+        next_seq: &mut u64,
+    ) -> Result<(), Refusal> {
         self.check_running()?;
         let record = self.task_mut(task)?;
         let live = matches!(record.state, TaskState::Assigned | TaskState::Running);
@@ -646,6 +662,27 @@ impl MissionRecord {
             self.settle_after(task, next_seq);
             return Ok(());
         }
+        if !spawn.is_empty() {
+            if let Err(why) = self.check_spawn(task, &spawn, true) {
+                let violation = ViolationRecord {
+                    attempt: result.attempt,
+                    node: result.node,
+                    kind: "invalid_task".into(),
+                    detail: format!("its subtasks cannot join the mission: {why}"),
+                    outputs: result.outputs.clone(),
+                    llm_calls: result.llm_calls.clone(),
+                };
+                let record = self.task_mut(task)?;
+                record.owner = None;
+                record.runs += 1;
+                record.state = TaskState::Failed;
+                record.reason = Some(format!("invalid_task: {}", violation.detail));
+                record.violations.push(violation);
+                self.dirty.0.insert(task.to_string());
+                self.settle_after(task, next_seq);
+                return Ok(());
+            }
+        }
         let record = self.task_mut(task)?;
         record.state = TaskState::Succeeded;
         record.owner = None;
@@ -653,8 +690,69 @@ impl MissionRecord {
         record.results_committed += 1;
         record.result = Some(result);
         self.dirty.0.insert(task.to_string());
+        if !spawn.is_empty() {
+            self.expand(task, spawn, next_seq);
+        }
         self.settle_after(task, next_seq);
         Ok(())
+    }
+
+    /// Adds a succeeded task's checked subtasks; its dependents need the
+    /// subtasks' sinks as well.
+    fn expand(&mut self, task: &str, spawn: Vec<TaskSubmission>, next_seq: &mut u64) {
+        let needed: std::collections::BTreeSet<&str> = spawn
+            .iter()
+            .flat_map(|t| t.needs.iter().map(String::as_str))
+            .collect();
+        let sinks: Vec<String> = spawn
+            .iter()
+            .filter(|t| !needed.contains(t.id.as_str()))
+            .map(|t| t.id.clone())
+            .collect();
+        for id in self.dependents_of(task) {
+            if let Some(record) = self.tasks.get_mut(&id) {
+                for sink in &sinks {
+                    if !record.spec.needs.contains(sink) {
+                        record.spec.needs.push(sink.clone());
+                    }
+                }
+                self.dirty.0.insert(id);
+            }
+        }
+        self.insert_pending(spawn, next_seq);
+    }
+
+    /// Inserts checked new tasks as pending and evaluates them.
+    fn insert_pending(&mut self, spawn: Vec<TaskSubmission>, next_seq: &mut u64) {
+        let mut added = Vec::new();
+        for spec in spawn {
+            let id = spec.id.clone();
+            self.tasks.insert(
+                id.clone(),
+                TaskRecord {
+                    spec,
+                    state: TaskState::Pending,
+                    owner: None,
+                    attempt: 0,
+                    runs: 0,
+                    not_before_ms: 0,
+                    reason: None,
+                    violations: Vec::new(),
+                    result: None,
+                    results_committed: 0,
+                    ready_seq: 0,
+                    superseded_by: None,
+                },
+            );
+            self.dirty.0.insert(id.clone());
+            added.push(id);
+        }
+        self.derived = Derived::default();
+        for id in added {
+            if self.tasks.get(&id).map(|t| t.state) == Some(TaskState::Pending) {
+                self.evaluate(&id, next_seq);
+            }
+        }
     }
 
     /// The first path `changes` (of `task`) changes differently from a
@@ -795,7 +893,7 @@ impl MissionRecord {
                 record.state = TaskState::Failed;
                 record.reason = Some(fail_reason.unwrap_or(detail));
                 if !spawn.is_empty() {
-                    match self.check_spawn(task, &spawn) {
+                    match self.check_spawn(task, &spawn, false) {
                         Ok(()) => self.spawn(task, spawn, next_seq),
                         Err(why) => {
                             let record = self.task_mut(task)?;
@@ -811,11 +909,18 @@ impl MissionRecord {
         Ok(())
     }
 
-    /// Whether `spawn` may replace failed task `failed`: new unique ids,
-    /// each naming `failed` as its spawner, needing only existing tasks or
-    /// earlier ones of `spawn` (so no cycle can form), at most
-    /// [`MAX_SPAWN`] at once and [`MAX_SPAWNED`] in the mission.
-    pub fn check_spawn(&self, failed: &str, spawn: &[TaskSubmission]) -> Result<(), Refusal> {
+    /// Whether `spawn` may join the mission for task `failed` (its spawner):
+    /// new unique ids, each naming the spawner, needing only existing tasks
+    /// or earlier ones of `spawn` (so no cycle can form), and the spawner
+    /// itself only when `may_need_spawner` (a succeeded planner, not a
+    /// failed test), at most [`MAX_SPAWN`] at once and [`MAX_SPAWNED`] in
+    /// the mission.
+    pub fn check_spawn(
+        &self,
+        failed: &str,
+        spawn: &[TaskSubmission],
+        may_need_spawner: bool,
+    ) -> Result<(), Refusal> {
         if spawn.len() > MAX_SPAWN {
             return Err(format!(
                 "{} tasks at once, more than {MAX_SPAWN}",
@@ -847,7 +952,7 @@ impl MissionRecord {
             if let Some(need) = task
                 .needs
                 .iter()
-                .find(|n| !known.contains(n.as_str()) || *n == failed)
+                .find(|n| !known.contains(n.as_str()) || (*n == failed && !may_need_spawner))
             {
                 return Err(format!(
                     "task `{}` needs `{need}`, which it cannot",
@@ -877,38 +982,10 @@ impl MissionRecord {
                 self.dirty.0.insert(id);
             }
         }
-        let mut added = Vec::new();
-        for spec in spawn {
-            let id = spec.id.clone();
-            self.tasks.insert(
-                id.clone(),
-                TaskRecord {
-                    spec,
-                    state: TaskState::Pending,
-                    owner: None,
-                    attempt: 0,
-                    runs: 0,
-                    not_before_ms: 0,
-                    reason: None,
-                    violations: Vec::new(),
-                    result: None,
-                    results_committed: 0,
-                    ready_seq: 0,
-                    superseded_by: None,
-                },
-            );
-            self.dirty.0.insert(id.clone());
-            added.push(id);
-        }
         if let Some(record) = self.tasks.get_mut(failed) {
             record.superseded_by = Some(heir);
         }
-        self.derived = Derived::default();
-        for id in added {
-            if self.tasks.get(&id).map(|t| t.state) == Some(TaskState::Pending) {
-                self.evaluate(&id, next_seq);
-            }
-        }
+        self.insert_pending(spawn, next_seq);
     }
 
     /// Records why waiting tasks wait; tasks that moved on are left alone.
@@ -1160,6 +1237,70 @@ mod tests {
         mission.assign(task, node, attempt, 0).unwrap();
         mission.start(task, node, attempt + 1).unwrap();
         mission.complete(task, out, seq).unwrap();
+    }
+
+    #[test]
+    fn a_planner_expands_into_its_subtasks_and_its_dependents_wait_for_them() {
+        let mut seq = 0;
+        let mut m = MissionRecord::new(
+            "m1".into(),
+            "m".into(),
+            vec![spec("plan", &[]), spec("ship", &["plan"])],
+            0,
+            &mut seq,
+        );
+        let sub = |id: &str, needs: &[&str]| {
+            let mut t = spec(id, needs);
+            t.spawned_by = Some("plan".into());
+            t
+        };
+        let attempt = m.tasks["plan"].attempt;
+        m.assign("plan", 1, attempt, 0).unwrap();
+        let spawn = vec![sub("a", &["plan"]), sub("b", &["a"]), sub("c", &["plan"])];
+        m.complete_and_spawn("plan", result(1, attempt + 1), spawn, &mut seq)
+            .unwrap();
+        assert_eq!(m.tasks["plan"].state, TaskState::Succeeded);
+        assert_eq!(m.tasks["a"].state, TaskState::Ready);
+        assert_eq!(m.tasks["c"].state, TaskState::Ready);
+        assert_eq!(m.tasks["b"].state, TaskState::Pending);
+        assert_eq!(m.tasks["ship"].spec.needs, ["plan", "b", "c"], "the sinks");
+        assert_eq!(m.tasks["ship"].state, TaskState::Pending);
+        for id in ["a", "b", "c", "ship"] {
+            if id == "ship" {
+                assert_eq!(m.tasks["ship"].state, TaskState::Ready);
+            }
+            let next = m.tasks[id].attempt + 1;
+            run(&mut m, id, 2, result(2, next), &mut seq);
+        }
+        assert_eq!(m.state, MissionState::Succeeded);
+
+        // Subtasks that would form a cycle, or take an id, fail the planner.
+        for bad in [
+            vec![sub("x", &["y"]), sub("y", &["x"])],
+            vec![sub("ship", &["plan"])],
+            vec![spec("z", &["plan"])],
+        ] {
+            let mut seq = 0;
+            let mut m = MissionRecord::new(
+                "m1".into(),
+                "m".into(),
+                vec![spec("plan", &[]), spec("ship", &["plan"])],
+                0,
+                &mut seq,
+            );
+            m.assign("plan", 1, 0, 0).unwrap();
+            m.complete_and_spawn("plan", result(1, 1), bad, &mut seq)
+                .unwrap();
+            assert_eq!(m.tasks["plan"].state, TaskState::Failed);
+            assert_eq!(m.tasks["plan"].results_committed, 0);
+            assert!(m.tasks["plan"]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("subtasks"));
+            assert_eq!(m.tasks["ship"].state, TaskState::Blocked);
+            assert_eq!(m.tasks.len(), 2);
+        }
     }
 
     #[test]

@@ -258,8 +258,9 @@ impl MeshState {
                 mission,
                 task,
                 result,
+                spawn,
             } => self.on_mission(mission, touched, |m, seq| {
-                m.complete(task, result.clone(), seq)
+                m.complete_and_spawn(task, result.clone(), spawn.clone(), seq)
             }),
             Command::FailTask {
                 mission,

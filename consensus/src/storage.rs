@@ -1110,6 +1110,7 @@ mod tests {
             let answers = futures::executor::block_on(machine.apply(vec![entry(
                 4,
                 Command::CompleteTask {
+                    spawn: Vec::new(),
                     mission: "m1".into(),
                     task: "a".into(),
                     result,

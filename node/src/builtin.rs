@@ -9,7 +9,9 @@
 //!   and stored as a blob like the modules) under `/input/.coditect/`,
 //!   next to `coditect.py`, the module agents call host capabilities with.
 //!   `analyzer` and `tester` need no model; `coder`, `docs` and `general`
-//!   (one script, three prompts) need `llm`, which their tasks require.
+//!   (one script, three prompts) and `planner` (which leaves a mission
+//!   fragment in `/output/subtasks.toml` that joins the running mission)
+//!   need `llm`, which their tasks require.
 
 use coditect_memory::{BlobStore, Digest};
 
@@ -19,6 +21,7 @@ const MATH: &str = include_str!("../../agents/math.wat");
 const ANALYZER: &str = include_str!("../../agents/analyzer.py");
 const TESTER: &str = include_str!("../../agents/tester.py");
 const CODER: &str = include_str!("../../agents/coder.py");
+const PLANNER: &str = include_str!("../../agents/planner.py");
 
 /// `agents/coditect.py`: how Python agents reach the node's capabilities.
 pub const CODITECT_MODULE: &str = include_str!("../../agents/coditect.py");
@@ -33,10 +36,11 @@ pub const PYTHON_AGENTS: &[(&str, &str)] = &[
     ("coder", CODER),
     ("docs", CODER),
     ("general", CODER),
+    ("planner", PLANNER),
 ];
 
 /// The Python agents that ask a language model (their tasks require `llm`).
-pub const MODEL_AGENTS: &[&str] = &["coder", "docs", "general"];
+pub const MODEL_AGENTS: &[&str] = &["coder", "docs", "general", "planner"];
 
 /// Where a Python agent's script lands under `/input`.
 pub const AGENT_DIR: &str = ".coditect";

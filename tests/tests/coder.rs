@@ -276,6 +276,46 @@ fn the_coder_changes_code_the_fix_loop_repairs_it_and_faults_end_cleanly() {
         "the retry's prompt says what was wrong"
     );
 
+    // A planner task: the model's fragment joins the running mission after
+    // it, and the planner's dependent waits for the fragment too.
+    double.set_script(vec![
+        (
+            "You plan software work".into(),
+            "```toml\n[[task]]\nid = \"code\"\nmodule = \"builtin:coder\"\ntitle = \"Write fib\"\ninput = \"Add a function fib(n) with tests\"\n\n[[task]]\nid = \"test\"\nmodule = \"builtin:tester\"\nneeds = [\"code\"]\n```\n".into(),
+        ),
+        (
+            "fib(n) with tests".into(),
+            answer("fib", "a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a", 2),
+        ),
+    ]);
+    let file = dir.path().join("planned.toml");
+    std::fs::write(
+        &file,
+        "name = \"planned\"\nworkspace = \"project\"\n\
+         [[task]]\nid = \"plan\"\nmodule = \"builtin:planner\"\ninput = \"Add a function fib(n) with tests\"\n\
+         [[task]]\nid = \"review\"\nmodule = \"builtin:analyzer\"\nneeds = [\"plan\"]\n",
+    )
+    .unwrap();
+    let (code, mission) = run(&without, &file);
+    assert_eq!(code, 0, "{mission}");
+    assert_eq!(mission["state"], "succeeded", "{mission}");
+    for id in ["code", "test"] {
+        assert_eq!(task(&mission, id)["spawned_by"], "plan", "{mission}");
+        assert_eq!(task(&mission, id)["state"], "succeeded");
+    }
+    assert_eq!(task(&mission, "code")["needs"], serde_json::json!(["plan"]));
+    assert_eq!(
+        task(&mission, "review")["needs"],
+        serde_json::json!(["plan", "test"]),
+        "the planner's dependent waits for the plan"
+    );
+    let (_, diff, _) = cli(
+        &without,
+        &["mission", mission["id"].as_str().unwrap(), "--diff"],
+    );
+    assert!(diff.contains("+def fib(n):"), "{diff}");
+    coders_ran_on(&mission, &with_llm);
+
     // 4. Transient provider faults are retried inside one call.
     double.set_script(vec![(
         "triple(n)".into(),

@@ -27,6 +27,7 @@
 mod agents;
 pub mod caps;
 mod error;
+pub mod fragment;
 pub mod grammar;
 mod markdown;
 mod spec;

@@ -223,6 +223,7 @@ fn bound_result(mission: &str, task: &str, report: Report) -> Report {
         return report;
     };
     let command = Command::CompleteTask {
+        spawn: Vec::new(),
         mission: mission.to_string(),
         task: task.to_string(),
         result,
@@ -339,6 +340,13 @@ impl Node {
             Ok(other) => tracing::debug!("compaction answered {other:?}"),
             Err(error) => tracing::debug!("compaction not committed: {error}"),
         }
+    }
+
+    /// Where to fetch the blobs node `node` produced first.
+    fn peer_hint_of(&self, node: NodeId) -> Vec<BlobHint> {
+        self.state(|state| self.peer_hint(state, node))
+            .map(|hint| vec![(hint.peer_id, hint.addrs)])
+            .unwrap_or_default()
     }
 
     fn peer_hint(&self, state: &MeshState, node: NodeId) -> Option<LeaderHint> {
@@ -790,6 +798,80 @@ impl Node {
         futures::future::join_all(answers).await
     }
 
+    /// Leader: the subtasks a succeeded run left in `/output/subtasks.toml`
+    /// (a planner's fragment), checked like a submission; a fragment that
+    /// cannot be read or is invalid turns the run into the task's
+    /// `bad_model_output` (retried, the retry told why).
+    async fn subtasks_of(
+        &self,
+        mission: &str,
+        task: &str,
+        result: TaskResult,
+    ) -> (Report, Vec<TaskSubmission>) {
+        use crate::mission::fragment::{
+            fragment_submissions, MissionView, MAX_FRAGMENT_BYTES, SUBTASKS_FILE,
+        };
+        let Some((_, digest, size)) = result
+            .outputs
+            .iter()
+            .find(|(path, _, _)| path == SUBTASKS_FILE)
+            .cloned()
+        else {
+            return (Report::Succeeded(result), Vec::new());
+        };
+        let refuse = |result: TaskResult, why: String| {
+            let kind = ViolationKind::BadModelOutput;
+            let mut report = Report::violated(
+                result.node,
+                result.attempt,
+                kind,
+                &format!("its /output/{SUBTASKS_FILE} is not a valid mission fragment: {why}"),
+            );
+            if let Report::Violated { violation, .. } = &mut report {
+                violation.outputs = result.outputs;
+                violation.llm_calls = result.llm_calls;
+            }
+            (report, Vec::new())
+        };
+        if size > MAX_FRAGMENT_BYTES {
+            return refuse(
+                result,
+                format!("it is larger than {} KiB", MAX_FRAGMENT_BYTES >> 10),
+            );
+        }
+        let Some(view) = self.state(|state| state.missions.get(mission).map(MissionView::of))
+        else {
+            return (Report::Succeeded(result), Vec::new());
+        };
+        let hint = self.peer_hint_of(result.node);
+        let bytes = match digest.parse::<coditect_memory::Digest>() {
+            Ok(parsed) => self.fetch_blob_from(&parsed, &hint).await,
+            Err(_) => Err(format!("{digest} is not a digest")),
+        };
+        let text = match bytes {
+            Ok(Some(bytes)) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => return refuse(result, "it is not UTF-8".into()),
+            },
+            // Lost with its node: the task runs again (its plan too).
+            Ok(None) | Err(_) => {
+                return refuse(
+                    result,
+                    "the leader could not fetch it from the node that ran the task".into(),
+                )
+            }
+        };
+        let blobs = self.inner.blobs.clone();
+        let spawner = task.to_string();
+        let checked = self
+            .off_runtime(move || fragment_submissions(&text, &view, &spawner, &blobs))
+            .await;
+        match checked {
+            Ok(spawn) => (Report::Succeeded(result), spawn),
+            Err(why) => refuse(result, why),
+        }
+    }
+
     /// Leader: commits an outcome (or decides a retry) with the attempt as fencing token.
     pub(super) async fn on_report(
         &self,
@@ -800,6 +882,13 @@ impl Node {
     ) -> NodeResponse {
         let now_ms = self.inner.env.now_ms();
         let report = bound_result(mission, task, report);
+        // A task that left subtasks: they join the mission with its result.
+        let (report, spawn) = match report {
+            Report::Succeeded(result) if result.node == node => {
+                self.subtasks_of(mission, task, result).await
+            }
+            other => (other, Vec::new()),
+        };
         let command = match report {
             Report::Succeeded(result) => {
                 if result.node != node {
@@ -809,6 +898,7 @@ impl Node {
                     mission: mission.to_string(),
                     task: task.to_string(),
                     result,
+                    spawn,
                 }
             }
             Report::Violated {
