@@ -71,7 +71,7 @@ pub enum Command {
     },
     /// Part of a mission too large for one log entry, kept aside (invisible
     /// to placement) until the [`Command::SubmitMission`] naming `stage`.
-    /// Stages never sealed expire after [`crate::state::STAGE_TTL_MS`].
+    /// Stages never sealed expire after `STAGE_TTL_MS` (in `state.rs`).
     StageTasks {
         /// The stage, unique per submission (the leader picks it).
         stage: String,

@@ -428,6 +428,12 @@ pub async fn mission(api: &str, id: &str, json: bool) -> Result<u8, NodeError> {
             owner,
             detail
         );
+        if let Some(by) = task["spawned_by"].as_str() {
+            println!("{:<24}   added by `{by}`", "");
+        }
+        if let Some(heir) = task["superseded_by"].as_str() {
+            println!("{:<24}   replaced by `{heir}` (a fix round)", "");
+        }
         for violation in task["violations"].as_array().into_iter().flatten() {
             println!(
                 "{:<24}   violation (attempt {}): {}: {}",
@@ -436,9 +442,32 @@ pub async fn mission(api: &str, id: &str, json: bool) -> Result<u8, NodeError> {
                 violation["kind"].as_str().unwrap_or("?"),
                 violation["detail"].as_str().unwrap_or("")
             );
+            print_model_calls(&violation["llm_calls"]);
         }
+        print_model_calls(&task["result"]["llm_calls"]);
     }
     Ok(0)
+}
+
+/// One line per recorded model call (prompt and completion are blobs:
+/// `GET /api/blobs/{digest}`).
+fn print_model_calls(calls: &serde_json::Value) {
+    for call in calls.as_array().into_iter().flatten() {
+        let digest = |key: &str| call[key].as_str().unwrap_or("-").to_string();
+        println!(
+            "{:<24}   model call: {} ({}) {}: {} tokens in, {} out, {} ms, {} tries; prompt {}, completion {}",
+            "",
+            call["model"].as_str().unwrap_or("?"),
+            call["purpose"].as_str().unwrap_or("-"),
+            call["outcome"].as_str().unwrap_or("?"),
+            call["tokens_in"],
+            call["tokens_out"],
+            call["latency_ms"],
+            call["tries"],
+            digest("prompt"),
+            digest("completion"),
+        );
+    }
 }
 
 /// `coditect cancel ID` and `coditect retry ID`.

@@ -89,15 +89,19 @@ pub fn jitter(env: &dyn Env, low: Duration, high: Duration) -> Duration {
 pub struct TokioEnv {
     started: std::time::Instant,
     rng: Mutex<ChaCha20Rng>,
+    /// The node's runtime: tasks spawned from any thread (a guest's, for
+    /// one) run there.
+    runtime: tokio::runtime::Handle,
 }
 
 impl TokioEnv {
-    /// A new Env; must be used inside a tokio runtime.
+    /// A new Env on the tokio runtime it is created in (it panics outside one).
     #[allow(clippy::disallowed_methods)] // this is the production Env seam
     pub fn new() -> Arc<Self> {
         Arc::new(TokioEnv {
             started: std::time::Instant::now(), // production Env seam
             rng: Mutex::new(ChaCha20Rng::from_entropy()),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 }
@@ -130,7 +134,7 @@ impl Env for TokioEnv {
             },
             span,
         );
-        tokio::spawn(task); // production Env seam
+        self.runtime.spawn(task); // production Env seam
     }
 
     fn random_u64(&self) -> u64 {
@@ -140,7 +144,7 @@ impl Env for TokioEnv {
     #[allow(clippy::disallowed_methods)] // this is the production Env seam
     fn run_blocking(&self, job: Box<dyn FnOnce() + Send + 'static>) -> BoxFuture<'static, ()> {
         let span = tracing::Span::current();
-        let handle = tokio::task::spawn_blocking(move || span.in_scope(job)); // production Env seam
+        let handle = self.runtime.spawn_blocking(move || span.in_scope(job)); // production Env seam
         async move {
             match handle.await {
                 // A panic in the job is a bug; surface it where it was awaited.

@@ -4,7 +4,7 @@
 //! fails on a full disk surfaces as `Fatal::StorageError`) or on a panic, and
 //! the process lives on around a dead core: it would keep answering HTTP and
 //! heartbeating while never voting or applying again. The node checks this on
-//! every tick ([`crate::runtime::Node::fatal`]), takes itself out of the mesh,
+//! every tick (`Node::fatal` in the runtime), takes itself out of the mesh,
 //! and production exits non-zero so a supervisor restarts it; the simulation
 //! sees the same signal through the same method.
 

@@ -178,7 +178,7 @@ pub enum NodeResponse {
     /// A page of missions, as JSON text.
     MissionList(String),
     /// A mission's view, if the leader knows it (an empty body: unchanged).
-    MissionView(Option<crate::runtime::MissionView>),
+    MissionView(Option<MissionView>),
     /// Part of a mission's view: `bytes` from the asked offset of the JSON
     /// of `version`, which is `total` bytes long.
     MissionViewPart {
@@ -212,7 +212,7 @@ pub enum NodeResponse {
     /// A slice of a blob, or `None` if the receiver does not hold it.
     BlobChunk(Option<BlobChunk>),
     /// A submission or control was refused, with the leader's kind of error.
-    Refused(crate::runtime::SubmitError),
+    Refused(SubmitError),
     /// The request failed.
     Error(String),
 }
@@ -279,6 +279,35 @@ pub struct NodeAdvert {
     pub load: Load,
     /// Its most urgent stealable queued tasks (a bounded sample).
     pub queued: Vec<QueuedTask>,
+}
+
+/// One version of a mission's JSON, built once and shared by every reader.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MissionView {
+    /// A digest of the view: changes exactly when the view does.
+    pub version: String,
+    /// The JSON text, `version` included.
+    pub body: std::sync::Arc<String>,
+    /// The mission is over (no later version will differ but by a retry).
+    pub finished: bool,
+}
+
+/// Why a submission or a control was refused. It crosses the hop from the
+/// node that took the request to the leader unchanged, so the client sees
+/// the leader's kind of error, not a string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SubmitError {
+    /// The mission is invalid (HTTP 400).
+    Invalid(String),
+    /// The mesh could not take it now, and nothing was committed (HTTP 503).
+    Unavailable(String),
+    /// No such mission (HTTP 404).
+    NotFound(String),
+    /// The request contradicts the mission's state (HTTP 409).
+    Conflict(String),
+    /// The write was proposed but its outcome is unknown: it may have been
+    /// committed (HTTP 504). Resubmitting with the same idempotency key is safe.
+    MaybeCommitted(String),
 }
 
 #[cfg(test)]

@@ -48,12 +48,6 @@ pub trait BlobSource: Send + Sync {
     fn fetch(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
 }
 
-impl BlobSource for crate::runtime::Node {
-    fn fetch(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
-        Box::pin(async move { self.fetch_blob(&digest).await })
-    }
-}
-
 /// A dependency's committed outputs: its task id and (path, digest, size) per file.
 pub type DependencyOutputs = (String, Vec<(String, String, u64)>);
 

@@ -208,6 +208,45 @@ fn the_coder_changes_code_the_fix_loop_repairs_it_and_faults_end_cleanly() {
     assert!(diff.contains("+def fib(n):"), "{diff}");
     coders_ran_on(&mission, &with_llm);
 
+    // The same from a markdown tasklist: the kinds come from the words,
+    // a task's text is its line.
+    double.set_script(vec![(
+        "T2 Implement fib(n) in mathx".into(),
+        answer(
+            "fib",
+            "a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
+            2,
+        ),
+    )]);
+    std::fs::write(
+        dir.path().join("tasks.md"),
+        "# Fib\n\n- [ ] T1 Review the code base\n- [ ] T2 Implement fib(n) in mathx (depends on T1)\n- [ ] T3 Test it (depends on T2)\n",
+    )
+    .unwrap();
+    let tasks = dir.path().join("tasks.md");
+    let project_dir = dir.path().join("project");
+    let (code, stdout, stderr) = cli(
+        &without,
+        &[
+            "submit",
+            tasks.to_str().unwrap(),
+            "--workspace",
+            project_dir.to_str().unwrap(),
+            "--wait",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let mission = without
+        .mission(stdout.lines().next().unwrap().trim())
+        .unwrap();
+    assert_eq!(task(&mission, "T2")["agent"], "coder", "{mission}");
+    assert_eq!(task(&mission, "T3")["agent"], "tester");
+    assert_eq!(task(&mission, "T3")["state"], "succeeded", "{mission}");
+    assert_eq!(
+        task(&mission, "T2")["result"]["node"],
+        with_llm.peer_id.as_str()
+    );
+
     // 2. A first answer that breaks its test, repaired by a fix round.
     double.set_script_once("square(n)", &answer("square", "return n * 2", 9));
     double.set_script(vec![(

@@ -199,3 +199,134 @@ impl Capability for LlmGrant {
         answer
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::service::LlmMetrics;
+    use crate::llm::wire::{ChatAnswer, Failure};
+    use crate::llm::{ModelProvider, RawLlmConfig};
+    use futures::future::BoxFuture;
+
+    /// Answers every call with the prompt's length (no HTTP).
+    struct Echo;
+
+    impl ModelProvider for Echo {
+        fn models(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+            Box::pin(async { Ok(vec!["m".to_string()]) })
+        }
+        fn chat<'a>(
+            &'a self,
+            request: &'a ChatRequest,
+            max_tokens: u64,
+        ) -> BoxFuture<'a, Result<ChatAnswer, Failure>> {
+            let content = format!("{} chars, at most {max_tokens} tokens", request.chars());
+            Box::pin(async move {
+                Ok(ChatAnswer {
+                    content,
+                    model: "m".into(),
+                    tokens_in: 100,
+                    tokens_out: 50,
+                    finish_reason: Some("stop".into()),
+                })
+            })
+        }
+    }
+
+    fn limits(calls: u32, tokens: u64) -> TaskLimits {
+        TaskLimits {
+            fuel: 1,
+            memory_mb: 1,
+            timeout_ms: 60_000,
+            output_mb: 1,
+            max_llm_calls: calls,
+            max_tokens: tokens,
+        }
+    }
+
+    const ASK: &[u8] = br#"{"messages":[{"role":"user","content":"hello"}],"purpose":"test"}"#;
+
+    #[allow(clippy::disallowed_methods)] // the guest's thread, as the sandbox runs it
+    fn on_guest_thread<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(job).join().unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_grant_keeps_the_tasks_budget_and_records_every_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs"), 1 << 20).unwrap();
+        let config = RawLlmConfig {
+            base_url: Some("http://x/v1".into()),
+            model: Some("m".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+        .unwrap();
+        let service = Arc::new(LlmService::new(
+            config,
+            Arc::new(Echo),
+            crate::env::TokioEnv::new(),
+            LlmMetrics::register(&prometheus::Registry::new()).unwrap(),
+        ));
+        let grant = Arc::new(LlmGrant::new(
+            service.clone(),
+            blobs.clone(),
+            &limits(2, 1_000),
+        ));
+        let g = grant.clone();
+        let answers =
+            on_guest_thread(move || [g.call(ASK), g.call(ASK), g.call(ASK), g.call(b"{")]);
+        let first: serde_json::Value =
+            serde_json::from_slice(answers[0].as_ref().unwrap()).unwrap();
+        assert_eq!(first["tokens_out"], 50);
+        assert!(
+            first["content"]
+                .as_str()
+                .unwrap()
+                .contains("at most 999 tokens"),
+            "bounded by the budget"
+        );
+        assert!(answers[1].is_ok());
+        let third: serde_json::Value =
+            serde_json::from_str(answers[2].as_ref().unwrap_err()).unwrap();
+        assert_eq!(
+            third["kind"], "limit",
+            "the third call is past max_llm_calls"
+        );
+        let bad: serde_json::Value =
+            serde_json::from_str(answers[3].as_ref().unwrap_err()).unwrap();
+        assert_eq!(bad["kind"], "bad_request");
+        let records = grant.finish().unwrap();
+        assert_eq!(records.len(), 2, "refused calls make no record");
+        assert_eq!(records[0].purpose.as_deref(), Some("test"));
+        let prompt = blobs
+            .get(&records[0].prompt.parse().unwrap())
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8(prompt).unwrap().contains("hello"));
+        let completion = records[0].completion.as_ref().unwrap().parse().unwrap();
+        assert!(
+            blobs.get(&completion).unwrap().is_some(),
+            "stored by finish"
+        );
+
+        // A token budget smaller than one call's spend: the second is refused.
+        let grant = Arc::new(LlmGrant::new(service, blobs, &limits(8, 150)));
+        let g = grant.clone();
+        let answers = on_guest_thread(move || [g.call(ASK), g.call(ASK)]);
+        let first: serde_json::Value =
+            serde_json::from_slice(answers[0].as_ref().unwrap()).unwrap();
+        assert!(
+            first["content"]
+                .as_str()
+                .unwrap()
+                .contains("at most 149 tokens"),
+            "the completion is bounded by what is left: {first}"
+        );
+        let second: serde_json::Value =
+            serde_json::from_str(answers[1].as_ref().unwrap_err()).unwrap();
+        assert_eq!(second["kind"], "limit");
+        assert!(second["message"].as_str().unwrap().contains("max_tokens"));
+    }
+}

@@ -125,6 +125,12 @@ struct HintedSource {
     hints: Vec<BlobHint>,
 }
 
+impl BlobSource for Node {
+    fn fetch(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
+        Box::pin(async move { self.fetch_blob(&digest).await })
+    }
+}
+
 impl BlobSource for HintedSource {
     fn fetch(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>> {
         Box::pin(async move { self.node.fetch_blob_from(&digest, &self.hints).await })

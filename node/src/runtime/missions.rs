@@ -21,7 +21,9 @@ use coditect_memory::Digest;
 use futures::FutureExt;
 
 use super::Node;
-use crate::messages::{Held, LeaderHint, MissionAction, NodeRequest, NodeResponse};
+use crate::messages::{
+    Held, LeaderHint, MissionAction, MissionView, NodeRequest, NodeResponse, SubmitError,
+};
 use crate::mission::{parse_mission, to_submissions, validate, AgentConfig, MissionFormat};
 use crate::propose::WriteError;
 use crate::scheduler::retention::{to_compact, MissionAge};
@@ -90,17 +92,6 @@ const RELAY_PART_BYTES: usize = 4 * 1024 * 1024;
 /// its parts travelled, before the asker gives up.
 const RELAY_RESTARTS: usize = 3;
 
-/// One version of a mission's JSON, built once and shared by every reader.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct MissionView {
-    /// A digest of the view: changes exactly when the view does.
-    pub version: String,
-    /// The JSON text, `version` included.
-    pub body: std::sync::Arc<String>,
-    /// The mission is over (no later version will differ but by a retry).
-    pub finished: bool,
-}
-
 /// A view's key: (mission id, with its task list).
 type ViewKey = (String, bool);
 /// A cached view: (the mission's revision it shows, last read, the view).
@@ -145,24 +136,6 @@ pub(super) struct SchedState {
     last_views: Vec<NodeView>,
     /// When finished missions were last considered for compaction.
     last_compaction: Option<Duration>,
-}
-
-/// Why a submission or a control was refused. It crosses the hop from the
-/// node that took the request to the leader unchanged, so the client sees
-/// the leader's kind of error, not a string.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SubmitError {
-    /// The mission is invalid (HTTP 400).
-    Invalid(String),
-    /// The mesh could not take it now, and nothing was committed (HTTP 503).
-    Unavailable(String),
-    /// No such mission (HTTP 404).
-    NotFound(String),
-    /// The request contradicts the mission's state (HTTP 409).
-    Conflict(String),
-    /// The write was proposed but its outcome is unknown: it may have been
-    /// committed (HTTP 504). Resubmitting with the same idempotency key is safe.
-    MaybeCommitted(String),
 }
 
 /// Bytes of tasks per staged chunk of a large submission: a chunk's entry

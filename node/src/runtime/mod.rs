@@ -35,7 +35,8 @@ mod executor;
 mod missions;
 mod runtimes;
 
-pub use missions::{mission_json, MissionView, SubmitError, WaiterSlot};
+pub use crate::messages::{MissionView, SubmitError};
+pub use missions::{mission_json, WaiterSlot};
 
 /// How long a request to the leader may take.
 const CONTROL_DEADLINE: Duration = Duration::from_secs(3);
