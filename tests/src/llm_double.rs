@@ -1,6 +1,7 @@
 //! TEST DOUBLE, not a language model: a local stand-in for an
 //! OpenAI-compatible provider, for tests only. It serves
-//! `GET /v1/models` (one model) and `POST /v1/chat/completions` (an
+//! `GET /v1/models` (one model), `POST /v1/messages` (Anthropic's shape,
+//! the same script) and `POST /v1/chat/completions` (an
 //! answer chosen by a script from what the prompt contains), records the
 //! `Authorization` headers, request lines and chat bodies it saw, and can
 //! be made to fail (`set_status`, or one fault per chat request from a
@@ -212,6 +213,11 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 .lock()
                 .unwrap()
                 .push(value.trim().to_string()),
+            "x-api-key" => shared
+                .authorizations
+                .lock()
+                .unwrap()
+                .push(format!("x-api-key {}", value.trim())),
             "expect" => expect_continue = value.trim().eq_ignore_ascii_case("100-continue"),
             _ => {}
         }
@@ -255,7 +261,8 @@ fn serve(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
 /// Chooses the answer to one request whose body has been read.
 fn answer(shared: &Shared, request_line: &str, body: &[u8]) -> Answer {
     let status = shared.status.load(Ordering::SeqCst);
-    if request_line.starts_with("POST /v1/chat/completions") {
+    let anthropic = request_line.starts_with("POST /v1/messages");
+    if request_line.starts_with("POST /v1/chat/completions") || anthropic {
         shared
             .chat_bodies
             .lock()
@@ -279,6 +286,11 @@ fn answer(shared: &Shared, request_line: &str, body: &[u8]) -> Answer {
             Some(Fault::Hang) => Answer::Hang,
             Some(Fault::Close) => Answer::Close,
             None if status != 200 => error(status, String::new()),
+            None if anthropic => Answer::Respond {
+                code: 200,
+                headers: String::new(),
+                body: anthropic_message(shared, body),
+            },
             None => Answer::Respond {
                 code: 200,
                 headers: String::new(),
@@ -341,6 +353,28 @@ fn chat_completion(shared: &Shared, body: &[u8]) -> String {
                   "total_tokens": total_tokens},
     });
     message.to_string()
+}
+
+/// The normal answer to Anthropic's `POST /v1/messages`: a `message` with
+/// the scripted reply (matched against `system` and the messages).
+fn anthropic_message(shared: &Shared, body: &[u8]) -> String {
+    let raw = String::from_utf8_lossy(body);
+    let system = serde_json::from_str::<serde_json::Value>(&raw)
+        .ok()
+        .and_then(|v| v["system"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let prompt = format!("{system}\n{}", prompt_text(&raw));
+    let reply = scripted_reply(shared, &prompt);
+    serde_json::json!({
+        "id": "msg_test_double",
+        "type": "message",
+        "role": "assistant",
+        "model": shared.model,
+        "content": [{"type": "text", "text": reply}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": body.len() / 4, "output_tokens": reply.len() / 4 + 1},
+    })
+    .to_string()
 }
 
 /// The text the script is matched against: the `messages[].content` of

@@ -537,3 +537,64 @@ fn plan_asks_a_model_retries_an_invalid_graph_once_and_else_uses_a_playbook() {
         "{text}"
     );
 }
+
+#[test]
+fn the_coder_runs_against_the_anthropic_messages_api_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let double = LlmDouble::start("claude-test");
+    std::fs::write(
+        dir.path().join("llm.toml"),
+        format!(
+            "[llm]\napi = \"anthropic\"\nbase_url = \"{}\"\nmodel = \"claude-test\"\napi_key_env = \"CODITECT_TEST_ANTHROPIC_KEY\"\nprobe_ms = 300\n",
+            double.base_url
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("llm.toml");
+    let node = NodeProcess::start_with_env(
+        &dir.path().join("n0"),
+        "n0",
+        &mesh_flags(100, None, &["--config", config.to_str().unwrap()]),
+        &[("CODITECT_TEST_ANTHROPIC_KEY", KEY)],
+    );
+    wait_for(READY_LIMIT, "python and llm ready", || {
+        let status = node.status()?;
+        (status["runtimes"]["python"]["state"] == "ready"
+            && status["capabilities"]["tags"]["llm"] == "anthropic")
+            .then_some(())
+    });
+    project(&dir.path().join("project"));
+    double.set_script(vec![(
+        "fib(n) with tests".into(),
+        answer(
+            "fib",
+            "a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a",
+            2,
+        ),
+    )]);
+    let file = mission_file(dir.path(), "fib", "Add a function fib(n) with tests");
+    let (code, mission) = run(&node, &file);
+    assert_eq!(code, 0, "{mission}\nthe double saw {:?}", double.requests());
+    let call = &task(&mission, "code")["result"]["llm_calls"][0];
+    assert_eq!(call["outcome"], "ok", "{call}");
+    assert_eq!(call["model"], "claude-test");
+    assert!(double
+        .requests()
+        .iter()
+        .any(|r| r.starts_with("POST /v1/messages")));
+    assert!(double
+        .authorizations()
+        .iter()
+        .any(|a| a == &format!("x-api-key {KEY}")));
+    let body: Value = serde_json::from_str(double.chat_bodies().last().unwrap()).unwrap();
+    assert!(
+        body["system"].as_str().unwrap().len() > 20,
+        "the system prompt goes to `system`"
+    );
+    assert!(body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["role"] != "system"));
+    assert!(!node.log_text().contains(KEY));
+}

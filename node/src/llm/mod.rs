@@ -3,7 +3,9 @@
 //!
 //! The node config's `[llm]` table (or `--llm-url`, `--llm-model`,
 //! `--llm-api-key-env`) names an OpenAI-compatible chat-completions
-//! endpoint (OpenAI, Ollama, llama.cpp's server, vLLM, LM Studio). The node
+//! endpoint (OpenAI, Ollama, llama.cpp's server, vLLM, LM Studio), or with
+//! `api = "anthropic"` Anthropic's messages API (`POST {base_url}/messages`,
+//! the key as `x-api-key`). The node
 //! probes it (`GET {base_url}/models`) at start and periodically, and
 //! advertises `llm` and `llm.model=<name>` only while the provider answers
 //! and lists the model, so placement and the reasons of waiting tasks stay
@@ -88,9 +90,9 @@ impl RawLlmConfig {
             return Ok(None);
         }
         let api = self.api.unwrap_or_else(|| "openai".to_string());
-        if api != "openai" {
+        if api != "openai" && api != "anthropic" {
             return Err(format!(
-                "[llm] api {api:?} is not supported: expected \"openai\" (the chat-completions API of OpenAI, Ollama, llama.cpp, vLLM and LM Studio)"
+                "[llm] api {api:?} is not supported: expected \"openai\" (the chat-completions API of OpenAI, Ollama, llama.cpp, vLLM and LM Studio) or \"anthropic\" (the messages API)"
             ));
         }
         let base_url = self
@@ -192,10 +194,14 @@ pub trait ModelProvider: Send + Sync {
     ) -> BoxFuture<'a, Result<ChatAnswer, Failure>>;
 }
 
-/// The OpenAI-compatible HTTP provider.
+/// The HTTP provider: OpenAI's chat-completions API (which Ollama,
+/// llama.cpp's server, vLLM and LM Studio serve too), or Anthropic's
+/// messages API when the config says `api = "anthropic"`.
 pub struct OpenAiProvider {
     base_url: String,
     model: String,
+    /// Anthropic's messages API instead of chat completions.
+    anthropic: bool,
     key: Option<Secret>,
     client: reqwest::Client,
 }
@@ -224,6 +230,7 @@ impl OpenAiProvider {
         Ok(OpenAiProvider {
             base_url: config.base_url.clone(),
             model: config.model.clone(),
+            anthropic: config.api == "anthropic",
             key,
             client,
         })
@@ -249,10 +256,7 @@ fn clean(error: reqwest::Error) -> String {
 impl ModelProvider for OpenAiProvider {
     fn models(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
         Box::pin(async move {
-            let mut request = self.client.get(format!("{}/models", self.base_url));
-            if let Some(key) = &self.key {
-                request = request.bearer_auth(key.expose());
-            }
+            let request = self.authorize(self.client.get(format!("{}/models", self.base_url)));
             let mut response = request.send().await.map_err(clean)?;
             let status = response.status();
             let mut body = Vec::new();
@@ -294,6 +298,21 @@ async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<Vec
 }
 
 impl OpenAiProvider {
+    /// The key in the header the API expects (`Authorization: Bearer`, or
+    /// Anthropic's `x-api-key` with its `anthropic-version`).
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = if self.anthropic {
+            request.header("anthropic-version", "2023-06-01")
+        } else {
+            request
+        };
+        match (&self.key, self.anthropic) {
+            (Some(key), true) => request.header("x-api-key", key.expose()),
+            (Some(key), false) => request.bearer_auth(key.expose()),
+            (None, _) => request,
+        }
+    }
+
     async fn chat_once(
         &self,
         request: &ChatRequest,
@@ -308,13 +327,16 @@ impl OpenAiProvider {
             message: format!("the provider could not be reached: {}", clean(error)),
             retry_after: None,
         };
-        let mut http = self
-            .client
-            .post(format!("{}/chat/completions", self.base_url))
-            .json(&wire::chat_body(&self.model, request, max_tokens));
-        if let Some(key) = &self.key {
-            http = http.bearer_auth(key.expose());
-        }
+        let http = if self.anthropic {
+            self.client
+                .post(format!("{}/messages", self.base_url))
+                .json(&wire::anthropic_body(&self.model, request, max_tokens))
+        } else {
+            self.client
+                .post(format!("{}/chat/completions", self.base_url))
+                .json(&wire::chat_body(&self.model, request, max_tokens))
+        };
+        let http = self.authorize(http);
         let mut response = http.send().await.map_err(transport)?;
         let status = response.status();
         let retry_after = response
@@ -335,7 +357,12 @@ impl OpenAiProvider {
         if !status.is_success() {
             return Err(wire::failure_of_status(status.as_u16(), retry_after, &body));
         }
-        wire::parse_chat_answer(&body, request.chars()).map_err(|message| Failure::Transient {
+        let parsed = if self.anthropic {
+            wire::parse_anthropic_answer(&body, request.chars())
+        } else {
+            wire::parse_chat_answer(&body, request.chars())
+        };
+        parsed.map_err(|message| Failure::Transient {
             label: "invalid_answer",
             message,
             retry_after: None,
@@ -436,6 +463,14 @@ mod tests {
             raw
         };
         assert!(bad(with(&|r| r.api = Some("anthropic-v0".into()))).contains("not supported"));
+        assert_eq!(
+            with(&|r| r.api = Some("anthropic".into()))
+                .validate()
+                .unwrap()
+                .unwrap()
+                .api,
+            "anthropic"
+        );
         assert!(bad(with(&|r| r.base_url = Some("ftp://x".into()))).contains("http"));
         assert!(bad(with(&|r| r.model = None)).contains("model"));
         assert!(bad(with(&|r| r.api_key_env = Some("A B".into()))).contains("variable"));

@@ -216,6 +216,83 @@ pub fn chat_body(model: &str, request: &ChatRequest, max_tokens: u64) -> serde_j
     body
 }
 
+/// The JSON body of Anthropic's `POST {base_url}/messages` for `model`:
+/// system messages go to `system`, the others stay in order.
+pub fn anthropic_body(model: &str, request: &ChatRequest, max_tokens: u64) -> serde_json::Value {
+    let system: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == "system")
+        .map(|m| m.content.as_str())
+        .collect();
+    let messages: Vec<serde_json::Value> = request
+        .messages
+        .iter()
+        .filter(|m| m.role != "system")
+        .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+        .collect();
+    let mut body = serde_json::json!({
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": messages,
+    });
+    if !system.is_empty() {
+        body["system"] = system.join("\n\n").into();
+    }
+    if let Some(t) = request.temperature {
+        body["temperature"] = t.min(1.0).into();
+    }
+    body
+}
+
+/// Reads an Anthropic message (`content[].text`, `usage.input_tokens`,
+/// `usage.output_tokens`, `stop_reason`).
+pub fn parse_anthropic_answer(body: &[u8], prompt_chars: usize) -> Result<ChatAnswer, String> {
+    #[derive(Deserialize)]
+    struct Block {
+        #[serde(rename = "type")]
+        kind: String,
+        text: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Usage {
+        input_tokens: Option<u64>,
+        output_tokens: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        model: Option<String>,
+        content: Vec<Block>,
+        stop_reason: Option<String>,
+        usage: Option<Usage>,
+    }
+    let message: Message = serde_json::from_slice(body)
+        .map_err(|error| format!("the provider's answer is not a message: {error}"))?;
+    let content: String = message
+        .content
+        .iter()
+        .filter(|b| b.kind == "text")
+        .filter_map(|b| b.text.as_deref())
+        .collect();
+    if content.is_empty() && !message.content.iter().any(|b| b.kind == "text") {
+        return Err("the provider's answer has no text content".into());
+    }
+    let usage = message.usage;
+    Ok(ChatAnswer {
+        tokens_in: usage
+            .as_ref()
+            .and_then(|u| u.input_tokens)
+            .unwrap_or((prompt_chars / 4) as u64),
+        tokens_out: usage
+            .as_ref()
+            .and_then(|u| u.output_tokens)
+            .unwrap_or((content.len() / 4) as u64),
+        content,
+        model: message.model.unwrap_or_default(),
+        finish_reason: message.stop_reason,
+    })
+}
+
 /// Reads a chat completion (`choices[0].message.content`, `usage`,
 /// `model`); token counts the provider leaves out are estimated as
 /// characters / 4.
@@ -296,6 +373,36 @@ mod tests {
             let error = ChatRequest::parse(bad).unwrap_err();
             assert!(error.contains(needle), "{error}");
         }
+    }
+
+    #[test]
+    fn anthropic_messages_are_written_and_read() {
+        let request = ChatRequest::parse(
+            br#"{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hi"}],"temperature":1.5}"#,
+        )
+        .unwrap();
+        let body = anthropic_body("claude-x", &request, 100);
+        assert_eq!(body["system"], "be brief");
+        assert_eq!(body["messages"].as_array().unwrap().len(), 1);
+        assert_eq!(body["messages"][0]["role"], "user");
+        assert_eq!(body["max_tokens"], 100);
+        assert_eq!(body["temperature"], 1.0, "Anthropic's range ends at 1");
+        let answer = parse_anthropic_answer(
+            br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"Hello"},{"type":"text","text":" there"}],"stop_reason":"end_turn","usage":{"input_tokens":12,"output_tokens":3}}"#,
+            10,
+        )
+        .unwrap();
+        assert_eq!(answer.content, "Hello there");
+        assert_eq!((answer.tokens_in, answer.tokens_out), (12, 3));
+        assert_eq!(answer.finish_reason.as_deref(), Some("end_turn"));
+        assert!(parse_anthropic_answer(br#"{"content":[]}"#, 1).is_err());
+        let overloaded = failure_of_status(
+            529,
+            None,
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!(overloaded.label(), "server_error");
+        assert!(overloaded.message().contains("Overloaded"));
     }
 
     #[test]
