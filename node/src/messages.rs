@@ -152,6 +152,33 @@ pub enum NodeRequest {
     },
 }
 
+impl NodeRequest {
+    /// Whether only the leader serves it (any other node answers
+    /// [`NodeResponse::NotLeader`] with the leader it knows): the writes
+    /// and the reads of the leader's state that go through Raft. Raft RPCs,
+    /// assignments, revocations, steal asks, blob chunks and committed
+    /// results are served by whoever holds them.
+    pub fn leader_only(&self) -> bool {
+        match self {
+            NodeRequest::Join(_)
+            | NodeRequest::Heartbeat { .. }
+            | NodeRequest::Submit { .. }
+            | NodeRequest::ListMissions { .. }
+            | NodeRequest::GetMissionView { .. }
+            | NodeRequest::Control { .. }
+            | NodeRequest::Reports { .. }
+            | NodeRequest::CommitSteal { .. }
+            | NodeRequest::Leave { .. } => true,
+            NodeRequest::Raft(_)
+            | NodeRequest::GetTaskResult { .. }
+            | NodeRequest::Assign(_)
+            | NodeRequest::Revoke(_)
+            | NodeRequest::StealAsk { .. }
+            | NodeRequest::GetBlob { .. } => false,
+        }
+    }
+}
+
 /// The answer to a [`NodeRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeResponse {
@@ -313,6 +340,34 @@ pub enum SubmitError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_go_to_the_leader_and_holdings_to_their_holder() {
+        let leader_only = [
+            NodeRequest::Leave { node_id: 1 },
+            NodeRequest::ListMissions { after: 0, limit: 1 },
+            NodeRequest::Control {
+                mission: "m1".into(),
+                action: MissionAction::Cancel,
+            },
+        ];
+        assert!(leader_only.iter().all(NodeRequest::leader_only));
+        let anyone = [
+            NodeRequest::Raft(Vec::new()),
+            NodeRequest::Assign(Vec::new()),
+            NodeRequest::Revoke(Vec::new()),
+            NodeRequest::GetBlob {
+                digest: String::new(),
+                offset: 0,
+                len: 1,
+            },
+            NodeRequest::GetTaskResult {
+                mission: "m1".into(),
+                task: "t".into(),
+            },
+        ];
+        assert!(!anyone.iter().any(NodeRequest::leader_only));
+    }
     use coditect_memory::codec;
 
     #[test]

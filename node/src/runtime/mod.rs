@@ -830,16 +830,17 @@ impl Node {
             Ok(request) => request,
             Err(error) => return NodeResponse::Error(format!("bad request from {from}: {error}")),
         };
+        // One guard for every request only the leader serves.
+        if request.leader_only() && !self.is_leader() {
+            return NodeResponse::NotLeader {
+                leader: self.leader(),
+            };
+        }
         match request {
             NodeRequest::Raft(payload) => {
                 NodeResponse::Raft(serve_rpc(&self.inner.raft, &payload).await)
             }
             NodeRequest::Join(mut record) => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 if record.peer_id != from {
                     return NodeResponse::Error("a node may only register itself".into());
                 }
@@ -859,11 +860,6 @@ impl Node {
                 holding,
                 running,
             } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 self.note_heard(node_id, load);
                 let registered = self.state(|state| {
                     state
@@ -894,11 +890,6 @@ impl Node {
                 max_fix_rounds,
                 budget_ms,
             } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 let hint = (from.to_string(), self.inner.addresses.merged(from, &[]));
                 let budget =
                     Duration::from_millis(budget_ms).min(missions::MAX_LEADER_SUBMIT_BUDGET);
@@ -918,11 +909,6 @@ impl Node {
                 }
             }
             NodeRequest::ListMissions { after, limit } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 match self.missions_page(after, limit as usize).await {
                     Ok(page) => NodeResponse::MissionList(page.to_string()),
                     Err(error) => NodeResponse::Error(error),
@@ -933,14 +919,7 @@ impl Node {
                 with_tasks,
                 known,
                 offset,
-            } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
-                self.relay_view(&id, with_tasks, known, offset).await
-            }
+            } => self.relay_view(&id, with_tasks, known, offset).await,
             NodeRequest::GetTaskResult { mission, task } => {
                 NodeResponse::TaskResult(self.state(|state| {
                     state
@@ -952,11 +931,6 @@ impl Node {
                 }))
             }
             NodeRequest::Control { mission, action } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 match self.leader_control(&mission, action).await {
                     Ok(()) => NodeResponse::Ack,
                     Err(SubmitError::NotFound(_)) => NodeResponse::NoMission,
@@ -972,11 +946,6 @@ impl Node {
                 NodeResponse::Ack
             }
             NodeRequest::Reports { node_id, reports } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 if !self.node_is(node_id, from) {
                     return NodeResponse::Error(format!("node {node_id} is not {from}"));
                 }
@@ -1005,11 +974,6 @@ impl Node {
                 to,
                 tasks,
             } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
                 if !self.node_is(victim, from) {
                     return NodeResponse::Error(format!("node {victim} is not {from}"));
                 }
@@ -1021,17 +985,10 @@ impl Node {
                 offset,
                 len,
             } => self.blob_chunk(&digest, offset, len),
-            NodeRequest::Leave { node_id } => {
-                if !self.is_leader() {
-                    return NodeResponse::NotLeader {
-                        leader: self.leader(),
-                    };
-                }
-                match self.remove_member(node_id).await {
-                    Ok(()) => NodeResponse::Ack,
-                    Err(error) => NodeResponse::Error(error),
-                }
-            }
+            NodeRequest::Leave { node_id } => match self.remove_member(node_id).await {
+                Ok(()) => NodeResponse::Ack,
+                Err(error) => NodeResponse::Error(error),
+            },
         }
     }
 
