@@ -688,6 +688,12 @@ impl MissionRecord {
         record.owner = None;
         record.runs += 1;
         record.results_committed += 1;
+        // The invariant every fencing check above exists for; on in release
+        // builds too (a replica that broke it must stop, not spread it).
+        assert_eq!(
+            record.results_committed, 1,
+            "task `{task}` would commit a second result"
+        );
         record.result = Some(result);
         self.dirty.0.insert(task.to_string());
         if !spawn.is_empty() {
