@@ -84,31 +84,25 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 import coditect  # noqa: E402  (next to this script, in the sandbox and on a host)
+from coditect import cut, ensure_dir, err, out, read_capped, read_text  # noqa: E402
 
 KINDS = ("coder", "docs", "general")
 DEFAULT_BUDGET_TOKENS = 24000
 CHARS_PER_TOKEN = 4
 MAX_FILE_BYTES = 1 << 20
 MAX_TASK_BYTES = 256 << 10
-MAX_REPORT_BYTES = 32 << 20
 MAX_TESTS_JSON_BYTES = 8 << 20
-MAX_SMALL_JSON_BYTES = 64 << 10
 MAX_SUMMARY_CHARS = 4096
-MAX_RETRY_DETAIL_CHARS = 4096
 MAX_FAILURE_CHARS = 8192
 MAX_TEST_MESSAGE_CHARS = 1500
 MAX_LISTING = 400
-MAX_WALK_FILES = 20000
 MAX_SCAN_BYTES = 8 << 20
-MAX_ANSWER_FILE_BYTES = 1 << 20
 MAX_EDITS = 200
 MAX_EDIT_BYTES = 4 << 20
 MAX_PATH_BYTES = 4096
 MIN_STEM = 3
 BINARY_PROBE = 8192
-SKIP_DIRS = frozenset({".git", "__pycache__", "node_modules", ".venv", "venv"})
 EXIT_USAGE = 2
-EXIT_TASK = 3
 
 LANGUAGES = {
     ".py": "python", ".pyi": "python", ".rs": "rust", ".js": "javascript", ".mjs": "javascript",
@@ -170,84 +164,6 @@ class BadOutput(Exception):
     """The model's answer cannot be applied; str(error) is the reason, one line."""
 
 
-def out(text):
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def err(text):
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def ensure_dir(path):
-    """os.makedirs without touching "/": under WASI stat("/") fails, and
-    os.makedirs checks every ancestor."""
-    path = os.path.abspath(path)
-    missing = []
-    while path and not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            pass
-
-
-def read_capped(path, limit):
-    """(bytes, complete): at most limit bytes of the file; None when it is
-    missing or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError:
-        return None
-    return data[:limit], len(data) <= limit
-
-
-def read_text(path, limit):
-    """The file as text (cut to limit bytes, undecodable bytes replaced), or
-    None when it is missing."""
-    got = read_capped(path, limit)
-    if got is None:
-        return None
-    return got[0].decode("utf-8", "replace")
-
-
-def read_json(path, limit):
-    """The file's JSON, or None when it is missing, too large or not JSON."""
-    got = read_capped(path, limit)
-    if got is None:
-        return None
-    data, complete = got
-    if not complete:
-        err("coder: %s is larger than %d bytes, ignored" % (path, limit))
-        return None
-    try:
-        return json.loads(data.decode("utf-8", "replace"))
-    except ValueError as exc:
-        err("coder: %s is not JSON (%s), ignored" % (path, exc))
-        return None
-
-
-def one_line(text):
-    return " ".join(str(text).split())
-
-
-def cut(text, limit):
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 # ---------------------------------------------------------------- the workspace
 
 class Workspace:
@@ -259,45 +175,13 @@ class Workspace:
         self.files = []
         self.sizes = {}
         self.package_dirs = set()
-        self.truncated = False
         self._text = {}
-        if os.path.isdir(root):
-            self._walk()
-
-    def _walk(self):
-        stack = [""]
-        while stack and not self.truncated:
-            rel_dir = stack.pop()
-            full_dir = os.path.join(self.root, rel_dir) if rel_dir else self.root
-            try:
-                entries = sorted(os.scandir(full_dir), key=lambda e: e.name)
-            except OSError:
-                continue
-            subdirs = []
-            for entry in entries:
-                name = entry.name
-                if name.startswith("."):
-                    continue
-                rel = rel_dir + "/" + name if rel_dir else name
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        if name not in SKIP_DIRS:
-                            subdirs.append(rel)
-                        continue
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    size = entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
-                if len(self.files) >= MAX_WALK_FILES:
-                    self.truncated = True
-                    break
-                self.files.append(rel)
-                self.sizes[rel] = size
-                if name == "__init__.py":
-                    self.package_dirs.add(rel_dir)
-            stack.extend(reversed(subdirs))
-        self.files.sort()
+        entries, self.truncated = coditect.walk_workspace(root, with_sizes=True)
+        for rel, size in entries:
+            self.files.append(rel)
+            self.sizes[rel] = size
+            if rel.rsplit("/", 1)[-1] == "__init__.py":
+                self.package_dirs.add(rel.rpartition("/")[0])
 
     def full(self, rel):
         return os.path.join(self.root, *rel.split("/"))
@@ -392,22 +276,6 @@ class Facts:
                 files.append(rel)
 
 
-def find_report(input_dir):
-    """The first INPUT/deps/*/report.json (by dependency name), parsed, or None."""
-    deps = os.path.join(input_dir, "deps")
-    try:
-        names = sorted(os.listdir(deps))
-    except OSError:
-        return None
-    for name in names:
-        path = os.path.join(deps, name, "report.json")
-        if os.path.isfile(path):
-            report = read_json(path, MAX_REPORT_BYTES)
-            if isinstance(report, dict):
-                return report
-    return None
-
-
 def facts_from_report(report, ws):
     facts = Facts()
     known = set(ws.files)
@@ -454,17 +322,6 @@ def parse_python(text):
 
 # ---------------------------------------------------------------- task inputs
 
-def read_retry(input_dir):
-    """{"attempt", "kind", "detail"} of INPUT/.coditect/retry.json, or None."""
-    data = read_json(os.path.join(input_dir, ".coditect", "retry.json"), MAX_SMALL_JSON_BYTES)
-    if not isinstance(data, dict):
-        return None
-    attempt = data.get("attempt")
-    return {"attempt": attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
-            "kind": str(data.get("kind") or "unknown"),
-            "detail": cut(str(data.get("detail") or ""), MAX_RETRY_DETAIL_CHARS)}
-
-
 def read_failure(input_dir):
     """The fix round's text (summary, then the failing tests and their
     messages, at most MAX_FAILURE_CHARS), or "" when there is none."""
@@ -473,7 +330,7 @@ def read_failure(input_dir):
     summary = read_text(os.path.join(folder, "summary.txt"), MAX_SUMMARY_CHARS * 4)
     if summary and summary.strip():
         parts.append(cut(summary.strip(), MAX_SUMMARY_CHARS))
-    report = read_json(os.path.join(folder, "tests.json"), MAX_TESTS_JSON_BYTES)
+    report = coditect.read_json(os.path.join(folder, "tests.json"), MAX_TESTS_JSON_BYTES, "coder")
     if isinstance(report, dict):
         tests = [t for t in report.get("tests") or () if isinstance(t, dict)
                  and t.get("outcome") in ("failed", "error")]
@@ -717,18 +574,6 @@ def file_block(rel, content):
     return "%s%s %s\n%s%s" % (fence, language_tag(rel), info_path(rel), body, fence)
 
 
-def retry_section(retry):
-    attempt = " (attempt %d)" % retry["attempt"] if retry["attempt"] else ""
-    if retry["kind"] == "bad_model_output":
-        return ("# Your previous answer was rejected%s\n\n"
-                "What was wrong with it: %s\n\n"
-                "Answer again and fix that: give each file you change whole, in a fenced block whose info "
-                "string has path=FILE, as described above." % (attempt, retry["detail"] or "(no detail)"))
-    return ("# The previous attempt failed%s\n\n"
-            "It failed with %s: %s\n\n"
-            "Take that into account in this answer." % (attempt, retry["kind"], retry["detail"] or "(no detail)"))
-
-
 def listing_section(ws):
     lines = ["# Workspace files (%d%s)" % (len(ws.files), "+" if ws.truncated else ""), ""]
     if not ws.files:
@@ -743,7 +588,9 @@ def build_messages(kind, task, failure, retry, ws, shown, not_shown):
     system = SYSTEM_PROMPTS[kind] + "\n\n" + ANSWER_FORMAT
     sections = ["# Task\n\n" + (task.strip() or "(no task text: fix the failures below)")]
     if retry:
-        sections.append(retry_section(retry))
+        sections.append(coditect.retry_section(
+            retry, "give each file you change whole, in a fenced block whose info string has path=FILE, "
+            "as described above."))
     if failure:
         sections.append("# Tests failed after the last change\n\n" + failure + "\n\n"
                         "Fix the code so that these tests pass. If a test is wrong according to the task, "
@@ -761,7 +608,6 @@ def build_messages(kind, task, failure, retry, ws, shown, not_shown):
 
 # ---------------------------------------------------------------- the answer
 
-FENCE_RE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)\Z")
 PATH_TOKEN_RE = re.compile(r"""(?:^|\s)path=(?:"([^"]*)"|'([^']*)'|(\S*))""")
 
 
@@ -774,12 +620,6 @@ def _path_in_info(info):
         if group is not None:
             return group
     return ""
-
-
-def _closes(line, fence):
-    match = FENCE_RE.match(line)
-    return (match is not None and match.group(2)[0] == fence[0] and len(match.group(2)) >= len(fence)
-            and not match.group(3).strip(" \t"))
 
 
 def check_path(value):
@@ -828,13 +668,13 @@ def parse_edits(text):
     edits, seen, total = [], set(), 0
     i = 0
     while i < len(lines):
-        match = FENCE_RE.match(lines[i])
-        if not match or (match.group(2)[0] == "`" and "`" in match.group(3)):
+        opened = coditect.open_fence(lines[i])
+        if opened is None:
             i += 1
             continue
-        indent, fence, info = len(match.group(1)), match.group(2), match.group(3)
+        indent, fence, info = opened
         end = i + 1
-        while end < len(lines) and not _closes(lines[end], fence):
+        while end < len(lines) and not coditect.closes_fence(lines[end], fence):
             end += 1
         value = _path_in_info(info)
         if value is None:
@@ -945,19 +785,7 @@ def parse_args(argv, argv0):
 
 
 def read_task(input_dir):
-    got = read_capped(os.path.join(input_dir, "input.txt"), MAX_TASK_BYTES)
-    if got is None:
-        return ""
-    text = got[0].decode("utf-8", "replace")
-    if not got[1]:
-        text += "\n(the task text was cut at %d KiB)" % (MAX_TASK_BYTES >> 10)
-    return text
-
-
-def write_answer(out_dir, content):
-    data = content.encode("utf-8", "replace")[:MAX_ANSWER_FILE_BYTES]
-    with open(os.path.join(out_dir, "answer.md"), "wb") as f:
-        f.write(data)
+    return coditect.read_input_text(os.path.join(input_dir, "input.txt"), MAX_TASK_BYTES, "the task text")
 
 
 def summary_line(kind, written, unchanged, answer):
@@ -976,39 +804,27 @@ def main(argv=None, argv0=None):
     kind = args.kind
     out_dir = os.path.abspath(args.out)
     task = read_task(args.input)
-    retry = read_retry(args.input)
+    retry = coditect.read_retry(args.input, "coder")
     failure = read_failure(args.input)
     if not task.strip() and not failure:
         err("%s: no task text in %s and no failure to fix" % (kind, os.path.join(args.input, "input.txt")))
         return EXIT_USAGE
     ws = Workspace(args.workspace)
-    report = find_report(args.input)
+    report = coditect.find_report(args.input, "coder")
     facts = facts_from_report(report, ws) if report is not None else scan_facts(ws)
     match_text = "\n".join([task, failure, retry["detail"] if retry else ""])
     shown, not_shown = choose_files(ws, facts, match_text, args.budget_tokens, kind)
     messages = build_messages(kind, task, failure, retry, ws, shown, not_shown)
     ensure_dir(out_dir)
-    try:
-        answer = coditect.llm(messages, purpose=kind)
-    except coditect.LlmError as exc:
-        if exc.kind in ("unavailable", "provider"):
-            coditect.report_violation("llm_unavailable", one_line("%s: %s" % (exc.kind, exc.message)),
-                                      output_dir=out_dir)
-            err("%s: the model is unavailable: %s: %s" % (kind, exc.kind, exc.message))
-            return 0
-        err("%s: the model cannot be used: %s: %s" % (kind, exc.kind, exc.message))
-        return EXIT_TASK
-    write_answer(out_dir, answer.content)
+    answer, code = coditect.ask_llm(messages, out_dir, kind, purpose=kind)
+    if answer is None:
+        return code
+    coditect.write_answer(out_dir, answer.content)
     try:
         edits = parse_edits(answer.content)
         written, unchanged = apply_edits(args.workspace, out_dir, edits)
     except BadOutput as exc:
-        reason = str(exc)
-        if answer.finish_reason == "length":
-            reason += " (the answer was cut off at the token limit)"
-        coditect.report_violation("bad_model_output", one_line(reason), output_dir=out_dir)
-        err("%s: bad model output: %s" % (kind, reason))
-        return 0
+        return coditect.report_bad_output(str(exc), answer, out_dir, kind)
     record = {"kind": kind, "files": written, "unchanged": unchanged, "model": answer.model,
               "tokens_in": answer.tokens_in, "tokens_out": answer.tokens_out,
               "finish_reason": answer.finish_reason, "prompt_files": [rel for rel, _ in shown]}

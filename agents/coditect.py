@@ -54,6 +54,16 @@ agent exits 0):
 
 writes `OUTPUT_DIR/violation.json` as {"kind": kind, "message": message}
 (message cut to 4000 characters).
+
+Helpers for agents (the last section; not capabilities): what the built-in
+LLM agents (coder.py, planner.py) share. Output lines (out, err), text
+(one_line, cut), capped reads (read_capped, read_text, read_json,
+read_input_text), the task's inputs (find_report: the first
+INPUT/deps/*/report.json; read_retry: INPUT/.coditect/retry.json;
+retry_section), the workspace walk (walk_workspace), fenced blocks in an
+answer (open_fence, closes_fence), and the model's failures (ask_llm,
+report_bad_output, write_answer). Messages that name the agent take it as
+a `prefix` argument.
 """
 
 import collections
@@ -283,8 +293,9 @@ def llm(messages, *, max_tokens=None, temperature=None, purpose=None):
 
 # ---------------------------------------------------------------- violations
 
-def _ensure_dir(path):
-    """os.makedirs without touching "/": under WASI stat("/") fails."""
+def ensure_dir(path):
+    """os.makedirs without touching "/": under WASI stat("/") fails, and
+    os.makedirs checks every ancestor."""
     path = os.path.abspath(path)
     missing = []
     while path and not os.path.isdir(path):
@@ -304,7 +315,7 @@ def report_violation(kind, message, output_dir=None):
     """Writes OUTPUT_DIR/violation.json ({"kind", "message"}); the agent
     should then exit 0. Returns the file's path."""
     folder = OUTPUT_DIR if output_dir is None else output_dir
-    _ensure_dir(folder)
+    ensure_dir(folder)
     text = str(message)
     if len(text) > MAX_VIOLATION_CHARS:
         text = text[:MAX_VIOLATION_CHARS - 1] + "…"
@@ -313,3 +324,231 @@ def report_violation(kind, message, output_dir=None):
         json.dump({"kind": str(kind), "message": text}, f, ensure_ascii=False)
         f.write("\n")
     return path
+
+
+# ---------------------------------------------------------------- helpers for agents
+#
+# Shared by the built-in LLM agents (coder.py, planner.py); not capabilities.
+# Each keeps that agent's exact messages: where a message names the agent,
+# the caller passes the name as `prefix` ("coder", "planner", ...).
+
+MAX_WALK_FILES = 20000
+SKIP_DIRS = frozenset({".git", "__pycache__", "node_modules", ".venv", "venv"})
+MAX_REPORT_BYTES = 32 << 20
+MAX_SMALL_JSON_BYTES = 64 << 10
+MAX_RETRY_DETAIL_CHARS = 4096
+MAX_ANSWER_FILE_BYTES = 1 << 20
+EXIT_TASK = 3
+FENCE_RE = re.compile(r"( {0,3})(`{3,}|~{3,})(.*)\Z")
+
+
+def out(text):
+    """text and a newline on stdout, flushed; a closed stdout is ignored."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def err(text):
+    """text and a newline on stderr, flushed; a closed stderr is ignored."""
+    try:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def one_line(text):
+    """str(text) with every run of whitespace made one space."""
+    return " ".join(str(text).split())
+
+
+def cut(text, limit):
+    """text, or its first limit - 1 characters and "…" when it is longer."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def read_capped(path, limit):
+    """(bytes, complete): at most limit bytes of the file; None when it is
+    missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError:
+        return None
+    return data[:limit], len(data) <= limit
+
+
+def read_text(path, limit):
+    """The file as text (cut to limit bytes, undecodable bytes replaced), or
+    None when it is missing."""
+    got = read_capped(path, limit)
+    if got is None:
+        return None
+    return got[0].decode("utf-8", "replace")
+
+
+def read_json(path, limit, prefix):
+    """The file's JSON, or None when it is missing, too large or not JSON
+    (the last two said on stderr as "PREFIX: PATH ..., ignored")."""
+    got = read_capped(path, limit)
+    if got is None:
+        return None
+    data, complete = got
+    if not complete:
+        err("%s: %s is larger than %d bytes, ignored" % (prefix, path, limit))
+        return None
+    try:
+        return json.loads(data.decode("utf-8", "replace"))
+    except ValueError as exc:
+        err("%s: %s is not JSON (%s), ignored" % (prefix, path, exc))
+        return None
+
+
+def read_input_text(path, limit, what):
+    """The file as text (undecodable bytes replaced), "" when it is missing;
+    over limit bytes it is cut there and "(WHAT was cut at N KiB)" added."""
+    got = read_capped(path, limit)
+    if got is None:
+        return ""
+    text = got[0].decode("utf-8", "replace")
+    if not got[1]:
+        text += "\n(%s was cut at %d KiB)" % (what, limit >> 10)
+    return text
+
+
+def find_report(input_dir, prefix):
+    """The first INPUT/deps/*/report.json (by dependency name), parsed, or None."""
+    deps = os.path.join(input_dir, "deps")
+    try:
+        names = sorted(os.listdir(deps))
+    except OSError:
+        return None
+    for name in names:
+        path = os.path.join(deps, name, "report.json")
+        if os.path.isfile(path):
+            report = read_json(path, MAX_REPORT_BYTES, prefix)
+            if isinstance(report, dict):
+                return report
+    return None
+
+
+def read_retry(input_dir, prefix):
+    """{"attempt", "kind", "detail"} of INPUT/.coditect/retry.json, or None."""
+    data = read_json(os.path.join(input_dir, ".coditect", "retry.json"), MAX_SMALL_JSON_BYTES, prefix)
+    if not isinstance(data, dict):
+        return None
+    attempt = data.get("attempt")
+    return {"attempt": attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
+            "kind": str(data.get("kind") or "unknown"),
+            "detail": cut(str(data.get("detail") or ""), MAX_RETRY_DETAIL_CHARS)}
+
+
+def retry_section(retry, how):
+    """The prompt's section about a failed earlier attempt; for a rejected
+    answer it ends "Answer again and fix that: HOW"."""
+    attempt = " (attempt %d)" % retry["attempt"] if retry["attempt"] else ""
+    if retry["kind"] == "bad_model_output":
+        return ("# Your previous answer was rejected%s\n\n"
+                "What was wrong with it: %s\n\n"
+                "Answer again and fix that: %s" % (attempt, retry["detail"] or "(no detail)", how))
+    return ("# The previous attempt failed%s\n\n"
+            "It failed with %s: %s\n\n"
+            "Take that into account in this answer." % (attempt, retry["kind"], retry["detail"] or "(no detail)"))
+
+
+def walk_workspace(root, with_sizes=False):
+    """(files, truncated): the files under root in sorted '/'-separated
+    paths, skipping hidden names and SKIP_DIRS, following no links, at most
+    MAX_WALK_FILES (truncated when there are more). with_sizes, each file is
+    (path, size), and one whose size cannot be read is left out."""
+    files, truncated = [], False
+    if not os.path.isdir(root):
+        return files, truncated
+    stack = [""]
+    while stack and not truncated:
+        rel_dir = stack.pop()
+        full_dir = os.path.join(root, rel_dir) if rel_dir else root
+        try:
+            entries = sorted(os.scandir(full_dir), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue
+            rel = rel_dir + "/" + name if rel_dir else name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if name not in SKIP_DIRS:
+                        subdirs.append(rel)
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                size = entry.stat(follow_symlinks=False).st_size if with_sizes else None
+            except OSError:
+                continue
+            if len(files) >= MAX_WALK_FILES:
+                truncated = True
+                break
+            files.append((rel, size) if with_sizes else rel)
+        stack.extend(reversed(subdirs))
+    files.sort()
+    return files, truncated
+
+
+def open_fence(line):
+    """(indent, fence, info) when line opens a fenced block: >= 3 backticks
+    or tildes indented by at most 3 spaces, then an info string (with
+    backticks, no backtick in it); else None."""
+    match = FENCE_RE.match(line)
+    if not match or (match.group(2)[0] == "`" and "`" in match.group(3)):
+        return None
+    return len(match.group(1)), match.group(2), match.group(3)
+
+
+def closes_fence(line, fence):
+    """Whether line closes a block opened by fence: the same character, at
+    least as many, indented by at most 3 spaces, then only spaces and tabs."""
+    match = FENCE_RE.match(line)
+    return (match is not None and match.group(2)[0] == fence[0] and len(match.group(2)) >= len(fence)
+            and not match.group(3).strip(" \t"))
+
+
+def ask_llm(messages, output_dir, prefix, **options):
+    """(answer, None) from llm(messages, **options), or (None, exit code)
+    when it fails: kind unavailable or provider is violation llm_unavailable
+    ("KIND: MESSAGE") in output_dir and exit 0; any other kind is the task's
+    own error, exit EXIT_TASK. Either way a "PREFIX: the model ..." line on
+    stderr."""
+    try:
+        return llm(messages, **options), None
+    except LlmError as exc:
+        if exc.kind in ("unavailable", "provider"):
+            report_violation("llm_unavailable", one_line("%s: %s" % (exc.kind, exc.message)),
+                             output_dir=output_dir)
+            err("%s: the model is unavailable: %s: %s" % (prefix, exc.kind, exc.message))
+            return None, 0
+        err("%s: the model cannot be used: %s: %s" % (prefix, exc.kind, exc.message))
+        return None, EXIT_TASK
+
+
+def report_bad_output(reason, answer, output_dir, prefix):
+    """Reports violation bad_model_output (reason, plus a note when the
+    answer was cut off at the token limit) and says so on stderr; returns
+    the exit code, 0."""
+    if answer.finish_reason == "length":
+        reason += " (the answer was cut off at the token limit)"
+    report_violation("bad_model_output", one_line(reason), output_dir=output_dir)
+    err("%s: bad model output: %s" % (prefix, reason))
+    return 0
+
+
+def write_answer(output_dir, content):
+    """output_dir/answer.md: the model's answer, its first MAX_ANSWER_FILE_BYTES bytes."""
+    data = content.encode("utf-8", "replace")[:MAX_ANSWER_FILE_BYTES]
+    with open(os.path.join(output_dir, "answer.md"), "wb") as f:
+        f.write(data)

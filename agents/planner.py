@@ -68,6 +68,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 import coditect  # noqa: E402  (next to this script, in the sandbox and on a host)
+from coditect import cut, ensure_dir, err, one_line, out  # noqa: E402
 
 MODULES = ("builtin:analyzer", "builtin:coder", "builtin:tester", "builtin:docs", "builtin:general")
 CHANGE_MODULES = frozenset({"builtin:coder", "builtin:docs", "builtin:general"})
@@ -79,19 +80,12 @@ MAX_TASKS = 32
 MAX_TITLE_BYTES = 512
 MAX_FRAGMENT_BYTES = 256 << 10
 MAX_GOAL_BYTES = 256 << 10
-MAX_REPORT_BYTES = 32 << 20
-MAX_SMALL_JSON_BYTES = 64 << 10
-MAX_RETRY_DETAIL_CHARS = 4096
-MAX_ANSWER_FILE_BYTES = 1 << 20
 MAX_LISTING = 400
-MAX_WALK_FILES = 20000
 MAX_SYMBOLS = 400
 MAX_SYMBOL_CHARS = 24000
 MAX_TESTS_LISTED = 100
 MAX_SUMMARY_IDS = 8
-SKIP_DIRS = frozenset({".git", "__pycache__", "node_modules", ".venv", "venv"})
 EXIT_USAGE = 2
-EXIT_TASK = 3
 
 SYSTEM_PROMPT = """\
 You plan software work for the Coditect mesh, a set of agents that change a code base. The goal \
@@ -155,75 +149,6 @@ class BadOutput(Exception):
     """The model's answer is not a usable fragment; str(error) is the reason, one line."""
 
 
-def out(text):
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def err(text):
-    try:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-
-
-def ensure_dir(path):
-    """os.makedirs without touching "/": under WASI stat("/") fails, and
-    os.makedirs checks every ancestor."""
-    path = os.path.abspath(path)
-    missing = []
-    while path and not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for folder in reversed(missing):
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            pass
-
-
-def read_capped(path, limit):
-    """(bytes, complete): at most limit bytes of the file; None when it is
-    missing or unreadable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError:
-        return None
-    return data[:limit], len(data) <= limit
-
-
-def read_json(path, limit):
-    """The file's JSON, or None when it is missing, too large or not JSON."""
-    got = read_capped(path, limit)
-    if got is None:
-        return None
-    data, complete = got
-    if not complete:
-        err("planner: %s is larger than %d bytes, ignored" % (path, limit))
-        return None
-    try:
-        return json.loads(data.decode("utf-8", "replace"))
-    except ValueError as exc:
-        err("planner: %s is not JSON (%s), ignored" % (path, exc))
-        return None
-
-
-def one_line(text):
-    return " ".join(str(text).split())
-
-
-def cut(text, limit):
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def shown(value, limit=60):
     """A value from the answer, quoted for a reason: one line, bounded."""
     if isinstance(value, str):
@@ -234,24 +159,7 @@ def shown(value, limit=60):
 # ---------------------------------------------------------------- inputs
 
 def read_goal(input_dir):
-    got = read_capped(os.path.join(input_dir, "input.txt"), MAX_GOAL_BYTES)
-    if got is None:
-        return ""
-    text = got[0].decode("utf-8", "replace")
-    if not got[1]:
-        text += "\n(the goal was cut at %d KiB)" % (MAX_GOAL_BYTES >> 10)
-    return text
-
-
-def read_retry(input_dir):
-    """{"attempt", "kind", "detail"} of INPUT/.coditect/retry.json, or None."""
-    data = read_json(os.path.join(input_dir, ".coditect", "retry.json"), MAX_SMALL_JSON_BYTES)
-    if not isinstance(data, dict):
-        return None
-    attempt = data.get("attempt")
-    return {"attempt": attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None,
-            "kind": str(data.get("kind") or "unknown"),
-            "detail": cut(str(data.get("detail") or ""), MAX_RETRY_DETAIL_CHARS)}
+    return coditect.read_input_text(os.path.join(input_dir, "input.txt"), MAX_GOAL_BYTES, "the goal")
 
 
 def dependency_ids(input_dir):
@@ -261,59 +169,6 @@ def dependency_ids(input_dir):
     except OSError:
         return []
     return [name for name in names if ID_RE.match(name) and os.path.isdir(os.path.join(input_dir, "deps", name))]
-
-
-def find_report(input_dir):
-    """The first INPUT/deps/*/report.json (by dependency name), parsed, or None."""
-    deps = os.path.join(input_dir, "deps")
-    try:
-        names = sorted(os.listdir(deps))
-    except OSError:
-        return None
-    for name in names:
-        path = os.path.join(deps, name, "report.json")
-        if os.path.isfile(path):
-            report = read_json(path, MAX_REPORT_BYTES)
-            if isinstance(report, dict):
-                return report
-    return None
-
-
-def walk_workspace(root):
-    """(paths, truncated): the workspace's files, sorted '/'-separated paths."""
-    files, truncated = [], False
-    if not os.path.isdir(root):
-        return files, truncated
-    stack = [""]
-    while stack and not truncated:
-        rel_dir = stack.pop()
-        full_dir = os.path.join(root, rel_dir) if rel_dir else root
-        try:
-            entries = sorted(os.scandir(full_dir), key=lambda e: e.name)
-        except OSError:
-            continue
-        subdirs = []
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            rel = rel_dir + "/" + name if rel_dir else name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if name not in SKIP_DIRS:
-                        subdirs.append(rel)
-                    continue
-                if not entry.is_file(follow_symlinks=False):
-                    continue
-            except OSError:
-                continue
-            if len(files) >= MAX_WALK_FILES:
-                truncated = True
-                break
-            files.append(rel)
-        stack.extend(reversed(subdirs))
-    files.sort()
-    return files, truncated
 
 
 # ---------------------------------------------------------------- the prompt
@@ -422,7 +277,7 @@ def context_sections(report, workspace):
     """The prompt's sections about the code base: from the report, else the walk."""
     files = report_files(report) if report is not None else None
     if files is None:
-        paths, truncated = walk_workspace(workspace)
+        paths, truncated = coditect.walk_workspace(workspace)
         return ["# Workspace files\n\n" + "\n".join(listing_lines([(p, []) for p in paths], truncated))]
     sections = ["# Workspace files (from the analyzer's report)\n\n" + "\n".join(listing_lines(files))]
     symbols = symbol_lines(report)
@@ -434,22 +289,11 @@ def context_sections(report, workspace):
     return sections
 
 
-def retry_section(retry):
-    attempt = " (attempt %d)" % retry["attempt"] if retry["attempt"] else ""
-    if retry["kind"] == "bad_model_output":
-        return ("# Your previous answer was rejected%s\n\n"
-                "What was wrong with it: %s\n\n"
-                "Answer again and fix that: one ```toml block with only [[task]] tables, as described above."
-                % (attempt, retry["detail"] or "(no detail)"))
-    return ("# The previous attempt failed%s\n\n"
-            "It failed with %s: %s\n\n"
-            "Take that into account in this answer." % (attempt, retry["kind"], retry["detail"] or "(no detail)"))
-
-
 def build_messages(goal, retry, context, taken):
     sections = ["# Goal\n\n" + goal.strip()]
     if retry:
-        sections.append(retry_section(retry))
+        sections.append(coditect.retry_section(
+            retry, "one ```toml block with only [[task]] tables, as described above."))
     sections.extend(context)
     if taken:
         sections.append("# Task ids taken in the mission\n\n" + ", ".join(taken)
@@ -461,10 +305,6 @@ def build_messages(goal, retry, context, taken):
 
 # ---------------------------------------------------------------- the answer
 
-FENCE_RE = re.compile(r" {0,3}(`{3,})([^`]*)\Z")
-CLOSE_RE = re.compile(r" {0,3}(`{3,})[ \t]*\Z")
-
-
 def toml_candidates(answer):
     """The texts the answer's TOML may be: the first ```toml (or bare ```)
     block closed at its first closing fence, then at each later one (an
@@ -473,13 +313,12 @@ def toml_candidates(answer):
     lines = answer.replace("\r\n", "\n").split("\n")
     i = 0
     while i < len(lines):
-        match = FENCE_RE.match(lines[i])
-        if not match:
+        opened = coditect.open_fence(lines[i])
+        if opened is None or opened[1][0] != "`":
             i += 1
             continue
-        fence, info = match.group(1), match.group(2).strip()
-        closers = [j for j in range(i + 1, len(lines))
-                   if CLOSE_RE.match(lines[j]) and len(CLOSE_RE.match(lines[j]).group(1)) >= len(fence)]
+        fence, info = opened[1], opened[2].strip()
+        closers = [j for j in range(i + 1, len(lines)) if coditect.closes_fence(lines[j], fence)]
         if info.lower() in ("", "toml"):
             if not closers:
                 raise BadOutput("the ```toml block is not closed")
@@ -712,12 +551,6 @@ def parse_args(argv, argv0):
     return parser.parse_args(argv)
 
 
-def write_answer(out_dir, content):
-    data = content.encode("utf-8", "replace")[:MAX_ANSWER_FILE_BYTES]
-    with open(os.path.join(out_dir, "answer.md"), "wb") as f:
-        f.write(data)
-
-
 def summary_line(tasks, answer):
     order = dependency_order(tasks)
     shown_ids = " -> ".join(order[:MAX_SUMMARY_IDS]) + (" -> ..." if len(order) > MAX_SUMMARY_IDS else "")
@@ -734,22 +567,15 @@ def main(argv=None, argv0=None):
     if not goal.strip():
         err("planner: no goal in %s" % os.path.join(args.input, "input.txt"))
         return EXIT_USAGE
-    retry = read_retry(args.input)
+    retry = coditect.read_retry(args.input, "planner")
     taken = dependency_ids(args.input)
-    context = context_sections(find_report(args.input), args.workspace)
+    context = context_sections(coditect.find_report(args.input, "planner"), args.workspace)
     messages = build_messages(goal, retry, context, taken)
     ensure_dir(out_dir)
-    try:
-        answer = coditect.llm(messages, purpose="planner", temperature=0)
-    except coditect.LlmError as exc:
-        if exc.kind in ("unavailable", "provider"):
-            coditect.report_violation("llm_unavailable", one_line("%s: %s" % (exc.kind, exc.message)),
-                                      output_dir=out_dir)
-            err("planner: the model is unavailable: %s: %s" % (exc.kind, exc.message))
-            return 0
-        err("planner: the model cannot be used: %s: %s" % (exc.kind, exc.message))
-        return EXIT_TASK
-    write_answer(out_dir, answer.content)
+    answer, code = coditect.ask_llm(messages, out_dir, "planner", purpose="planner", temperature=0)
+    if answer is None:
+        return code
+    coditect.write_answer(out_dir, answer.content)
     try:
         tasks = parse_fragment(answer.content, taken)
         text = fragment_toml(tasks)
@@ -757,12 +583,7 @@ def main(argv=None, argv0=None):
         if size > MAX_FRAGMENT_BYTES:
             raise BadOutput("the fragment is %d bytes, more than %d KiB" % (size, MAX_FRAGMENT_BYTES >> 10))
     except BadOutput as exc:
-        reason = str(exc)
-        if answer.finish_reason == "length":
-            reason += " (the answer was cut off at the token limit)"
-        coditect.report_violation("bad_model_output", one_line(reason), output_dir=out_dir)
-        err("planner: bad model output: %s" % reason)
-        return 0
+        return coditect.report_bad_output(str(exc), answer, out_dir, "planner")
     with open(os.path.join(out_dir, "subtasks.toml"), "w", encoding="utf-8", newline="\n") as f:
         f.write(text)
     record = {"tasks": [{"id": t["id"], "module": t["module"], "needs": t["needs"], "title": t["title"]}
