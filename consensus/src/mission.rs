@@ -248,6 +248,24 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A task that has not run yet, waiting on its dependencies.
+    pub fn pending(spec: TaskSubmission) -> Self {
+        TaskRecord {
+            spec,
+            state: TaskState::Pending,
+            owner: None,
+            attempt: 0,
+            runs: 0,
+            not_before_ms: 0,
+            reason: None,
+            violations: Vec::new(),
+            result: None,
+            results_committed: 0,
+            ready_seq: 0,
+            superseded_by: None,
+        }
+    }
+
     /// What a reader of the task's files gets: the committed result, or
     /// else the files the last failed run kept to explain itself (as a
     /// result with no stdout, `stdout_digest` empty).
@@ -368,23 +386,9 @@ impl MissionRecord {
                 } else {
                     TaskState::Pending
                 };
-                (
-                    spec.id.clone(),
-                    TaskRecord {
-                        spec,
-                        state,
-                        owner: None,
-                        attempt: 0,
-                        runs: 0,
-                        not_before_ms: 0,
-                        reason: None,
-                        violations: Vec::new(),
-                        result: None,
-                        results_committed: 0,
-                        ready_seq: 0,
-                        superseded_by: None,
-                    },
-                )
+                let mut record = TaskRecord::pending(spec);
+                record.state = state;
+                (record.spec.id.clone(), record)
             })
             .collect();
         let dirty = Dirty(tasks.keys().cloned().collect());
@@ -733,23 +737,7 @@ impl MissionRecord {
         let mut added = Vec::new();
         for spec in spawn {
             let id = spec.id.clone();
-            self.tasks.insert(
-                id.clone(),
-                TaskRecord {
-                    spec,
-                    state: TaskState::Pending,
-                    owner: None,
-                    attempt: 0,
-                    runs: 0,
-                    not_before_ms: 0,
-                    reason: None,
-                    violations: Vec::new(),
-                    result: None,
-                    results_committed: 0,
-                    ready_seq: 0,
-                    superseded_by: None,
-                },
-            );
+            self.tasks.insert(id.clone(), TaskRecord::pending(spec));
             self.dirty.0.insert(id.clone());
             added.push(id);
         }

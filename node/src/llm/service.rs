@@ -178,14 +178,6 @@ impl LlmService {
         let answer = self
             .chat_inner(request, max_tokens, budget, &mut tries)
             .await;
-        if let Err(error) = &answer {
-            if error.kind == "unavailable" && tries == 0 {
-                self.metrics
-                    .requests
-                    .with_label_values(&["circuit_open"])
-                    .inc();
-            }
-        }
         Called {
             answer,
             tries,
@@ -207,7 +199,7 @@ impl LlmService {
         let deadline = self.env.elapsed() + budget;
         let left = |service: &Self| deadline.saturating_sub(service.env.elapsed());
         if let Some(reason) = self.open_reason() {
-            return Err(unavailable(reason));
+            return Err(self.circuit_open(reason));
         }
         let permit = crate::env::timeout(self.env.as_ref(), left(self), self.permits.acquire())
             .await
@@ -230,7 +222,7 @@ impl LlmService {
                 self.env.sleep(wait).await;
             }
             if let Err(open) = self.breaker.lock().expect("llm breaker").admit(self.now()) {
-                return Err(unavailable(format!(
+                return Err(self.circuit_open(format!(
                     "circuit open after {} failed calls in a row (last: {})",
                     open.failures, open.last
                 )));
@@ -315,16 +307,28 @@ impl LlmService {
                 }
             }
         }
-        let last = last.map(|f| f.message().to_string()).unwrap_or_default();
-        let kind = if last.contains("not a chat completion") || last.contains("has no") {
-            "provider"
-        } else {
-            "unavailable"
+        // A provider that kept answering nonsense is not down.
+        let kind = match &last {
+            Some(failure) if failure.label() == "invalid_answer" => "provider",
+            _ => "unavailable",
         };
+        let last = last.map(|f| f.message().to_string()).unwrap_or_default();
         Err(CallError {
             kind,
             message: format!("gave up after {} tries: {last}", *tries),
         })
+    }
+
+    /// A call the open breaker refuses (counted as `circuit_open`).
+    fn circuit_open(&self, message: String) -> CallError {
+        self.metrics
+            .requests
+            .with_label_values(&["circuit_open"])
+            .inc();
+        CallError {
+            kind: "unavailable",
+            message,
+        }
     }
 }
 
