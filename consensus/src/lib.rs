@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod kv;
+pub mod limits;
 pub mod mission;
 pub mod network;
 pub mod runtime;
@@ -22,22 +23,10 @@ pub mod workspace;
 use std::sync::Arc;
 
 pub use command::{Command, CommandResponse, MeshRaft, TypeConfig};
+pub use limits::{MAX_APPEND_BYTES, MAX_ENTRY_BYTES};
 pub use state::MeshState;
 pub use storage::SharedState;
 pub use types::{Capabilities, Load, MeshNode, NodeId, NodeRecord, WasmLimits};
-
-/// The largest command the mesh proposes as one Raft log entry, encoded.
-/// Entries travel inside AppendEntries requests over a transport whose
-/// frames are capped at 16 MiB, and a follower must receive, fsync and
-/// answer one within a heartbeat interval; a megabyte keeps both true on a
-/// LAN. Larger payloads go to the blob store, or are split over entries.
-pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
-
-/// Stored log bytes one AppendEntries request carries, at most (one entry
-/// always goes, so an entry up to [`MAX_ENTRY_BYTES`] is never stuck).
-/// openraft's `max_payload_entries` counts entries, not bytes; the log
-/// reader enforces this bound.
-pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
 
 /// Timing of the Raft group. Elections are tuned for LAN latencies: a lost
 /// leader is noticed within `election_timeout_min..max` ms.

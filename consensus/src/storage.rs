@@ -233,7 +233,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         decode_entries(rows)
     }
 
-    /// The replication path: at most about [`crate::MAX_APPEND_BYTES`] of
+    /// The replication path: at most about [`crate::limits::MAX_APPEND_BYTES`] of
     /// stored entries (at least one), so no AppendEntries request outgrows
     /// the transport or the heartbeat it must fit in, however large the
     /// entries are.
@@ -251,7 +251,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 Column::Log,
                 &log_key(start),
                 &log_key(end),
-                crate::MAX_APPEND_BYTES,
+                crate::limits::MAX_APPEND_BYTES,
             )
             .map_err(kv(ErrorSubject::Logs, ErrorVerb::Read))?;
         decode_entries(rows)

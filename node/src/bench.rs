@@ -118,7 +118,7 @@ async fn start_bench_node(
             runner: Arc::new(coditect_node::worker::NoRunner),
             agents: Default::default(),
             lease: Duration::from_secs(3),
-            queue_depth: 2,
+            queue_depth: None,
             steal: false,
             retention: Default::default(),
         },

@@ -282,6 +282,14 @@ async fn pause() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 }
 
+/// Waits before asking again for a mission the node has not applied yet:
+/// 20 ms, doubling to 500 ms.
+#[allow(clippy::disallowed_methods)] // the CLI is not node code: no seam
+async fn pause_for_apply(failures: u32) {
+    let ms = (20u64 << failures.min(5)).min(500);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 /// Follows a mission until it ends, one progress line per change on stderr.
 async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, NodeError> {
     let mut version = String::new();
@@ -299,8 +307,8 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
                     && version.is_empty()
                     && failures < 10 =>
             {
+                pause_for_apply(failures).await;
                 failures += 1;
-                pause().await;
                 continue;
             }
             Ok(response) if failures < 30 => {

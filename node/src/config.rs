@@ -57,7 +57,7 @@ pub struct RawNodeConfig {
     /// A node silent this long loses its lease and its tasks are placed again, ms [default: 15 heartbeats, at least 1000]
     #[arg(long, value_name = "MS")]
     pub lease_ms: Option<u64>,
-    /// While leading: tasks placed on a node beyond its free slots [default: 2]
+    /// Tasks this node asks the leader to queue on it beyond its slots, fixed [default: measured: enough to cover the dispatch round trip, 2..=256]
     #[arg(long, value_name = "N")]
     pub queue_depth: Option<u32>,
     /// Finished missions kept in full (the newest); older ones are compacted to a summary [default: 1000]
@@ -140,8 +140,9 @@ pub struct NodeConfig {
     pub drain_grace: Duration,
     /// Node lease.
     pub lease: Duration,
-    /// Placement queue depth beyond free slots (when leading).
-    pub queue_depth: u32,
+    /// Tasks this node asks to hold beyond its slots, fixed; `None`: its
+    /// queue window is measured (see `scheduler::window`).
+    pub queue_depth: Option<u32>,
     /// Whether this node steals when idle.
     pub steal: bool,
     /// How long finished missions are kept in full (when leading).
@@ -279,6 +280,14 @@ impl RawNodeConfig {
                 "--slots {slots} is out of range 1..=4096"
             )));
         }
+        if let Some(depth) = self.queue_depth {
+            if depth > crate::scheduler::window::MAX_ADVERTISED {
+                return Err(ConfigError(format!(
+                    "--queue-depth {depth} is out of range 0..={}",
+                    crate::scheduler::window::MAX_ADVERTISED
+                )));
+            }
+        }
         let voters = self.voters.unwrap_or(3);
         if voters == 0 || voters > 9 {
             return Err(ConfigError(format!(
@@ -330,7 +339,7 @@ impl RawNodeConfig {
             heartbeat: Duration::from_millis(heartbeat_ms),
             drain_grace: Duration::from_millis(self.drain_grace_ms.unwrap_or(10_000)),
             lease: Duration::from_millis(lease_ms),
-            queue_depth: self.queue_depth.unwrap_or(2),
+            queue_depth: self.queue_depth,
             steal: !self.no_steal,
             raft_snapshot_logs: match self.raft_snapshot_logs {
                 Some(0) => {

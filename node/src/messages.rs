@@ -1,12 +1,84 @@
-//! What nodes say to each other: request-response payloads and gossip adverts.
-//! All of it is encoded by `coditect_memory::codec`.
+//! The protocol: everything nodes say to each other. Every request and its
+//! response ([`NodeRequest`], [`NodeResponse`]), the payloads they carry (an
+//! [`Assignment`] to run, the [`Report`] of how a run ended, blob hints),
+//! the typed error a forwarded request keeps ([`SubmitError`]), and the
+//! gossip adverts. All of it is encoded by `coditect_memory::codec`.
 
-use coditect_consensus::mission::{TaskResult, TaskSubmission};
+use coditect_consensus::mission::{TaskResult, TaskSubmission, ViolationRecord};
 use coditect_consensus::{Capabilities, Load, NodeId, NodeRecord};
+use coditect_memory::tree::FileChange;
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::{StealRequest, TaskId};
-use crate::worker::{Assignment, Report};
+use crate::scheduler::{Blame, StealRequest, TaskId, Violation, ViolationKind};
+
+/// A dependency's committed outputs: its task id and (path, digest, size) per file.
+pub type DependencyOutputs = (String, Vec<(String, String, u64)>);
+
+/// A peer that may hold blobs a task needs: (peer id, addresses).
+pub type BlobHint = (String, Vec<String>);
+
+/// One task to run, as the leader assigned it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Mission id.
+    pub mission: String,
+    /// The task.
+    pub task: TaskSubmission,
+    /// The attempt (fencing token) it was assigned at.
+    pub attempt: u32,
+    /// Each dependency's committed outputs: (task id, [(path, digest, size)]).
+    pub deps: Vec<DependencyOutputs>,
+    /// The net changes of the task's dependencies to its workspace, in the
+    /// order to apply them (see `coditect_consensus::workspace::collapse`).
+    #[serde(default)]
+    pub workspace_changes: Vec<FileChange>,
+    /// When the task became ready (older first among equal priorities).
+    pub ready_seq: u64,
+    /// Peers to ask first for its blobs: the leader, the dependencies' producers.
+    pub sources: Vec<BlobHint>,
+    /// Nodes it failed on for node-specific reasons (thieves among them leave it).
+    #[serde(default)]
+    pub avoid: Vec<NodeId>,
+    /// How the task's previous run failed, if one did: (attempt, violation
+    /// kind, detail). An agent reads it as `/input/.coditect/retry.json`.
+    #[serde(default)]
+    pub previous: Option<(u32, String, String)>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    /// The run met every expectation.
+    Succeeded(TaskResult),
+    /// It did not; `blame` says whether to avoid this node on retry.
+    Violated {
+        /// What happened.
+        violation: ViolationRecord,
+        /// Its category.
+        kind: ViolationKind,
+        /// Whose fault it was.
+        blame: Blame,
+    },
+}
+
+impl Report {
+    /// A violation of `kind` in `attempt` on `node`.
+    pub fn violated(node: NodeId, attempt: u32, kind: ViolationKind, detail: &str) -> Report {
+        let violation = Violation::new(kind, detail);
+        Report::Violated {
+            blame: kind.blame(),
+            kind,
+            violation: ViolationRecord {
+                llm_calls: Vec::new(),
+                attempt,
+                node,
+                kind: kind.as_str().to_string(),
+                detail: violation.detail,
+                outputs: Vec::new(),
+            },
+        }
+    }
+}
 
 /// A task a node holds at one attempt (its fencing token).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,6 +113,10 @@ pub enum MissionAction {
     Retry,
 }
 
+/// The most time the leader gives one forwarded submission (fetching its
+/// blobs, staging and committing it) before it answers 504.
+pub const MAX_LEADER_SUBMIT_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A node-to-node request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeRequest {
@@ -58,6 +134,8 @@ pub enum NodeRequest {
         holding: Vec<Held>,
         /// The ones among them running now.
         running: Vec<Held>,
+        /// The tasks beyond its slots it asks to hold (its queue window).
+        window: Option<u32>,
     },
     /// A new mission, validated and with every blob on the sender; to the leader.
     Submit {
@@ -119,6 +197,8 @@ pub enum NodeRequest {
         node_id: NodeId,
         /// (task, attempt, outcome).
         reports: Vec<(TaskId, u32, Report)>,
+        /// The tasks beyond its slots it asks to hold (its queue window).
+        window: Option<u32>,
     },
     /// A thief asks a victim for queued tasks.
     StealAsk {
@@ -400,17 +480,20 @@ mod tests {
                 attempt: 2,
             }],
             running: vec![],
+            window: Some(40),
         };
         match codec::decode::<NodeRequest>(&codec::encode(&request).unwrap()).unwrap() {
             NodeRequest::Heartbeat {
                 node_id,
                 load,
                 holding,
+                window,
                 ..
             } => {
                 assert_eq!(node_id, 4);
                 assert_eq!(load.slots, 2);
                 assert_eq!(holding[0].attempt, 2);
+                assert_eq!(window, Some(40));
             }
             other => panic!("decoded {other:?}"),
         }

@@ -22,18 +22,19 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use coditect_consensus::mission::{TaskLimits, TaskResult, TaskSubmission, ViolationRecord};
+use coditect_consensus::mission::{TaskLimits, TaskResult};
 use coditect_consensus::NodeId;
 use coditect_memory::tree::{FileChange, Tree};
 use coditect_memory::{BlobStore, Digest};
 use coditect_sandbox::{CancelToken, Limits, ModuleDigest, Sandbox, SandboxError};
 use futures::future::BoxFuture;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+pub use crate::messages::{Assignment, BlobHint, DependencyOutputs, Report};
 use crate::mission::caps::MAX_INPUTS_PER_TASK;
 use crate::mission::grammar::{self, excerpt};
-use crate::scheduler::{check, Blame, Expectation, Violation, ViolationKind};
+use crate::scheduler::{check, Expectation, ViolationKind};
 
 /// Bytes of stdout kept in the replicated result for display; the whole of
 /// it is a blob.
@@ -47,9 +48,6 @@ pub trait BlobSource: Send + Sync {
     /// The bytes of `digest`, verified; `None` if nobody reachable holds it.
     fn fetch(&self, digest: Digest) -> BoxFuture<'_, Result<Option<Vec<u8>>, String>>;
 }
-
-/// A dependency's committed outputs: its task id and (path, digest, size) per file.
-pub type DependencyOutputs = (String, Vec<(String, String, u64)>);
 
 /// The sandbox limits of a replicated task.
 pub fn sandbox_limits(limits: &TaskLimits) -> Limits {
@@ -70,72 +68,6 @@ pub fn task_limits(limits: &Limits) -> TaskLimits {
         memory_mb: limits.memory_mb,
         timeout_ms: limits.timeout_ms,
         output_mb: limits.output_mb,
-    }
-}
-
-/// A peer that may hold blobs a task needs: (peer id, addresses).
-pub type BlobHint = (String, Vec<String>);
-
-/// One task to run, as the leader assigned it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Assignment {
-    /// Mission id.
-    pub mission: String,
-    /// The task.
-    pub task: TaskSubmission,
-    /// The attempt (fencing token) it was assigned at.
-    pub attempt: u32,
-    /// Each dependency's committed outputs: (task id, [(path, digest, size)]).
-    pub deps: Vec<DependencyOutputs>,
-    /// The net changes of the task's dependencies to its workspace, in the
-    /// order to apply them (see `coditect_consensus::workspace::collapse`).
-    #[serde(default)]
-    pub workspace_changes: Vec<FileChange>,
-    /// When the task became ready (older first among equal priorities).
-    pub ready_seq: u64,
-    /// Peers to ask first for its blobs: the leader, the dependencies' producers.
-    pub sources: Vec<BlobHint>,
-    /// Nodes it failed on for node-specific reasons (thieves among them leave it).
-    #[serde(default)]
-    pub avoid: Vec<NodeId>,
-    /// How the task's previous run failed, if one did: (attempt, violation
-    /// kind, detail). An agent reads it as `/input/.coditect/retry.json`.
-    #[serde(default)]
-    pub previous: Option<(u32, String, String)>,
-}
-
-/// How a run ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Report {
-    /// The run met every expectation.
-    Succeeded(TaskResult),
-    /// It did not; `blame` says whether to avoid this node on retry.
-    Violated {
-        /// What happened.
-        violation: ViolationRecord,
-        /// Its category.
-        kind: ViolationKind,
-        /// Whose fault it was.
-        blame: Blame,
-    },
-}
-
-impl Report {
-    /// A violation of `kind` in `attempt` on `node`.
-    pub fn violated(node: NodeId, attempt: u32, kind: ViolationKind, detail: &str) -> Report {
-        let violation = Violation::new(kind, detail);
-        Report::Violated {
-            blame: kind.blame(),
-            kind,
-            violation: ViolationRecord {
-                llm_calls: Vec::new(),
-                attempt,
-                node,
-                kind: kind.as_str().to_string(),
-                detail: violation.detail,
-                outputs: Vec::new(),
-            },
-        }
     }
 }
 
@@ -955,7 +887,8 @@ fn keep_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use coditect_consensus::mission::{TaskExpect, TaskLimits};
+    use crate::scheduler::Blame;
+    use coditect_consensus::mission::{TaskExpect, TaskLimits, TaskSubmission, ViolationRecord};
 
     struct LocalBlobs(BlobStore);
 

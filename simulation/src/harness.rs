@@ -359,7 +359,7 @@ impl Sim {
                 runner: slot.runner.clone(),
                 agents: Default::default(),
                 lease: HEARTBEAT * 12,
-                queue_depth: 2,
+                queue_depth: None,
                 steal: true,
                 retention: Default::default(),
             },

@@ -7,6 +7,11 @@
 //!     cargo run -p coditect-tests --example mesh_bench -- latency 200
 //!     cargo run -p coditect-tests --example mesh_bench -- steal 24
 //!     cargo run -p coditect-tests --example mesh_bench -- resume 10
+//!     cargo run -p coditect-tests --example mesh_bench -- ray 2000 [--tuned]
+//!
+//! `ray` compares with Ray in the same run: Ray runs when a Python with
+//! `ray` importable is found (`RAY_PYTHON`, else `python3`); otherwise the
+//! mesh runs alone and says so.
 //!
 //! Real `coditect node` processes on 127.0.0.1 (build the binary first:
 //! `cargo build -p coditect-node`). Times are wall-clock from the test
@@ -428,6 +433,145 @@ fn resume(trials: usize) {
     );
 }
 
+/// The Python that has `ray`: `RAY_PYTHON`, else `python3` if it imports it.
+fn ray_python() -> Option<String> {
+    let candidates = std::env::var("RAY_PYTHON")
+        .ok()
+        .into_iter()
+        .chain(["python3".to_string()]);
+    for python in candidates {
+        let ok = std::process::Command::new(&python)
+            .args(["-c", "import ray"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(python);
+        }
+    }
+    None
+}
+
+/// Ray's rate for `tasks` no-op remote calls on a local Ray with 2 CPUs:
+/// (first batch, with its worker processes starting, and a second batch).
+fn ray_rates(python: &str, tasks: usize) -> Option<(f64, f64)> {
+    let script = format!(
+        r#"
+import time, ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+@ray.remote
+def noop():
+    return None
+rates = []
+for _ in range(2):
+    started = time.perf_counter()
+    ray.get([noop.remote() for _ in range({tasks})])
+    rates.append({tasks} / (time.perf_counter() - started))
+print("RATES", rates[0], rates[1])
+ray.shutdown()
+"#
+    );
+    let output = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().find(|l| l.starts_with("RATES "))?;
+    let mut parts = line.split_whitespace().skip(1).map(|p| p.parse::<f64>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => Some((a, b)),
+        _ => {
+            eprintln!(
+                "ray printed: {text}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            None
+        }
+    }
+}
+
+/// `coditect submit --wait` of `tasks` no-op tasks on a 3-node mesh, the
+/// clock around the whole command (parse, upload, every task, the end).
+fn submit_wait_rate(node: &NodeProcess, dir: &std::path::Path, tasks: usize) -> f64 {
+    let file = dir.join(format!("noop-{tasks}.toml"));
+    std::fs::write(&file, tasks_toml(tasks, "builtin:noop")).unwrap();
+    let started = Instant::now();
+    let output = std::process::Command::new(coditect_tests::coditect_bin())
+        .args(["submit", "--wait", "--api"])
+        .arg(format!("http://{}", node.http))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        output.status.success(),
+        "submit --wait failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    tasks as f64 / took.as_secs_f64()
+}
+
+/// The mesh against Ray in one run: 3 nodes with default flags (or
+/// `--slots 8 --queue-depth 32` with `--tuned`), 2 CPUs for Ray.
+fn ray(tasks: usize, tuned: bool) {
+    let python = ray_python();
+    let ray = match &python {
+        Some(python) => ray_rates(python, tasks),
+        None => {
+            println!("ray: no Python with `ray` found (set RAY_PYTHON); the mesh runs alone");
+            None
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flags: Vec<String> = if tuned {
+        ["--slots", "8", "--queue-depth", "32"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    let first = NodeProcess::start(&dir.path().join("n0"), "n0", &flags);
+    let boot = first.bootstrap_addr();
+    let mut nodes = vec![first];
+    for i in 1..3 {
+        let mut with_boot = flags.clone();
+        with_boot.extend(["--bootstrap".to_string(), boot.clone()]);
+        nodes.push(NodeProcess::start(
+            &dir.path().join(format!("n{i}")),
+            &format!("n{i}"),
+            &with_boot,
+        ));
+    }
+    let refs: Vec<&NodeProcess> = nodes.iter().collect();
+    wait_for(Duration::from_secs(90), "3 voters and a leader", || {
+        agreed_leader(&refs, 3)
+    });
+    // Through a follower, as a client that does not know the leader would.
+    let api = (leader_of(&nodes) + 1) % nodes.len();
+    let first = submit_wait_rate(&nodes[api], dir.path(), tasks);
+    let second = submit_wait_rate(&nodes[api], dir.path(), tasks);
+    let flags = if tuned {
+        "--slots 8 --queue-depth 32"
+    } else {
+        "default flags"
+    };
+    println!(
+        "mesh ({flags}, 3 nodes): submit --wait of {tasks} no-op tasks: first {first:.0} tasks/s, second {second:.0} tasks/s"
+    );
+    if let Some((cold, warm)) = ray {
+        println!(
+            "ray (num_cpus=2): ray.get of {tasks} no-op tasks: first {cold:.0} tasks/s, second {warm:.0} tasks/s"
+        );
+        println!(
+            "ratio mesh/ray: first {:.2}x, second {:.2}x",
+            first / cold,
+            second / warm
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count = |default: usize| args.get(1).and_then(|n| n.parse().ok()).unwrap_or(default);
@@ -439,9 +583,10 @@ fn main() {
         Some("latency") => latency(count(200)),
         Some("steal") => steal(count(24)),
         Some("resume") => resume(count(10)),
+        Some("ray") => ray(count(2000), args.iter().any(|a| a == "--tuned")),
         _ => {
             eprintln!(
-                "usage: mesh_bench election|failover|rss|throughput|latency|steal|resume [N]"
+                "usage: mesh_bench election|failover|rss|throughput|latency|steal|resume|ray [N] [--tuned]"
             );
             std::process::exit(2);
         }

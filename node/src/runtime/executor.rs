@@ -18,11 +18,12 @@ use coditect_sandbox::CancelToken;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
+use super::state::{HeldTask, Phase};
 use super::Node;
 use crate::messages::{Held, LeaderHint, NodeRequest, NodeResponse, QueuedTask};
 use crate::scheduler::{
     approve_steal, choose_steal, BreakerGate, NodeView, PeerLoad, StealConfig, StealRequest,
-    TaskId, TaskView, ViolationKind,
+    TaskId, TaskView, ViolationKind, WindowConfig,
 };
 use crate::worker::{Assignment, BlobHint, BlobSource, Report};
 
@@ -35,68 +36,6 @@ const REPORTS_PER_REQUEST: usize = 512;
 /// Encoded bytes of the reports in one request, at most (well under the
 /// transport's frame cap; one report always goes).
 const REPORT_BYTES_PER_REQUEST: usize = 2 * 1024 * 1024;
-
-/// Where a held task is.
-enum Phase {
-    /// Waiting for a slot.
-    Queued,
-    /// Being handed to a thief (the transfer is being committed).
-    Giving,
-    /// Running; the token stops it.
-    Running(CancelToken),
-    /// Ran; the outcome is on its way to the leader.
-    Reporting,
-}
-
-struct HeldTask {
-    assignment: Assignment,
-    phase: Phase,
-}
-
-/// The tasks this node holds.
-#[derive(Default)]
-pub(super) struct ExecState {
-    tasks: BTreeMap<TaskId, HeldTask>,
-    draining: bool,
-    steal_in_flight: bool,
-    /// Outcomes waiting to be sent to the leader (sent in batches).
-    outbox: Vec<(TaskId, u32, Report)>,
-}
-
-impl ExecState {
-    fn running(&self) -> u32 {
-        self.tasks
-            .values()
-            .filter(|t| matches!(t.phase, Phase::Running(_)))
-            .count() as u32
-    }
-
-    fn queued(&self) -> u32 {
-        self.tasks
-            .values()
-            .filter(|t| matches!(t.phase, Phase::Queued | Phase::Giving))
-            .count() as u32
-    }
-
-    fn queued_views(&self) -> Vec<TaskView> {
-        let mut views: Vec<TaskView> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| matches!(t.phase, Phase::Queued))
-            .map(|(id, t)| TaskView {
-                id: id.clone(),
-                priority: t.assignment.task.priority,
-                ready_seq: t.assignment.ready_seq,
-                requires: t.assignment.task.requires.clone(),
-                avoid_nodes: t.assignment.avoid.iter().copied().collect(),
-            })
-            .collect();
-        views.sort_by(|a, b| {
-            (a.priority, a.ready_seq, &a.id).cmp(&(b.priority, b.ready_seq, &b.id))
-        });
-        views
-    }
-}
 
 /// Puts tasks still marked `Giving` back in the queue when a steal request
 /// ends, however it ends.
@@ -152,6 +91,34 @@ impl Node {
         }
     }
 
+    /// The tasks beyond its slots this node asks the leader to hold: the
+    /// fixed `--queue-depth`, or the measured window (`None` until measured).
+    pub(super) fn window(&self) -> Option<u32> {
+        if let Some(fixed) = self.inner.queue_depth {
+            return Some(fixed);
+        }
+        let exec = self.inner.exec.lock().expect("exec lock");
+        exec.window
+            .window(self.inner.capabilities.slots, &WindowConfig::default())
+    }
+
+    /// [`Node::window`] and what it was measured from, for `/api/status`.
+    pub(super) fn window_status(&self) -> serde_json::Value {
+        let estimates = self
+            .inner
+            .exec
+            .lock()
+            .expect("exec lock")
+            .window
+            .estimates();
+        serde_json::json!({
+            "tasks": self.window(),
+            "fixed": self.inner.queue_depth.is_some(),
+            "service_us": estimates.map(|(service, _)| service.as_micros() as u64),
+            "refill_us": estimates.map(|(_, refill)| refill.as_micros() as u64),
+        })
+    }
+
     /// The tasks running here now, for the heartbeat: the leader commits
     /// their `running` state then (a task shorter than a heartbeat goes from
     /// assigned straight to its result, saving a Raft write per task).
@@ -202,6 +169,7 @@ impl Node {
     pub(super) fn accept_assignments(&self, assignments: Vec<Assignment>) {
         {
             let mut exec = self.inner.exec.lock().expect("exec lock");
+            exec.window.assignments_arrived(self.inner.env.elapsed());
             for assignment in assignments {
                 let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
                 if let Some(held) = exec.tasks.get(&id) {
@@ -296,11 +264,13 @@ impl Node {
             node: self.clone(),
             hints: assignment.sources.clone(),
         });
+        let started = self.inner.env.elapsed();
         let outcome = self
             .inner
             .runner
             .run(node_id, source, assignment, cancel)
             .await;
+        let took = self.inner.env.elapsed().saturating_sub(started);
         self.inner.metrics.tasks_running.dec();
         let report = match outcome {
             Ok(report) => report,
@@ -320,6 +290,7 @@ impl Node {
         }
         {
             let mut exec = self.inner.exec.lock().expect("exec lock");
+            exec.window.task_finished(took);
             match exec.tasks.get_mut(&id) {
                 Some(task) if task.assignment.attempt == attempt => {
                     task.phase = Phase::Reporting;
@@ -357,6 +328,9 @@ impl Node {
                     }
                     take += 1;
                 }
+                if take > 0 {
+                    exec.window.reports_sent(self.inner.env.elapsed());
+                }
                 exec.outbox.drain(..take).collect()
             };
             if batch.is_empty() {
@@ -372,6 +346,7 @@ impl Node {
                 let request = NodeRequest::Reports {
                     node_id,
                     reports: batch.clone(),
+                    window: self.window(),
                 };
                 match self.ask(&leader, &request).await {
                     Ok(NodeResponse::Answers(answers)) if answers.len() == batch.len() => {
@@ -431,6 +406,7 @@ impl Node {
             queued: load.queued,
             live: true,
             breaker: BreakerGate::Closed,
+            window: None,
         }
     }
 

@@ -20,7 +20,9 @@ use coditect_consensus::{Command, CommandResponse, MeshState, NodeId};
 use coditect_memory::Digest;
 use futures::FutureExt;
 
+use super::state::{ViewKey, WaiterSlot};
 use super::Node;
+use crate::messages::MAX_LEADER_SUBMIT_BUDGET;
 use crate::messages::{
     Held, LeaderHint, MissionAction, MissionView, NodeRequest, NodeResponse, SubmitError,
 };
@@ -28,18 +30,19 @@ use crate::mission::{parse_mission, to_submissions, validate, AgentConfig, Missi
 use crate::propose::WriteError;
 use crate::scheduler::retention::{to_compact, MissionAge};
 use crate::scheduler::{
-    decide, place, Blame, Breaker, BreakerConfig, BreakerGate, NodeView, PlacementConfig,
-    RetryDecision, RetryPolicy, TaskId, TaskView, ViolationKind,
+    decide, place, Blame, BreakerConfig, BreakerGate, NodeView, PlacementConfig, RetryDecision,
+    RetryPolicy, TaskId, TaskView, ViolationKind,
 };
 use crate::worker::{Assignment, BlobHint, Report};
 
-/// The most time the leader gives one forwarded submission (fetching its
-/// blobs, staging and committing it) before it answers 504.
-pub(super) const MAX_LEADER_SUBMIT_BUDGET: Duration = Duration::from_secs(120);
 /// How long a node waits for the leader's answer to a forwarded control.
 const CONTROL_FORWARD_DEADLINE: Duration = Duration::from_secs(7);
 /// What the hop to the leader and back may take, on top of the leader's budget.
 const FORWARD_MARGIN: Duration = Duration::from_secs(2);
+/// How long a member that forwarded a submission waits for its own replica
+/// to hold the new mission before answering (so a client that reads from
+/// the node it submitted to finds it).
+const APPLY_WAIT: Duration = Duration::from_secs(2);
 /// Blob bytes the leader is assumed to fetch per second from the submitter.
 const FETCH_BYTES_PER_SEC: u64 = 8 * 1024 * 1024;
 
@@ -91,52 +94,6 @@ const RELAY_PART_BYTES: usize = 4 * 1024 * 1024;
 /// Times a relayed view is started over because the mission changed while
 /// its parts travelled, before the asker gives up.
 const RELAY_RESTARTS: usize = 3;
-
-/// A view's key: (mission id, with its task list).
-type ViewKey = (String, bool);
-/// A cached view: (the mission's revision it shows, last read, the view).
-type CachedView = (u64, u64, MissionView);
-
-/// Cached views by (mission, with tasks), each at the mission's revision,
-/// plus the count of waiting long polls.
-#[derive(Default)]
-pub(super) struct Views {
-    cache: std::sync::Mutex<BTreeMap<ViewKey, CachedView>>,
-    /// Only one view is built at a time; the others wait and share it.
-    build: tokio::sync::Mutex<()>,
-    /// Reads so far, to evict the least recently read.
-    reads: std::sync::atomic::AtomicU64,
-    waiters: std::sync::Mutex<BTreeMap<String, usize>>,
-}
-
-/// A long poll's place among the waiters; leaving frees it.
-pub struct WaiterSlot {
-    node: Node,
-    client: String,
-}
-
-impl Drop for WaiterSlot {
-    fn drop(&mut self) {
-        let mut waiters = self.node.inner.views.waiters.lock().expect("waiters lock");
-        if let Some(count) = waiters.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                waiters.remove(&self.client);
-            }
-        }
-    }
-}
-
-/// Leader-local scheduling state (rebuilt from scratch by a new leader).
-#[derive(Default)]
-pub(super) struct SchedState {
-    breakers: BTreeMap<NodeId, Breaker>,
-    /// The node views of the last round, for placing a new mission's ready
-    /// tasks in its submission entry (kept current by every round).
-    last_views: Vec<NodeView>,
-    /// When finished missions were last considered for compaction.
-    last_compaction: Option<Duration>,
-}
 
 /// Bytes of tasks per staged chunk of a large submission: a chunk's entry
 /// stays well inside one Raft entry ([`coditect_consensus::MAX_ENTRY_BYTES`]).
@@ -398,7 +355,12 @@ impl Node {
         let now_ms = self.inner.env.now_ms();
         let now = self.inner.env.elapsed();
         let lease = self.inner.lease;
-        let (heard, since, draining): (BTreeMap<NodeId, Duration>, Duration, BTreeSet<NodeId>) = {
+        let (heard, since, draining, mut windows): (
+            BTreeMap<NodeId, Duration>,
+            Duration,
+            BTreeSet<NodeId>,
+            BTreeMap<NodeId, u32>,
+        ) = {
             let view = self.inner.view.lock().expect("view lock");
             (
                 view.heard.iter().map(|(id, (at, _))| (*id, *at)).collect(),
@@ -409,9 +371,14 @@ impl Node {
                     .filter(|(_, (_, load))| load.slots == 0)
                     .map(|(id, _)| *id)
                     .collect(),
+                view.windows.clone(),
             )
         };
         let self_draining = self.load().slots == 0;
+        match self.window() {
+            Some(window) => windows.insert(self.inner.node_id, window),
+            None => windows.remove(&self.inner.node_id),
+        };
         let silent_for = |node: NodeId| -> Duration {
             if node == self.inner.node_id {
                 return Duration::ZERO;
@@ -532,6 +499,7 @@ impl Node {
                             .get(id)
                             .map(|b| b.gate(now_ms))
                             .unwrap_or(BreakerGate::Closed),
+                        window: windows.get(id).copied(),
                     }
                 })
                 .collect()
@@ -546,10 +514,7 @@ impl Node {
             .iter()
             .map(|(v, attempt, reason)| (&v.id, (*attempt, reason)))
             .collect();
-        let config = PlacementConfig {
-            queue_depth_beyond_slots: self.inner.queue_depth,
-            ..PlacementConfig::default()
-        };
+        let config = PlacementConfig::default();
         let plan = place(&views, &nodes, &config, self.inner.env.random_u64());
 
         // Reasons, written only when they change.
@@ -992,7 +957,9 @@ impl Node {
     /// `hint`, the node that accepted it), so the mission never names a blob
     /// the leader cannot serve. A submission too large for one Raft entry is
     /// staged in chunks, then sealed by its `SubmitMission`; a known
-    /// idempotency key answers with the mission it created.
+    /// idempotency key answers with the mission it created. A submission
+    /// from another node (`hint` set) is checked here; one this node parsed
+    /// and validated itself is not checked twice.
     pub(super) async fn leader_submit(
         &self,
         hint: Option<BlobHint>,
@@ -1009,10 +976,13 @@ impl Node {
             }
         }
         // Validation and chunking in one trip off the runtime.
+        let forwarded = hint.is_some();
         let (name, mut chunks) = self
             .off_runtime(move || {
                 let mut tasks = tasks;
-                crate::mission::check_submissions(&name, &tasks)?;
+                if forwarded {
+                    crate::mission::check_submissions(&name, &tasks)?;
+                }
                 for task in tasks
                     .iter_mut()
                     .filter(|t| crate::python::is_runtime(&t.module))
@@ -1128,10 +1098,7 @@ impl Node {
         if ready.is_empty() || sched.last_views.is_empty() {
             return Vec::new();
         }
-        let config = PlacementConfig {
-            queue_depth_beyond_slots: self.inner.queue_depth,
-            ..PlacementConfig::default()
-        };
+        let config = PlacementConfig::default();
         let plan = place(
             &ready,
             &sched.last_views,
@@ -1228,7 +1195,10 @@ impl Node {
             .ask_within(&leader, &request, budget + FORWARD_MARGIN)
             .await
         {
-            Ok(NodeResponse::MissionCreated(id)) => Ok(id),
+            Ok(NodeResponse::MissionCreated(id)) => {
+                self.await_applied(&id).await;
+                Ok(id)
+            }
             Ok(NodeResponse::Refused(error)) => Err(error),
             Ok(NodeResponse::Error(message)) => Err(SubmitError::Invalid(message)),
             Ok(NodeResponse::NotLeader { .. }) => Err(SubmitError::Unavailable(
@@ -1242,6 +1212,31 @@ impl Node {
                 "no answer from the leader ({error}); the mission may have been committed: \
                  resubmit with the same Idempotency-Key"
             ))),
+        }
+    }
+
+    /// A member: waits (at most [`APPLY_WAIT`]) until its replica holds
+    /// mission `id`, which the leader has committed (read your writes).
+    async fn await_applied(&self, id: &str) {
+        self.await_replica(|state| state.missions.contains_key(id))
+            .await
+    }
+
+    /// A member: waits (at most [`APPLY_WAIT`]) until `done` holds for its
+    /// replica, after the leader committed a change this node forwarded.
+    async fn await_replica(&self, done: impl Fn(&MeshState) -> bool) {
+        if !self.holds_replica() {
+            return;
+        }
+        let deadline = self.inner.env.elapsed() + APPLY_WAIT;
+        let mut metrics = self.inner.raft.metrics();
+        while !self.state(&done) {
+            let left = deadline.saturating_sub(self.inner.env.elapsed());
+            let changed =
+                crate::env::timeout(self.inner.env.as_ref(), left, metrics.changed()).await;
+            if left.is_zero() || !matches!(changed, Ok(Ok(()))) {
+                return;
+            }
         }
     }
 
@@ -1262,7 +1257,7 @@ impl Node {
         }
         *mine += 1;
         Ok(WaiterSlot {
-            node: self.clone(),
+            waiters: self.inner.views.waiters.clone(),
             client: client.to_string(),
         })
     }
@@ -1589,11 +1584,18 @@ impl Node {
             mission: mission.to_string(),
             action,
         };
+        let revision_of = |state: &MeshState| state.missions.get(mission).map(|m| m.revision.0);
+        let before = self.state(revision_of);
         match self
             .ask_within(&leader, &request, CONTROL_FORWARD_DEADLINE)
             .await
         {
-            Ok(NodeResponse::Ack) => Ok(()),
+            Ok(NodeResponse::Ack) => {
+                // Read your writes: the answer shows the mission changed.
+                self.await_replica(|state| revision_of(state) != before)
+                    .await;
+                Ok(())
+            }
             Ok(NodeResponse::NoMission) => {
                 Err(SubmitError::NotFound(format!("no mission {mission}")))
             }

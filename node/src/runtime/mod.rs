@@ -34,9 +34,11 @@ use crate::worker::{BlobHint, TaskRunner};
 mod executor;
 mod missions;
 mod runtimes;
+mod state;
 
 pub use crate::messages::{MissionView, SubmitError};
-pub use missions::{mission_json, WaiterSlot};
+pub use state::WaiterSlot;
+use state::{ExecState, SchedState, Views};
 
 /// How long a request to the leader may take.
 const CONTROL_DEADLINE: Duration = Duration::from_secs(3);
@@ -87,8 +89,9 @@ pub struct NodeParts {
     pub agents: AgentConfig,
     /// A node silent this long loses its lease.
     pub lease: Duration,
-    /// Placement queue depth beyond free slots.
-    pub queue_depth: u32,
+    /// Tasks beyond its slots this node asks to hold, fixed; `None`:
+    /// measured (its queue window).
+    pub queue_depth: Option<u32>,
     /// Whether to steal when idle.
     pub steal: bool,
     /// How long finished missions are kept in full (when leading).
@@ -102,6 +105,8 @@ struct LocalView {
     leader_advert: Option<(LeaderAdvert, Duration)>,
     /// Leader only: when each node last heartbeated, and its load.
     heard: BTreeMap<NodeId, (Duration, Load)>,
+    /// Leader only: the queue window each node last asked for.
+    windows: BTreeMap<NodeId, u32>,
     /// Leader only: loads to write into the registry at the next batch.
     pending_heartbeats: BTreeMap<NodeId, Load>,
     /// When this node became leader (to give everyone a fair grace period).
@@ -165,14 +170,14 @@ struct Inner {
     stopped: AtomicBool,
     runner: Arc<dyn TaskRunner>,
     agents: AgentConfig,
-    exec: Mutex<executor::ExecState>,
-    sched: Mutex<missions::SchedState>,
+    exec: Mutex<ExecState>,
+    sched: Mutex<SchedState>,
     wake: tokio::sync::Notify,
     /// Outcomes are waiting in the outbox.
     reports_ready: tokio::sync::Notify,
     /// A node silent this long loses its lease (and its tasks).
     lease: Duration,
-    queue_depth: u32,
+    queue_depth: Option<u32>,
     steal: bool,
     retention: crate::scheduler::retention::RetentionPolicy,
     /// Why this node's Raft core died, once it has (see [`crate::liveness`]).
@@ -180,7 +185,7 @@ struct Inner {
     /// What `/api/status` shows under `runtimes`.
     runtimes: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Mission views shared by every reader of one version (long polls).
-    views: missions::Views,
+    views: Views,
 }
 
 /// The freshest known addresses of each peer, learned from gossip adverts.
@@ -320,6 +325,10 @@ pub struct StatusView {
     pub fatal: Option<String>,
     /// Language runtimes (`python`): loading, fetching, compiling, ready.
     pub runtimes: serde_json::Value,
+    /// The tasks beyond its slots this node asks the leader to hold, and
+    /// what they were measured from: `{"tasks", "fixed", "service_us",
+    /// "refill_us"}` (`tasks` null until measured).
+    pub queue_window: serde_json::Value,
 }
 
 /// One peer in `/api/status`.
@@ -398,8 +407,8 @@ impl Node {
             stopped: AtomicBool::new(false),
             runner: parts.runner,
             agents: parts.agents,
-            exec: Mutex::new(executor::ExecState::default()),
-            sched: Mutex::new(missions::SchedState::default()),
+            exec: Mutex::new(ExecState::default()),
+            sched: Mutex::new(SchedState::default()),
             wake: tokio::sync::Notify::new(),
             reports_ready: tokio::sync::Notify::new(),
             lease: parts.lease,
@@ -408,7 +417,7 @@ impl Node {
             steal: parts.steal,
             fatal: Mutex::new(None),
             runtimes: Mutex::new(BTreeMap::new()),
-            views: missions::Views::default(),
+            views: Views::default(),
         });
         inner.raft.runtime_config().elect(parts.elect_at_start);
         let node = Node { inner };
@@ -626,6 +635,7 @@ impl Node {
         let leader = self.leader();
         // Before taking the view lock, which known_nodes takes too.
         let known_nodes = self.known_nodes();
+        let queue_window = self.window_status();
         let view = self.inner.view.lock().expect("view lock");
         let (mut voters, mut learners) = membership_sets(&metrics);
         let mut term = metrics.current_term;
@@ -711,6 +721,7 @@ impl Node {
             fatal: self.inner.fatal.lock().expect("fatal lock").clone(),
             runtimes: serde_json::to_value(&*self.inner.runtimes.lock().expect("runtimes lock"))
                 .unwrap_or_default(),
+            queue_window,
         }
     }
 
@@ -859,8 +870,10 @@ impl Node {
                 load,
                 holding,
                 running,
+                window,
             } => {
                 self.note_heard(node_id, load);
+                self.note_window(node_id, window);
                 let registered = self.state(|state| {
                     state
                         .nodes
@@ -892,7 +905,7 @@ impl Node {
             } => {
                 let hint = (from.to_string(), self.inner.addresses.merged(from, &[]));
                 let budget =
-                    Duration::from_millis(budget_ms).min(missions::MAX_LEADER_SUBMIT_BUDGET);
+                    Duration::from_millis(budget_ms).min(crate::messages::MAX_LEADER_SUBMIT_BUDGET);
                 let submitted = timeout(
                     self.inner.env.as_ref(),
                     budget,
@@ -945,10 +958,15 @@ impl Node {
                 self.revoke(&held);
                 NodeResponse::Ack
             }
-            NodeRequest::Reports { node_id, reports } => {
+            NodeRequest::Reports {
+                node_id,
+                reports,
+                window,
+            } => {
                 if !self.node_is(node_id, from) {
                     return NodeResponse::Error(format!("node {node_id} is not {from}"));
                 }
+                self.note_window(node_id, window);
                 NodeResponse::Answers(self.on_reports(node_id, reports).await)
             }
             NodeRequest::StealAsk {
@@ -1082,6 +1100,20 @@ impl Node {
             }
         }
         Ok(None)
+    }
+
+    /// Leader: the queue window `node_id` asks for, bounded.
+    fn note_window(&self, node_id: NodeId, window: Option<u32>) {
+        let mut view = self.inner.view.lock().expect("view lock");
+        match window {
+            Some(window) => {
+                let bounded = window.min(crate::scheduler::window::MAX_ADVERTISED);
+                view.windows.insert(node_id, bounded);
+            }
+            None => {
+                view.windows.remove(&node_id);
+            }
+        }
     }
 
     fn note_heard(&self, node_id: NodeId, load: Load) {
@@ -1689,6 +1721,7 @@ impl Node {
                     load: node.load(),
                     holding: node.holding(),
                     running: node.running_tasks(),
+                    window: node.window(),
                 };
                 let answer = node.ask(&leader, &request).await;
                 if let Ok(NodeResponse::HeartbeatAck {

@@ -22,6 +22,7 @@
 //! - [`breaker`]: keeping new work off a node whose runs keep failing.
 //! - [`retention`]: which finished missions are compacted to a summary.
 //! - [`fix`]: the fix loop, which tasks replace a failed test after a coder's change.
+//! - [`window`]: how many tasks beyond its slots a node asks to hold (its queue window).
 
 pub mod breaker;
 pub mod fix;
@@ -31,6 +32,7 @@ pub mod retry;
 pub mod stealing;
 pub mod view;
 pub mod violation;
+pub mod window;
 
 pub use breaker::{Breaker, BreakerConfig, BreakerGate, BreakerState};
 pub use placement::{place, PlacementConfig, PlacementPlan, Reason, Spread};
@@ -38,6 +40,7 @@ pub use retry::{decide, RetryDecision, RetryPolicy};
 pub use stealing::{approve_steal, choose_steal, PeerLoad, StealConfig, StealRequest};
 pub use view::{NodeView, TaskId, TaskView};
 pub use violation::{check, Blame, Expectation, ExpectedField, Violation, ViolationKind};
+pub use window::{QueueWindow, WindowConfig};
 
 #[cfg(test)]
 mod tests {
@@ -70,6 +73,7 @@ mod tests {
                 queued: self.queue.len() as u32,
                 live: true,
                 breaker: BreakerGate::Closed,
+                window: None,
             }
         }
 

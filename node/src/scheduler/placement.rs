@@ -6,10 +6,12 @@
 //!   every tag the task requires are candidates.
 //! - Tasks are served most urgent first: P0 before P3, then the oldest, then
 //!   by id so equal tasks still come out in one order.
-//! - Each node is filled up to `slots + queue_depth_beyond_slots` tasks
-//!   (running plus queued) and never beyond, so a burst leaves queued work
-//!   that idle peers can steal instead of piling up on one node. A half-open
-//!   breaker takes exactly one task, its probe.
+//! - Each node is filled up to `slots + depth` tasks (running plus queued)
+//!   and never beyond, so a burst leaves queued work that idle peers can
+//!   steal instead of piling up on one node. `depth` is the node's own
+//!   queue window when it advertises one (deep enough to cover the dispatch
+//!   round trip, see [`super::window`]), else `queue_depth_beyond_slots`.
+//!   A half-open breaker takes exactly one task, its probe.
 //! - Load is spread: by default every task goes to the candidate with the
 //!   lowest `(running + queued) / slots`, ties broken by a seeded hash of
 //!   the node id so no node is always first; power-of-two choices (two
@@ -36,7 +38,8 @@ use super::view::{NodeView, TaskId, TaskView};
 /// How placement fills and spreads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlacementConfig {
-    /// Tasks a node may hold beyond its slots (queued, waiting for a slot).
+    /// Tasks a node may hold beyond its slots (queued, waiting for a slot)
+    /// when it advertises no window of its own.
     pub queue_depth_beyond_slots: u32,
     /// How a node is chosen among the candidates with room.
     pub spread: Spread,
@@ -162,7 +165,7 @@ pub fn place(
             let capacity = node
                 .capabilities
                 .slots
-                .saturating_add(config.queue_depth_beyond_slots);
+                .saturating_add(node.window.unwrap_or(config.queue_depth_beyond_slots));
             let room_left = capacity.saturating_sub(node.holding());
             let remaining = match node.breaker {
                 _ if !node.live || node.capabilities.slots == 0 => 0,
@@ -328,6 +331,7 @@ mod tests {
             queued: 0,
             live: true,
             breaker: BreakerGate::Closed,
+            window: None,
         }
     }
 
@@ -367,6 +371,20 @@ mod tests {
         assert_eq!(plan.unplaceable.len(), 2);
         assert_eq!(reason_of(&plan, "t8"), Some(&Reason::CapableNodesFull));
         assert!(Reason::CapableNodesFull.is_waiting_for_capacity());
+    }
+
+    #[test]
+    fn a_nodes_own_window_replaces_the_default_depth() {
+        let mut deep = node(1, 2, &[]);
+        deep.window = Some(10);
+        let mut shallow = node(2, 2, &[]);
+        shallow.window = Some(0);
+        let nodes = [deep, shallow, node(3, 2, &[])];
+        let ready: Vec<TaskView> = (0..40).map(|i| task(&format!("t{i}"), 1, i, &[])).collect();
+        let plan = place(&ready, &nodes, &PlacementConfig::default(), 3);
+        // 2 + 10, 2 + 0, and 2 + the default 2.
+        assert_eq!(counts(&plan), BTreeMap::from([(1, 12), (2, 2), (3, 4)]));
+        assert_eq!(plan.unplaceable.len(), 40 - 18);
     }
 
     #[test]
@@ -525,6 +543,7 @@ mod tests {
                 ],
                 proptest::collection::btree_set(prop_oneof![Just("gpu"), Just("llm")], 0..3),
                 any::<bool>(),
+                proptest::option::of(0u32..6),
             ),
             0..7,
         )
@@ -533,7 +552,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(
-                    |(index, (slots, running, queued, live, breaker, tags, wasm))| {
+                    |(index, (slots, running, queued, live, breaker, tags, wasm, window))| {
                         let mut view = node(
                             index as NodeId + 1,
                             slots,
@@ -542,6 +561,7 @@ mod tests {
                         view.capabilities.wasm = wasm;
                         view.running = running;
                         view.queued = queued;
+                        view.window = window;
                         view.live = live;
                         view.breaker = breaker;
                         view
@@ -617,7 +637,8 @@ mod tests {
             let placed = counts(&plan);
             for (node_id, count) in &placed {
                 let node = by_id[node_id];
-                let limit = node.capabilities.slots + config.queue_depth_beyond_slots;
+                let limit = node.capabilities.slots
+                    + node.window.unwrap_or(config.queue_depth_beyond_slots);
                 prop_assert!(node.holding() + *count as u32 <= limit, "node {} over capacity", node_id);
                 if node.breaker == BreakerGate::Probe {
                     prop_assert_eq!(*count, 1);

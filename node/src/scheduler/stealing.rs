@@ -192,6 +192,7 @@ mod tests {
             queued: 0,
             live: true,
             breaker: BreakerGate::Closed,
+            window: None,
         }
     }
 

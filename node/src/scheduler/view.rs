@@ -82,6 +82,9 @@ pub struct NodeView {
     pub live: bool,
     /// What its circuit breaker allows now (see [`super::breaker::Breaker::gate`]).
     pub breaker: BreakerGate,
+    /// The tasks beyond its slots it asked to hold (its queue window, see
+    /// [`super::window`]); `None` leaves it at the placement's default depth.
+    pub window: Option<u32>,
 }
 
 impl NodeView {
