@@ -294,7 +294,7 @@ impl MeshState {
                 for (id, mission) in self.missions.iter_mut() {
                     if mission.release_node(*node, reason, *max_runs, &mut seq) > 0 {
                         touched.push(StateKey::Mission(id.clone()));
-                        for task in std::mem::take(&mut mission.dirty.0) {
+                        for task in mission.take_dirty() {
                             touched.push(StateKey::Task(id.clone(), task));
                         }
                     }
@@ -371,7 +371,7 @@ impl MeshState {
 
     fn take_dirty(&mut self, id: &str, touched: &mut Vec<StateKey>) {
         if let Some(mission) = self.missions.get_mut(id) {
-            for task in std::mem::take(&mut mission.dirty.0) {
+            for task in mission.take_dirty() {
                 touched.push(StateKey::Task(id.to_string(), task));
             }
         }

@@ -501,6 +501,8 @@ async fn get_mission(
     let mut last: Option<crate::runtime::MissionView> = None;
     loop {
         let known = last.as_ref().map(|view| view.version.clone());
+        // Before the view: a change after this is waited for, none missed.
+        let seen = state.node.mission_revision(&id);
         let view = match state
             .node
             .mission_view(&id, with_tasks, known.as_deref())
@@ -524,7 +526,7 @@ async fn get_mission(
                 .into_response();
         }
         last = Some(view);
-        state.node.wait_for_change(wait - waited).await;
+        state.node.wait_for_change(wait - waited, &id, seen).await;
     }
 }
 

@@ -7,9 +7,11 @@
 //! that a legitimate mission never meets it while a hostile or broken one
 //! cannot make a node allocate, store or replicate without bound.
 
-/// Most tasks in one mission. The whole mission is one Raft entry and every
-/// voter keeps it in memory; the largest seed tasklist has a few hundred.
-pub const MAX_TASKS_PER_MISSION: usize = 10_000;
+/// Most tasks in one mission. A large mission is staged over several Raft
+/// entries and every voter keeps it in memory (about 1 KiB a task); the
+/// largest seed tasklist has a few hundred tasks, generated sweeps tens of
+/// thousands.
+pub const MAX_TASKS_PER_MISSION: usize = 50_000;
 
 /// Most `needs` entries of one task (repeats included): the scheduler walks
 /// them on every completion, and a fan-in wider than this is better split.

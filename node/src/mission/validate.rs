@@ -695,7 +695,7 @@ mod tests {
         let err = validate(&mission(tasks(MAX_TASKS_PER_MISSION + 1)), None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "mission has 10001 tasks, more than the cap of 10000"
+            "mission has 50001 tasks, more than the cap of 50000"
         );
     }
 

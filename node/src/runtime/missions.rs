@@ -39,6 +39,9 @@ use crate::worker::{Assignment, BlobHint, Report};
 const CONTROL_FORWARD_DEADLINE: Duration = Duration::from_secs(7);
 /// What the hop to the leader and back may take, on top of the leader's budget.
 const FORWARD_MARGIN: Duration = Duration::from_secs(2);
+/// The longest a long poll naps after a change before it looks (see
+/// `Node::wait_for_change`).
+const MAX_POLL_NAP: Duration = Duration::from_millis(20);
 /// How long a member that forwarded a submission waits for its own replica
 /// to hold the new mission before answering (so a client that reads from
 /// the node it submitted to finds it).
@@ -141,6 +144,145 @@ fn task_view(mission: &str, record: &TaskRecord) -> TaskView {
             .map(|v| v.node)
             .collect(),
     }
+}
+
+/// How often a scheduling round looks at every task instead of the index.
+const FULL_SCAN_PERIOD: Duration = Duration::from_secs(1);
+
+/// The tasks of `mission` a round looks at: its held tasks (from its
+/// index), or every task when `full_scan` or before the index is built.
+/// Callers still check each task's state.
+fn held_in(mission: &MissionRecord, full_scan: bool) -> Box<dyn Iterator<Item = &TaskRecord> + '_> {
+    match mission.index() {
+        Some(index) if !full_scan => {
+            Box::new(index.held.iter().filter_map(|id| mission.tasks.get(id)))
+        }
+        _ => Box::new(mission.tasks.values()),
+    }
+}
+
+/// The ready tasks of `mission`, most urgent first when its index is used
+/// (`true`), else every task in id order (`false`).
+type TaskIter<'a> = Box<dyn Iterator<Item = &'a TaskRecord> + 'a>;
+fn ready_in(mission: &MissionRecord, full_scan: bool) -> (bool, TaskIter<'_>) {
+    match mission.index() {
+        Some(index) if !full_scan => (
+            true,
+            Box::new(
+                index
+                    .ready
+                    .iter()
+                    .filter_map(|(_, _, id)| mission.tasks.get(id)),
+            ),
+        ),
+        _ => (false, Box::new(mission.tasks.values())),
+    }
+}
+
+/// Ready tasks of one requirement set looked at per round beyond twice the
+/// room its capable nodes have: enough to note why tasks wait (a
+/// requirement no node meets, say) without visiting them all.
+const REASON_SAMPLE: usize = 64;
+
+/// Reasons written per round, at most (the rest follow in later rounds), so
+/// the round's Raft entry stays small whatever the backlog.
+const MAX_REASONS_PER_ROUND: usize = 1024;
+
+/// The ready tasks worth placing this round: for each set of requirements,
+/// the most urgent `2 * room + REASON_SAMPLE`, where `room` is what the
+/// nodes that meet them can still take. A round over a mission of tens of
+/// thousands of ready tasks then costs what it can place, not the mission's
+/// size (the scan itself clones nothing). Tasks left out keep their reason
+/// and wait; the most urgent always come first, as in [`place`].
+fn ready_to_consider(
+    state: &MeshState,
+    now_ms: u64,
+    nodes: &[NodeView],
+    config: &PlacementConfig,
+    full_scan: bool,
+) -> Vec<(TaskView, u32, Option<String>)> {
+    use std::collections::BinaryHeap;
+    /// A ready task, ordered by urgency only (most urgent smallest).
+    struct Candidate<'a> {
+        urgency: (u8, u64, &'a str, &'a str),
+        record: &'a TaskRecord,
+    }
+    impl PartialEq for Candidate<'_> {
+        fn eq(&self, other: &Self) -> bool {
+            self.urgency == other.urgency
+        }
+    }
+    impl Eq for Candidate<'_> {}
+    impl PartialOrd for Candidate<'_> {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Candidate<'_> {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            self.urgency.cmp(&other.urgency)
+        }
+    }
+    // Per requirement set: how many to keep, and the most urgent so far
+    // (a max-heap, so the least urgent kept is the one to drop).
+    let mut wanted: BTreeMap<&[String], (usize, BinaryHeap<Candidate<'_>>)> = BTreeMap::new();
+    for mission in state.missions.values() {
+        if mission.state != coditect_consensus::mission::MissionState::Running {
+            continue;
+        }
+        let (ordered, tasks) = ready_in(mission, full_scan);
+        for record in tasks {
+            if record.state != TaskState::Ready || record.not_before_ms > now_ms {
+                continue;
+            }
+            // In urgency order, once every requirement set met so far has
+            // all it can use, the rest of this mission cannot get in (a set
+            // first met further on waits for the next full scan at most).
+            if ordered
+                && wanted.contains_key(record.spec.requires.as_slice())
+                && wanted.values().all(|(limit, heap)| heap.len() >= *limit)
+            {
+                break;
+            }
+            let requires = record.spec.requires.as_slice();
+            let (limit, heap) = wanted.entry(requires).or_insert_with(|| {
+                let room: u64 = nodes
+                    .iter()
+                    .filter(|node| requires.iter().all(|tag| node.capabilities.has(tag)))
+                    .map(|node| u64::from(crate::scheduler::placement::room_left(node, config)))
+                    .sum();
+                let limit = usize::try_from(room.saturating_mul(2)).unwrap_or(usize::MAX);
+                (limit.saturating_add(REASON_SAMPLE), BinaryHeap::new())
+            });
+            let candidate = Candidate {
+                urgency: (
+                    record.spec.priority,
+                    record.ready_seq,
+                    mission.id.as_str(),
+                    record.spec.id.as_str(),
+                ),
+                record,
+            };
+            if heap.len() < *limit {
+                heap.push(candidate);
+            } else if heap.peek().is_some_and(|worst| candidate < *worst) {
+                heap.pop();
+                heap.push(candidate);
+            }
+        }
+    }
+    wanted
+        .into_values()
+        .flat_map(|(_, heap)| heap.into_vec())
+        .map(|c| {
+            let record = c.record;
+            (
+                task_view(c.urgency.2, record),
+                record.attempt,
+                record.reason.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Every digest a task needs.
@@ -387,24 +529,31 @@ impl Node {
             now.saturating_sub(at)
         };
         struct Snapshot {
-            ready: Vec<(TaskView, u32, Option<String>)>,
             holding: BTreeMap<NodeId, (u32, u32)>,
             nodes: Vec<(NodeId, coditect_consensus::Capabilities, bool)>,
         }
+        // Each mission's ready/held index, except once a second, when a
+        // round looks at every task (so a task the index missed waits at
+        // most that long).
+        let full_scan = {
+            let mut sched = self.inner.sched.lock().expect("sched lock");
+            let due = sched
+                .last_full_scan
+                .is_none_or(|at| now >= at + FULL_SCAN_PERIOD);
+            if due {
+                sched.last_full_scan = Some(now);
+            }
+            due
+        };
+        // Pass 1, cheap (nothing cloned per task): who holds what.
         let snapshot = self.state(|state| {
-            let mut ready = Vec::new();
             let mut holding: BTreeMap<NodeId, (u32, u32)> = BTreeMap::new();
             for mission in state.missions.values() {
                 if mission.state != coditect_consensus::mission::MissionState::Running {
                     continue;
                 }
-                for record in mission.tasks.values() {
+                for record in held_in(mission, full_scan) {
                     match record.state {
-                        TaskState::Ready if record.not_before_ms <= now_ms => ready.push((
-                            task_view(&mission.id, record),
-                            record.attempt,
-                            record.reason.clone(),
-                        )),
                         TaskState::Assigned | TaskState::Running => {
                             if let Some(owner) = record.owner {
                                 let entry = holding.entry(owner).or_default();
@@ -424,11 +573,7 @@ impl Node {
                 .values()
                 .map(|n| (n.node_id, n.capabilities.clone(), n.left))
                 .collect();
-            Snapshot {
-                ready,
-                holding,
-                nodes,
-            }
+            Snapshot { holding, nodes }
         });
 
         // Leases: a node silent past the lease (or gone) loses its tasks.
@@ -505,21 +650,23 @@ impl Node {
                 .collect()
         };
         self.inner.sched.lock().expect("sched lock").last_views = nodes.clone();
-        if snapshot.ready.is_empty() {
+        let config = PlacementConfig::default();
+        // Pass 2: the ready tasks this round can use, most urgent first.
+        let ready =
+            self.state(|state| ready_to_consider(state, now_ms, &nodes, &config, full_scan));
+        if ready.is_empty() {
             return;
         }
-        let views: Vec<TaskView> = snapshot.ready.iter().map(|(v, _, _)| v.clone()).collect();
-        let attempts: BTreeMap<&TaskId, (u32, &Option<String>)> = snapshot
-            .ready
+        let views: Vec<TaskView> = ready.iter().map(|(v, _, _)| v.clone()).collect();
+        let attempts: BTreeMap<&TaskId, (u32, &Option<String>)> = ready
             .iter()
             .map(|(v, attempt, reason)| (&v.id, (*attempt, reason)))
             .collect();
-        let config = PlacementConfig::default();
         let plan = place(&views, &nodes, &config, self.inner.env.random_u64());
 
         // Reasons, written only when they change.
         let mut reasons: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for (id, reason) in &plan.unplaceable {
+        for (id, reason) in plan.unplaceable.iter().take(MAX_REASONS_PER_ROUND) {
             let text = reason.to_string();
             if attempts.get(id).and_then(|(_, r)| r.as_deref()) != Some(text.as_str()) {
                 reasons
@@ -1290,13 +1437,27 @@ impl Node {
         if let Some(view) = self.cached_view(&key, revision) {
             return Ok(Some(view));
         }
-        let Some(record) = self.state(|state| state.missions.get(id).cloned()) else {
-            return Ok(None);
-        };
         let peers = self.peer_ids();
-        let view = self
-            .off_runtime(move || build_view(&record, &peers, with_tasks))
-            .await;
+        let view = if with_tasks {
+            // The whole task list: built from a copy, off the runtime.
+            let Some(record) = self.state(|state| state.missions.get(id).cloned()) else {
+                return Ok(None);
+            };
+            self.off_runtime(move || build_view(&record, &peers, with_tasks))
+                .await
+        } else {
+            // A summary (the long polls of `submit --wait`): one pass over
+            // the tasks in place, nothing copied.
+            let Some(view) = self.state(|state| {
+                state
+                    .missions
+                    .get(id)
+                    .map(|record| build_view(record, &peers, false))
+            }) else {
+                return Ok(None);
+            };
+            view
+        };
         let mut cache = self.inner.views.cache.lock().expect("views lock");
         let read = self
             .inner
@@ -1613,17 +1774,38 @@ impl Node {
         self.inner.env.elapsed()
     }
 
-    /// Waits up to `max` for the replicated state to change (members), or
-    /// a short while (nodes outside Raft, which ask the leader again).
-    pub async fn wait_for_change(&self, max: Duration) {
+    /// This node's change count of mission `id` (see
+    /// [`Node::wait_for_change`]); `None` outside Raft or for no such mission.
+    pub fn mission_revision(&self, id: &str) -> Option<u64> {
+        self.state(|state| state.missions.get(id).map(|m| m.revision.0))
+    }
+
+    /// Waits up to `max` for mission `mission` to change from revision
+    /// `seen` (members: taken before the view the caller has was read, so a
+    /// change in between is not missed), or a short while (nodes outside
+    /// Raft, which ask the leader again).
+    pub async fn wait_for_change(&self, max: Duration, mission: &str, seen: Option<u64>) {
         if self.holds_replica() {
+            let deadline = self.inner.env.elapsed() + max;
             let mut metrics = self.inner.raft.metrics();
-            let _ = crate::env::timeout(self.inner.env.as_ref(), max, metrics.changed()).await;
-            // Changes come in bursts: a short nap lets one look see many.
-            self.inner
-                .env
-                .sleep(max.min(Duration::from_millis(20)))
-                .await;
+            while self.mission_revision(mission) == seen {
+                let left = deadline.saturating_sub(self.inner.env.elapsed());
+                let changed =
+                    crate::env::timeout(self.inner.env.as_ref(), left, metrics.changed()).await;
+                if left.is_zero() || !matches!(changed, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            // Changes come in bursts: a nap lets one look see many. It grows
+            // with the mission, whose view costs about its size to build, so
+            // a small mission's change is seen at once and a large one's
+            // views stay a small share of the node's time.
+            let tasks = self.state(|state| state.missions.get(mission).map(|m| m.tasks.len()));
+            let nap = Duration::from_micros(tasks.unwrap_or(0) as u64).min(MAX_POLL_NAP);
+            if nap >= Duration::from_millis(1) {
+                let left = deadline.saturating_sub(self.inner.env.elapsed());
+                self.inner.env.sleep(left.min(nap)).await;
+            }
         } else {
             self.inner
                 .env
@@ -1717,8 +1899,16 @@ pub fn mission_json(
 ) -> serde_json::Value {
     let peer = |id: NodeId| peers.get(&id).cloned().unwrap_or_else(|| id.to_string());
     let mut counts: BTreeMap<String, u64> = mission.summary.clone().unwrap_or_default();
+    // Counted by state first, named once per state (not once per task).
+    let mut by_state: Vec<(TaskState, u64)> = Vec::new();
     for task in mission.tasks.values() {
-        *counts.entry(lower(task.state)).or_default() += 1;
+        match by_state.iter_mut().find(|(state, _)| *state == task.state) {
+            Some((_, count)) => *count += 1,
+            None => by_state.push((task.state, 1)),
+        }
+    }
+    for (state, count) in by_state {
+        *counts.entry(lower(state)).or_default() += count;
     }
     if !with_tasks {
         return serde_json::json!({

@@ -125,4 +125,7 @@ pub(super) struct SchedState {
     pub(super) last_views: Vec<NodeView>,
     /// When finished missions were last considered for compaction.
     pub(super) last_compaction: Option<Duration>,
+    /// When a round last looked at every task rather than each mission's
+    /// ready/held index (a safety net, once a second).
+    pub(super) last_full_scan: Option<Duration>,
 }

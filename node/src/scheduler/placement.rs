@@ -146,6 +146,23 @@ impl Room {
     }
 }
 
+/// How many more tasks `node` may take now: up to slots plus its depth
+/// (its window, else the default), none while it is not live, drains or has
+/// its breaker open, one (the probe) while the breaker is half open.
+pub fn room_left(node: &NodeView, config: &PlacementConfig) -> u32 {
+    let capacity = node
+        .capabilities
+        .slots
+        .saturating_add(node.window.unwrap_or(config.queue_depth_beyond_slots));
+    let room = capacity.saturating_sub(node.holding());
+    match node.breaker {
+        _ if !node.live || node.capabilities.slots == 0 => 0,
+        BreakerGate::Open => 0,
+        BreakerGate::Probe => room.min(1),
+        BreakerGate::Closed => room,
+    }
+}
+
 /// Decides where the ready tasks go. `rng_seed` drives tie-breaking and
 /// power-of-two choices; the same inputs and seed give the same plan.
 ///
@@ -162,17 +179,7 @@ pub fn place(
     let mut rooms: Vec<Room> = nodes
         .iter()
         .map(|node| {
-            let capacity = node
-                .capabilities
-                .slots
-                .saturating_add(node.window.unwrap_or(config.queue_depth_beyond_slots));
-            let room_left = capacity.saturating_sub(node.holding());
-            let remaining = match node.breaker {
-                _ if !node.live || node.capabilities.slots == 0 => 0,
-                BreakerGate::Open => 0,
-                BreakerGate::Probe => room_left.min(1),
-                BreakerGate::Closed => room_left,
-            };
+            let remaining = room_left(node, config);
             Room {
                 id: node.id,
                 slots: u64::from(node.capabilities.slots),
