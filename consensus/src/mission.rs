@@ -1697,6 +1697,24 @@ mod tests {
                     MissionState::Running
                 };
                 prop_assert_eq!(mission.state, reference);
+                // The ready/held index, brought up to date as apply does,
+                // is exactly what a scan finds, ready tasks most urgent first.
+                let ready: Vec<(u8, u64, String)> = {
+                    let mut ready: Vec<_> = tasks()
+                        .filter(|t| t.state == TaskState::Ready)
+                        .map(|t| (t.spec.priority, t.ready_seq, t.spec.id.clone()))
+                        .collect();
+                    ready.sort();
+                    ready
+                };
+                let held: std::collections::BTreeSet<String> = tasks()
+                    .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running))
+                    .map(|t| t.spec.id.clone())
+                    .collect();
+                mission.take_dirty();
+                let index = mission.index().expect("built by take_dirty");
+                prop_assert_eq!(&index.held, &held);
+                prop_assert_eq!(index.ready.iter().cloned().collect::<Vec<_>>(), ready);
                 for id in ["b", "c"] {
                     let task = &mission.tasks[id];
                     if task.state != TaskState::Pending && task.state != TaskState::Blocked {
