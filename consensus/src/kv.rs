@@ -107,7 +107,8 @@ pub trait KvStore: Send + Sync + 'static {
     fn write(&self, ops: Vec<KvOp>, durable: bool) -> Result<(), KvError>;
     /// The device time of a write of about `bytes` bytes (`durable`: with a
     /// flush to stable storage), as a future the Raft log store awaits
-    /// before its durable writes (appends, vote, committed id). A real store
+    /// before its writes (durable: appends and the vote; the committed id is
+    /// not synced). A real store
     /// spends that time inside [`KvStore::write`] and returns `None` (the
     /// default); a simulated disk returns a sleep on virtual time, so a
     /// slow disk holds Raft up as a real one does.

@@ -203,10 +203,11 @@ impl LogStore {
         key: &[u8],
         value: &T,
         subject: ErrorSubject<NodeId>,
+        durable: bool,
     ) -> StorageResult<()> {
         let bytes = codec::encode(value).map_err(codec_err(subject.clone(), ErrorVerb::Write))?;
         self.store
-            .write(vec![KvOp::Put(Column::Meta, key.to_vec(), bytes)], true)
+            .write(vec![KvOp::Put(Column::Meta, key.to_vec(), bytes)], durable)
             .map_err(kv(subject, ErrorVerb::Write))
     }
 }
@@ -296,16 +297,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
         device_time(self.store.as_ref(), KEY_VOTE.len(), true).await;
-        self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote)
+        self.write_meta(KEY_VOTE, vote, ErrorSubject::Vote, true)
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
         self.read_meta(KEY_VOTE, ErrorSubject::Vote)
     }
 
+    /// Not synced: Raft's commit index is volatile state (openraft does not
+    /// need it kept at all). Kept, it lets a restarted node apply up to it
+    /// before hearing from a leader; lost in a crash, the node learns the
+    /// commit index from the leader again. Writes reach the store's log in
+    /// order, so a crash loses a suffix: never a committed index without
+    /// the appends before it. Synced, it cost an fsync per commit on every
+    /// node, in the commit's path.
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
-        device_time(self.store.as_ref(), KEY_COMMITTED.len(), true).await;
-        self.write_meta(KEY_COMMITTED, &committed, ErrorSubject::Store)
+        device_time(self.store.as_ref(), KEY_COMMITTED.len(), false).await;
+        self.write_meta(KEY_COMMITTED, &committed, ErrorSubject::Store, false)
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
