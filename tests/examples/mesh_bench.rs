@@ -20,7 +20,9 @@
 
 use std::time::{Duration, Instant};
 
-use coditect_tests::{http_exchange, http_request, string_list, wait_for, NodeProcess};
+use coditect_tests::{
+    http_exchange, http_request, leader_index, string_list, wait_for, NodeProcess,
+};
 
 fn summary(name: &str, mut samples: Vec<Duration>) {
     samples.sort();
@@ -205,14 +207,6 @@ fn mesh(dir: &std::path::Path, count: usize, extra: &'static [&'static str]) -> 
     coditect_tests::start_mesh(dir, count, 100, |_| extra.to_vec())
 }
 
-fn leader_of(nodes: &[NodeProcess]) -> usize {
-    let leader = nodes[0].status().unwrap()["leader"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    nodes.iter().position(|n| n.peer_id == leader).unwrap()
-}
-
 /// POSTs a TOML mission; returns its id.
 fn post_mission(node: &NodeProcess, text: &str) -> String {
     let (code, body) = http_exchange("POST", &node.http, "/api/missions", text.as_bytes()).unwrap();
@@ -244,7 +238,7 @@ fn tasks_toml(count: usize, module: &str) -> String {
 fn throughput(tasks: usize) {
     let dir = tempfile::tempdir().unwrap();
     let nodes = mesh(dir.path(), 5, &["--slots", "8", "--queue-depth", "32"]);
-    let leader = leader_of(&nodes);
+    let leader = leader_index(&nodes);
     let text = tasks_toml(tasks, "builtin:noop");
     let started = Instant::now();
     let id = post_mission(&nodes[leader], &text);
@@ -276,7 +270,7 @@ fn throughput(tasks: usize) {
 fn latency(trials: usize) {
     let dir = tempfile::tempdir().unwrap();
     let nodes = mesh(dir.path(), 3, &[]);
-    let leader = &nodes[leader_of(&nodes)];
+    let leader = &nodes[leader_index(&nodes)];
     let text = tasks_toml(1, "builtin:noop");
     let mut samples = Vec::new();
     for _ in 0..trials {
@@ -393,7 +387,7 @@ fn resume(trials: usize) {
     for _ in 0..trials {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes = mesh(dir.path(), 5, &["--slots", "2"]);
-        let leader = leader_of(&nodes);
+        let leader = leader_index(&nodes);
         let api = (leader + 1) % nodes.len();
         let busy = "(module (memory (export \"memory\") 1) (func (export \"_start\") (local $i i64) (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1))) (br_if $l (i64.lt_u (local.get $i) (i64.const 20000000))))))";
         let (code, body) =
@@ -549,7 +543,7 @@ fn ray(tasks: usize, tuned: bool) {
         agreed_leader(&refs, 3)
     });
     // Through a follower, as a client that does not know the leader would.
-    let api = (leader_of(&nodes) + 1) % nodes.len();
+    let api = (leader_index(&nodes) + 1) % nodes.len();
     let first = submit_wait_rate(&nodes[api], dir.path(), tasks);
     let second = submit_wait_rate(&nodes[api], dir.path(), tasks);
     let flags = if tuned {

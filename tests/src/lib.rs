@@ -35,6 +35,16 @@ pub fn coditect_bin() -> PathBuf {
     bin
 }
 
+/// The index in `nodes` of the leader `nodes[0]` names.
+pub fn leader_index(nodes: &[NodeProcess]) -> usize {
+    let status = nodes[0].status().expect("a status");
+    let leader = status["leader"].as_str().expect("a leader").to_string();
+    nodes
+        .iter()
+        .position(|n| n.peer_id == leader)
+        .expect("the leader is one of the nodes")
+}
+
 /// Polls `probe` every 50 ms until it returns `Some`, or panics with `what` after `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let started = Instant::now();

@@ -6,16 +6,8 @@
 
 use std::time::Duration;
 
-use coditect_tests::{http_exchange, wait_for, NodeProcess};
+use coditect_tests::{http_exchange, leader_index, wait_for, NodeProcess};
 use serde_json::Value;
-
-fn leader_index(nodes: &[NodeProcess]) -> usize {
-    let leader = nodes[0].status().unwrap()["leader"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    nodes.iter().position(|n| n.peer_id == leader).unwrap()
-}
 
 fn send(node: &NodeProcess, method: &str, path: &str, body: &str) -> (u16, Value) {
     let (code, body) = http_exchange(method, &node.http, path, body.as_bytes()).unwrap();

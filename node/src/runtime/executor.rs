@@ -22,8 +22,8 @@ use super::state::{HeldTask, Phase};
 use super::Node;
 use crate::messages::{Held, LeaderHint, NodeRequest, NodeResponse, QueuedTask};
 use crate::scheduler::{
-    approve_steal, choose_steal, BreakerGate, NodeView, PeerLoad, StealConfig, StealRequest,
-    TaskId, TaskView, ViolationKind, WindowConfig,
+    approve_steal, choose_steal, BreakerGate, NodeView, PeerLoad, QueueWindow, StealConfig,
+    StealRequest, TaskId, TaskView, ViolationKind, WindowConfig,
 };
 use crate::worker::{Assignment, BlobHint, BlobSource, Report};
 
@@ -94,25 +94,24 @@ impl Node {
     /// The tasks beyond its slots this node asks the leader to hold: the
     /// fixed `--queue-depth`, or the measured window (`None` until measured).
     pub(super) fn window(&self) -> Option<u32> {
-        if let Some(fixed) = self.inner.queue_depth {
-            return Some(fixed);
-        }
         let exec = self.inner.exec.lock().expect("exec lock");
-        exec.window
-            .window(self.inner.capabilities.slots, &WindowConfig::default())
+        self.window_of(&exec.window)
+    }
+
+    fn window_of(&self, measured: &QueueWindow) -> Option<u32> {
+        self.inner
+            .queue_depth
+            .or_else(|| measured.window(self.inner.capabilities.slots, &WindowConfig::default()))
     }
 
     /// [`Node::window`] and what it was measured from, for `/api/status`.
     pub(super) fn window_status(&self) -> serde_json::Value {
-        let estimates = self
-            .inner
-            .exec
-            .lock()
-            .expect("exec lock")
-            .window
-            .estimates();
+        let (window, estimates) = {
+            let exec = self.inner.exec.lock().expect("exec lock");
+            (self.window_of(&exec.window), exec.window.estimates())
+        };
         serde_json::json!({
-            "tasks": self.window(),
+            "tasks": window,
             "fixed": self.inner.queue_depth.is_some(),
             "service_us": estimates.map(|(service, _)| service.as_micros() as u64),
             "refill_us": estimates.map(|(_, refill)| refill.as_micros() as u64),

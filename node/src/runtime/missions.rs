@@ -146,6 +146,11 @@ fn task_view(mission: &str, record: &TaskRecord) -> TaskView {
     }
 }
 
+/// Mission `id`'s local change count in `state`, if it is there.
+fn revision_in(state: &MeshState, id: &str) -> Option<u64> {
+    state.missions.get(id).map(|m| m.revision.0)
+}
+
 /// How often a scheduling round looks at every task instead of the index.
 const FULL_SCAN_PERIOD: Duration = Duration::from_secs(1);
 
@@ -1372,10 +1377,15 @@ impl Node {
     /// A member: waits (at most [`APPLY_WAIT`]) until `done` holds for its
     /// replica, after the leader committed a change this node forwarded.
     async fn await_replica(&self, done: impl Fn(&MeshState) -> bool) {
-        if !self.holds_replica() {
-            return;
+        if self.holds_replica() {
+            self.wait_until(APPLY_WAIT, done).await;
         }
-        let deadline = self.inner.env.elapsed() + APPLY_WAIT;
+    }
+
+    /// Waits up to `max` until `done` holds for this node's replica,
+    /// looking again whenever Raft's metrics change (each applied entry).
+    async fn wait_until(&self, max: Duration, done: impl Fn(&MeshState) -> bool) {
+        let deadline = self.inner.env.elapsed() + max;
         let mut metrics = self.inner.raft.metrics();
         while !self.state(&done) {
             let left = deadline.saturating_sub(self.inner.env.elapsed());
@@ -1422,8 +1432,7 @@ impl Node {
             return self.relayed_view(id, with_tasks, known).await;
         }
         let key = (id.to_string(), with_tasks);
-        let Some(revision) = self.state(|state| state.missions.get(id).map(|m| m.revision.0))
-        else {
+        let Some(revision) = self.mission_revision(id) else {
             return Ok(None);
         };
         if let Some(view) = self.cached_view(&key, revision) {
@@ -1431,9 +1440,7 @@ impl Node {
         }
         let _building = self.inner.views.build.lock().await;
         // Another reader may have built it while this one waited.
-        let revision = self
-            .state(|state| state.missions.get(id).map(|m| m.revision.0))
-            .ok_or("the mission is gone")?;
+        let revision = self.mission_revision(id).ok_or("the mission is gone")?;
         if let Some(view) = self.cached_view(&key, revision) {
             return Ok(Some(view));
         }
@@ -1745,15 +1752,14 @@ impl Node {
             mission: mission.to_string(),
             action,
         };
-        let revision_of = |state: &MeshState| state.missions.get(mission).map(|m| m.revision.0);
-        let before = self.state(revision_of);
+        let before = self.mission_revision(mission);
         match self
             .ask_within(&leader, &request, CONTROL_FORWARD_DEADLINE)
             .await
         {
             Ok(NodeResponse::Ack) => {
                 // Read your writes: the answer shows the mission changed.
-                self.await_replica(|state| revision_of(state) != before)
+                self.await_replica(|state| revision_in(state, mission) != before)
                     .await;
                 Ok(())
             }
@@ -1777,7 +1783,7 @@ impl Node {
     /// This node's change count of mission `id` (see
     /// [`Node::wait_for_change`]); `None` outside Raft or for no such mission.
     pub fn mission_revision(&self, id: &str) -> Option<u64> {
-        self.state(|state| state.missions.get(id).map(|m| m.revision.0))
+        self.state(|state| revision_in(state, id))
     }
 
     /// Waits up to `max` for mission `mission` to change from revision
@@ -1787,14 +1793,10 @@ impl Node {
     pub async fn wait_for_change(&self, max: Duration, mission: &str, seen: Option<u64>) {
         if self.holds_replica() {
             let deadline = self.inner.env.elapsed() + max;
-            let mut metrics = self.inner.raft.metrics();
-            while self.mission_revision(mission) == seen {
-                let left = deadline.saturating_sub(self.inner.env.elapsed());
-                let changed =
-                    crate::env::timeout(self.inner.env.as_ref(), left, metrics.changed()).await;
-                if left.is_zero() || !matches!(changed, Ok(Ok(()))) {
-                    return;
-                }
+            self.wait_until(max, |state| revision_in(state, mission) != seen)
+                .await;
+            if self.mission_revision(mission) == seen {
+                return;
             }
             // Changes come in bursts: a nap lets one look see many. It grows
             // with the mission, whose view costs about its size to build, so
