@@ -1752,15 +1752,25 @@ impl Node {
             mission: mission.to_string(),
             action,
         };
-        let before = self.mission_revision(mission);
+        // What the mission's state is once the leader's change is applied
+        // (any other change, a task starting say, is not this one).
+        let after = match action {
+            MissionAction::Cancel => coditect_consensus::mission::MissionState::Cancelled,
+            MissionAction::Retry => coditect_consensus::mission::MissionState::Running,
+        };
         match self
             .ask_within(&leader, &request, CONTROL_FORWARD_DEADLINE)
             .await
         {
             Ok(NodeResponse::Ack) => {
-                // Read your writes: the answer shows the mission changed.
-                self.await_replica(|state| revision_in(state, mission) != before)
-                    .await;
+                // Read your writes: the answer shows the change.
+                self.await_replica(|state| {
+                    state
+                        .missions
+                        .get(mission)
+                        .is_some_and(|m| m.state == after)
+                })
+                .await;
                 Ok(())
             }
             Ok(NodeResponse::NoMission) => {
