@@ -99,6 +99,7 @@ fn main() {
                     log_id: LogId::new(CommittedLeaderId::new(1, 1), m + 1),
                     payload: EntryPayload::Normal(Command::SubmitMission {
                         max_fix_rounds: None,
+                        origin: None,
                         name: format!("bench{m}"),
                         tasks,
                         at_ms: m,

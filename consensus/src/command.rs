@@ -68,6 +68,11 @@ pub enum Command {
         /// Fix rounds a failed test may start (`None`: the default).
         #[serde(default)]
         max_fix_rounds: Option<u32>,
+        /// The member that received the submission and holds its blobs
+        /// (its input files and modules): workers fetch them from it first,
+        /// so they do not travel through the leader. `None`: the leader itself.
+        #[serde(default)]
+        origin: Option<NodeId>,
     },
     /// Part of a mission too large for one log entry, kept aside (invisible
     /// to placement) until the [`Command::SubmitMission`] naming `stage`.

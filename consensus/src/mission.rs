@@ -384,6 +384,10 @@ pub struct MissionRecord {
     /// How many fix rounds a failed test may start (`None`: the default, 2).
     #[serde(default)]
     pub max_fix_rounds: Option<u32>,
+    /// The member that received the submission and holds its blobs
+    /// (`None`: the leader that committed it).
+    #[serde(default)]
+    pub origin: Option<NodeId>,
     /// Local count of applied changes to this mission (never replicated,
     /// never part of equality): readers rebuild views only when it moves.
     #[serde(skip)]
@@ -445,6 +449,7 @@ impl MissionRecord {
             derived: Derived::default(),
             summary: None,
             max_fix_rounds: None,
+            origin: None,
             revision: Revision::default(),
         };
         mission.settle(next_seq);
@@ -558,6 +563,21 @@ impl MissionRecord {
     /// task the first time).
     pub fn take_dirty(&mut self) -> std::collections::BTreeSet<String> {
         let dirty = std::mem::take(&mut self.dirty.0);
+        for id in &dirty {
+            if let Some(task) = self.tasks.get(id) {
+                // One live owner: a task has an owner exactly while it is
+                // queued or running there. On in release builds: a replica
+                // that broke it must stop, not spread it.
+                assert_eq!(
+                    task.owner.is_some(),
+                    matches!(task.state, TaskState::Assigned | TaskState::Running),
+                    "task `{id}` of mission {} is {:?} with owner {:?}",
+                    self.id,
+                    task.state,
+                    task.owner
+                );
+            }
+        }
         match &mut self.derived.index {
             Some(index) => {
                 for id in &dirty {

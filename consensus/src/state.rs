@@ -186,6 +186,7 @@ impl MeshState {
                 staged,
                 idempotency_key,
                 max_fix_rounds,
+                origin,
             } => {
                 if let Some(key) = idempotency_key {
                     if let Some((id, _)) = self.submission_keys.get(key) {
@@ -222,6 +223,7 @@ impl MeshState {
                     &mut self.next_ready_seq,
                 );
                 mission.max_fix_rounds = *max_fix_rounds;
+                mission.origin = *origin;
                 for (task, node) in assign {
                     // A refusal (not ready, unknown task) just leaves it to placement.
                     let _ = mission.assign(task, *node, 0, *at_ms);
@@ -566,6 +568,7 @@ mod tests {
             staged: staged.map(str::to_string),
             idempotency_key: key.map(str::to_string),
             max_fix_rounds: None,
+            origin: None,
         }
     }
 
@@ -680,6 +683,7 @@ mod tests {
                 staged: None,
                 idempotency_key: None,
                 max_fix_rounds: None,
+                origin: None,
             },
             &mut touched,
         );

@@ -43,7 +43,7 @@ const KEY_FORMAT: &[u8] = b"format";
 /// guest arguments. Version 7: language-model limits and call records,
 /// fix rounds (spawned and superseded tasks).
 /// An older database is refused by name, never misread.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/7";
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/8";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";
@@ -60,6 +60,7 @@ struct MissionHeader {
     submitted_ms: u64,
     summary: Option<std::collections::BTreeMap<String, u64>>,
     max_fix_rounds: Option<u32>,
+    origin: Option<crate::types::NodeId>,
 }
 
 fn task_key(mission: &str, task: &str) -> Vec<u8> {
@@ -457,6 +458,7 @@ fn load_state(store: &dyn KvStore) -> StorageResult<MeshState> {
                 derived: Default::default(),
                 summary: header.summary,
                 max_fix_rounds: header.max_fix_rounds,
+                origin: header.origin,
                 revision: Default::default(),
             },
         );
@@ -657,6 +659,7 @@ impl StateMachineStore {
                                 submitted_ms: mission.submitted_ms,
                                 summary: mission.summary.clone(),
                                 max_fix_rounds: mission.max_fix_rounds,
+                                origin: mission.origin,
                             })
                             .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
                         )),
@@ -1075,6 +1078,7 @@ mod tests {
                         assign: vec![],
                         staged: None,
                         idempotency_key: None,
+                        origin: None,
                     },
                 ),
                 entry(
@@ -1214,6 +1218,7 @@ mod tests {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), m + 1),
                 payload: EntryPayload::Normal(Command::SubmitMission {
                     max_fix_rounds: None,
+                    origin: None,
                     name: format!("big{m}"),
                     tasks,
                     at_ms: m,
@@ -1258,6 +1263,7 @@ mod tests {
                 assign: Vec::new(),
                 staged: None,
                 idempotency_key: None,
+                origin: None,
             }),
         };
         futures::executor::block_on(source.apply(vec![entry])).unwrap();

@@ -19,7 +19,8 @@ use coditect_gossip::{
 use coditect_node::datadir::node_id_for;
 use coditect_node::env::{Env, TokioEnv};
 use coditect_node::metrics::NodeMetrics;
-use coditect_node::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
+use coditect_node::runtime::assembly::{open_raft, NodeSettings, Wiring};
+use coditect_node::runtime::Node;
 use coditect_node::start::NodeError;
 use futures::FutureExt;
 
@@ -86,43 +87,38 @@ async fn start_bench_node(
     let timing = RaftTiming::default();
     let blobs = coditect_memory::BlobStore::open(dir.join("blobs"), 1 << 20)
         .map_err(|e| failed(e.to_string()))?;
-    let addresses = AddressBook::new();
-    let (raft, state_machine) = coditect_consensus::start_raft(
+    let opened = open_raft(
         node_id,
         &timing,
         kv,
-        Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
+        &network,
         coditect_node::start::raft_context(&env),
     )
     .await
     .map_err(|e| failed(e.to_string()))?;
-    let node = Node::start(
-        NodeParts {
+    let node = opened.start(
+        Wiring {
             env: env.clone(),
             network,
-            raft,
-            replica: state_machine.shared_state(),
-            node_id,
+            events,
+            seeds,
+            blobs,
+            metrics: NodeMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
+            runner: Arc::new(coditect_node::worker::NoRunner),
+        },
+        NodeSettings {
             name: format!("bench-{node_id}"),
             // Raft only: these nodes run no tasks.
             capabilities: Capabilities::default(),
             target_voters: 3,
             voter_grace: Duration::from_secs(10),
             heartbeat: Duration::from_millis(200),
-            election_timeout_max: Duration::from_millis(timing.election_timeout_max_ms),
-            seeds,
-            elect_at_start: true,
-            addresses,
-            blobs,
-            metrics: NodeMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
-            runner: Arc::new(coditect_node::worker::NoRunner),
-            agents: Default::default(),
             lease: Duration::from_secs(3),
             queue_depth: None,
             steal: false,
             retention: Default::default(),
+            agents: Default::default(),
         },
-        events,
     );
     for _ in 0..200 {
         if !node.listen_addrs().is_empty() {

@@ -194,6 +194,7 @@ mod tests {
             assign: Vec::new(),
             staged: None,
             idempotency_key: None,
+            origin: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Plain data in, decisions out; no clock, no IO.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use coditect_consensus::NodeId;
 
@@ -274,6 +275,134 @@ pub fn election_allowed(
         // after the leader died): our own membership is at least as recent.
         Some(_) => true,
         None => ms_without_leader >= quiet_ms,
+    }
+}
+
+/// What the election gate reads about membership each tick.
+#[derive(Clone, Debug)]
+pub struct GateInput<'a> {
+    /// This node.
+    pub me: NodeId,
+    /// Its Raft term.
+    pub term: u64,
+    /// Whether its own (replicated) membership lists it as a voter.
+    pub locally_voter: bool,
+    /// Whether its Raft knows a leader now.
+    pub leader_known: bool,
+    /// The membership the leader last announced by gossip.
+    pub announced: Option<&'a AnnouncedMembership>,
+    /// How long no leader has been heard.
+    pub ms_without_leader: u64,
+    /// How long a node on old state stays quiet before campaigning anyway.
+    pub quiet_ms: u64,
+}
+
+/// Whether one node's Raft may campaign, as a small state machine. Two
+/// rules close the gate: the membership rule ([`election_allowed`]), and
+/// the split-vote pause: openraft draws each node's election timeout once,
+/// so two voters whose timeouts expire together split every vote again; a
+/// node still a candidate after `candidacy_limit` pauses its own elections
+/// for a random while, so the other wins (it votes meanwhile). A node that
+/// is leaving never campaigns again. The shell sets Raft's `elect` flag to
+/// [`ElectionGate::elect`] whenever a call returns `Some`.
+#[derive(Clone, Debug, Default)]
+pub struct ElectionGate {
+    allowed: bool,
+    /// A leader replicated to us while we were a voter: that survives the
+    /// leader's death, so we may campaign at once.
+    voter_confirmed: bool,
+    candidate_since: Option<Duration>,
+    paused_until: Option<Duration>,
+    leaving: bool,
+}
+
+impl ElectionGate {
+    /// A gate open or closed at start (closed for a node on old state).
+    pub fn new(allowed: bool) -> Self {
+        ElectionGate {
+            allowed,
+            voter_confirmed: false,
+            candidate_since: None,
+            paused_until: None,
+            leaving: false,
+        }
+    }
+
+    /// Whether Raft may campaign now.
+    pub fn elect(&self) -> bool {
+        self.allowed && self.paused_until.is_none() && !self.leaving
+    }
+
+    /// The membership rule's verdict (what `/api/status` shows).
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Whether a split-vote pause holds elections back.
+    pub fn paused(&self) -> bool {
+        self.paused_until.is_some()
+    }
+
+    /// Whether the node is leaving.
+    pub fn leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// The node drains and leaves: elections stay off for good.
+    pub fn leave(&mut self) -> Option<bool> {
+        self.changed(|gate| gate.leaving = true)
+    }
+
+    /// Applies the membership rule; returns the new flag if it changed.
+    pub fn on_membership(&mut self, input: &GateInput<'_>) -> Option<bool> {
+        if input.leader_known {
+            self.voter_confirmed = input.locally_voter;
+        }
+        let allowed = (input.locally_voter && self.voter_confirmed)
+            || election_allowed(
+                input.me,
+                input.term,
+                input.locally_voter,
+                input.announced,
+                input.ms_without_leader,
+                input.quiet_ms,
+            );
+        self.changed(|gate| gate.allowed = allowed)
+    }
+
+    /// Watches candidacy at `now`: a pause ends, or one starts (for
+    /// `pause()`, drawn only then) when this node has been a candidate for
+    /// `candidacy_limit`. Returns the new flag if it changed.
+    pub fn on_candidacy(
+        &mut self,
+        now: Duration,
+        candidate: bool,
+        candidacy_limit: Duration,
+        pause: impl FnOnce() -> Duration,
+    ) -> Option<bool> {
+        if let Some(until) = self.paused_until {
+            if now >= until {
+                return self.changed(|gate| gate.paused_until = None);
+            }
+            return None;
+        }
+        if !candidate {
+            self.candidate_since = None;
+            return None;
+        }
+        let since = *self.candidate_since.get_or_insert(now);
+        if self.elect() && now.saturating_sub(since) >= candidacy_limit {
+            let until = now + pause();
+            self.candidate_since = None;
+            return self.changed(|gate| gate.paused_until = Some(until));
+        }
+        None
+    }
+
+    fn changed(&mut self, change: impl FnOnce(&mut Self)) -> Option<bool> {
+        let before = self.elect();
+        change(self);
+        (self.elect() != before).then(|| self.elect())
     }
 }
 
@@ -553,6 +682,78 @@ mod tests {
         assert_eq!(role_of(9, Some(1), &voters, &learners), Role::Worker);
     }
 
+    fn membership(
+        locally_voter: bool,
+        leader_known: bool,
+        without_leader: u64,
+    ) -> GateInput<'static> {
+        GateInput {
+            me: 1,
+            term: 3,
+            locally_voter,
+            leader_known,
+            announced: None,
+            ms_without_leader: without_leader,
+            quiet_ms: 3_000,
+        }
+    }
+
+    #[test]
+    fn a_long_candidacy_pauses_elections_once_then_they_resume() {
+        let ms = Duration::from_millis;
+        let mut gate = ElectionGate::new(true);
+        let limit = ms(600);
+        assert_eq!(gate.on_candidacy(ms(0), true, limit, || ms(400)), None);
+        assert_eq!(gate.on_candidacy(ms(500), true, limit, || ms(400)), None);
+        assert_eq!(
+            gate.on_candidacy(ms(600), true, limit, || ms(400)),
+            Some(false)
+        );
+        assert!(gate.paused());
+        assert_eq!(
+            gate.on_candidacy(ms(900), true, limit, || unreachable!()),
+            None
+        );
+        assert_eq!(
+            gate.on_candidacy(ms(1000), true, limit, || unreachable!()),
+            Some(true)
+        );
+        // A fresh candidacy is timed from scratch.
+        assert_eq!(gate.on_candidacy(ms(1100), true, limit, || ms(1)), None);
+        assert_eq!(gate.on_candidacy(ms(1200), false, limit, || ms(1)), None);
+        assert_eq!(gate.on_candidacy(ms(1750), true, limit, || ms(1)), None);
+    }
+
+    #[test]
+    fn a_leaving_node_stays_out_of_elections_after_a_pause_ends() {
+        let ms = Duration::from_millis;
+        let mut gate = ElectionGate::new(true);
+        gate.on_candidacy(ms(0), true, ms(10), || ms(100));
+        assert_eq!(
+            gate.on_candidacy(ms(10), true, ms(10), || ms(100)),
+            Some(false)
+        );
+        assert_eq!(gate.leave(), None, "already off");
+        assert_eq!(gate.on_candidacy(ms(200), true, ms(10), || ms(100)), None);
+        assert!(!gate.elect());
+    }
+
+    #[test]
+    fn a_voter_a_leader_confirmed_campaigns_at_once_when_the_leader_dies() {
+        let mut gate = ElectionGate::new(false);
+        assert_eq!(gate.on_membership(&membership(true, true, 0)), Some(true));
+        // The leader died: no announcement is fresher, no quiet period needed.
+        assert_eq!(gate.on_membership(&membership(true, false, 10)), None);
+        assert!(gate.elect());
+        // Without that confirmation, a restarted node on old state waits.
+        let mut restarted = ElectionGate::new(false);
+        assert_eq!(restarted.on_membership(&membership(true, false, 10)), None);
+        assert_eq!(
+            restarted.on_membership(&membership(true, false, 3_000)),
+            Some(true)
+        );
+    }
+
     proptest! {
         /// Whatever the mesh looks like, the autopilot never drops the leader
         /// from the voters, never proposes an empty voter set, never grows
@@ -608,6 +809,67 @@ mod tests {
                     prop_assert!(ids.is_subset(&learners));
                 }
                 None => {}
+            }
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum GateStep {
+        Membership(bool, bool, u64),
+        Candidacy(u64, bool, u64),
+        Leave,
+    }
+
+    fn gate_step() -> impl Strategy<Value = GateStep> {
+        prop_oneof![
+            (any::<bool>(), any::<bool>(), 0u64..6_000)
+                .prop_map(|(v, l, w)| GateStep::Membership(v, l, w)),
+            (0u64..800, any::<bool>(), 1u64..2_000)
+                .prop_map(|(d, c, p)| GateStep::Candidacy(d, c, p)),
+            Just(GateStep::Leave),
+        ]
+    }
+
+    proptest! {
+        /// The flag the shell keeps (starting from the gate's and changed
+        /// only when a call returns `Some`) always equals the gate's own
+        /// verdict; a pause never outlasts its length by more than one
+        /// call; a node that left never campaigns again.
+        #[test]
+        fn the_shells_flag_follows_the_gate(start in any::<bool>(), steps in prop::collection::vec(gate_step(), 1..80)) {
+            let mut gate = ElectionGate::new(start);
+            let mut flag = gate.elect();
+            let mut now = Duration::ZERO;
+            let mut pause_end: Option<Duration> = None;
+            let mut left = false;
+            for step in steps {
+                let change = match step {
+                    GateStep::Membership(voter, leader, without) => gate.on_membership(&membership(voter, leader, without)),
+                    GateStep::Candidacy(advance, candidate, pause) => {
+                        now += Duration::from_millis(advance);
+                        let was_paused = gate.paused();
+                        let change = gate.on_candidacy(now, candidate, Duration::from_millis(600), || Duration::from_millis(pause));
+                        if !was_paused && gate.paused() {
+                            pause_end = Some(now + Duration::from_millis(pause));
+                        }
+                        if let Some(end) = pause_end {
+                            if now >= end {
+                                prop_assert!(!gate.paused(), "paused past its end");
+                                pause_end = None;
+                            }
+                        }
+                        change
+                    }
+                    GateStep::Leave => { left = true; gate.leave() }
+                };
+                if let Some(value) = change {
+                    prop_assert_ne!(value, flag, "a change that changes nothing");
+                    flag = value;
+                }
+                prop_assert_eq!(flag, gate.elect());
+                if left {
+                    prop_assert!(!flag);
+                }
             }
         }
     }

@@ -17,7 +17,8 @@ use crate::datadir::{sticky_listen, DataDir, DataDirError, MeshRecord, NodeJson}
 use crate::env::{Env, TokioEnv};
 use crate::http::{router, ApiState};
 use crate::metrics::NodeMetrics;
-use crate::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
+use crate::runtime::assembly::{open_raft, NodeSettings, Wiring};
+use crate::runtime::Node;
 
 /// The largest blob (module, input or output) a node stores: 256 MiB.
 pub const MAX_BLOB_BYTES: u64 = 256 * 1024 * 1024;
@@ -160,26 +161,16 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         snapshot_logs: config.raft_snapshot_logs,
         ..RaftTiming::default()
     };
-    let addresses = AddressBook::new();
-    let (raft, state_machine) = coditect_consensus::start_raft(
-        node_id,
-        &timing,
-        kv,
-        Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
-        raft_context(&env),
-    )
-    .await
-    .map_err(|error| match error {
-        coditect_consensus::StartError::Storage(message) => NodeError::BadInput(format!(
-            "data dir {}: {message}; refusing to start (nothing was changed)",
-            data.root().display()
-        )),
-        other => NodeError::Failed(other.to_string()),
-    })?;
-    let initialized = raft
-        .is_initialized()
+    let opened = open_raft(node_id, &timing, kv, &network, raft_context(&env))
         .await
-        .map_err(|error| NodeError::Failed(error.to_string()))?;
+        .map_err(|error| match error {
+            coditect_consensus::StartError::Storage(message) => NodeError::BadInput(format!(
+                "data dir {}: {message}; refusing to start (nothing was changed)",
+                data.root().display()
+            )),
+            other => NodeError::Failed(other.to_string()),
+        })?;
+    let initialized = opened.initialized();
 
     // The sandbox every task runs in: one engine per node, modules compiled
     // once into the data dir's cache.
@@ -284,33 +275,28 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         wasm_limits: Some(wasm_limits),
         tags: config.tags.clone(),
     };
-    let node = Node::start(
-        NodeParts {
+    let node = opened.start(
+        Wiring {
             env: env.clone(),
             network: network.clone(),
-            raft,
-            replica: state_machine.shared_state(),
-            node_id,
+            events,
+            seeds: seeds.clone(),
+            blobs,
+            metrics: node_metrics,
+            runner,
+        },
+        NodeSettings {
             name: config.name.clone(),
             capabilities,
             target_voters: config.voters,
             voter_grace: config.voter_grace,
             heartbeat: config.heartbeat,
-            election_timeout_max: Duration::from_millis(timing.election_timeout_max_ms),
-            seeds: seeds.clone(),
-            // A node on old Raft state waits to learn whether it is still a voter.
-            elect_at_start: !initialized,
-            addresses,
-            blobs,
-            metrics: node_metrics,
-            runner,
-            agents: config.agents.clone(),
             lease: config.lease,
             queue_depth: config.queue_depth,
             steal: config.steal,
             retention: config.retention,
+            agents: config.agents.clone(),
         },
-        events,
     );
 
     // Wait for the sockets to be bound so node.json holds real ports.

@@ -21,7 +21,8 @@ use coditect_node::datadir::node_id_for;
 use coditect_node::env::{Env, SharedEnv};
 use coditect_node::metrics::NodeMetrics;
 use coditect_node::mission::MissionFormat;
-use coditect_node::runtime::{AddressBook, NetworkTransport, Node, NodeParts};
+use coditect_node::runtime::assembly::{open_raft, NodeSettings, Wiring};
+use coditect_node::runtime::Node;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
@@ -283,19 +284,11 @@ impl Sim {
         });
         let network: Arc<dyn coditect_gossip::Network> = Arc::new(network);
         let store: Arc<dyn KvStore> = Arc::new(slot.disk.clone());
-        let addresses = AddressBook::new();
         let timing = RaftTiming::default();
         let context = RaftContext::seeded(slot.seed ^ self.rng.gen::<u64>());
-        let started = coditect_consensus::start_raft(
-            slot.node_id,
-            &timing,
-            store,
-            Arc::new(NetworkTransport::new(network.clone(), addresses.clone())),
-            context,
-        )
-        .await;
-        let (raft, state_machine) = match started {
-            Ok(started) => started,
+        let started = open_raft(slot.node_id, &timing, store, &network, context).await;
+        let opened = match started {
+            Ok(opened) => opened,
             Err(error) => {
                 let name = slot.name.clone();
                 self.bus.crash(&name);
@@ -310,8 +303,8 @@ impl Sim {
                 return false;
             }
         };
-        let initialized = raft.is_initialized().await.unwrap_or(false);
-        let replica = state_machine.shared_state();
+        let initialized = opened.initialized();
+        let replica = opened.replica();
         let env: SharedEnv = slot.env.clone();
         let seeds = if index == 0 {
             Vec::new()
@@ -322,13 +315,19 @@ impl Sim {
                 self.slots[0].name
             )]
         };
-        let node = Node::start(
-            NodeParts {
+        let node = opened.start(
+            Wiring {
                 env,
                 network,
-                raft,
-                replica: replica.clone(),
-                node_id: slot.node_id,
+                events,
+                seeds,
+                // One store for every node: simulated tasks read no blobs,
+                // and submissions only need the built-in modules.
+                blobs: self.blobs.clone(),
+                metrics: NodeMetrics::register(&prometheus::Registry::new()).expect("metrics"),
+                runner: slot.runner.clone(),
+            },
+            NodeSettings {
                 name: slot.name.clone(),
                 capabilities: Capabilities {
                     cores: 2,
@@ -348,22 +347,12 @@ impl Sim {
                 target_voters: self.target_voters,
                 voter_grace: Duration::from_secs(10),
                 heartbeat: HEARTBEAT,
-                election_timeout_max: Duration::from_millis(timing.election_timeout_max_ms),
-                seeds,
-                elect_at_start: !initialized,
-                addresses,
-                // One store for every node: simulated tasks read no blobs,
-                // and submissions only need the built-in modules.
-                blobs: self.blobs.clone(),
-                metrics: NodeMetrics::register(&prometheus::Registry::new()).expect("metrics"),
-                runner: slot.runner.clone(),
-                agents: Default::default(),
                 lease: HEARTBEAT * 12,
                 queue_depth: None,
                 steal: true,
                 retention: Default::default(),
+                agents: Default::default(),
             },
-            events,
         );
         node.add_listen_addr(address(&slot.name));
         if initialize && !initialized {

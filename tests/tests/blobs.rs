@@ -99,3 +99,87 @@ fn walk_size(dir: &std::path::Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A submission's blobs go from the node that took it to the workers, not
+/// through the leader first: the mission names that node as its origin,
+/// its tasks run, and the leader ends up with its own copy (taken after the
+/// commit), so the blobs outlive the origin.
+#[test]
+fn a_submissions_blobs_come_from_the_node_that_took_it_and_outlive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = coditect_tests::start_mesh(dir.path(), 3, 100, |_| vec![]);
+    let leader = coditect_tests::leader_index(&nodes);
+    let origin = (leader + 1) % nodes.len();
+    // A module only the origin holds (the comment makes its digest new).
+    let module =
+        b"(module (memory (export \"memory\") 1) (func (export \"_start\")) (func $origin_test))";
+    let digest = post(&nodes[origin], module);
+    let blob_file = |node: &NodeProcess| {
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        node.data_dir.join("blobs").join(&hex[..2]).join(hex)
+    };
+    assert!(
+        !blob_file(&nodes[leader]).exists(),
+        "the leader starts without it"
+    );
+
+    let tasks: String = (0..6)
+        .map(|i| format!("[[task]]\nid = \"t{i}\"\nmodule = \"{digest}\"\n"))
+        .collect();
+    let mission = format!("name = \"origin\"\n{tasks}");
+    let (code, body) = http_exchange(
+        "POST",
+        &nodes[origin].http,
+        "/api/missions",
+        mission.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = wait_for(Duration::from_secs(60), "the mission to succeed", || {
+        let view = nodes[origin].mission(&id)?;
+        (view["state"] == "succeeded").then_some(view)
+    });
+    assert_eq!(
+        done["origin"].as_str(),
+        Some(nodes[origin].peer_id.as_str()),
+        "{done}"
+    );
+    let owners: std::collections::BTreeSet<&str> = done["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["result"]["node"].as_str())
+        .collect();
+    assert!(
+        owners.iter().any(|node| *node != nodes[origin].peer_id),
+        "every task ran on the origin, so no worker fetched the blob: {owners:?}"
+    );
+    wait_for(Duration::from_secs(20), "the leader's own copy", || {
+        blob_file(&nodes[leader]).exists().then_some(())
+    });
+
+    // The origin is gone; the leader still takes a mission naming its blob.
+    nodes[origin].kill();
+    let again = format!("name = \"after\"\n[[task]]\nid = \"a\"\nmodule = \"{digest}\"\n");
+    let (code, body) = http_exchange(
+        "POST",
+        &nodes[leader].http,
+        "/api/missions",
+        again.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let done = wait_for(
+        Duration::from_secs(60),
+        "the second mission to succeed",
+        || {
+            let view = nodes[leader].mission(&id)?;
+            (view["state"] == "succeeded").then_some(view)
+        },
+    );
+    assert!(done["origin"].is_null(), "the leader took it: {done}");
+}

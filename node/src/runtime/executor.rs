@@ -18,7 +18,7 @@ use coditect_sandbox::CancelToken;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::state::{HeldTask, Phase};
+use super::state::Phase;
 use super::Node;
 use crate::messages::{Held, LeaderHint, NodeRequest, NodeResponse, QueuedTask};
 use crate::scheduler::{
@@ -136,14 +136,7 @@ impl Node {
     /// Every task this node holds (queued, running or reporting), by
     /// attempt: for its heartbeat, and for checkers.
     pub fn holding(&self) -> Vec<Held> {
-        let exec = self.inner.exec.lock().expect("exec lock");
-        exec.tasks
-            .iter()
-            .map(|(id, t)| Held {
-                id: id.clone(),
-                attempt: t.assignment.attempt,
-            })
-            .collect()
+        self.inner.exec.lock().expect("exec lock").held()
     }
 
     /// The most urgent queued tasks, for adverts.
@@ -166,48 +159,23 @@ impl Node {
     /// assignment at an older attempt than one held is ignored; a newer one
     /// replaces the held one (stopping its run).
     pub(super) fn accept_assignments(&self, assignments: Vec<Assignment>) {
-        {
+        let stopped = {
             let mut exec = self.inner.exec.lock().expect("exec lock");
             exec.window.assignments_arrived(self.inner.env.elapsed());
-            for assignment in assignments {
-                let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
-                if let Some(held) = exec.tasks.get(&id) {
-                    if held.assignment.attempt >= assignment.attempt {
-                        continue;
-                    }
-                    if let Phase::Running(token) = &held.phase {
-                        token.cancel();
-                    }
-                }
-                exec.tasks.insert(
-                    id,
-                    HeldTask {
-                        assignment,
-                        phase: Phase::Queued,
-                    },
-                );
-            }
+            exec.accept(assignments)
+        };
+        for token in stopped {
+            token.cancel();
         }
         self.pump();
     }
 
     /// Drops tasks this node no longer owns, stopping their runs.
     pub(super) fn revoke(&self, revoked: &[Held]) {
-        let mut exec = self.inner.exec.lock().expect("exec lock");
-        for held in revoked {
-            let current = exec
-                .tasks
-                .get(&held.id)
-                .is_some_and(|t| t.assignment.attempt == held.attempt);
-            if !current {
-                continue;
-            }
-            if let Some(task) = exec.tasks.remove(&held.id) {
-                if let Phase::Running(token) = task.phase {
-                    tracing::info!(task = %held.id, "run stopped: the task moved on");
-                    token.cancel();
-                }
-            }
+        let stopped = self.inner.exec.lock().expect("exec lock").revoke(revoked);
+        for (id, token) in stopped {
+            tracing::info!(task = %id, "run stopped: the task moved on");
+            token.cancel();
         }
     }
 
@@ -216,36 +184,22 @@ impl Node {
         loop {
             let start = {
                 let mut exec = self.inner.exec.lock().expect("exec lock");
-                if exec.draining || exec.running() >= self.inner.capabilities.slots {
+                if exec.draining {
                     return;
                 }
-                let next = exec
-                    .tasks
-                    .iter()
-                    .filter(|(_, t)| matches!(t.phase, Phase::Queued))
-                    .min_by(|(a_id, a), (b_id, b)| {
-                        let key = |id: &TaskId, t: &HeldTask| {
-                            (
-                                t.assignment.task.priority,
-                                t.assignment.ready_seq,
-                                id.clone(),
-                            )
-                        };
-                        key(a_id, a).cmp(&key(b_id, b))
-                    })
-                    .map(|(id, _)| id.clone());
-                let Some(id) = next else {
-                    drop(exec);
-                    // Idle with free slots: steal now rather than at the next tick.
-                    if self.inner.steal {
-                        self.try_steal();
-                    }
-                    return;
-                };
                 let token = CancelToken::new();
-                let task = exec.tasks.get_mut(&id).expect("task just found");
-                task.phase = Phase::Running(token.clone());
-                (task.assignment.clone(), token)
+                match exec.start_next(self.inner.capabilities.slots, &token) {
+                    Some(assignment) => (assignment, token),
+                    None => {
+                        let idle = exec.running() < self.inner.capabilities.slots;
+                        drop(exec);
+                        // Idle with free slots: steal now rather than at the next tick.
+                        if idle && self.inner.steal {
+                            self.try_steal();
+                        }
+                        return;
+                    }
+                }
             };
             let node = self.clone();
             self.inner
@@ -579,30 +533,12 @@ impl Node {
                 None => vec![false; held.len()],
             }
         };
-        let mut committed = committed;
-        committed.resize(giving.len(), false);
-        let mut given = Vec::new();
-        {
-            let mut exec = self.inner.exec.lock().expect("exec lock");
-            for (mut assignment, ok) in giving.into_iter().zip(committed) {
-                let id = TaskId::new(assignment.mission.clone(), assignment.task.id.clone());
-                let ours = exec
-                    .tasks
-                    .get(&id)
-                    .is_some_and(|t| t.assignment.attempt == assignment.attempt);
-                if ok {
-                    if ours {
-                        exec.tasks.remove(&id);
-                    }
-                    assignment.attempt += 1;
-                    given.push(assignment);
-                } else if ours {
-                    if let Some(task) = exec.tasks.get_mut(&id) {
-                        task.phase = Phase::Queued;
-                    }
-                }
-            }
-        }
+        let given = self
+            .inner
+            .exec
+            .lock()
+            .expect("exec lock")
+            .settle_steal(giving, &committed);
         drop(guard);
         self.pump();
         NodeResponse::Stolen(given)

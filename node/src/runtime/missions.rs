@@ -28,6 +28,9 @@ use crate::messages::{
 };
 use crate::mission::{parse_mission, to_submissions, validate, AgentConfig, MissionFormat};
 use crate::propose::WriteError;
+use crate::scheduler::orchestrator::{
+    expired_leases, reconcile, revocations, round_commands, LeaseEnd, Owned, ReadyFacts,
+};
 use crate::scheduler::retention::{to_compact, MissionAge};
 use crate::scheduler::{
     decide, place, Blame, BreakerConfig, BreakerGate, NodeView, PlacementConfig, RetryDecision,
@@ -448,7 +451,18 @@ impl Node {
         mission: &MissionRecord,
         record: &TaskRecord,
     ) -> Assignment {
-        let mut sources: Vec<BlobHint> = vec![(self.inner.peer_id.clone(), self.listen_addrs())];
+        // The node that received the submission holds its blobs; then this
+        // leader (which copies them after the commit).
+        let mut sources: Vec<BlobHint> = Vec::new();
+        if let Some(hint) = mission
+            .origin
+            .and_then(|origin| self.peer_hint(state, origin))
+        {
+            sources.push((hint.peer_id, hint.addrs));
+        }
+        if !sources.iter().any(|(peer, _)| *peer == self.inner.peer_id) {
+            sources.push((self.inner.peer_id.clone(), self.listen_addrs()));
+        }
         let mut deps = Vec::new();
         for need in &record.spec.needs {
             let Some(result) = mission.tasks.get(need).and_then(|t| t.result.as_ref()) else {
@@ -588,36 +602,26 @@ impl Node {
             .filter(|(_, _, left)| *left)
             .map(|(id, _, _)| *id)
             .collect();
-        let mut releases = Vec::new();
-        for owner in snapshot.holding.keys() {
-            let silent = silent_for(*owner);
-            if left.contains(owner) {
-                releases.push(Command::ReleaseNode {
-                    node: *owner,
-                    reason: format!("node {owner} left the mesh"),
-                    max_runs: RetryPolicy::default().max_attempts,
-                });
-            } else if silent > lease {
-                releases.push(Command::ReleaseNode {
-                    node: *owner,
-                    reason: format!(
-                        "node {owner} stopped heartbeating ({} ms silent) and lost its lease",
-                        silent.as_millis()
-                    ),
-                    max_runs: RetryPolicy::default().max_attempts,
-                });
+        let ended = expired_leases(snapshot.holding.keys().copied(), &left, silent_for, lease);
+        if !ended.is_empty() {
+            let mut releases = Vec::new();
+            {
                 let mut sched = self.inner.sched.lock().expect("sched lock");
-                sched.breakers.entry(*owner).or_default().record_failure(
-                    ViolationKind::LostNode,
-                    &BreakerConfig::default(),
-                    now_ms,
-                );
-            }
-        }
-        if !releases.is_empty() {
-            for release in &releases {
-                if let Command::ReleaseNode { reason, .. } = release {
+                for end in &ended {
+                    let reason = end.reason();
                     tracing::warn!("{reason}; its tasks are placed again");
+                    if matches!(end.cause, LeaseEnd::Silent { .. }) {
+                        sched.breakers.entry(end.node).or_default().record_failure(
+                            ViolationKind::LostNode,
+                            &BreakerConfig::default(),
+                            now_ms,
+                        );
+                    }
+                    releases.push(Command::ReleaseNode {
+                        node: end.node,
+                        reason,
+                        max_runs: RetryPolicy::default().max_attempts,
+                    });
                 }
             }
             if let Err(error) = self.write(Command::Batch(releases)).await {
@@ -663,37 +667,13 @@ impl Node {
             return;
         }
         let views: Vec<TaskView> = ready.iter().map(|(v, _, _)| v.clone()).collect();
-        let attempts: BTreeMap<&TaskId, (u32, &Option<String>)> = ready
+        let facts: ReadyFacts<'_> = ready
             .iter()
-            .map(|(v, attempt, reason)| (&v.id, (*attempt, reason)))
+            .map(|(v, attempt, reason)| (&v.id, (*attempt, reason.as_deref())))
             .collect();
         let plan = place(&views, &nodes, &config, self.inner.env.random_u64());
-
-        // Reasons, written only when they change.
-        let mut reasons: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-        for (id, reason) in plan.unplaceable.iter().take(MAX_REASONS_PER_ROUND) {
-            let text = reason.to_string();
-            if attempts.get(id).and_then(|(_, r)| r.as_deref()) != Some(text.as_str()) {
-                reasons
-                    .entry(id.mission.clone())
-                    .or_default()
-                    .push((id.task.clone(), text));
-            }
-        }
-        let mut commands: Vec<Command> = reasons
-            .into_iter()
-            .map(|(mission, reasons)| Command::NoteReasons { mission, reasons })
-            .collect();
-        let first_assignment = commands.len();
-        for (id, node) in &plan.assignments {
-            commands.push(Command::AssignTask {
-                mission: id.mission.clone(),
-                task: id.task.clone(),
-                node: *node,
-                attempt: attempts.get(id).map(|(a, _)| *a).unwrap_or(0),
-                at_ms: now_ms,
-            });
-        }
+        let (commands, first_assignment) =
+            round_commands(&plan, &facts, now_ms, MAX_REASONS_PER_ROUND);
         if commands.is_empty() {
             return;
         }
@@ -790,89 +770,86 @@ impl Node {
         metrics.last_applied.map(|id| id.leader_id.term) == Some(metrics.current_term)
     }
 
-    /// Leader: what `node` should hold (from the state) against what it says it holds.
-    pub(super) fn reconcile(&self, node: NodeId, holding: &[Held]) -> (Vec<Assignment>, Vec<Held>) {
+    /// Leader: answers what `node` says it holds and runs with what the
+    /// state gives it ([`reconcile`]): the assignments it misses and the
+    /// tasks it must drop. Starts the state does not show yet are committed
+    /// in the background (one entry for all of them).
+    pub(super) fn reconcile(
+        &self,
+        node: NodeId,
+        holding: &[Held],
+        running: &[Held],
+    ) -> (Vec<Assignment>, Vec<Held>) {
         if !self.caught_up() {
             return (Vec::new(), Vec::new());
         }
-        let listed: BTreeMap<&TaskId, u32> = holding.iter().map(|h| (&h.id, h.attempt)).collect();
-        self.state(|state| {
-            let mut missing = Vec::new();
-            let running = state
+        let pairs = |held: &[Held]| -> Vec<(TaskId, u32)> {
+            held.iter().map(|h| (h.id.clone(), h.attempt)).collect()
+        };
+        let (holding, running) = (pairs(holding), pairs(running));
+        let (missing, answer) = self.state(|state| {
+            let mut owned: BTreeMap<TaskId, Owned> = BTreeMap::new();
+            let running_missions = state
                 .missions
                 .values()
                 .filter(|m| m.state == coditect_consensus::mission::MissionState::Running);
-            for mission in running {
-                for record in mission.tasks.values() {
-                    let owned = record.owner == Some(node)
-                        && matches!(record.state, TaskState::Assigned | TaskState::Running);
-                    if !owned {
-                        continue;
-                    }
-                    let id = TaskId::new(mission.id.clone(), record.spec.id.clone());
-                    if listed.get(&id) != Some(&record.attempt) {
-                        missing.push(self.assignment_for(state, mission, record));
+            for mission in running_missions {
+                // The index lists every held task (checked against a scan
+                // by the consensus property tests).
+                for record in held_in(mission, false) {
+                    if record.owner == Some(node)
+                        && matches!(record.state, TaskState::Assigned | TaskState::Running)
+                    {
+                        owned.insert(
+                            TaskId::new(mission.id.clone(), record.spec.id.clone()),
+                            Owned {
+                                attempt: record.attempt,
+                                started: record.state == TaskState::Running,
+                            },
+                        );
                     }
                 }
             }
-            let revoked = holding
+            let answer = reconcile(&owned, &holding, &running);
+            let missing: Vec<Assignment> = answer
+                .missing
                 .iter()
-                .filter(|held| {
-                    let current = state
-                        .missions
-                        .get(&held.id.mission)
-                        .and_then(|m| m.tasks.get(&held.id.task))
-                        .is_some_and(|record| {
-                            record.owner == Some(node)
-                                && record.attempt == held.attempt
-                                && matches!(record.state, TaskState::Assigned | TaskState::Running)
-                        });
-                    !current
+                .filter_map(|id| {
+                    let mission = state.missions.get(&id.mission)?;
+                    let record = mission.tasks.get(&id.task)?;
+                    Some(self.assignment_for(state, mission, record))
                 })
-                .cloned()
                 .collect();
-            (missing, revoked)
-        })
-    }
-
-    /// Leader: records as `running` the tasks `node` runs that the state
-    /// still shows queued (in the background; one entry for all of them).
-    pub(super) fn commit_starts(&self, node: NodeId, running: Vec<Held>) {
-        let commands: Vec<Command> = self.state(|state| {
-            running
-                .into_iter()
-                .filter(|held| {
-                    state
-                        .missions
-                        .get(&held.id.mission)
-                        .and_then(|m| m.tasks.get(&held.id.task))
-                        .is_some_and(|t| {
-                            t.state == TaskState::Assigned
-                                && t.owner == Some(node)
-                                && t.attempt == held.attempt
-                        })
-                })
-                .map(|held| Command::StartTask {
-                    mission: held.id.mission,
-                    task: held.id.task,
-                    node,
-                    attempt: held.attempt,
-                })
-                .collect()
+            (missing, answer)
         });
-        if commands.is_empty() {
-            return;
-        }
-        let me = self.clone();
-        self.inner.env.spawn(
-            "commit-starts",
-            async move {
-                if let Err(error) = me.write(Command::Batch(commands)).await {
-                    tracing::debug!("starts not committed: {error}");
+        let starts: Vec<Command> = answer
+            .starts
+            .into_iter()
+            .map(|(id, attempt)| Command::StartTask {
+                mission: id.mission,
+                task: id.task,
+                node,
+                attempt,
+            })
+            .collect();
+        if !starts.is_empty() {
+            let me = self.clone();
+            self.inner.env.spawn(
+                "commit-starts",
+                async move {
+                    if let Err(error) = me.write(Command::Batch(starts)).await {
+                        tracing::debug!("starts not committed: {error}");
+                    }
                 }
-            }
-            .boxed(),
-        );
+                .boxed(),
+            );
+        }
+        let revoked = answer
+            .revoked
+            .into_iter()
+            .map(|(id, attempt)| Held { id, attempt })
+            .collect();
+        (missing, revoked)
     }
 
     /// Leader: commits a batch of outcomes (one Raft entry through the
@@ -1145,20 +1122,48 @@ impl Node {
             })
             .await
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        // A member that forwarded the submission checked that it holds
+        // every blob named (`to_submissions`): workers fetch them from it
+        // (the mission records it as origin), and this leader copies them
+        // after the commit, off the submission's path, so they survive the
+        // origin. A forwarder the registry does not know yet is asked for
+        // them first, as before.
+        let origin = hint.as_ref().and_then(|(peer, _)| {
+            self.state(|state| {
+                state
+                    .nodes
+                    .values()
+                    .find(|n| n.peer_id == *peer && !n.left)
+                    .map(|n| n.node_id)
+            })
+        });
         let hints: Vec<BlobHint> = hint.into_iter().collect();
-        let wanted: BTreeSet<String> = chunks.iter().flatten().flat_map(digests_of).collect();
-        for text in wanted {
+        let mut wanted: Vec<Digest> = Vec::new();
+        for text in chunks
+            .iter()
+            .flatten()
+            .flat_map(digests_of)
+            .collect::<BTreeSet<_>>()
+        {
             let digest: Digest = text
                 .parse()
                 .map_err(|_| SubmitError::Invalid(format!("{text:?} is not a digest")))?;
-            match self.fetch_blob_from(&digest, &hints).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return Err(SubmitError::Invalid(format!(
-                        "blob {digest} is held by no reachable node; upload it with POST /api/blobs"
-                    )))
+            // The Python runtime is served by the nodes that offer `python`.
+            if !crate::python::is_runtime(&text) && !self.inner.blobs.contains(&digest) {
+                wanted.push(digest);
+            }
+        }
+        if origin.is_none() {
+            for digest in std::mem::take(&mut wanted) {
+                match self.fetch_blob_from(&digest, &hints).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Err(SubmitError::Invalid(format!(
+                            "blob {digest} is held by no reachable node; upload it with POST /api/blobs"
+                        )))
+                    }
+                    Err(error) => return Err(SubmitError::Unavailable(error)),
                 }
-                Err(error) => return Err(SubmitError::Unavailable(error)),
             }
         }
         let at_ms = self.inner.env.now_ms();
@@ -1205,12 +1210,32 @@ impl Node {
                 assign: assign.clone(),
                 staged,
                 idempotency_key,
+                origin,
             })
             .await
         {
             Ok(CommandResponse::MissionCreated(id)) => {
                 self.dispatch_placed(&id, &assign);
                 self.wake_scheduler();
+                if !wanted.is_empty() {
+                    let me = self.clone();
+                    self.inner.env.spawn(
+                        "copy-blobs",
+                        async move {
+                            for digest in wanted {
+                                if let Ok(None) | Err(_) = me.fetch_blob_from(&digest, &hints).await
+                                {
+                                    tracing::warn!(
+                                        blob = %digest,
+                                        "could not copy a submitted blob from the node that received it; \
+                                         its tasks fetch it from there"
+                                    );
+                                }
+                            }
+                        }
+                        .boxed(),
+                    );
+                }
                 Ok(id)
             }
             Ok(CommandResponse::Rejected(reason)) => Err(SubmitError::Unavailable(reason)),
@@ -1681,8 +1706,17 @@ impl Node {
         mission: &str,
         action: MissionAction,
     ) -> Result<(), SubmitError> {
-        let before = self.state(|state| state.missions.get(mission).cloned());
-        let Some(before) = before else {
+        // Who holds its tasks now (a cancel interrupts them; nothing is cloned).
+        let holders = self.state(|state| {
+            state.missions.get(mission).map(|m| {
+                revocations(
+                    mission,
+                    held_in(m, false)
+                        .filter_map(|t| Some((t.spec.id.as_str(), t.owner?, t.attempt))),
+                )
+            })
+        });
+        let Some(holders) = holders else {
             return Err(SubmitError::NotFound(format!("no mission {mission}")));
         };
         let command = match action {
@@ -1709,15 +1743,13 @@ impl Node {
         }
         if action == MissionAction::Cancel {
             // Interrupt running guests now rather than at the next heartbeat.
-            let mut by_owner: BTreeMap<NodeId, Vec<Held>> = BTreeMap::new();
-            for record in before.tasks.values() {
-                if let Some(owner) = record.owner {
-                    by_owner.entry(owner).or_default().push(Held {
-                        id: TaskId::new(mission, record.spec.id.clone()),
-                        attempt: record.attempt,
-                    });
-                }
-            }
+            let by_owner = holders.into_iter().map(|(owner, tasks)| {
+                let held: Vec<Held> = tasks
+                    .into_iter()
+                    .map(|(id, attempt)| Held { id, attempt })
+                    .collect();
+                (owner, held)
+            });
             for (owner, held) in by_owner {
                 if owner == self.inner.node_id {
                     self.revoke(&held);
@@ -1987,6 +2019,7 @@ pub fn mission_json(
         "submitted_ms": mission.submitted_ms,
         "counts": counts,
         "compacted": mission.summary.is_some(),
+        "origin": mission.origin.map(peer),
         "max_fix_rounds": mission
             .max_fix_rounds
             .unwrap_or(crate::scheduler::fix::DEFAULT_MAX_FIX_ROUNDS),

@@ -28,9 +28,13 @@ use crate::messages::{
 use crate::metrics::NodeMetrics;
 use crate::mission::AgentConfig;
 use crate::propose::{Proposer, WRITE_DEADLINE};
-use crate::roles::{self, AnnouncedMembership, AutopilotAction, AutopilotInput, Health, Role};
+use crate::roles::{
+    self, AnnouncedMembership, AutopilotAction, AutopilotInput, ElectionGate, GateInput, Health,
+    Role,
+};
 use crate::worker::{BlobHint, TaskRunner};
 
+pub mod assembly;
 mod executor;
 mod missions;
 mod runtimes;
@@ -49,8 +53,9 @@ const STANDBYS: usize = 2;
 /// A learner within this many entries of the leader may be promoted.
 const CAUGHT_UP_ENTRIES: u64 = 100;
 
-/// What a node runtime needs, already opened and validated.
-pub struct NodeParts {
+/// What a node runtime needs, already opened and validated (built only by
+/// [`assembly`], the one place a node is put together).
+pub(crate) struct NodeParts {
     /// Time, spawning, randomness.
     pub env: SharedEnv,
     /// The network seam.
@@ -124,18 +129,12 @@ struct LocalView {
     /// When each unconnected member may be dialed again.
     member_dials: BTreeMap<PeerName, Duration>,
     seed_backoff: Duration,
-    elect_enabled: bool,
-    /// A leader replicated to us while we were a voter (see the election gate).
-    voter_confirmed: bool,
-    leaving: bool,
+    /// Whether this node may campaign (membership, split votes, leaving).
+    gate: ElectionGate,
     /// The advert last published.
     last_advert: Option<NodeAdvert>,
     /// How many of the adverts heard show queued tasks (nothing to steal at 0).
     adverts_with_queue: usize,
-    /// Since when this node has been a candidate without winning.
-    candidate_since: Option<Duration>,
-    /// Elections paused until then to break a repeating split vote.
-    split_pause_until: Option<Duration>,
 }
 
 /// A running node. Cheap to clone.
@@ -375,7 +374,7 @@ fn membership_sets(
 
 impl Node {
     /// Starts the node's loops. `events` is the network's event stream.
-    pub fn start(parts: NodeParts, events: mpsc::Receiver<NetworkEvent>) -> Node {
+    pub(crate) fn start(parts: NodeParts, events: mpsc::Receiver<NetworkEvent>) -> Node {
         let peer_id = parts.network.local_peer();
         let now = parts.env.elapsed();
         let inner = Arc::new(Inner {
@@ -401,7 +400,7 @@ impl Node {
             view: Mutex::new(LocalView {
                 last_leader_seen: now,
                 seed_backoff: Duration::from_millis(250),
-                elect_enabled: parts.elect_at_start,
+                gate: ElectionGate::new(parts.elect_at_start),
                 ..LocalView::default()
             }),
             stopped: AtomicBool::new(false),
@@ -716,7 +715,7 @@ impl Node {
                 .iter()
                 .map(|addr| format!("{addr}/p2p/{}", self.inner.peer_id))
                 .collect(),
-            elections_enabled: view.elect_enabled,
+            elections_enabled: view.gate.allowed(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             fatal: self.inner.fatal.lock().expect("fatal lock").clone(),
             runtimes: serde_json::to_value(&*self.inner.runtimes.lock().expect("runtimes lock"))
@@ -888,8 +887,7 @@ impl Node {
                         revoked: Vec::new(),
                     };
                 }
-                let (missing, revoked) = self.reconcile(node_id, &holding);
-                self.commit_starts(node_id, running);
+                let (missing, revoked) = self.reconcile(node_id, &holding, &running);
                 NodeResponse::HeartbeatAck {
                     registered,
                     missing,
@@ -1186,36 +1184,32 @@ impl Node {
         }
     }
 
-    /// openraft draws each node's election timeout once, at start, so two
-    /// voters whose timeouts expire together split every vote again (in
-    /// standard Raft, one leader per term). A node still a candidate after
-    /// two rounds pauses its own elections for a random while, so the other
-    /// wins; it votes meanwhile.
+    /// Split votes: a node a candidate for two election timeouts pauses
+    /// its own elections for a random while ([`ElectionGate`]).
     fn break_split_votes(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, now: Duration) {
-        let mut view = self.inner.view.lock().expect("view lock");
-        if let Some(until) = view.split_pause_until {
-            if now >= until {
-                view.split_pause_until = None;
-                let enabled = view.elect_enabled;
-                self.inner.raft.runtime_config().elect(enabled);
-            }
-            return;
-        }
-        if metrics.state != ServerState::Candidate {
-            view.candidate_since = None;
-            return;
-        }
-        let since = *view.candidate_since.get_or_insert(now);
-        if view.elect_enabled && now.saturating_sub(since) >= self.inner.election_timeout_max * 2 {
-            let max = self.inner.election_timeout_max;
-            let pause = jitter(self.inner.env.as_ref(), max / 2, max * 2);
-            tracing::info!(
-                pause_ms = pause.as_millis() as u64,
-                "split vote: pausing elections"
+        let max = self.inner.election_timeout_max;
+        let mut pause_ms = None;
+        let change = self
+            .inner
+            .view
+            .lock()
+            .expect("view lock")
+            .gate
+            .on_candidacy(
+                now,
+                metrics.state == ServerState::Candidate,
+                max * 2,
+                || {
+                    let pause = jitter(self.inner.env.as_ref(), max / 2, max * 2);
+                    pause_ms = Some(pause.as_millis() as u64);
+                    pause
+                },
             );
-            view.split_pause_until = Some(now + pause);
-            view.candidate_since = None;
-            self.inner.raft.runtime_config().elect(false);
+        if let Some(pause_ms) = pause_ms {
+            tracing::info!(pause_ms, "split vote: pausing elections");
+        }
+        if let Some(elect) = change {
+            self.inner.raft.runtime_config().elect(elect);
         }
     }
 
@@ -1257,8 +1251,8 @@ impl Node {
             if tick.is_multiple_of(10) {
                 self.flush_heartbeats();
                 // The leader holds tasks too; reconcile them like anyone's.
-                let (missing, revoked) = self.reconcile(self.inner.node_id, &self.holding());
-                self.commit_starts(self.inner.node_id, self.running_tasks());
+                let (missing, revoked) =
+                    self.reconcile(self.inner.node_id, &self.holding(), &self.running_tasks());
                 self.revoke(&revoked);
                 if !missing.is_empty() {
                     self.accept_assignments(missing);
@@ -1366,9 +1360,6 @@ impl Node {
     fn gate_elections(&self, metrics: &openraft::RaftMetrics<NodeId, MeshNode>, now: Duration) {
         let (voters, _) = membership_sets(metrics);
         let mut view = self.inner.view.lock().expect("view lock");
-        if view.leaving {
-            return;
-        }
         let announced = view
             .leader_advert
             .as_ref()
@@ -1377,27 +1368,19 @@ impl Node {
                 voters: advert.voters.iter().map(|m| m.node_id).collect(),
                 learners: advert.learners.iter().map(|m| m.node_id).collect(),
             });
-        // A leader replicating to us while our (replicated) membership lists
-        // us as a voter confirms we are one; that survives the leader's death,
-        // so we may campaign at once. A voter removed while it was down never
-        // hears the leader through Raft, so it never gets this confirmation.
-        let locally_voter = voters.contains(&self.inner.node_id);
-        if metrics.current_leader.is_some() {
-            view.voter_confirmed = locally_voter;
-        }
-        let allowed = if locally_voter && view.voter_confirmed {
-            true
-        } else {
-            roles::election_allowed(
-                self.inner.node_id,
-                metrics.current_term,
-                locally_voter,
-                announced.as_ref(),
-                now.saturating_sub(view.last_leader_seen).as_millis() as u64,
-                self.inner.quiet_before_election.as_millis() as u64,
-            )
+        let input = GateInput {
+            me: self.inner.node_id,
+            term: metrics.current_term,
+            locally_voter: voters.contains(&self.inner.node_id),
+            leader_known: metrics.current_leader.is_some(),
+            announced: announced.as_ref(),
+            ms_without_leader: now.saturating_sub(view.last_leader_seen).as_millis() as u64,
+            quiet_ms: self.inner.quiet_before_election.as_millis() as u64,
         };
-        if allowed != view.elect_enabled && view.split_pause_until.is_none() {
+        let before = view.gate.allowed();
+        let change = view.gate.on_membership(&input);
+        let allowed = view.gate.allowed();
+        if allowed != before {
             tracing::info!(
                 allowed,
                 "elections {}",
@@ -1407,8 +1390,9 @@ impl Node {
                     "held back: the leader does not list this node as a voter"
                 }
             );
-            view.elect_enabled = allowed;
-            self.inner.raft.runtime_config().elect(allowed);
+        }
+        if let Some(elect) = change {
+            self.inner.raft.runtime_config().elect(elect);
         }
     }
 
@@ -1467,7 +1451,7 @@ impl Node {
         // voters (it steps down once that commits), changes nothing more:
         // openraft 0.9 panics on a membership change in that window.
         if !voters.contains(&self.inner.node_id)
-            || self.inner.view.lock().expect("view lock").leaving
+            || self.inner.view.lock().expect("view lock").gate.leaving()
         {
             return;
         }
@@ -1815,8 +1799,9 @@ impl Node {
     /// then stops Raft. Called on SIGTERM.
     pub async fn drain(&self, grace: Duration) {
         self.drain_tasks(grace / 2).await;
-        self.inner.view.lock().expect("view lock").leaving = true;
-        self.inner.raft.runtime_config().elect(false);
+        if let Some(elect) = self.inner.view.lock().expect("view lock").gate.leave() {
+            self.inner.raft.runtime_config().elect(elect);
+        }
         let env = self.inner.env.clone();
         let node = self.clone();
         let leave = async move {

@@ -16,6 +16,7 @@
 //! owners.
 //!
 //! - [`placement`]: which ready task goes to which node, or why it waits.
+//! - [`orchestrator`]: leases, reconciliation of what a node holds, a round's commands.
 //! - [`stealing`]: what an idle node asks a busy peer for, and what the peer gives.
 //! - [`violation`]: comparing an outcome with the task's expectations.
 //! - [`retry`]: retry with backoff, fail, and whether to avoid the node.
@@ -26,6 +27,7 @@
 
 pub mod breaker;
 pub mod fix;
+pub mod orchestrator;
 pub mod placement;
 pub mod retention;
 pub mod retry;
