@@ -82,6 +82,19 @@ fn blobs_are_stored_by_digest_and_fetched_from_peers_in_chunks() {
     assert!(String::from_utf8_lossy(&answer).contains("sha256:"));
 }
 
+/// Submits `mission` to `node` and returns its view once it succeeded.
+fn run_to_success(node: &NodeProcess, mission: &str) -> serde_json::Value {
+    let (code, body) =
+        http_exchange("POST", &node.http, "/api/missions", mission.as_bytes()).unwrap();
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(60), "the mission to succeed", || {
+        let view = node.mission(&id)?;
+        (view["state"] == "succeeded").then_some(view)
+    })
+}
+
 fn walk_size(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -127,20 +140,7 @@ fn a_submissions_blobs_come_from_the_node_that_took_it_and_outlive_it() {
         .map(|i| format!("[[task]]\nid = \"t{i}\"\nmodule = \"{digest}\"\n"))
         .collect();
     let mission = format!("name = \"origin\"\n{tasks}");
-    let (code, body) = http_exchange(
-        "POST",
-        &nodes[origin].http,
-        "/api/missions",
-        mission.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
-    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
-    let done = wait_for(Duration::from_secs(60), "the mission to succeed", || {
-        let view = nodes[origin].mission(&id)?;
-        (view["state"] == "succeeded").then_some(view)
-    });
+    let done = run_to_success(&nodes[origin], &mission);
     assert_eq!(
         done["origin"].as_str(),
         Some(nodes[origin].peer_id.as_str()),
@@ -163,23 +163,6 @@ fn a_submissions_blobs_come_from_the_node_that_took_it_and_outlive_it() {
     // The origin is gone; the leader still takes a mission naming its blob.
     nodes[origin].kill();
     let again = format!("name = \"after\"\n[[task]]\nid = \"a\"\nmodule = \"{digest}\"\n");
-    let (code, body) = http_exchange(
-        "POST",
-        &nodes[leader].http,
-        "/api/missions",
-        again.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
-    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
-    let done = wait_for(
-        Duration::from_secs(60),
-        "the second mission to succeed",
-        || {
-            let view = nodes[leader].mission(&id)?;
-            (view["state"] == "succeeded").then_some(view)
-        },
-    );
+    let done = run_to_success(&nodes[leader], &again);
     assert!(done["origin"].is_null(), "the leader took it: {done}");
 }
