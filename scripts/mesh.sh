@@ -35,9 +35,16 @@ json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.arg
 started=$(date +%s%N)
 start n1
 boot=$(json "$root/n1/node.json" listen)
-echo "n1 started a new mesh; others join with --bootstrap $boot"
-start n2 --bootstrap "$boot"
-start n3 --bootstrap "$boot"
+# The mesh admits only peers with a join token; n1 (the leader) makes one.
+token=""
+for _ in $(seq 1 100); do
+  token=$("$bin" token create --api "http://$(json "$root/n1/node.json" http)" --ttl 10m 2>/dev/null) && break
+  sleep 0.1
+done
+[ -n "$token" ] || { echo "n1 made no join token; see $root/n1.log" >&2; exit 1; }
+echo "n1 started a new mesh; others join with --bootstrap $boot --join-token <token from \`coditect token create\`>"
+start n2 --bootstrap "$boot" --join-token "$token"
+start n3 --bootstrap "$boot" --join-token "$token"
 api="http://$(json "$root/n3/node.json" http)"
 
 echo "waiting for a leader and 3 voters..."
@@ -95,7 +102,7 @@ if [ -n "${CODITECT_LLM_URL:-}" ]; then
   echo
   echo "a language model at $CODITECT_LLM_URL ($model): n4 joins offering it, and the"
   echo "mesh adds fib(n) with tests to tests/fixtures/pyprojects/mathx (analyze, code, test):"
-  start n4 --bootstrap "$boot" --llm-url "$CODITECT_LLM_URL" --llm-model "$model" "${key_flags[@]}"
+  start n4 --bootstrap "$boot" --join-token "$token" --llm-url "$CODITECT_LLM_URL" --llm-model "$model" "${key_flags[@]}"
   api4="http://$(json "$root/n4/node.json" http)"
   for _ in $(seq 1 300); do
     offered=$(curl -s "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['capabilities']['tags'].get('llm.model', ''))" 2>/dev/null || true)

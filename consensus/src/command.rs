@@ -185,6 +185,8 @@ pub enum Command {
         /// Mission ids; running or already compacted ones are left alone.
         missions: Vec<String>,
     },
+    /// A change to who may take part (see [`crate::admission`]).
+    Admission(crate::admission::AdmissionCommand),
 }
 
 /// What applying a command answered.

@@ -8,6 +8,7 @@
 //! `coditect-gossip` (its sibling) nor on anything above it. It never reads a
 //! clock: commands carry the leader's timestamps.
 
+pub mod admission;
 pub mod command;
 pub mod kv;
 pub mod limits;

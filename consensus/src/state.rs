@@ -26,6 +26,8 @@ pub struct MeshState {
     /// Idempotency keys of submissions: key -> (mission id, leader clock).
     /// The oldest are forgotten past [`MAX_IDEMPOTENCY_KEYS`].
     pub submission_keys: BTreeMap<String, (String, u64)>,
+    /// The join secret, tokens and allowlist.
+    pub admission: crate::admission::Admission,
 }
 
 /// Tasks staged for one large submission, in chunks as they were committed.
@@ -62,6 +64,8 @@ pub enum StateKey {
     StageChunk(String, u32),
     /// A submission's idempotency key.
     SubmissionKey(String),
+    /// The admission record (secret, tokens, allowlist).
+    Admission,
 }
 
 impl MeshState {
@@ -109,6 +113,12 @@ impl MeshState {
                     .collect(),
             ),
             Command::RegisterNode(record) => {
+                if !self.admission.allows(&record.peer_id) {
+                    return CommandResponse::Rejected(format!(
+                        "peer {} is not admitted to the mesh",
+                        record.peer_id
+                    ));
+                }
                 if let Some(existing) = self
                     .nodes
                     .values()
@@ -147,6 +157,9 @@ impl MeshState {
             Command::Heartbeats { at_ms, nodes } => {
                 for (node_id, load) in nodes {
                     if let Some(node) = self.nodes.get_mut(node_id) {
+                        if !self.admission.allows(&node.peer_id) {
+                            continue; // revoked since the leader heard it
+                        }
                         node.last_heartbeat_ms = node.last_heartbeat_ms.max(*at_ms);
                         node.load = *load;
                         node.left = false;
@@ -323,6 +336,22 @@ impl MeshState {
                     CommandResponse::Ok
                 }
             }
+            Command::Admission(change) => match self.admission.apply(change) {
+                Ok(()) => {
+                    touched.push(StateKey::Admission);
+                    if let crate::admission::AdmissionCommand::RevokePeer { peer } = change {
+                        // Its leases end at once: its tasks are placed again.
+                        for node in self.nodes.values_mut() {
+                            if node.peer_id == *peer && !node.left {
+                                node.left = true;
+                                touched.push(StateKey::Node(node.node_id));
+                            }
+                        }
+                    }
+                    CommandResponse::Ok
+                }
+                Err(reason) => CommandResponse::Rejected(reason),
+            },
             Command::NodeLeft { node_id, at_ms } => match self.nodes.get_mut(node_id) {
                 Some(node) => {
                     node.left = true;

@@ -41,9 +41,10 @@ const KEY_FORMAT: &[u8] = b"format";
 /// task. Version 3: snapshots stored as chunks of frames, staged submissions
 /// and idempotency keys. Version 4: tasks carry a title, an agent kind and
 /// guest arguments. Version 7: language-model limits and call records,
-/// fix rounds (spawned and superseded tasks).
+/// fix rounds (spawned and superseded tasks). Version 8: a mission's
+/// origin. Version 9: admission (join secret, tokens, allowlist).
 /// An older database is refused by name, never misread.
-pub const FORMAT_MARKER: &[u8] = b"coditect-raft/8";
+pub const FORMAT_MARKER: &[u8] = b"coditect-raft/9";
 
 const NODE_PREFIX: &[u8] = b"node/";
 const MISSION_PREFIX: &[u8] = b"mission/";
@@ -71,6 +72,8 @@ fn task_key(mission: &str, task: &str) -> Vec<u8> {
     key
 }
 const KEY_COUNTERS: &[u8] = b"counters";
+/// The admission record, one key (its size is capped in `admission.rs`).
+const KEY_ADMISSION: &[u8] = b"admission";
 /// `stage/<stage id> 0x00 <chunk, u32 big-endian>`: one staged chunk of a
 /// large submission, as `(started_ms, tasks)`.
 const STAGE_PREFIX: &[u8] = b"stage/";
@@ -420,6 +423,7 @@ struct StoredSnapshot {
 /// are checked against it before they are installed).
 fn is_state_key(key: &[u8]) -> bool {
     key == KEY_COUNTERS
+        || key == KEY_ADMISSION
         || [
             NODE_PREFIX,
             MISSION_PREFIX,
@@ -501,6 +505,12 @@ fn load_state(store: &dyn KvStore) -> StorageResult<MeshState> {
         let (submitted, ready): (u64, u64) = codec::decode(&bytes).map_err(decode_err())?;
         state.missions_submitted = submitted;
         state.next_ready_seq = ready;
+    }
+    if let Some(bytes) = store
+        .get(Column::State, KEY_ADMISSION)
+        .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Read))?
+    {
+        state.admission = codec::decode(&bytes).map_err(decode_err())?;
     }
     Ok(state)
 }
@@ -705,6 +715,12 @@ impl StateMachineStore {
                         None => ops.push(KvOp::Delete(Column::State, db_key)),
                     }
                 }
+                StateKey::Admission => ops.push(KvOp::Put(
+                    Column::State,
+                    KEY_ADMISSION.to_vec(),
+                    codec::encode(&state.admission)
+                        .map_err(codec_err(ErrorSubject::StateMachine, ErrorVerb::Write))?,
+                )),
                 StateKey::Counters => ops.push(KvOp::Put(
                     Column::State,
                     KEY_COUNTERS.to_vec(),

@@ -20,6 +20,7 @@ pub mod metrics;
 mod swarm;
 pub mod wire;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -121,6 +122,13 @@ pub trait Network: Send + Sync + 'static {
     /// Whether we hold a connection to `peer`.
     fn is_connected(&self, peer: &str) -> bool {
         self.connected_peers().iter().any(|p| p == peer)
+    }
+    /// Whom to hear from: with `allowed`, gossip from anyone else is
+    /// rejected (gossipsub validation) and not delivered; peers in `banned`
+    /// are disconnected now and whenever they connect again, and nothing of
+    /// theirs is delivered. `None` hears everyone but the banned.
+    fn admit_only(&self, allowed: Option<BTreeSet<PeerName>>, banned: BTreeSet<PeerName>) {
+        let _ = (allowed, banned);
     }
     /// Whether we hold a connection to anyone.
     fn has_peers(&self) -> bool {

@@ -1,6 +1,6 @@
 //! Metrics of the network layer, registered into a registry the node passes in.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The network's metrics.
 #[derive(Clone)]
@@ -11,6 +11,8 @@ pub struct NetworkMetrics {
     pub rpc_latency: Histogram,
     /// Outbound requests by outcome (`ok`, `timeout`, `unreachable`).
     pub rpc_requests: IntCounterVec,
+    /// Gossip messages rejected because their source or forwarder is not admitted.
+    pub gossip_rejected: IntCounter,
 }
 
 impl NetworkMetrics {
@@ -37,10 +39,15 @@ impl NetworkMetrics {
                 ),
                 &["outcome"],
             )?,
+            gossip_rejected: IntCounter::new(
+                "coditect_gossip_rejected_total",
+                "Gossip messages rejected: their source or forwarder is not admitted",
+            )?,
         };
         registry.register(Box::new(metrics.connected_peers.clone()))?;
         registry.register(Box::new(metrics.rpc_latency.clone()))?;
         registry.register(Box::new(metrics.rpc_requests.clone()))?;
+        registry.register(Box::new(metrics.gossip_rejected.clone()))?;
         Ok(metrics)
     }
 }

@@ -4,7 +4,7 @@
 //! clock directly; the simulation replaces the whole seam and never runs it.
 #![allow(clippy::disallowed_methods)] // production network seam: tokio time is fine here
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -81,6 +81,11 @@ enum Command {
     Dial(Multiaddr),
     /// A request to this peer got no answer in time.
     TimedOut(PeerId),
+    /// Whom to hear from (see [`Network::admit_only`]).
+    AdmitOnly {
+        allowed: Option<HashSet<PeerId>>,
+        banned: HashSet<PeerId>,
+    },
 }
 
 /// Handle to the libp2p network; cheap to clone.
@@ -136,6 +141,9 @@ impl Libp2pNetwork {
                 let gossip_config = gossipsub::ConfigBuilder::default()
                     .heartbeat_interval(Duration::from_millis(500))
                     .validation_mode(ValidationMode::Strict)
+                    // The node decides whose messages count (admission):
+                    // each is validated before it is delivered or forwarded.
+                    .validate_messages()
                     .max_transmit_size(1024 * 1024)
                     .build()
                     .map_err(|e| e.to_string())?;
@@ -209,6 +217,8 @@ impl Libp2pNetwork {
             max_discovered_peers: config.max_discovered_peers,
             silent_requests: HashMap::new(),
             connections: HashMap::new(),
+            allowed: None,
+            banned: HashSet::new(),
         };
         let handle = Libp2pNetwork {
             local: local_peer_id.to_base58(),
@@ -333,6 +343,16 @@ impl Network for Libp2pNetwork {
             .map_err(|_| RequestError::Closed)
     }
 
+    fn admit_only(&self, allowed: Option<BTreeSet<PeerName>>, banned: BTreeSet<PeerName>) {
+        let parse = |names: BTreeSet<PeerName>| -> HashSet<PeerId> {
+            names.iter().filter_map(|name| name.parse().ok()).collect()
+        };
+        let _ = self.commands.send(Command::AdmitOnly {
+            allowed: allowed.map(parse),
+            banned: parse(banned),
+        });
+    }
+
     fn connected_peers(&self) -> Vec<PeerName> {
         self.connected
             .lock()
@@ -365,6 +385,10 @@ struct Driver {
     silent_requests: HashMap<PeerId, u32>,
     /// Open connections per peer, oldest first.
     connections: HashMap<PeerId, Vec<libp2p::swarm::ConnectionId>>,
+    /// Peers whose gossip is delivered (`None`: everyone's).
+    allowed: Option<HashSet<PeerId>>,
+    /// Peers disconnected on sight.
+    banned: HashSet<PeerId>,
 }
 
 /// After this many unanswered requests in a row, a peer's connections are
@@ -405,8 +429,23 @@ impl Driver {
         }
     }
 
+    fn hears(&self, peer: &PeerId) -> bool {
+        !self.banned.contains(peer) && self.allowed.as_ref().is_none_or(|set| set.contains(peer))
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::AdmitOnly { allowed, banned } => {
+                let newly_banned: Vec<PeerId> = banned.difference(&self.banned).copied().collect();
+                self.allowed = allowed;
+                self.banned = banned;
+                for peer in newly_banned {
+                    if self.swarm.is_connected(&peer) {
+                        tracing::info!("{peer} was revoked; disconnecting it");
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
+                }
+            }
             Command::Publish(topic, data) => {
                 // InsufficientPeers while alone is normal; anything else is worth a trace.
                 if let Err(error) = self
@@ -483,6 +522,11 @@ impl Driver {
                 num_established,
                 ..
             } => {
+                if self.banned.contains(&peer_id) {
+                    tracing::debug!("{peer_id} is revoked; closing its connection");
+                    self.swarm.close_connection(connection_id);
+                    return;
+                }
                 self.connections
                     .entry(peer_id)
                     .or_default()
@@ -558,7 +602,28 @@ impl Driver {
                     }
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                message_id,
+                propagation_source,
+            }) => {
+                // Judged by its signed source, not by who relayed it: a
+                // rejected id is remembered, so refusing an admitted peer's
+                // message because a stranger relayed it first would lose it.
+                let accepted = message.source.is_some_and(|source| self.hears(&source));
+                let verdict = if accepted {
+                    gossipsub::MessageAcceptance::Accept
+                } else {
+                    gossipsub::MessageAcceptance::Reject
+                };
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, verdict);
+                if !accepted {
+                    self.metrics.gossip_rejected.inc();
+                    return;
+                }
                 let Some(source) = message.source else { return };
                 self.emit(NetworkEvent::Message {
                     from: source.to_base58(),
@@ -568,6 +633,9 @@ impl Driver {
             }
             BehaviourEvent::Rpc(request_response::Event::Message { peer, message, .. }) => {
                 match message {
+                    request_response::Message::Request { .. } if self.banned.contains(&peer) => {
+                        // Dropping the channel answers nothing.
+                    }
                     request_response::Message::Request {
                         request, channel, ..
                     } => {

@@ -118,6 +118,7 @@ async fn start_bench_node(
             steal: false,
             retention: Default::default(),
             agents: Default::default(),
+            admission: Default::default(),
         },
     );
     for _ in 0..200 {

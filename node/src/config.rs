@@ -95,6 +95,19 @@ pub struct RawNodeConfig {
     #[arg(long)]
     #[serde(default)]
     pub no_steal: bool,
+    /// Start a mesh without admission: any peer that dials in takes part (local development only; logged, and /api/status says "admission": "open")
+    #[arg(long)]
+    #[serde(default)]
+    pub open: bool,
+    /// Join a guarded mesh with this token (`coditect token create` on a member prints one); needed once, the node stays admitted
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CODITECT_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    #[serde(default)]
+    pub join_token: Option<String>,
     /// TOML file with the same keys; flags win
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -145,6 +158,10 @@ pub struct NodeConfig {
     pub queue_depth: Option<u32>,
     /// Whether this node steals when idle.
     pub steal: bool,
+    /// Found the mesh without admission (`--open`).
+    pub open: bool,
+    /// The token to join a guarded mesh with.
+    pub join_token: Option<crate::admission::JoinToken>,
     /// How long finished missions are kept in full (when leading).
     pub retention: crate::scheduler::retention::RetentionPolicy,
     /// Raft log entries between snapshots.
@@ -222,6 +239,8 @@ impl RawNodeConfig {
             python_wasm: self.python_wasm.or(other.python_wasm),
             module_cache: self.module_cache.or(other.module_cache),
             no_steal: self.no_steal || other.no_steal,
+            open: self.open || other.open,
+            join_token: self.join_token.or(other.join_token),
             llm_url: self.llm_url.or(other.llm_url),
             llm_model: self.llm_model.or(other.llm_model),
             llm_api_key_env: self.llm_api_key_env.or(other.llm_api_key_env),
@@ -341,6 +360,19 @@ impl RawNodeConfig {
             lease: Duration::from_millis(lease_ms),
             queue_depth: self.queue_depth,
             steal: !self.no_steal,
+            open: self.open,
+            join_token: match &self.join_token {
+                None => None,
+                Some(_) if self.open => {
+                    return Err(ConfigError(
+                        "--open and --join-token contradict each other: an open mesh admits anyone, a token joins a guarded one".into(),
+                    ))
+                }
+                Some(text) => Some(
+                    crate::admission::JoinToken::parse(text)
+                        .map_err(|error| ConfigError(format!("invalid --join-token: {error}")))?,
+                ),
+            },
             raft_snapshot_logs: match self.raft_snapshot_logs {
                 Some(0) => {
                     return Err(ConfigError(

@@ -132,6 +132,9 @@ pub struct MeshRecord {
     /// This node initialized its mesh.
     #[serde(default)]
     pub founded: bool,
+    /// It initialized it open (`--open`: no admission).
+    #[serde(default)]
+    pub open: bool,
     /// The leader's peer id, as last learned.
     #[serde(default)]
     pub leader: Option<String>,
@@ -161,6 +164,13 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<DataDir, DataDirError> {
         fs::create_dir_all(root).map_err(io_err(root))?;
         let root = root.canonicalize().map_err(io_err(root))?;
+        // It holds the identity key and the mesh's join secret (in RocksDB):
+        // only its owner may read it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).map_err(io_err(&root))?;
+        }
         let lock_path = root.join(LOCK_FILE);
         let meta_path = root.join(META_FILE);
         let has_meta = meta_path.exists();

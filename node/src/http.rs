@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::messages::MissionAction;
+use crate::messages::{AdmissionAction, MissionAction};
 use crate::mission::MissionFormat;
 use crate::runtime::{Node, SubmitError};
 
@@ -73,6 +73,15 @@ pub fn router(state: ApiState) -> Router {
             "/api/missions/{id}/tasks/{task}/output/{*path}",
             get(task_output),
         )
+        .route(
+            "/api/tokens",
+            axum::routing::post(create_token).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_TOKEN_REQUEST_BYTES,
+            )),
+        )
+        .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
+        .route("/api/admission/rotate", axum::routing::post(rotate_secret))
+        .route("/api/peers/{peer}", axum::routing::delete(revoke_peer))
         .fallback(not_found)
         .with_state(state)
 }
@@ -302,7 +311,97 @@ fn submit_error(problem: SubmitError) -> Response {
         SubmitError::NotFound(message) => error(StatusCode::NOT_FOUND, message),
         SubmitError::Conflict(message) => error(StatusCode::CONFLICT, message),
         SubmitError::MaybeCommitted(message) => error(StatusCode::GATEWAY_TIMEOUT, message),
+        SubmitError::Forbidden(message) => error(StatusCode::FORBIDDEN, message),
     }
+}
+
+/// Longest admission request body (`POST /api/tokens`), bytes.
+const MAX_TOKEN_REQUEST_BYTES: usize = 4 * 1024;
+
+/// `POST /api/tokens` body: `{"ttl_secs": 3600, "uses": 1}`, both optional.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    ttl_secs: Option<u64>,
+    uses: Option<u32>,
+}
+
+/// A token lives at most this long (ten years), seconds.
+const MAX_TOKEN_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
+async fn create_token(State(state): State<ApiState>, body: axum::body::Bytes) -> Response {
+    let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        TokenRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(problem) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the token request is not {{\"ttl_secs\": N, \"uses\": N}}: {problem}"),
+                )
+            }
+        }
+    };
+    if request.ttl_secs == Some(0) || request.ttl_secs.is_some_and(|ttl| ttl > MAX_TOKEN_TTL_SECS) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("ttl_secs must be 1..={MAX_TOKEN_TTL_SECS}"),
+        );
+    }
+    if request.uses == Some(0) {
+        return error(StatusCode::BAD_REQUEST, "uses must be at least 1");
+    }
+    let action = AdmissionAction::CreateToken {
+        ttl_ms: request.ttl_secs.map(|ttl| ttl * 1000),
+        uses: request.uses,
+    };
+    match state.node.admission(action).await {
+        Ok(Some(token)) => {
+            let id = token.split('.').nth(1).unwrap_or_default().to_string();
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({"token": token, "id": id, "ttl_secs": request.ttl_secs, "uses": request.uses})),
+            )
+                .into_response()
+        }
+        Ok(None) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the leader made no token",
+        ),
+        Err(problem) => submit_error(problem),
+    }
+}
+
+async fn admission_done(state: &ApiState, action: AdmissionAction) -> Response {
+    match state.node.admission(action).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(problem) => submit_error(problem),
+    }
+}
+
+async fn revoke_token(
+    State(state): State<ApiState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    admission_done(&state, AdmissionAction::RevokeToken(id)).await
+}
+
+async fn rotate_secret(State(state): State<ApiState>) -> Response {
+    admission_done(&state, AdmissionAction::Rotate).await
+}
+
+async fn revoke_peer(
+    State(state): State<ApiState>,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+) -> Response {
+    if peer.is_empty() || peer.len() > coditect_consensus::admission::MAX_PEER_ID_BYTES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{peer:?} is not a peer id"),
+        );
+    }
+    admission_done(&state, AdmissionAction::RevokePeer(peer)).await
 }
 
 /// The request's `Idempotency-Key`: visible ASCII, at most

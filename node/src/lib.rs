@@ -9,6 +9,7 @@
 //! `coditect-consensus`; nothing in production depends on it except the
 //! binary, and it never depends on `coditect-simulation`.
 
+pub mod admission;
 pub mod builtin;
 pub mod config;
 pub mod datadir;

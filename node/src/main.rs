@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use coditect_node::config::RawNodeConfig;
 use coditect_node::start::{load_config, run_node, NodeError};
 
+mod admission_client;
 mod api_client;
 mod bench;
 mod check;
@@ -130,9 +131,57 @@ enum Commands {
     },
     /// Run one wasm module (.wasm or .wat) locally in the sandbox the mesh uses
     RunTask(run_task::RunTaskArgs),
+    /// Join tokens of a guarded mesh: create, revoke, rotate the secret
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Peers of a guarded mesh: revoke one
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Measure the mesh (results go into BENCHMARKS.md)
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a join token (asks the leader); prints the token alone on stdout
+    Create {
+        /// How long it stays valid: 90s, 15m, 1h, 7d [default: until revoked]
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// How many nodes may join with it [default: any number]
+        #[arg(long, value_name = "N")]
+        uses: Option<u32>,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+    /// Void a join token (the id is the part after `cdt1.`)
+    Revoke {
+        /// The token's id
+        id: String,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+    /// Rotate the join secret: admitted peers stay, every token is void
+    Rotate {
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Take a peer off the allowlist: every node disconnects it, its tasks are placed again
+    Revoke {
+        /// Its peer id (12D3Koo...)
+        peer: String,
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -215,6 +264,18 @@ fn main() -> ExitCode {
         Commands::Retry { id, api } => runtime.block_on(client::control(&api, &id, true)),
         Commands::RunTask(args) => run_task::run(args),
         Commands::Bench(command) => runtime.block_on(bench::run(command)).map(|()| 0),
+        Commands::Token(TokenCommand::Create { ttl, uses, api }) => {
+            runtime.block_on(admission_client::token_create(&api, ttl.as_deref(), uses))
+        }
+        Commands::Token(TokenCommand::Revoke { id, api }) => {
+            runtime.block_on(admission_client::token_revoke(&api, &id))
+        }
+        Commands::Token(TokenCommand::Rotate { api }) => {
+            runtime.block_on(admission_client::token_rotate(&api))
+        }
+        Commands::Peer(PeerCommand::Revoke { peer, api }) => {
+            runtime.block_on(admission_client::peer_revoke(&api, &peer))
+        }
         Commands::Sim { args } => sim(&args),
     };
     match result {

@@ -136,6 +136,9 @@ pub enum NodeRequest {
         running: Vec<Held>,
         /// The tasks beyond its slots it asks to hold (its queue window).
         window: Option<u32>,
+        /// The stamp of the admission view it holds (the answer carries a
+        /// newer one when this differs).
+        admission: (u64, u64),
     },
     /// A new mission, validated and with every blob on the sender; to the leader.
     Submit {
@@ -230,6 +233,38 @@ pub enum NodeRequest {
         /// Bytes wanted at most.
         len: u32,
     },
+    /// The join exchange, step 1: a fresh challenge for the sender; to the leader.
+    AdmitChallenge,
+    /// The join exchange, step 2: the sender proves it holds join token
+    /// `token` for its own peer id and `challenge`; to the leader.
+    AdmitProve {
+        /// The token's id.
+        token: String,
+        /// The challenge the leader gave.
+        challenge: Vec<u8>,
+        /// HMAC(token key, challenge, peer id).
+        proof: Vec<u8>,
+    },
+    /// Token and allowlist management (from `coditect token` / `peer`); to the leader.
+    Admission(AdmissionAction),
+}
+
+/// What an operator asks of admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdmissionAction {
+    /// A new join token.
+    CreateToken {
+        /// Valid this long, ms (`None`: until revoked).
+        ttl_ms: Option<u64>,
+        /// Admissions it allows (`None`: unlimited).
+        uses: Option<u32>,
+    },
+    /// Void a token.
+    RevokeToken(String),
+    /// Take a peer off the allowlist for good.
+    RevokePeer(String),
+    /// A new join secret: admitted peers stay, every token is void.
+    Rotate,
 }
 
 impl NodeRequest {
@@ -248,7 +283,10 @@ impl NodeRequest {
             | NodeRequest::Control { .. }
             | NodeRequest::Reports { .. }
             | NodeRequest::CommitSteal { .. }
-            | NodeRequest::Leave { .. } => true,
+            | NodeRequest::Leave { .. }
+            | NodeRequest::AdmitChallenge
+            | NodeRequest::AdmitProve { .. }
+            | NodeRequest::Admission(_) => true,
             NodeRequest::Raft(_)
             | NodeRequest::GetTaskResult { .. }
             | NodeRequest::Assign(_)
@@ -275,6 +313,8 @@ pub enum NodeResponse {
         missing: Vec<Assignment>,
         /// Tasks it listed but no longer owns (stolen, released, cancelled, done).
         revoked: Vec<Held>,
+        /// The leader's admission view, when the node's stamp was stale.
+        admission: Option<Box<crate::admission::AdmissionView>>,
     },
     /// The id of a mission just created.
     MissionCreated(String),
@@ -320,6 +360,13 @@ pub enum NodeResponse {
     BlobChunk(Option<BlobChunk>),
     /// A submission or control was refused, with the leader's kind of error.
     Refused(SubmitError),
+    /// The sender may not ask this (see `crate::admission::check`): the
+    /// refusal's label, e.g. `not_admitted`.
+    Forbidden(String),
+    /// A challenge for the join exchange.
+    Challenge(Vec<u8>),
+    /// A join token was created: its text.
+    TokenCreated(String),
     /// The request failed.
     Error(String),
 }
@@ -415,6 +462,8 @@ pub enum SubmitError {
     /// The write was proposed but its outcome is unknown: it may have been
     /// committed (HTTP 504). Resubmitting with the same idempotency key is safe.
     MaybeCommitted(String),
+    /// The sender may not do this (HTTP 403).
+    Forbidden(String),
 }
 
 #[cfg(test)]
@@ -481,6 +530,7 @@ mod tests {
             }],
             running: vec![],
             window: Some(40),
+            admission: (3, 9),
         };
         match codec::decode::<NodeRequest>(&codec::encode(&request).unwrap()).unwrap() {
             NodeRequest::Heartbeat {

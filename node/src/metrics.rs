@@ -1,7 +1,7 @@
 //! The node's metrics, registered into a registry passed in (never the
 //! global one: the simulation runs many nodes in one process).
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Metrics of the node runtime.
 #[derive(Clone)]
@@ -32,6 +32,8 @@ pub struct NodeMetrics {
     pub tasks_placed: IntCounter,
     /// Outcomes (results and violations) this node committed while leading.
     pub results_committed: IntCounter,
+    /// Requests and gossip refused by the sender check, by kind and reason.
+    pub requests_refused: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -57,6 +59,13 @@ impl NodeMetrics {
                 "coditect_autopilot_changes_total",
                 "Membership changes made by this node's autopilot",
             )?,
+            requests_refused: IntCounterVec::new(
+                Opts::new(
+                    "coditect_requests_refused_total",
+                    "Requests and gossip messages refused by the sender check",
+                ),
+                &["kind", "reason"],
+            )?,
             steals: IntCounter::new(
                 "coditect_steals_total",
                 "Queued tasks this node stole from busy peers",
@@ -80,6 +89,7 @@ impl NodeMetrics {
             )?,
         };
         registry.register(Box::new(metrics.steals.clone()))?;
+        registry.register(Box::new(metrics.requests_refused.clone()))?;
         registry.register(Box::new(metrics.tasks_running.clone()))?;
         registry.register(Box::new(metrics.tasks_succeeded.clone()))?;
         registry.register(Box::new(metrics.task_violations.clone()))?;

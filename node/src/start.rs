@@ -18,7 +18,7 @@ use crate::env::{Env, TokioEnv};
 use crate::http::{router, ApiState};
 use crate::metrics::NodeMetrics;
 use crate::runtime::assembly::{open_raft, NodeSettings, Wiring};
-use crate::runtime::Node;
+use crate::runtime::{AdmissionSettings, Node};
 
 /// The largest blob (module, input or output) a node stores: 256 MiB.
 pub const MAX_BLOB_BYTES: u64 = 256 * 1024 * 1024;
@@ -296,6 +296,12 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             steal: config.steal,
             retention: config.retention,
             agents: config.agents.clone(),
+            admission: AdmissionSettings {
+                join_token: config.join_token.clone(),
+                guard_new_mesh: !config.open
+                    && (start == MeshStart::NewMesh
+                        || record.as_ref().is_some_and(|r| r.founded && !r.open)),
+            },
         },
     );
 
@@ -334,9 +340,16 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             // state, which is enough to never found a second mesh.
             data.record_mesh(&MeshRecord {
                 founded: true,
+                open: config.open,
                 ..MeshRecord::default()
             })?;
-            tracing::info!("started a new mesh");
+            if config.open {
+                tracing::warn!(
+                    "started a new mesh, OPEN (--open): any peer that can reach it joins and is served; for local development only"
+                );
+            } else {
+                tracing::info!("started a new mesh; it admits only peers with a join token");
+            }
         }
         MeshStart::Rejoin => tracing::info!(
             known_addresses = seeds.len(),
@@ -360,7 +373,18 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         .iter()
         .find(|addr| !addr.contains("/0.0.0.0/") && !addr.contains("/::/"))
         .unwrap_or(&listen[0]);
-    tracing::info!(node_id, http = %http_addr, "listening; others join with: coditect node --bootstrap {shareable}");
+    if config.open && !new_mesh {
+        tracing::info!("--open only matters when a node founds a mesh; the mesh decides admission");
+    }
+    if config.open && new_mesh {
+        tracing::info!(node_id, http = %http_addr, "listening; others join with: coditect node --bootstrap {shareable}");
+    } else {
+        tracing::info!(
+            node_id,
+            http = %http_addr,
+            "listening; others join with: coditect node --bootstrap {shareable} --join-token TOKEN (TOKEN from `coditect token create --api http://{http_addr}` on any member)"
+        );
+    }
     if !seeds.is_empty() && !new_mesh {
         tracing::info!("joining through {} known address(es)", seeds.len());
     }

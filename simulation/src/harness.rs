@@ -352,6 +352,7 @@ impl Sim {
                 steal: true,
                 retention: Default::default(),
                 agents: Default::default(),
+                admission: Default::default(),
             },
         );
         node.add_listen_addr(address(&slot.name));

@@ -254,9 +254,17 @@ pub fn run_coditect(args: &[String], limit: Duration) -> (ExitStatus, String) {
 }
 
 impl NodeProcess {
-    /// Starts a node on `data_dir` with `extra` flags and waits for its node.json.
+    /// Starts a node on `data_dir` with `extra` flags and waits for its
+    /// node.json. Test meshes are open (`--open`: no admission) unless
+    /// started with [`NodeProcess::start_guarded`].
     pub fn start(data_dir: &Path, name: &str, extra: &[String]) -> NodeProcess {
         NodeProcess::start_with_env(data_dir, name, extra, &[])
+    }
+
+    /// [`NodeProcess::start`] without `--open`: a node founding a mesh
+    /// guards it with a join secret; one joining needs `--join-token`.
+    pub fn start_guarded(data_dir: &Path, name: &str, extra: &[String]) -> NodeProcess {
+        NodeProcess::spawn(data_dir, name, extra, &[], false)
     }
 
     /// [`NodeProcess::start`] with extra environment variables.
@@ -265,6 +273,16 @@ impl NodeProcess {
         name: &str,
         extra: &[String],
         env: &[(&str, &str)],
+    ) -> NodeProcess {
+        NodeProcess::spawn(data_dir, name, extra, env, true)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        name: &str,
+        extra: &[String],
+        env: &[(&str, &str)],
+        open: bool,
     ) -> NodeProcess {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let node_json = data_dir.join("node.json");
@@ -287,6 +305,9 @@ impl NodeProcess {
             args.extend(["--http".to_string(), "127.0.0.1:0".to_string()]);
         } else {
             args.extend(loopback_args());
+        }
+        if open && !extra.iter().any(|arg| arg == "--join-token") {
+            args.push("--open".to_string());
         }
         args.extend(extra.iter().cloned());
         let mut child = Command::new(coditect_bin())

@@ -89,6 +89,8 @@ pub struct NodeSettings {
     pub retention: RetentionPolicy,
     /// Routing of markdown tasks to agent kinds.
     pub agents: AgentConfig,
+    /// Join token and founding (default: an open mesh, no token).
+    pub admission: super::AdmissionSettings,
 }
 
 /// What a node is wired to beside its Raft.
@@ -147,6 +149,7 @@ impl OpenedRaft {
                 queue_depth: settings.queue_depth,
                 steal: settings.steal,
                 retention: settings.retention,
+                admission: settings.admission,
             },
             wiring.events,
         )

@@ -34,12 +34,14 @@ use crate::roles::{
 };
 use crate::worker::{BlobHint, TaskRunner};
 
+mod admission;
 pub mod assembly;
 mod executor;
 mod missions;
 mod runtimes;
 mod state;
 
+pub use crate::admission::AdmissionSettings;
 pub use crate::messages::{MissionView, SubmitError};
 pub use state::WaiterSlot;
 use state::{ExecState, SchedState, Views};
@@ -101,6 +103,8 @@ pub(crate) struct NodeParts {
     pub steal: bool,
     /// How long finished missions are kept in full (when leading).
     pub retention: crate::scheduler::retention::RetentionPolicy,
+    /// Join token and founding.
+    pub admission: AdmissionSettings,
 }
 
 #[derive(Default)]
@@ -185,6 +189,9 @@ struct Inner {
     runtimes: Mutex<BTreeMap<String, serde_json::Value>>,
     /// Mission views shared by every reader of one version (long polls).
     views: Views,
+    /// Who may take part, challenges, the join exchange.
+    admission: Mutex<crate::admission::AdmissionShell>,
+    admission_settings: AdmissionSettings,
 }
 
 /// The freshest known addresses of each peer, learned from gossip adverts.
@@ -328,6 +335,11 @@ pub struct StatusView {
     /// what they were measured from: `{"tasks", "fixed", "service_us",
     /// "refill_us"}` (`tasks` null until measured).
     pub queue_window: serde_json::Value,
+    /// `"open"` (anyone may join), `"token"` (join tokens), or `"pending"`
+    /// (this node has not heard yet).
+    pub admission: &'static str,
+    /// Why the mesh refused this node's join token, if it did.
+    pub admission_error: Option<String>,
 }
 
 /// One peer in `/api/status`.
@@ -417,6 +429,8 @@ impl Node {
             fatal: Mutex::new(None),
             runtimes: Mutex::new(BTreeMap::new()),
             views: Views::default(),
+            admission: Mutex::new(crate::admission::AdmissionShell::default()),
+            admission_settings: parts.admission,
         });
         inner.raft.runtime_config().elect(parts.elect_at_start);
         let node = Node { inner };
@@ -573,6 +587,15 @@ impl Node {
             .map(|(advert, _)| advert.leader.clone())
     }
 
+    /// Whether this node is in the Raft membership (voter or learner).
+    fn is_member(&self) -> bool {
+        self.raft_metrics()
+            .membership_config
+            .membership()
+            .get_node(&self.inner.node_id)
+            .is_some()
+    }
+
     fn is_leader(&self) -> bool {
         let metrics = self.raft_metrics();
         metrics.state == ServerState::Leader && metrics.current_leader == Some(self.inner.node_id)
@@ -635,6 +658,7 @@ impl Node {
         // Before taking the view lock, which known_nodes takes too.
         let known_nodes = self.known_nodes();
         let queue_window = self.window_status();
+        let admission = self.admission_view();
         let view = self.inner.view.lock().expect("view lock");
         let (mut voters, mut learners) = membership_sets(&metrics);
         let mut term = metrics.current_term;
@@ -675,6 +699,7 @@ impl Node {
             .adverts
             .values()
             .filter(|(_, at)| now.saturating_sub(*at) <= self.inner.heartbeat * 20)
+            .filter(|(advert, _)| admission.as_ref().is_none_or(|a| a.allows(&advert.peer_id)))
             .map(|(advert, _)| PeerStatus {
                 peer_id: advert.peer_id.clone(),
                 node_id: advert.node_id,
@@ -721,6 +746,12 @@ impl Node {
             runtimes: serde_json::to_value(&*self.inner.runtimes.lock().expect("runtimes lock"))
                 .unwrap_or_default(),
             queue_window,
+            admission: match admission.as_deref() {
+                Some(view) if view.open => "open",
+                Some(_) => "token",
+                None => "pending",
+            },
+            admission_error: self.admission_refusal(),
         }
     }
 
@@ -786,6 +817,12 @@ impl Node {
         let now = self.inner.env.elapsed();
         match topic {
             ADVERT_TOPIC => {
+                if self
+                    .refuse(from, crate::admission::RequestKind::Advert, None)
+                    .is_some()
+                {
+                    return;
+                }
                 let Ok(advert) = codec::decode::<NodeAdvert>(data) else {
                     tracing::debug!("undecodable advert from {from}");
                     return;
@@ -814,6 +851,12 @@ impl Node {
                 }
             }
             LEADER_TOPIC => {
+                if self
+                    .refuse(from, crate::admission::RequestKind::LeaderAdvert, None)
+                    .is_some()
+                {
+                    return;
+                }
                 let Ok(advert) = codec::decode::<LeaderAdvert>(data) else {
                     tracing::debug!("undecodable leader advert from {from}");
                     return;
@@ -840,7 +883,11 @@ impl Node {
             Ok(request) => request,
             Err(error) => return NodeResponse::Error(format!("bad request from {from}: {error}")),
         };
-        // One guard for every request only the leader serves.
+        // One check of who sent it, then one guard for every request only
+        // the leader serves.
+        if let Some(refusal) = self.refuse_request(from, &request) {
+            return refusal;
+        }
         if request.leader_only() && !self.is_leader() {
             return NodeResponse::NotLeader {
                 leader: self.leader(),
@@ -870,6 +917,7 @@ impl Node {
                 holding,
                 running,
                 window,
+                admission,
             } => {
                 self.note_heard(node_id, load);
                 self.note_window(node_id, window);
@@ -885,6 +933,7 @@ impl Node {
                         registered,
                         missing: Vec::new(),
                         revoked: Vec::new(),
+                        admission: self.view_for(admission),
                     };
                 }
                 let (missing, revoked) = self.reconcile(node_id, &holding, &running);
@@ -892,6 +941,7 @@ impl Node {
                     registered,
                     missing,
                     revoked,
+                    admission: self.view_for(admission),
                 }
             }
             NodeRequest::Submit {
@@ -1005,6 +1055,13 @@ impl Node {
                 Ok(()) => NodeResponse::Ack,
                 Err(error) => NodeResponse::Error(error),
             },
+            NodeRequest::AdmitChallenge => self.admit_challenge(from),
+            NodeRequest::AdmitProve {
+                token,
+                challenge,
+                proof,
+            } => self.admit_prove(from, token, challenge, proof).await,
+            NodeRequest::Admission(action) => self.admission_action(action).await,
         }
     }
 
@@ -1239,6 +1296,10 @@ impl Node {
             && metrics.current_leader == Some(self.inner.node_id);
         self.update_metrics(&metrics);
         self.track_leader(&metrics, leading, now);
+        self.refresh_admission();
+        if leading {
+            self.guard_new_mesh();
+        }
         self.gate_elections(&metrics, now);
         // Adverts carry load and queued tasks: sent when they change, else
         // every 4th tick while tasks wait here (thieves need a fresh view)
@@ -1480,7 +1541,9 @@ impl Node {
                         peer_id: node.peer_id.clone(),
                         addrs: node.addrs.clone(),
                     };
-                    (node.node_id, (node.left, member))
+                    // A revoked peer counts as gone: it is never added back.
+                    let gone = node.left || !state.admission.allows(&node.peer_id);
+                    (node.node_id, (gone, member))
                 })
                 .collect()
         });
@@ -1706,8 +1769,22 @@ impl Node {
                     holding: node.holding(),
                     running: node.running_tasks(),
                     window: node.window(),
+                    admission: node.admission_stamp(),
                 };
-                let answer = node.ask(&leader, &request).await;
+                let mut answer = node.ask(&leader, &request).await;
+                if let Ok(NodeResponse::HeartbeatAck { admission, .. }) = &mut answer {
+                    // Raft members read admission from their replica.
+                    if let Some(view) = admission.take() {
+                        if !node.is_member() {
+                            node.install_view(*view);
+                        }
+                    }
+                }
+                if let Ok(NodeResponse::Forbidden(reason)) = &answer {
+                    if reason == crate::admission::Refusal::NotAdmitted.as_str() {
+                        node.on_not_admitted(leader.clone());
+                    }
+                }
                 if let Ok(NodeResponse::HeartbeatAck {
                     missing, revoked, ..
                 }) = &answer

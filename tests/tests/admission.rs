@@ -1,0 +1,634 @@
+//! Admission, black-box: real `coditect node` processes on 127.0.0.1 that
+//! found a guarded mesh (no `--open`), nodes that join with and without a
+//! join token, spent and expired tokens, revocation, and a hand-made libp2p
+//! peer that speaks the node protocol to check that every request is
+//! checked against who sent it.
+#![allow(clippy::disallowed_methods)] // black-box tests run real processes on the wall clock
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use coditect_gossip::{Identity, Libp2pNetwork, Network, NetworkConfig, NetworkMetrics};
+use coditect_memory::codec;
+use coditect_node::admission::JoinToken;
+use coditect_node::datadir::node_id_for;
+use coditect_node::messages::{NodeRequest, NodeResponse};
+use coditect_tests::{coditect_output, http_request, string_list, wait_for, NodeProcess};
+use serde_json::Value;
+
+fn flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
+    coditect_tests::mesh_flags(100, bootstrap, extra)
+}
+
+/// `coditect token create` against `node`; returns (exit code, stdout, stderr).
+fn token_create(node: &NodeProcess, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "token".to_string(),
+        "create".into(),
+        "--api".into(),
+        node.api(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(30));
+    (
+        status.code().unwrap_or(-1),
+        stdout.trim().to_string(),
+        stderr,
+    )
+}
+
+fn token(node: &NodeProcess, extra: &[&str]) -> String {
+    let (code, token, stderr) = token_create(node, extra);
+    assert_eq!(code, 0, "token create failed: {stderr}");
+    assert!(
+        token.starts_with("cdt1.") && !token.contains('\n'),
+        "stdout is the token alone: {token:?}"
+    );
+    token
+}
+
+fn peer_ids(status: &Value) -> BTreeSet<String> {
+    status["peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|p| p["peer_id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn members(status: &Value) -> BTreeSet<String> {
+    string_list(status, "voters")
+        .into_iter()
+        .chain(string_list(status, "learners"))
+        .collect()
+}
+
+fn busy_wat(n: u64) -> String {
+    format!(
+        "(module (memory (export \"memory\") 1)\n  (func (export \"_start\") (local $i i64)\n    (loop $l (local.set $i (i64.add (local.get $i) (i64.const 1)))\n      (br_if $l (i64.lt_u (local.get $i) (i64.const {n}))))))\n"
+    )
+}
+
+fn flat_mission(dir: &Path, count: usize, spin: u64) -> std::path::PathBuf {
+    std::fs::write(dir.join("busy.wat"), busy_wat(spin)).expect("write module");
+    let mut text = String::from("name = \"admission\"\n");
+    for i in 0..count {
+        text.push_str(&format!(
+            "[[task]]\nid = \"t{i}\"\nmodule = \"busy.wat\"\n[task.limits]\nfuel = 1_000_000_000_000\ntimeout_ms = 120_000\n"
+        ));
+    }
+    let path = dir.join("mission.toml");
+    std::fs::write(&path, text).expect("write mission");
+    path
+}
+
+fn submit(node: &NodeProcess, file: &Path) -> String {
+    let args = vec![
+        "submit".to_string(),
+        file.display().to_string(),
+        "--api".into(),
+        node.api(),
+    ];
+    let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(60));
+    assert!(status.success(), "submit failed: {stderr}");
+    stdout.trim().to_string()
+}
+
+fn wait_succeeded(node: &NodeProcess, id: &str, limit: Duration) -> Value {
+    wait_for(limit, "the mission to succeed", || {
+        let mission = node.mission(id)?;
+        assert_ne!(mission["state"], "failed", "{mission}");
+        (mission["state"] == "succeeded").then_some(mission)
+    })
+}
+
+#[test]
+fn only_a_node_with_a_token_joins_a_guarded_mesh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
+    let boot = founder.bootstrap_addr();
+    wait_for(
+        Duration::from_secs(20),
+        "the founder to guard its mesh",
+        || (founder.status()?["admission"] == "token").then_some(()),
+    );
+
+    let token = token(&founder, &["--ttl", "1h"]);
+    let joiner = NodeProcess::start_guarded(
+        &dir.path().join("n1"),
+        "n1",
+        &flags(Some(&boot), &["--join-token", &token]),
+    );
+    let stranger =
+        NodeProcess::start_guarded(&dir.path().join("n2"), "n2", &flags(Some(&boot), &[]));
+
+    // The joiner is listed, joins the Raft group and sees the mesh as guarded.
+    wait_for(
+        Duration::from_secs(30),
+        "the joiner to be listed and a member",
+        || {
+            let status = founder.status()?;
+            (peer_ids(&status).contains(&joiner.peer_id)
+                && members(&status).contains(&joiner.peer_id))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        joiner.status().expect("joiner status")["admission"],
+        "token"
+    );
+
+    // Work runs on admitted nodes only, however long the stranger waits.
+    let mission = submit(&founder, &flat_mission(dir.path(), 12, 1_000_000));
+    let done = wait_succeeded(&founder, &mission, Duration::from_secs(60));
+    let ran_on: BTreeSet<String> = done["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .filter_map(|t| t["result"]["node"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !ran_on.contains(&stranger.peer_id),
+        "a task ran on the stranger: {ran_on:?}"
+    );
+
+    let status = founder.status().expect("founder status");
+    assert!(!peer_ids(&status).contains(&stranger.peer_id), "{status}");
+    assert!(!members(&status).contains(&stranger.peer_id), "{status}");
+    let stranger_status = stranger.status().expect("stranger status");
+    assert_eq!(stranger_status["role"], "worker", "{stranger_status}");
+    assert!(
+        stranger.log_text().contains("--join-token"),
+        "the stranger's log says what to do"
+    );
+    let refused = founder
+        .metric("coditect_requests_refused_total{kind=\"heartbeat\",reason=\"not_admitted\"}");
+    assert!(
+        refused >= 1.0,
+        "the stranger's heartbeats are counted as refused"
+    );
+
+    // A blob reaches admitted nodes and never the stranger.
+    let (code, body) =
+        coditect_tests::http_exchange("POST", &founder.http, "/api/blobs", b"admitted eyes only")
+            .expect("upload");
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let digest = serde_json::from_slice::<Value>(&body).expect("json")["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let path = format!("/api/blobs/{digest}");
+    assert_eq!(joiner.get_code(&path), Some(200));
+    assert_eq!(stranger.get_code(&path), Some(404));
+
+    // Restarted on its data dir without a token, the joiner stays admitted.
+    let mut joiner = joiner;
+    joiner.kill();
+    let joiner = NodeProcess::start_guarded(&dir.path().join("n1"), "n1", &flags(Some(&boot), &[]));
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted joiner to be listed again",
+        || {
+            let status = joiner.status()?;
+            (status["admission"] == "token" && status["leader"].is_string()).then_some(())?;
+            peer_ids(&founder.status()?)
+                .contains(&joiner.peer_id)
+                .then_some(())
+        },
+    );
+    assert!(joiner.status().expect("status")["admission_error"].is_null());
+}
+
+#[test]
+fn spent_expired_and_malformed_tokens_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
+    let boot = founder.bootstrap_addr();
+    wait_for(
+        Duration::from_secs(20),
+        "the founder to guard its mesh",
+        || (founder.status()?["admission"] == "token").then_some(()),
+    );
+
+    let once = token(&founder, &["--uses", "1"]);
+    let first = NodeProcess::start_guarded(
+        &dir.path().join("n1"),
+        "n1",
+        &flags(Some(&boot), &["--join-token", &once]),
+    );
+    wait_for(Duration::from_secs(30), "the first use to admit", || {
+        peer_ids(&founder.status()?)
+            .contains(&first.peer_id)
+            .then_some(())
+    });
+    let second = NodeProcess::start_guarded(
+        &dir.path().join("n2"),
+        "n2",
+        &flags(Some(&boot), &["--join-token", &once]),
+    );
+    let error = wait_for(
+        Duration::from_secs(30),
+        "the reused token to be refused",
+        || {
+            second.status()?["admission_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+    assert!(error.contains("used up"), "{error}");
+
+    let short = token(&founder, &["--ttl", "1s"]);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let late = NodeProcess::start_guarded(
+        &dir.path().join("n3"),
+        "n3",
+        &flags(Some(&boot), &["--join-token", &short]),
+    );
+    let error = wait_for(
+        Duration::from_secs(30),
+        "the expired token to be refused",
+        || {
+            late.status()?["admission_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+    assert!(error.contains("expired"), "{error}");
+
+    // A token of another mesh proves nothing here.
+    let foreign = JoinToken::derive(&[9; 32], 1, "abc").to_text();
+    let outsider = NodeProcess::start_guarded(
+        &dir.path().join("n4"),
+        "n4",
+        &flags(Some(&boot), &["--join-token", &foreign]),
+    );
+    let error = wait_for(
+        Duration::from_secs(30),
+        "the foreign token to be refused",
+        || {
+            outsider.status()?["admission_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+    assert!(error.contains("not valid"), "{error}");
+    let status = founder.status().expect("status");
+    for node in [&second, &late, &outsider] {
+        assert!(!peer_ids(&status).contains(&node.peer_id), "{status}");
+    }
+
+    // Bad input is a one-line error and exit 2, before anything starts.
+    for (bad, expected) in [
+        ("cdt1.abc", "cdt1.<id>.<key>"),
+        ("xyz.abc.00", "starts with cdt1"),
+    ] {
+        let args: Vec<String> = [
+            "node",
+            "--data-dir",
+            &dir.path().join("bad").display().to_string(),
+            "--http",
+            "127.0.0.1:0",
+            "--join-token",
+            bad,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (status, _, stderr) = coditect_output(&args, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.trim().lines().count() == 1,
+            "{stderr}"
+        );
+    }
+    for bad in [["--ttl", "soon"], ["--uses", "0"]] {
+        let (code, stdout, stderr) = token_create(&founder, &bad);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+
+    // Rotating the secret voids unused tokens and keeps admitted peers.
+    let unused = token(&founder, &[]);
+    let (status, _, stderr) = coditect_output(
+        &[
+            "token".into(),
+            "rotate".into(),
+            "--api".into(),
+            founder.api(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+    let after = NodeProcess::start_guarded(
+        &dir.path().join("n5"),
+        "n5",
+        &flags(Some(&boot), &["--join-token", &unused]),
+    );
+    let error = wait_for(
+        Duration::from_secs(30),
+        "the rotated-out token to be refused",
+        || {
+            after.status()?["admission_error"]
+                .as_str()
+                .map(str::to_string)
+        },
+    );
+    assert!(error.contains("not valid"), "{error}");
+    assert!(peer_ids(&founder.status().expect("status")).contains(&first.peer_id));
+}
+
+#[test]
+fn a_revoked_peer_is_cut_off_and_its_running_task_runs_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let founder = NodeProcess::start_guarded(
+        &dir.path().join("n0"),
+        "n0",
+        &flags(None, &["--slots", "1"]),
+    );
+    let boot = founder.bootstrap_addr();
+    wait_for(
+        Duration::from_secs(20),
+        "the founder to guard its mesh",
+        || (founder.status()?["admission"] == "token").then_some(()),
+    );
+    let token = token(&founder, &[]);
+    let nodes: Vec<NodeProcess> = (1..3)
+        .map(|i| {
+            NodeProcess::start_guarded(
+                &dir.path().join(format!("n{i}")),
+                &format!("n{i}"),
+                &flags(Some(&boot), &["--join-token", &token, "--slots", "1"]),
+            )
+        })
+        .collect();
+    wait_for(Duration::from_secs(30), "both joiners listed", || {
+        let status = founder.status()?;
+        nodes
+            .iter()
+            .all(|n| peer_ids(&status).contains(&n.peer_id))
+            .then_some(())
+    });
+    // Tasks of about two seconds each, more than the slots.
+    let mission = submit(&founder, &flat_mission(dir.path(), 6, 2_000_000_000));
+    let leader = founder.status().expect("status")["leader"]
+        .as_str()
+        .expect("leader")
+        .to_string();
+    let (victim, task) = wait_for(
+        Duration::from_secs(30),
+        "a task running on a follower",
+        || {
+            let view = founder.mission(&mission)?;
+            view["tasks"].as_array()?.iter().find_map(|t| {
+                let owner = t["owner"].as_str()?;
+                let node = nodes
+                    .iter()
+                    .position(|n| n.peer_id == owner && owner != leader)?;
+                (t["state"] == "running")
+                    .then(|| (node, t["id"].as_str().unwrap_or_default().to_string()))
+            })
+        },
+    );
+    let victim_peer = nodes[victim].peer_id.clone();
+    let (status, _, stderr) = coditect_output(
+        &[
+            "peer".into(),
+            "revoke".into(),
+            victim_peer.clone(),
+            "--api".into(),
+            founder.api(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stderr}");
+
+    // Every node stops hearing it within seconds.
+    wait_for(
+        Duration::from_secs(10),
+        "the revoked peer to be cut off",
+        || {
+            let status = founder.status()?;
+            (!peer_ids(&status).contains(&victim_peer) && !members(&status).contains(&victim_peer))
+                .then_some(())
+        },
+    );
+    let other = &nodes[1 - victim];
+    wait_for(
+        Duration::from_secs(10),
+        "the other joiner to drop it too",
+        || (!peer_ids(&other.status()?).contains(&victim_peer)).then_some(()),
+    );
+
+    let done = wait_succeeded(&founder, &mission, Duration::from_secs(90));
+    for t in done["tasks"].as_array().expect("tasks") {
+        assert_ne!(
+            t["result"]["node"].as_str(),
+            Some(victim_peer.as_str()),
+            "{t}"
+        );
+        assert_eq!(t["results_committed"], 1, "{t}");
+    }
+    let moved = done["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|t| t["id"] == task.as_str())
+        .expect("the task");
+    assert!(moved["attempts"].as_u64().unwrap_or(0) >= 2, "{moved}");
+
+    // Its node says it is no longer served.
+    let victim_node = &nodes[victim];
+    wait_for(
+        Duration::from_secs(10),
+        "the revoked node to be refused",
+        || {
+            (victim_node.status()?["leader"].is_null()
+                || victim_node.log_text().contains("does not admit this node"))
+            .then_some(())
+        },
+    );
+}
+
+/// A libp2p peer of our own, speaking the node protocol.
+struct Rogue {
+    runtime: tokio::runtime::Runtime,
+    network: Libp2pNetwork,
+}
+
+impl Rogue {
+    fn new() -> Rogue {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let network = runtime.block_on(async {
+            let registry = prometheus::Registry::new();
+            let (network, mut events, driver) = Libp2pNetwork::start(
+                NetworkConfig {
+                    identity: Identity::generate(),
+                    listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+                    external: vec![],
+                    topics: vec![],
+                    max_discovered_peers: 0,
+                },
+                NetworkMetrics::register(&registry).expect("metrics"),
+            )
+            .expect("network");
+            tokio::spawn(driver);
+            // Requests to us go unanswered; events are drained.
+            tokio::spawn(async move { while events.recv().await.is_some() {} });
+            network
+        });
+        Rogue { runtime, network }
+    }
+
+    fn ask(&self, node: &NodeProcess, request: &NodeRequest) -> NodeResponse {
+        let bytes = codec::encode(request).expect("encode");
+        let addrs: Vec<String> = node
+            .listen
+            .iter()
+            .map(|addr| {
+                addr.rsplit_once("/p2p/")
+                    .map(|(a, _)| a.to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let answer = self
+            .runtime
+            .block_on(
+                self.network
+                    .request(&node.peer_id, &addrs, bytes, Duration::from_secs(10)),
+            )
+            .expect("an answer");
+        codec::decode(&answer).expect("decode")
+    }
+
+    fn peer(&self) -> String {
+        self.network.local_peer()
+    }
+}
+
+fn forbidden(answer: &NodeResponse) -> &str {
+    match answer {
+        NodeResponse::Forbidden(reason) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_request_is_checked_against_its_sender() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
+    let boot = founder.bootstrap_addr();
+    wait_for(
+        Duration::from_secs(20),
+        "the founder to guard its mesh",
+        || (founder.status()?["admission"] == "token").then_some(()),
+    );
+    let text = token(&founder, &[]);
+    let follower = NodeProcess::start_guarded(
+        &dir.path().join("n1"),
+        "n1",
+        &flags(Some(&boot), &["--join-token", &text]),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the follower to be a member",
+        || {
+            members(&founder.status()?)
+                .contains(&follower.peer_id)
+                .then_some(())
+        },
+    );
+
+    // A stranger gets nothing but the join exchange.
+    let rogue = Rogue::new();
+    let blob = NodeRequest::GetBlob {
+        digest: format!("sha256:{}", "0".repeat(64)),
+        offset: 0,
+        len: 16,
+    };
+    assert_eq!(forbidden(&rogue.ask(&founder, &blob)), "not_admitted");
+    assert_eq!(forbidden(&rogue.ask(&follower, &blob)), "not_admitted");
+    assert_eq!(
+        forbidden(&rogue.ask(
+            &founder,
+            &NodeRequest::ListMissions {
+                after: 0,
+                limit: 10
+            }
+        )),
+        "not_admitted"
+    );
+    assert_eq!(
+        forbidden(&rogue.ask(&follower, &NodeRequest::Raft(vec![1, 2, 3]))),
+        "not_admitted"
+    );
+
+    // A proof made for another peer, or a spent challenge, admits no one.
+    let token = JoinToken::parse(&text).expect("token");
+    let NodeResponse::Challenge(challenge) = rogue.ask(&founder, &NodeRequest::AdmitChallenge)
+    else {
+        panic!("no challenge");
+    };
+    let stolen = NodeRequest::AdmitProve {
+        token: token.id.clone(),
+        challenge: challenge.clone(),
+        proof: token.prove(&challenge, &follower.peer_id),
+    };
+    assert!(forbidden(&rogue.ask(&founder, &stolen)).contains("not valid"));
+    let honest = NodeRequest::AdmitProve {
+        token: token.id.clone(),
+        challenge: challenge.clone(),
+        proof: token.prove(&challenge, &rogue.peer()),
+    };
+    assert!(
+        forbidden(&rogue.ask(&founder, &honest)).contains("challenge"),
+        "spent"
+    );
+    let NodeResponse::Challenge(fresh) = rogue.ask(&founder, &NodeRequest::AdmitChallenge) else {
+        panic!("no challenge");
+    };
+    let honest = NodeRequest::AdmitProve {
+        token: token.id.clone(),
+        challenge: fresh.clone(),
+        proof: token.prove(&fresh, &rogue.peer()),
+    };
+    assert!(matches!(rogue.ask(&founder, &honest), NodeResponse::Ack));
+
+    // Admitted now, it still may not act as the leader or as another node.
+    wait_for(
+        Duration::from_secs(10),
+        "the follower to learn the admission",
+        || match rogue.ask(&follower, &blob) {
+            NodeResponse::BlobChunk(None) => Some(()),
+            _ => None,
+        },
+    );
+    assert_eq!(
+        forbidden(&rogue.ask(&follower, &NodeRequest::Assign(Vec::new()))),
+        "not_leader"
+    );
+    assert_eq!(
+        forbidden(&rogue.ask(&follower, &NodeRequest::Revoke(Vec::new()))),
+        "not_leader"
+    );
+    let leave = NodeRequest::Leave {
+        node_id: node_id_for(&follower.peer_id),
+    };
+    assert_eq!(forbidden(&rogue.ask(&founder, &leave)), "wrong_node");
+    assert_eq!(
+        follower.metric("coditect_requests_refused_total{kind=\"assign\",reason=\"not_leader\"}"),
+        1.0
+    );
+    assert_eq!(
+        founder.metric("coditect_requests_refused_total{kind=\"leave\",reason=\"wrong_node\"}"),
+        1.0
+    );
+    // The follower is still a member: the forged leave did nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(members(&founder.status().expect("status")).contains(&follower.peer_id));
+    let (code, _) = http_request("GET", &founder.http, "/api/status").expect("status");
+    assert_eq!(code, 200);
+}
