@@ -90,43 +90,47 @@ pub(crate) async fn token_create(
     Ok(0)
 }
 
-/// `coditect token revoke ID`.
-pub(crate) async fn token_revoke(api: &str, id: &str) -> Result<u8, NodeError> {
-    let client = http()?;
-    let response = client
-        .delete(api_url(api, &format!("/api/tokens/{id}"))?)
+/// Sends one body-less admission request and says what it did.
+async fn act(api: &str, method: reqwest::Method, path: &str, done: &str) -> Result<u8, NodeError> {
+    let response = http()?
+        .request(method, api_url(api, path)?)
         .send()
         .await
         .map_err(unreachable(api))?;
     check(api, response).await?;
-    eprintln!("join token {id} revoked");
+    eprintln!("{done}");
     Ok(0)
+}
+
+/// `coditect token revoke ID`.
+pub(crate) async fn token_revoke(api: &str, id: &str) -> Result<u8, NodeError> {
+    let path = format!("/api/tokens/{id}");
+    act(
+        api,
+        reqwest::Method::DELETE,
+        &path,
+        &format!("join token {id} revoked"),
+    )
+    .await
 }
 
 /// `coditect token rotate`.
 pub(crate) async fn token_rotate(api: &str) -> Result<u8, NodeError> {
-    let client = http()?;
-    let response = client
-        .post(api_url(api, "/api/admission/rotate")?)
-        .send()
-        .await
-        .map_err(unreachable(api))?;
-    check(api, response).await?;
-    eprintln!("join secret rotated: admitted peers stay, every earlier token is void");
-    Ok(0)
+    let done = "join secret rotated: admitted peers stay, every earlier token is void";
+    act(api, reqwest::Method::POST, "/api/admission/rotate", done).await
 }
 
 /// `coditect peer revoke PEER_ID`.
 pub(crate) async fn peer_revoke(api: &str, peer: &str) -> Result<u8, NodeError> {
-    let client = http()?;
-    let response = client
-        .delete(api_url(api, &format!("/api/peers/{peer}"))?)
-        .send()
-        .await
-        .map_err(unreachable(api))?;
-    check(api, response).await?;
-    eprintln!("peer {peer} revoked: every node disconnects it and its tasks are placed again");
-    Ok(0)
+    let done =
+        format!("peer {peer} revoked: every node disconnects it and its tasks are placed again");
+    act(
+        api,
+        reqwest::Method::DELETE,
+        &format!("/api/peers/{peer}"),
+        &done,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -98,6 +98,43 @@ fn submit(node: &NodeProcess, file: &Path) -> String {
     stdout.trim().to_string()
 }
 
+/// A node founding a guarded mesh, once it has committed its join secret;
+/// and its bootstrap address.
+fn guarded_founder(dir: &Path, extra: &[&str]) -> (NodeProcess, String) {
+    let founder = NodeProcess::start_guarded(&dir.join("n0"), "n0", &flags(None, extra));
+    wait_for(
+        Duration::from_secs(20),
+        "the founder to guard its mesh",
+        || (founder.status()?["admission"] == "token").then_some(()),
+    );
+    let boot = founder.bootstrap_addr();
+    (founder, boot)
+}
+
+/// Node `name` joining through `boot`, with `token` when given.
+fn join_node(
+    dir: &Path,
+    name: &str,
+    boot: &str,
+    token: Option<&str>,
+    extra: &[&str],
+) -> NodeProcess {
+    let mut flags = flags(Some(boot), extra);
+    if let Some(token) = token {
+        flags.extend(["--join-token".to_string(), token.to_string()]);
+    }
+    NodeProcess::start_guarded(&dir.join(name), name, &flags)
+}
+
+/// Waits for `node` to report why the mesh refused its token.
+fn refusal(node: &NodeProcess, what: &str) -> String {
+    wait_for(Duration::from_secs(30), what, || {
+        node.status()?["admission_error"]
+            .as_str()
+            .map(str::to_string)
+    })
+}
+
 fn wait_succeeded(node: &NodeProcess, id: &str, limit: Duration) -> Value {
     wait_for(limit, "the mission to succeed", || {
         let mission = node.mission(id)?;
@@ -109,22 +146,11 @@ fn wait_succeeded(node: &NodeProcess, id: &str, limit: Duration) -> Value {
 #[test]
 fn only_a_node_with_a_token_joins_a_guarded_mesh() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
-    let boot = founder.bootstrap_addr();
-    wait_for(
-        Duration::from_secs(20),
-        "the founder to guard its mesh",
-        || (founder.status()?["admission"] == "token").then_some(()),
-    );
+    let (founder, boot) = guarded_founder(dir.path(), &[]);
 
     let token = token(&founder, &["--ttl", "1h"]);
-    let joiner = NodeProcess::start_guarded(
-        &dir.path().join("n1"),
-        "n1",
-        &flags(Some(&boot), &["--join-token", &token]),
-    );
-    let stranger =
-        NodeProcess::start_guarded(&dir.path().join("n2"), "n2", &flags(Some(&boot), &[]));
+    let joiner = join_node(dir.path(), "n1", &boot, Some(&token), &[]);
+    let stranger = join_node(dir.path(), "n2", &boot, None, &[]);
 
     // The joiner is listed, joins the Raft group and sees the mesh as guarded.
     wait_for(
@@ -188,7 +214,7 @@ fn only_a_node_with_a_token_joins_a_guarded_mesh() {
     // Restarted on its data dir without a token, the joiner stays admitted.
     let mut joiner = joiner;
     joiner.kill();
-    let joiner = NodeProcess::start_guarded(&dir.path().join("n1"), "n1", &flags(Some(&boot), &[]));
+    let joiner = join_node(dir.path(), "n1", &boot, None, &[]);
     wait_for(
         Duration::from_secs(30),
         "the restarted joiner to be listed again",
@@ -206,75 +232,29 @@ fn only_a_node_with_a_token_joins_a_guarded_mesh() {
 #[test]
 fn spent_expired_and_malformed_tokens_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
-    let boot = founder.bootstrap_addr();
-    wait_for(
-        Duration::from_secs(20),
-        "the founder to guard its mesh",
-        || (founder.status()?["admission"] == "token").then_some(()),
-    );
+    let (founder, boot) = guarded_founder(dir.path(), &[]);
 
     let once = token(&founder, &["--uses", "1"]);
-    let first = NodeProcess::start_guarded(
-        &dir.path().join("n1"),
-        "n1",
-        &flags(Some(&boot), &["--join-token", &once]),
-    );
+    let first = join_node(dir.path(), "n1", &boot, Some(&once), &[]);
     wait_for(Duration::from_secs(30), "the first use to admit", || {
         peer_ids(&founder.status()?)
             .contains(&first.peer_id)
             .then_some(())
     });
-    let second = NodeProcess::start_guarded(
-        &dir.path().join("n2"),
-        "n2",
-        &flags(Some(&boot), &["--join-token", &once]),
-    );
-    let error = wait_for(
-        Duration::from_secs(30),
-        "the reused token to be refused",
-        || {
-            second.status()?["admission_error"]
-                .as_str()
-                .map(str::to_string)
-        },
-    );
+    let second = join_node(dir.path(), "n2", &boot, Some(&once), &[]);
+    let error = refusal(&second, "the reused token to be refused");
     assert!(error.contains("used up"), "{error}");
 
     let short = token(&founder, &["--ttl", "1s"]);
     std::thread::sleep(Duration::from_millis(1_500));
-    let late = NodeProcess::start_guarded(
-        &dir.path().join("n3"),
-        "n3",
-        &flags(Some(&boot), &["--join-token", &short]),
-    );
-    let error = wait_for(
-        Duration::from_secs(30),
-        "the expired token to be refused",
-        || {
-            late.status()?["admission_error"]
-                .as_str()
-                .map(str::to_string)
-        },
-    );
+    let late = join_node(dir.path(), "n3", &boot, Some(&short), &[]);
+    let error = refusal(&late, "the expired token to be refused");
     assert!(error.contains("expired"), "{error}");
 
     // A token of another mesh proves nothing here.
     let foreign = JoinToken::derive(&[9; 32], 1, "abc").to_text();
-    let outsider = NodeProcess::start_guarded(
-        &dir.path().join("n4"),
-        "n4",
-        &flags(Some(&boot), &["--join-token", &foreign]),
-    );
-    let error = wait_for(
-        Duration::from_secs(30),
-        "the foreign token to be refused",
-        || {
-            outsider.status()?["admission_error"]
-                .as_str()
-                .map(str::to_string)
-        },
-    );
+    let outsider = join_node(dir.path(), "n4", &boot, Some(&foreign), &[]);
+    let error = refusal(&outsider, "the foreign token to be refused");
     assert!(error.contains("not valid"), "{error}");
     let status = founder.status().expect("status");
     for node in [&second, &late, &outsider] {
@@ -323,20 +303,8 @@ fn spent_expired_and_malformed_tokens_are_refused_with_a_clear_error() {
         Duration::from_secs(30),
     );
     assert!(status.success(), "{stderr}");
-    let after = NodeProcess::start_guarded(
-        &dir.path().join("n5"),
-        "n5",
-        &flags(Some(&boot), &["--join-token", &unused]),
-    );
-    let error = wait_for(
-        Duration::from_secs(30),
-        "the rotated-out token to be refused",
-        || {
-            after.status()?["admission_error"]
-                .as_str()
-                .map(str::to_string)
-        },
-    );
+    let after = join_node(dir.path(), "n5", &boot, Some(&unused), &[]);
+    let error = refusal(&after, "the rotated-out token to be refused");
     assert!(error.contains("not valid"), "{error}");
     assert!(peer_ids(&founder.status().expect("status")).contains(&first.peer_id));
 }
@@ -344,24 +312,16 @@ fn spent_expired_and_malformed_tokens_are_refused_with_a_clear_error() {
 #[test]
 fn a_revoked_peer_is_cut_off_and_its_running_task_runs_elsewhere() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let founder = NodeProcess::start_guarded(
-        &dir.path().join("n0"),
-        "n0",
-        &flags(None, &["--slots", "1"]),
-    );
-    let boot = founder.bootstrap_addr();
-    wait_for(
-        Duration::from_secs(20),
-        "the founder to guard its mesh",
-        || (founder.status()?["admission"] == "token").then_some(()),
-    );
+    let (founder, boot) = guarded_founder(dir.path(), &["--slots", "1"]);
     let token = token(&founder, &[]);
     let nodes: Vec<NodeProcess> = (1..3)
         .map(|i| {
-            NodeProcess::start_guarded(
-                &dir.path().join(format!("n{i}")),
+            join_node(
+                dir.path(),
                 &format!("n{i}"),
-                &flags(Some(&boot), &["--join-token", &token, "--slots", "1"]),
+                &boot,
+                Some(&token),
+                &["--slots", "1"],
             )
         })
         .collect();
@@ -519,19 +479,9 @@ fn forbidden(answer: &NodeResponse) -> &str {
 #[test]
 fn every_request_is_checked_against_its_sender() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
-    let boot = founder.bootstrap_addr();
-    wait_for(
-        Duration::from_secs(20),
-        "the founder to guard its mesh",
-        || (founder.status()?["admission"] == "token").then_some(()),
-    );
+    let (founder, boot) = guarded_founder(dir.path(), &[]);
     let text = token(&founder, &[]);
-    let follower = NodeProcess::start_guarded(
-        &dir.path().join("n1"),
-        "n1",
-        &flags(Some(&boot), &["--join-token", &text]),
-    );
+    let follower = join_node(dir.path(), "n1", &boot, Some(&text), &[]);
     wait_for(
         Duration::from_secs(30),
         "the follower to be a member",
