@@ -35,6 +35,11 @@ json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.arg
 started=$(date +%s%N)
 start n1
 boot=$(json "$root/n1/node.json" listen)
+# The HTTP API needs the mesh's token, which n1 made and keeps in its data
+# dir; the CLI reads CODITECT_API_TOKEN (or --api-token-file).
+CODITECT_API_TOKEN=$(cat "$root/n1/api-token")
+export CODITECT_API_TOKEN
+api_get() { curl -s -H "Authorization: Bearer $CODITECT_API_TOKEN" "$@"; }
 # The mesh admits only peers with a join token; n1 (the leader) makes one.
 token=""
 for _ in $(seq 1 100); do
@@ -60,7 +65,7 @@ echo
 "$bin" status --api "$api"
 echo
 echo "metrics sample:"
-curl -s "$api/metrics" 2>/dev/null | grep -E '^coditect_(raft_term|raft_is_leader|raft_commit_index|connected_peers|known_nodes) ' || true
+api_get "$api/metrics" 2>/dev/null | grep -E '^coditect_(raft_term|raft_is_leader|raft_commit_index|connected_peers|known_nodes) ' || true
 
 echo
 echo "building the example agents (C -> wasm32-wasi) and running the example mission"
@@ -71,7 +76,7 @@ echo
 "$bin" mission "$id" --api "$api"
 echo
 echo "the fan-in task's report (GET /api/missions/$id/tasks/summarize/output/report.json):"
-curl -s "$api/api/missions/$id/tasks/summarize/output/report.json" | head -c 600
+api_get "$api/api/missions/$id/tasks/summarize/output/report.json" | head -c 600
 echo
 
 echo
@@ -90,9 +95,9 @@ TOML
 id=$("$bin" submit "$root/agents.toml" --workspace tests/fixtures/pyprojects/calc --api "$api" --wait)
 "$bin" mission "$id" --api "$api"
 echo "the analyzer's summary (GET /api/missions/$id/tasks/analyze/output/summary.md):"
-curl -s "$api/api/missions/$id/tasks/analyze/output/summary.md" | head -n 12
+api_get "$api/api/missions/$id/tasks/analyze/output/summary.md" | head -n 12
 echo "the tester's totals:"
-curl -s "$api/api/missions/$id/tasks/test/output/tests.json" |
+api_get "$api/api/missions/$id/tasks/test/output/tests.json" |
   python3 -c 'import json, sys; d = json.load(sys.stdin); print({k: d[k] for k in ("passed", "failed", "errors", "skipped", "total")})'
 
 if [ -n "${CODITECT_LLM_URL:-}" ]; then
@@ -105,12 +110,12 @@ if [ -n "${CODITECT_LLM_URL:-}" ]; then
   start n4 --bootstrap "$boot" --join-token "$token" --llm-url "$CODITECT_LLM_URL" --llm-model "$model" "${key_flags[@]}"
   api4="http://$(json "$root/n4/node.json" http)"
   for _ in $(seq 1 300); do
-    offered=$(curl -s "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['capabilities']['tags'].get('llm.model', ''))" 2>/dev/null || true)
+    offered=$(api_get "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['capabilities']['tags'].get('llm.model', ''))" 2>/dev/null || true)
     [ "$offered" = "$model" ] && break
     sleep 0.2
   done
   if [ "$offered" != "$model" ]; then
-    echo "n4 does not offer llm: $(curl -s "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['runtimes'].get('llm'))")" >&2
+    echo "n4 does not offer llm: $(api_get "$api4/api/status" | python3 -c "import json,sys; print(json.load(sys.stdin)['runtimes'].get('llm'))")" >&2
   else
     cat > "$root/fib.toml" <<'TOML'
 name = "add fib(n) with tests"

@@ -46,6 +46,19 @@ impl std::fmt::Debug for JoinSecret {
     }
 }
 
+/// The mesh's HTTP API token (`Authorization: Bearer <token>`); never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken(pub String);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(..)")
+    }
+}
+
+/// Shortest and longest API token accepted, bytes.
+pub const API_TOKEN_BYTES: std::ops::RangeInclusive<usize> = 32..=128;
+
 /// One join token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -91,6 +104,8 @@ pub struct AdmittedPeer {
 pub struct Admission {
     /// `None`: an open mesh.
     pub secret: Option<JoinSecret>,
+    /// The HTTP API token every admitted node accepts (guarded meshes).
+    pub api_token: Option<ApiToken>,
     /// The allowlist, by peer id.
     pub peers: BTreeMap<String, AdmittedPeer>,
     /// Join tokens by id.
@@ -112,6 +127,8 @@ pub enum AdmissionCommand {
         secret: Vec<u8>,
         /// The node that created the mesh.
         founder: String,
+        /// The HTTP API token (the founder made it and already uses it).
+        api_token: String,
         /// Leader's clock.
         at_ms: u64,
     },
@@ -175,6 +192,7 @@ impl Admission {
             AdmissionCommand::Init {
                 secret,
                 founder,
+                api_token,
                 at_ms,
             } => {
                 if self.secret.is_some() || !self.peers.is_empty() {
@@ -182,6 +200,12 @@ impl Admission {
                 }
                 check_secret(secret)?;
                 check_peer(founder)?;
+                if !API_TOKEN_BYTES.contains(&api_token.len())
+                    || !api_token.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err("the API token is not 32..=128 visible characters".into());
+                }
+                self.api_token = Some(ApiToken(api_token.clone()));
                 self.secret = Some(JoinSecret {
                     key: secret.clone(),
                     generation: 1,
@@ -345,6 +369,7 @@ mod tests {
             .apply(&AdmissionCommand::Init {
                 secret: vec![7; 32],
                 founder: "founder".into(),
+                api_token: "a".repeat(40),
                 at_ms: 0,
             })
             .unwrap();
@@ -400,6 +425,7 @@ mod tests {
             .apply(&AdmissionCommand::Init {
                 secret: vec![8; 32],
                 founder: "other".into(),
+                api_token: "b".repeat(40),
                 at_ms: 0,
             })
             .is_err());
@@ -469,6 +495,7 @@ mod tests {
         let admission = guarded();
         let text = format!("{admission:?}");
         assert!(!text.contains("7, 7"), "{text}");
+        assert!(!text.contains("aaaa"), "{text}");
     }
 
     proptest! {

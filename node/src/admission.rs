@@ -191,8 +191,11 @@ impl Challenges {
 
 /// What a node knows about who may take part: from its replica when it is
 /// a Raft member, else the leader's copy from the last heartbeat answer.
+/// Its `Debug` never shows the API token.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AdmissionView {
+    /// The HTTP API token of a guarded mesh.
+    pub api_token: Option<coditect_consensus::admission::ApiToken>,
     /// The version of the replicated admission record it was made from.
     pub version: u64,
     /// The log index of the Raft membership it was made from.
@@ -391,6 +394,27 @@ pub struct AdmissionSettings {
     /// This node founded the mesh without `--open`: it gives the mesh its
     /// join secret (and retries until that is committed).
     pub guard_new_mesh: bool,
+    /// The founder's API token, used from its first request and committed
+    /// with the join secret.
+    pub api_token: Option<String>,
+    /// Where to keep the mesh's API token once known (`DATA_DIR/api-token`).
+    pub api_token_file: Option<std::path::PathBuf>,
+    /// Started with `--open` (local development): the HTTP API needs no
+    /// token until the mesh has one.
+    pub open: bool,
+}
+
+/// Who may use a node's HTTP API now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAccess {
+    /// Anyone who can reach it (an open mesh).
+    Open,
+    /// Holders of this token.
+    Token(String),
+    /// Nobody yet: the node knows neither the mesh's token nor that the
+    /// mesh is open (a joiner before its admission); only its own status
+    /// is served.
+    Pending,
 }
 
 #[cfg(test)]
@@ -467,6 +491,7 @@ mod tests {
 
     fn guarded(admitted: &[&str], members: &[&str]) -> AdmissionView {
         AdmissionView {
+            api_token: None,
             version: 1,
             membership: 0,
             open: false,
@@ -591,6 +616,7 @@ mod tests {
             ];
             let kind = kinds[kind];
             let view = AdmissionView {
+                api_token: None,
                 version: 1,
                 membership: 0,
                 open: false,

@@ -13,10 +13,76 @@ pub(crate) fn api_url(api: &str, path: &str) -> Result<String, NodeError> {
     Ok(format!("{base}{path}"))
 }
 
-/// An HTTP client with a generous timeout (long polls wait up to 30 s).
+/// The API token every request of this process sends, once set.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Longest API token file read, bytes.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// The API token to send: `--api-token` (or `CODITECT_API_TOKEN`), else
+/// the contents of `--api-token-file`, else `./coditect-data/api-token`
+/// when it exists (the default data dir of `coditect node`), else none.
+pub(crate) fn token_from(
+    token: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    if let Some(token) = token {
+        let token = token.trim();
+        if token.is_empty() || token.len() > 1024 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "invalid --api-token: expected the token text (printable, no spaces)".into(),
+            );
+        }
+        return Ok(Some(token.to_string()));
+    }
+    let (path, named) = match file {
+        Some(path) => (path.to_path_buf(), true),
+        None => (std::path::PathBuf::from("coditect-data/api-token"), false),
+    };
+    let read = std::fs::File::open(&path).and_then(|file| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_TOKEN_FILE_BYTES + 1),
+            &mut text,
+        )?;
+        Ok(text)
+    });
+    match read {
+        Ok(text) if text.len() as u64 > MAX_TOKEN_FILE_BYTES => Err(format!(
+            "--api-token-file {} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token file",
+            path.display()
+        )),
+        Ok(text) => match text.trim() {
+            "" if named => Err(format!("--api-token-file {} is empty", path.display())),
+            "" => Ok(None),
+            token => token_from(Some(token), None),
+        },
+        Err(_) if !named => Ok(None),
+        Err(error) => Err(format!(
+            "cannot read --api-token-file {}: {error}",
+            path.display()
+        )),
+    }
+}
+
+/// Sets the token [`http`] clients send (once per process).
+pub(crate) fn set_token(token: Option<String>) {
+    let _ = TOKEN.set(token);
+}
+
+/// An HTTP client with a generous timeout (long polls wait up to 30 s)
+/// that sends the API token, if one is set.
 pub(crate) fn http() -> Result<reqwest::Client, NodeError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = TOKEN.get().and_then(Option::as_deref) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| NodeError::BadInput("invalid --api-token".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
+        .default_headers(headers)
         .build()
         .map_err(|error| NodeError::Failed(format!("cannot build an HTTP client: {error}")))
 }

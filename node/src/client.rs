@@ -7,13 +7,11 @@ use crate::api_client::{api_url, http, problem, unreachable, upload};
 /// `coditect status`.
 pub async fn status(api: &str, json: bool) -> Result<(), NodeError> {
     let url = api_url(api, "/api/status")?;
-    let response = reqwest::get(&url)
-        .await
-        .map_err(|error| NodeError::Failed(format!("cannot reach the node at {api}: {error}")))?;
+    let response = http()?.get(&url).send().await.map_err(unreachable(api))?;
     if !response.status().is_success() {
         return Err(NodeError::Failed(format!(
-            "{url} answered {}",
-            response.status()
+            "{url}: {}",
+            problem(response).await
         )));
     }
     let status: serde_json::Value = response.json().await.map_err(|error| {

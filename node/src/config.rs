@@ -108,6 +108,18 @@ pub struct RawNodeConfig {
     )]
     #[serde(default)]
     pub join_token: Option<String>,
+    /// A host name HTTP requests may name in `Host` besides IP addresses and localhost (repeatable; `*` allows any): what a proxy or DNS name in front of the node is called
+    #[arg(long, value_name = "NAME")]
+    #[serde(default)]
+    pub http_host: Vec<String>,
+    /// Serve /metrics without the API token (for scrapers that cannot send one)
+    #[arg(long)]
+    #[serde(default)]
+    pub public_metrics: bool,
+    /// Where the mesh's HTTP API token is kept (the global --api-token-file) [default: DATA_DIR/api-token]
+    #[arg(skip)]
+    #[serde(default)]
+    pub api_token_file: Option<PathBuf>,
     /// TOML file with the same keys; flags win
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -162,6 +174,12 @@ pub struct NodeConfig {
     pub open: bool,
     /// The token to join a guarded mesh with.
     pub join_token: Option<crate::admission::JoinToken>,
+    /// Host names the HTTP API answers to besides addresses and localhost.
+    pub http_hosts: Vec<String>,
+    /// `/metrics` needs no token.
+    pub public_metrics: bool,
+    /// Where the mesh's HTTP API token is kept.
+    pub api_token_file: PathBuf,
     /// How long finished missions are kept in full (when leading).
     pub retention: crate::scheduler::retention::RetentionPolicy,
     /// Raft log entries between snapshots.
@@ -241,6 +259,9 @@ impl RawNodeConfig {
             no_steal: self.no_steal || other.no_steal,
             open: self.open || other.open,
             join_token: self.join_token.or(other.join_token),
+            http_host: list(self.http_host, other.http_host),
+            public_metrics: self.public_metrics || other.public_metrics,
+            api_token_file: self.api_token_file.or(other.api_token_file),
             llm_url: self.llm_url.or(other.llm_url),
             llm_model: self.llm_model.or(other.llm_model),
             llm_api_key_env: self.llm_api_key_env.or(other.llm_api_key_env),
@@ -342,10 +363,32 @@ impl RawNodeConfig {
         if name.is_empty() || name.len() > 128 {
             return Err(ConfigError("--name must be 1 to 128 characters".into()));
         }
+        let mut http_hosts = Vec::new();
+        for host in &self.http_host {
+            let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            let valid = host == "*"
+                || (!host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.')));
+            if !valid {
+                return Err(ConfigError(format!(
+                    "invalid --http-host {host:?}: expected a DNS name (letters, digits, '-', '.') or *"
+                )));
+            }
+            http_hosts.push(host);
+        }
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./coditect-data"));
         Ok(NodeConfig {
-            data_dir: self
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("./coditect-data")),
+            api_token_file: self
+                .api_token_file
+                .unwrap_or_else(|| data_dir.join(crate::datadir::API_TOKEN_FILE)),
+            data_dir,
+            http_hosts,
+            public_metrics: self.public_metrics,
             listen,
             bootstrap,
             http,

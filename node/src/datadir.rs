@@ -108,6 +108,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
     sync_parent(path)
 }
 
+/// Writes a secret atomically, readable by its owner only (mode 0600).
+pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    sync_parent(path)
+}
+
+/// The file in a data dir that holds the mesh's HTTP API token.
+pub const API_TOKEN_FILE: &str = "api-token";
+
+/// A secret kept in a file, trimmed; `None` when missing or empty.
+pub fn read_secret(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty() && text.len() <= 1024).then(|| text.to_string())
+}
+
 #[cfg(unix)]
 fn sync_parent(path: &Path) -> Result<(), DataDirError> {
     let Some(parent) = path.parent() else {
@@ -403,6 +429,9 @@ pub struct NodeJson {
     pub http: String,
     /// Listen addresses actually bound, each ending in `/p2p/<peer id>`.
     pub listen: Vec<String>,
+    /// Where the mesh's HTTP API token is kept once this node knows it
+    /// (guarded meshes; the CLI reads it with `--api-token-file`).
+    pub api_token_file: String,
 }
 
 #[cfg(test)]

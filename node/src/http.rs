@@ -28,6 +28,8 @@ pub struct ApiState {
     pub registry: Arc<Registry>,
     /// The node's language model, if it has one (`POST /api/plan`).
     pub llm: Option<Arc<crate::llm::service::LlmService>>,
+    /// Which hosts it answers to and what is public (`http_auth`).
+    pub policy: Arc<crate::http_auth::HttpPolicy>,
 }
 
 /// The router of the HTTP API.
@@ -83,7 +85,53 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/admission/rotate", axum::routing::post(rotate_secret))
         .route("/api/peers/{peer}", axum::routing::delete(revoke_peer))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// The API guard (`http_auth::decide`) in front of every route: refused
+/// requests get their status, a `{"error"}` body and, for a missing or
+/// wrong token, `WWW-Authenticate: Bearer`; their body is never read.
+async fn guard(
+    State(state): State<ApiState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    let host = text(header::HOST).or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let facts = crate::http_auth::RequestFacts {
+        path: request.uri().path(),
+        host,
+        origin: text(header::ORIGIN),
+        fetch_site: headers
+            .get("sec-fetch-site")
+            .and_then(|value| value.to_str().ok()),
+        authorization: text(header::AUTHORIZATION),
+    };
+    let access = state.node.api_access();
+    match crate::http_auth::decide(&facts, &access, &state.policy) {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => {
+            state.node.count_http_refusal(refusal.label());
+            let message = refusal.message(&facts);
+            tracing::debug!(
+                path = facts.path,
+                reason = refusal.label(),
+                "HTTP request refused"
+            );
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+            let mut response =
+                (status, Json(serde_json::json!({ "error": message }))).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"coditect\""),
+                );
+            }
+            response
+        }
+    }
 }
 
 /// A status page that polls `/api/status` from the browser.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod datadir;
 pub mod env;
 pub mod http;
+pub mod http_auth;
 pub mod http_limits;
 pub mod liveness;
 pub mod llm;

@@ -25,6 +25,18 @@ mod workspace_client;
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    /// The mesh's HTTP API token, sent as `Authorization: Bearer` [default: read from --api-token-file]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "CODITECT_API_TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
+    /// The file holding the API token (a node's DATA_DIR/api-token); `coditect node` keeps the mesh's token there [default: ./coditect-data/api-token if present]
+    #[arg(long, global = true, value_name = "FILE")]
+    api_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -214,8 +226,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if !matches!(cli.command, Commands::Node(_)) {
+        match api_client::token_from(cli.api_token.as_deref(), cli.api_token_file.as_deref()) {
+            Ok(token) => api_client::set_token(token),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let result: Result<u8, NodeError> = match cli.command {
-        Commands::Node(raw) => match load_config(*raw) {
+        Commands::Node(mut raw) => match load_config({
+            raw.api_token_file = cli.api_token_file.clone().or(raw.api_token_file);
+            *raw
+        }) {
             Ok(config) => runtime.block_on(run_node(config)).map(|()| 0),
             Err(error) => Err(error),
         },

@@ -34,6 +34,8 @@ pub struct NodeMetrics {
     pub results_committed: IntCounter,
     /// Requests and gossip refused by the sender check, by kind and reason.
     pub requests_refused: IntCounterVec,
+    /// HTTP requests refused by the API guard, by reason.
+    pub http_refused: IntCounterVec,
 }
 
 impl NodeMetrics {
@@ -66,6 +68,13 @@ impl NodeMetrics {
                 ),
                 &["kind", "reason"],
             )?,
+            http_refused: IntCounterVec::new(
+                Opts::new(
+                    "coditect_http_refused_total",
+                    "HTTP requests refused by the API guard (token, Host, Origin)",
+                ),
+                &["reason"],
+            )?,
             steals: IntCounter::new(
                 "coditect_steals_total",
                 "Queued tasks this node stole from busy peers",
@@ -90,6 +99,7 @@ impl NodeMetrics {
         };
         registry.register(Box::new(metrics.steals.clone()))?;
         registry.register(Box::new(metrics.requests_refused.clone()))?;
+        registry.register(Box::new(metrics.http_refused.clone()))?;
         registry.register(Box::new(metrics.tasks_running.clone()))?;
         registry.register(Box::new(metrics.tasks_succeeded.clone()))?;
         registry.register(Box::new(metrics.task_violations.clone()))?;

@@ -275,6 +275,17 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         wasm_limits: Some(wasm_limits),
         tags: config.tags.clone(),
     };
+    let guard_new_mesh = !config.open
+        && (start == MeshStart::NewMesh || record.as_ref().is_some_and(|r| r.founded && !r.open));
+    let api_token_file = config.api_token_file.clone();
+    let mut api_token = crate::datadir::read_secret(&api_token_file);
+    if api_token.is_none() && guard_new_mesh {
+        let token: String = (0..4)
+            .map(|_| format!("{:016x}", env.random_u64()))
+            .collect();
+        crate::datadir::write_secret(&api_token_file, token.as_bytes())?;
+        api_token = Some(token);
+    }
     let node = opened.start(
         Wiring {
             env: env.clone(),
@@ -298,9 +309,10 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             agents: config.agents.clone(),
             admission: AdmissionSettings {
                 join_token: config.join_token.clone(),
-                guard_new_mesh: !config.open
-                    && (start == MeshStart::NewMesh
-                        || record.as_ref().is_some_and(|r| r.founded && !r.open)),
+                guard_new_mesh,
+                api_token,
+                api_token_file: Some(api_token_file.clone()),
+                open: config.open,
             },
         },
     );
@@ -368,6 +380,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         peer_id: peer_id.clone(),
         http: http_addr.to_string(),
         listen: listen.clone(),
+        api_token_file: api_token_file.display().to_string(),
     })?;
     let shareable = listen
         .iter()
@@ -382,7 +395,18 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         tracing::info!(
             node_id,
             http = %http_addr,
-            "listening; others join with: coditect node --bootstrap {shareable} --join-token TOKEN (TOKEN from `coditect token create --api http://{http_addr}` on any member)"
+            "listening; others join with: coditect node --bootstrap {shareable} --join-token TOKEN (TOKEN from `coditect token create --api http://{http_addr} --api-token-file {}` on any member)",
+            api_token_file.display()
+        );
+        tracing::info!(
+            "the HTTP API needs the mesh's token, kept in {} once this node knows it (clients: --api-token-file FILE, or CODITECT_API_TOKEN)",
+            api_token_file.display()
+        );
+    }
+    if config.open && !config.http.ip().is_loopback() {
+        tracing::warn!(
+            http = %http_addr,
+            "the HTTP API of an open mesh needs no token and listens beyond this machine"
         );
     }
     if !seeds.is_empty() && !new_mesh {
@@ -394,6 +418,10 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         node: node.clone(),
         registry: registry.clone(),
         llm: llm.clone(),
+        policy: Arc::new(crate::http_auth::HttpPolicy {
+            hosts: config.http_hosts.clone(),
+            public_metrics: config.public_metrics,
+        }),
     });
     env.spawn(
         "http",

@@ -367,9 +367,39 @@ impl NodeProcess {
             .clone()
     }
 
+    /// The mesh's API token as this node keeps it (`DATA_DIR/api-token`;
+    /// guarded meshes), if it has one yet.
+    pub fn api_token(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.data_dir.join("api-token")).ok()?;
+        Some(text.trim().to_string()).filter(|token| !token.is_empty())
+    }
+
+    /// CLI flags that send this node's API token (none while it has none).
+    pub fn auth_args(&self) -> Vec<String> {
+        match self.api_token() {
+            Some(_) => vec![
+                "--api-token-file".to_string(),
+                self.data_dir.join("api-token").display().to_string(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// A request to its API with its token, if it has one; returns the
+    /// status code and body.
+    pub fn request(&self, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
+        let bearer = self.api_token().map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|value| ("Authorization", value.as_str()))
+            .collect();
+        let (code, body) = http_exchange_with(method, &self.http, path, &headers, body)?;
+        Ok((code, String::from_utf8_lossy(&body).to_string()))
+    }
+
     /// `/api/status`, or `None` if the node does not answer.
     pub fn status(&self) -> Option<serde_json::Value> {
-        let (code, body) = http_request("GET", &self.http, "/api/status").ok()?;
+        let (code, body) = self.request("GET", "/api/status", b"").ok()?;
         if code != 200 {
             return None;
         }
@@ -378,9 +408,7 @@ impl NodeProcess {
 
     /// The HTTP status code of `GET path`.
     pub fn get_code(&self, path: &str) -> Option<u16> {
-        http_request("GET", &self.http, path)
-            .ok()
-            .map(|(code, _)| code)
+        self.request("GET", path, b"").ok().map(|(code, _)| code)
     }
 
     /// Whether the process still runs.
@@ -498,7 +526,7 @@ impl NodeProcess {
 
     /// A counter or gauge from its `/metrics` (0 when absent).
     pub fn metric(&self, name: &str) -> f64 {
-        let Ok((200, text)) = http_request("GET", &self.http, "/metrics") else {
+        let Ok((200, text)) = self.request("GET", "/metrics", b"") else {
             return 0.0;
         };
         text.lines()
@@ -514,7 +542,7 @@ impl NodeProcess {
     /// `None` if it does not answer 200.
     pub fn mission_summary(&self, id: &str) -> Option<serde_json::Value> {
         let path = format!("/api/missions/{id}?tasks=false");
-        let (code, body) = http_request("GET", &self.http, &path).ok()?;
+        let (code, body) = self.request("GET", &path, b"").ok()?;
         if code != 200 {
             return None;
         }
@@ -523,7 +551,9 @@ impl NodeProcess {
 
     /// `GET /api/missions/{id}`, or `None` if it does not answer 200.
     pub fn mission(&self, id: &str) -> Option<serde_json::Value> {
-        let (code, body) = http_request("GET", &self.http, &format!("/api/missions/{id}")).ok()?;
+        let (code, body) = self
+            .request("GET", &format!("/api/missions/{id}"), b"")
+            .ok()?;
         if code != 200 {
             return None;
         }

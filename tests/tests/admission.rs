@@ -29,6 +29,7 @@ fn token_create(node: &NodeProcess, extra: &[&str]) -> (i32, String, String) {
         "--api".into(),
         node.api(),
     ];
+    args.extend(node.auth_args());
     args.extend(extra.iter().map(|s| s.to_string()));
     let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(30));
     (
@@ -87,12 +88,13 @@ fn flat_mission(dir: &Path, count: usize, spin: u64) -> std::path::PathBuf {
 }
 
 fn submit(node: &NodeProcess, file: &Path) -> String {
-    let args = vec![
+    let mut args = vec![
         "submit".to_string(),
         file.display().to_string(),
         "--api".into(),
         node.api(),
     ];
+    args.extend(node.auth_args());
     let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(60));
     assert!(status.success(), "submit failed: {stderr}");
     stdout.trim().to_string()
@@ -199,17 +201,30 @@ fn only_a_node_with_a_token_joins_a_guarded_mesh() {
     );
 
     // A blob reaches admitted nodes and never the stranger.
-    let (code, body) =
-        coditect_tests::http_exchange("POST", &founder.http, "/api/blobs", b"admitted eyes only")
-            .expect("upload");
-    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
-    let digest = serde_json::from_slice::<Value>(&body).expect("json")["digest"]
+    let (code, body) = founder
+        .request("POST", "/api/blobs", b"admitted eyes only")
+        .expect("upload");
+    assert_eq!(code, 201, "{body}");
+    let digest = serde_json::from_str::<Value>(&body).expect("json")["digest"]
         .as_str()
         .expect("digest")
         .to_string();
     let path = format!("/api/blobs/{digest}");
     assert_eq!(joiner.get_code(&path), Some(200));
-    assert_eq!(stranger.get_code(&path), Some(404));
+    let hex = digest.rsplit(':').next().unwrap_or(&digest).to_string();
+    assert!(
+        !stranger
+            .data_dir
+            .join("blobs")
+            .join(&hex[..2])
+            .join(&hex)
+            .exists(),
+        "the blob reached the stranger"
+    );
+    // The stranger knows no API token and serves nothing but its status.
+    assert!(stranger.api_token().is_none());
+    assert_eq!(stranger.get_code(&path), Some(503));
+    assert_eq!(stranger.get_code("/api/missions"), Some(503));
 
     // Restarted on its data dir without a token, the joiner stays admitted.
     let mut joiner = joiner;
@@ -295,11 +310,15 @@ fn spent_expired_and_malformed_tokens_are_refused_with_a_clear_error() {
     let unused = token(&founder, &[]);
     let (status, _, stderr) = coditect_output(
         &[
-            "token".into(),
-            "rotate".into(),
-            "--api".into(),
-            founder.api(),
-        ],
+            &[
+                "token".into(),
+                "rotate".into(),
+                "--api".into(),
+                founder.api(),
+            ][..],
+            &founder.auth_args(),
+        ]
+        .concat(),
         Duration::from_secs(30),
     );
     assert!(status.success(), "{stderr}");
@@ -356,12 +375,16 @@ fn a_revoked_peer_is_cut_off_and_its_running_task_runs_elsewhere() {
     let victim_peer = nodes[victim].peer_id.clone();
     let (status, _, stderr) = coditect_output(
         &[
-            "peer".into(),
-            "revoke".into(),
-            victim_peer.clone(),
-            "--api".into(),
-            founder.api(),
-        ],
+            &[
+                "peer".into(),
+                "revoke".into(),
+                victim_peer.clone(),
+                "--api".into(),
+                founder.api(),
+            ][..],
+            &founder.auth_args(),
+        ]
+        .concat(),
         Duration::from_secs(30),
     );
     assert!(status.success(), "{stderr}");
@@ -579,6 +602,180 @@ fn every_request_is_checked_against_its_sender() {
     // The follower is still a member: the forged leave did nothing.
     std::thread::sleep(Duration::from_millis(500));
     assert!(members(&founder.status().expect("status")).contains(&follower.peer_id));
-    let (code, _) = http_request("GET", &founder.http, "/api/status").expect("status");
+    assert_eq!(founder.get_code("/api/status"), Some(200));
+}
+
+/// Runs `coditect status --api` against `node` with `extra` flags and
+/// environment; returns (exit code, stderr).
+fn cli_status(node: &NodeProcess, extra: &[String], env: &[(&str, &str)]) -> (i32, String) {
+    let output = std::process::Command::new(coditect_tests::coditect_bin())
+        .args(["status", "--api", &node.api()])
+        .args(extra)
+        .env_remove("CODITECT_API_TOKEN")
+        .envs(env.iter().copied())
+        .current_dir(&node.data_dir)
+        .output()
+        .expect("run coditect status");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn the_http_api_needs_the_mesh_token_and_refuses_foreign_origins_and_hosts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (founder, boot) = guarded_founder(dir.path(), &[]);
+    let file = founder.data_dir.join("api-token");
+    let token = founder.api_token().expect("the founder made an API token");
+    assert!(token.len() >= 32, "{token}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("token file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is the owner's only");
+    }
+    assert!(
+        !founder.log_text().contains(&token),
+        "the token is never logged"
+    );
+    let bearer = format!("Bearer {token}");
+    let call = |method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let (code, body) =
+            coditect_tests::http_exchange_with(method, &founder.http, path, headers, body)
+                .expect("request");
+        (code, String::from_utf8_lossy(&body).to_string())
+    };
+
+    // Without the token: 401 everywhere but health, readiness and the page.
+    for path in [
+        "/api/status",
+        "/api/missions",
+        "/metrics",
+        "/api/blobs/sha256:00",
+    ] {
+        let (code, body) = call("GET", path, &[], b"");
+        assert_eq!(code, 401, "{path}: {body}");
+        assert!(body.contains("API token"), "{body}");
+        let (code, _) = call(
+            "GET",
+            path,
+            &[("Authorization", "Bearer not-the-token")],
+            b"",
+        );
+        assert_eq!(code, 401, "{path}");
+        let (code, _) = call("GET", path, &[("Authorization", &bearer)], b"");
+        assert_ne!(code, 401, "{path}");
+    }
+    for path in ["/healthz", "/readyz", "/"] {
+        assert_eq!(call("GET", path, &[], b"").0, 200, "{path}");
+    }
+    let (code, _) = call("POST", "/api/missions", &[], b"name = \"x\"\n");
+    assert_eq!(code, 401);
+    assert!(
+        founder.metric("coditect_http_refused_total{reason=\"missing_token\"}") >= 5.0,
+        "refusals are counted"
+    );
+
+    // A page of another origin cannot submit (CSRF), even with the token;
+    // a name the node does not answer to is refused (DNS rebinding).
+    let mission = b"name = \"csrf\"\n[[task]]\nid = \"a\"\nmodule = \"builtin:noop\"\n";
+    let (code, body) = call(
+        "POST",
+        "/api/missions",
+        &[
+            ("Origin", "http://attacker.example"),
+            ("Content-Type", "text/plain"),
+            ("Authorization", &bearer),
+        ],
+        mission,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cross-origin"), "{body}");
+    let list: Value =
+        serde_json::from_str(&call("GET", "/api/missions", &[("Authorization", &bearer)], b"").1)
+            .expect("mission list");
+    assert_eq!(list["missions"].as_array().map(Vec::len), Some(0), "{list}");
+    let mut stream = std::net::TcpStream::connect(&founder.http).expect("connect");
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET /api/status HTTP/1.1\r\nHost: attacker.example\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("send");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("--http-host"), "{answer}");
+    // The page's own origin works.
+    let own = format!("http://{}", founder.http);
+    let (code, _) = call(
+        "GET",
+        "/api/status",
+        &[("Origin", &own), ("Authorization", &bearer)],
+        b"",
+    );
     assert_eq!(code, 200);
+
+    // The CLI: without a token it says what is missing; --api-token-file,
+    // --api-token and CODITECT_API_TOKEN work; a wrong one is refused.
+    let (code, stderr) = cli_status(&founder, &[], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("API token"), "{stderr}");
+    let file_flag = vec!["--api-token-file".to_string(), file.display().to_string()];
+    assert_eq!(cli_status(&founder, &file_flag, &[]).0, 0);
+    assert_eq!(
+        cli_status(&founder, &["--api-token".to_string(), token.clone()], &[]).0,
+        0
+    );
+    assert_eq!(
+        cli_status(&founder, &[], &[("CODITECT_API_TOKEN", &token)]).0,
+        0
+    );
+    let (code, stderr) = cli_status(&founder, &[], &[("CODITECT_API_TOKEN", "wrong-token")]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("wrong API token"), "{stderr}");
+    let missing = vec![
+        "--api-token-file".to_string(),
+        "/nonexistent/api-token".to_string(),
+    ];
+    let (code, stderr) = cli_status(&founder, &missing, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("/nonexistent/api-token"), "{stderr}");
+
+    // A joiner learns the mesh's token once admitted and asks for it too.
+    let joiner = join_node(
+        dir.path(),
+        "n1",
+        &boot,
+        Some(&self::token(&founder, &[])),
+        &[],
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the joiner to learn the API token",
+        || (joiner.api_token()? == token).then_some(()),
+    );
+    let (code, _) = http_request("GET", &joiner.http, "/api/missions").expect("joiner");
+    assert_eq!(code, 401);
+    assert_eq!(joiner.get_code("/api/missions"), Some(200));
+
+    // Restarted, the founder keeps the same token.
+    let mut founder = founder;
+    founder.kill();
+    let founder = NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &flags(None, &[]));
+    assert_eq!(founder.api_token().as_deref(), Some(token.as_str()));
+    wait_for(
+        Duration::from_secs(30),
+        "the restarted founder to answer",
+        || founder.status().map(|_| ()),
+    );
+    assert_eq!(
+        http_request("GET", &founder.http, "/api/status")
+            .expect("status")
+            .0,
+        401
+    );
 }

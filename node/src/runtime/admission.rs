@@ -12,7 +12,7 @@ use futures::FutureExt;
 
 use super::Node;
 use crate::admission::{
-    check, verify_proof, AdmissionView, JoinToken, Knowledge, RequestKind, Sender,
+    check, verify_proof, AdmissionView, ApiAccess, JoinToken, Knowledge, RequestKind, Sender,
     REFUSAL_LOG_EVERY,
 };
 use crate::datadir::node_id_for;
@@ -84,6 +84,7 @@ impl Node {
             return;
         }
         let mut view = self.state(|state| AdmissionView {
+            api_token: state.admission.api_token.clone(),
             version: state.admission.version,
             membership: membership_index,
             open: state.admission.is_open(),
@@ -101,7 +102,9 @@ impl Node {
         self.install_view(view);
     }
 
-    /// Takes `view` as this node's, and tells the network whom to hear.
+    /// Takes `view` as this node's, tells the network whom to hear, and
+    /// keeps a new API token in `DATA_DIR/api-token` (written before the
+    /// view takes effect, so the file never lags the token asked for).
     pub(super) fn install_view(&self, view: AdmissionView) {
         let allowed = (!view.open).then(|| view.admitted.clone());
         let banned = view.revoked.clone();
@@ -110,9 +113,46 @@ impl Node {
             if shell.view.as_deref() == Some(&view) {
                 return;
             }
+            let before = shell.view.as_ref().and_then(|v| v.api_token.clone());
+            if let (Some(token), Some(file)) = (
+                view.api_token
+                    .as_ref()
+                    .filter(|token| before.as_ref() != Some(*token)),
+                self.inner.admission_settings.api_token_file.as_ref(),
+            ) {
+                if let Err(error) = crate::datadir::write_secret(file, token.0.as_bytes()) {
+                    tracing::warn!("cannot keep the API token in {}: {error}", file.display());
+                }
+            }
             shell.view = Some(Arc::new(view));
         }
         self.inner.network.admit_only(allowed, banned);
+    }
+
+    /// Who may use this node's HTTP API: holders of the mesh's token (or
+    /// of the founder's own before its mesh is guarded), anyone in an open
+    /// mesh, nobody but for its status while it knows neither.
+    pub fn api_access(&self) -> ApiAccess {
+        let view = self.admission_view();
+        let token = match view.as_deref() {
+            Some(view) if view.api_token.is_some() => view.api_token.clone().map(|t| t.0),
+            _ => self.inner.admission_settings.api_token.clone(),
+        };
+        match (token, view.as_deref()) {
+            (Some(token), _) => ApiAccess::Token(token),
+            (None, Some(view)) if view.open => ApiAccess::Open,
+            (None, None) if self.inner.admission_settings.open => ApiAccess::Open,
+            (None, _) => ApiAccess::Pending,
+        }
+    }
+
+    /// Counts one HTTP request refused by the API guard.
+    pub fn count_http_refusal(&self, reason: &str) {
+        self.inner
+            .metrics
+            .http_refused
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// The sender check for one request: `None` to serve it, else the
@@ -195,9 +235,14 @@ impl Node {
         self.inner.env.spawn(
             "guard-mesh",
             async move {
+                let Some(api_token) = node.inner.admission_settings.api_token.clone() else {
+                    tracing::error!("a guarded mesh needs an API token; none was made");
+                    return;
+                };
                 let command = Command::Admission(AdmissionCommand::Init {
                     secret: node.random_secret(),
                     founder: node.inner.peer_id.clone(),
+                    api_token,
                     at_ms: node.inner.env.now_ms(),
                 });
                 match node.write(command).await {
