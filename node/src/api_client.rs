@@ -65,6 +65,14 @@ pub(crate) fn token_from(
     }
 }
 
+/// The one certificate HTTPS may present (`--tls-fingerprint`), if pinned.
+static PIN: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Pins the API's certificate for every [`http`] client of this process.
+pub(crate) fn set_pin(pin: [u8; 32]) {
+    let _ = PIN.set(pin);
+}
+
 /// Sets the token [`http`] clients send (once per process).
 pub(crate) fn set_token(token: Option<String>) {
     let _ = TOKEN.set(token);
@@ -80,15 +88,33 @@ pub(crate) fn http() -> Result<reqwest::Client, NodeError> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
-        .default_headers(headers)
+        .default_headers(headers);
+    if let Some(pin) = PIN.get() {
+        let config = coditect_node::tls::pinned_client(*pin).map_err(NodeError::Failed)?;
+        builder = builder.use_preconfigured_tls(config);
+    }
+    builder
         .build()
         .map_err(|error| NodeError::Failed(format!("cannot build an HTTP client: {error}")))
 }
 
 pub(crate) fn unreachable(api: &str) -> impl FnOnce(reqwest::Error) -> NodeError + '_ {
-    move |error| NodeError::Failed(format!("cannot reach the node at {api}: {error}"))
+    move |error| {
+        // The causes say what went wrong (refused, TLS, a pinned certificate).
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        NodeError::Failed(format!("cannot reach the node at {api}: {text}"))
+    }
 }
 
 /// The `error` field of a JSON error answer, or the status line.

@@ -116,6 +116,16 @@ pub struct RawNodeConfig {
     #[arg(long)]
     #[serde(default)]
     pub public_metrics: bool,
+    /// Serve the HTTP API over TLS with this PEM certificate chain (with --tls-key)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the HTTP API over TLS with a self-signed certificate made on first start (DATA_DIR/tls/); its SHA-256 fingerprint is logged and in node.json, for clients' --tls-fingerprint
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    #[serde(default)]
+    pub tls_self_signed: bool,
     /// Where the mesh's HTTP API token is kept (the global --api-token-file) [default: DATA_DIR/api-token]
     #[arg(skip)]
     #[serde(default)]
@@ -180,6 +190,8 @@ pub struct NodeConfig {
     pub public_metrics: bool,
     /// Where the mesh's HTTP API token is kept.
     pub api_token_file: PathBuf,
+    /// TLS on the HTTP API, if any.
+    pub tls: Option<crate::tls::TlsSource>,
     /// How long finished missions are kept in full (when leading).
     pub retention: crate::scheduler::retention::RetentionPolicy,
     /// Raft log entries between snapshots.
@@ -262,6 +274,9 @@ impl RawNodeConfig {
             http_host: list(self.http_host, other.http_host),
             public_metrics: self.public_metrics || other.public_metrics,
             api_token_file: self.api_token_file.or(other.api_token_file),
+            tls_cert: self.tls_cert.or(other.tls_cert),
+            tls_key: self.tls_key.or(other.tls_key),
+            tls_self_signed: self.tls_self_signed || other.tls_self_signed,
             llm_url: self.llm_url.or(other.llm_url),
             llm_model: self.llm_model.or(other.llm_model),
             llm_api_key_env: self.llm_api_key_env.or(other.llm_api_key_env),
@@ -382,7 +397,26 @@ impl RawNodeConfig {
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./coditect-data"));
+        let tls = match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (None, None, false) => None,
+            (None, None, true) => Some(crate::tls::TlsSource::SelfSigned),
+            (Some(cert), Some(key), false) => Some(crate::tls::TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (Some(_), Some(_), true) => {
+                return Err(ConfigError(
+                    "--tls-self-signed and --tls-cert/--tls-key contradict each other".into(),
+                ))
+            }
+            _ => {
+                return Err(ConfigError(
+                    "--tls-cert and --tls-key go together: give both".into(),
+                ))
+            }
+        };
         Ok(NodeConfig {
+            tls,
             api_token_file: self
                 .api_token_file
                 .unwrap_or_else(|| data_dir.join(crate::datadir::API_TOKEN_FILE)),

@@ -432,6 +432,10 @@ pub struct NodeJson {
     /// Where the mesh's HTTP API token is kept once this node knows it
     /// (guarded meshes; the CLI reads it with `--api-token-file`).
     pub api_token_file: String,
+    /// `sha256:<hex>` of the HTTP API's TLS certificate, when it serves TLS
+    /// (clients pin it with `--tls-fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 #[cfg(test)]

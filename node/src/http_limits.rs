@@ -6,6 +6,11 @@
 //! is closed instead of held forever). Once a head is in, the request may
 //! take as long as its handler does (long polls wait up to 30 s).
 //!
+//! With TLS (`--tls-cert`/`--tls-key` or `--tls-self-signed`) each
+//! connection's handshake runs inside its stream, under the same head
+//! deadline, so a client that stalls its handshake holds nothing but its
+//! own connection, and the guard below sees the plaintext.
+//!
 //! The HTTP server is not part of the simulation, so this file reads tokio's
 //! clock directly.
 #![allow(clippy::disallowed_methods)] // HTTP transport: not simulated
@@ -34,14 +39,16 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct GuardedListener {
     listener: TcpListener,
     permits: Arc<Semaphore>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl GuardedListener {
-    /// Wraps `listener`.
-    pub fn new(listener: TcpListener) -> Self {
+    /// Wraps `listener`; with `tls`, every connection speaks TLS.
+    pub fn new(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         GuardedListener {
             listener,
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         }
     }
 }
@@ -61,6 +68,10 @@ impl axum::serve::Listener for GuardedListener {
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
+                    let stream = match &self.tls {
+                        None => ApiStream::Plain(stream),
+                        Some(acceptor) => ApiStream::Handshake(Box::new(acceptor.accept(stream))),
+                    };
                     return (GuardedStream::new(stream, permit), addr);
                 }
                 Err(error) => {
@@ -89,9 +100,98 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Guar
     }
 }
 
+/// A connection's bytes: plain, or TLS (handshaking first).
+pub enum ApiStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// The TLS handshake is under way.
+    Handshake(Box<tokio_rustls::Accept<TcpStream>>),
+    /// TLS, after the handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// The handshake failed.
+    Failed,
+}
+
+impl ApiStream {
+    /// Drives the handshake; `Ready(Ok)` once bytes can flow.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let ApiStream::Handshake(accept) = self {
+            match Pin::new(&mut **accept).poll(cx) {
+                Poll::Ready(Ok(stream)) => *self = ApiStream::Tls(Box::new(stream)),
+                Poll::Ready(Err(error)) => {
+                    *self = ApiStream::Failed;
+                    tracing::debug!("TLS handshake failed: {error}");
+                    return Poll::Ready(Err(error));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self {
+            ApiStream::Failed => Poll::Ready(Err(io::Error::other("the TLS handshake failed"))),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncRead for ApiStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match this.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        }
+        match this {
+            ApiStream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            ApiStream::Tls(stream) => Pin::new(&mut **stream).poll_read(cx, buf),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for ApiStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match this.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        }
+        match this {
+            ApiStream::Plain(stream) => Pin::new(stream).poll_write(cx, bytes),
+            ApiStream::Tls(stream) => Pin::new(&mut **stream).poll_write(cx, bytes),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self {
+            ApiStream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            ApiStream::Tls(stream) => Pin::new(&mut **stream).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut *self {
+            ApiStream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            ApiStream::Tls(stream) => Pin::new(&mut **stream).poll_shutdown(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 /// A connection with a deadline for each request head.
 pub struct GuardedStream {
-    stream: TcpStream,
+    stream: ApiStream,
     _permit: OwnedSemaphorePermit,
     /// Armed while a request head is awaited.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -102,7 +202,7 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+    fn new(stream: ApiStream, permit: OwnedSemaphorePermit) -> Self {
         GuardedStream {
             stream,
             _permit: permit,

@@ -30,5 +30,6 @@ pub mod roles;
 pub mod runtime;
 pub mod scheduler;
 pub mod start;
+pub mod tls;
 pub mod worker;
 pub mod workspace;

@@ -37,6 +37,9 @@ struct Cli {
     /// The file holding the API token (a node's DATA_DIR/api-token); `coditect node` keeps the mesh's token there [default: ./coditect-data/api-token if present]
     #[arg(long, global = true, value_name = "FILE")]
     api_token_file: Option<std::path::PathBuf>,
+    /// Trust exactly the HTTPS certificate with this SHA-256 fingerprint (sha256:HEX, from the node's log or node.json; for --tls-self-signed nodes)
+    #[arg(long, global = true, value_name = "SHA256")]
+    tls_fingerprint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +233,18 @@ fn main() -> ExitCode {
         match api_client::token_from(cli.api_token.as_deref(), cli.api_token_file.as_deref()) {
             Ok(token) => api_client::set_token(token),
             Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(2);
+            }
+        }
+        match cli
+            .tls_fingerprint
+            .as_deref()
+            .map(coditect_node::tls::parse_fingerprint)
+        {
+            None => {}
+            Some(Ok(pin)) => api_client::set_pin(pin),
+            Some(Err(error)) => {
                 eprintln!("error: {error}");
                 return ExitCode::from(2);
             }

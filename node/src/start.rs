@@ -122,6 +122,40 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
     let http_addr = http_listener
         .local_addr()
         .map_err(|error| NodeError::Failed(error.to_string()))?;
+    let tls = match &config.tls {
+        None => None,
+        Some(source) => {
+            let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            if !config.http.ip().is_unspecified() {
+                names.push(config.http.ip().to_string());
+            }
+            let host = crate::config::host_name();
+            names.extend(
+                config
+                    .http_hosts
+                    .iter()
+                    .chain(std::iter::once(&host))
+                    .filter(|name| {
+                        *name != "*"
+                            && name
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+                    })
+                    .cloned(),
+            );
+            let mut seen = std::collections::BTreeSet::new();
+            names.retain(|name| seen.insert(name.clone()));
+            let server = crate::tls::server(source, data.root(), &names)
+                .map_err(|error| NodeError::BadInput(format!("TLS: {error}")))?;
+            tracing::info!(
+                fingerprint = %server.fingerprint,
+                "the HTTP API speaks TLS; clients pin this certificate with --tls-fingerprint {}",
+                server.fingerprint
+            );
+            Some(server)
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
 
     let registry = Arc::new(Registry::new());
     let network_metrics =
@@ -381,6 +415,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         http: http_addr.to_string(),
         listen: listen.clone(),
         api_token_file: api_token_file.display().to_string(),
+        tls_fingerprint: tls.as_ref().map(|tls| tls.fingerprint.clone()),
     })?;
     let shareable = listen
         .iter()
@@ -395,7 +430,7 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         tracing::info!(
             node_id,
             http = %http_addr,
-            "listening; others join with: coditect node --bootstrap {shareable} --join-token TOKEN (TOKEN from `coditect token create --api http://{http_addr} --api-token-file {}` on any member)",
+            "listening; others join with: coditect node --bootstrap {shareable} --join-token TOKEN (TOKEN from `coditect token create --api {scheme}://{http_addr} --api-token-file {}` on any member)",
             api_token_file.display()
         );
         tracing::info!(
@@ -423,11 +458,12 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             public_metrics: config.public_metrics,
         }),
     });
+    let tls_config = tls.as_ref().map(|tls| tls.config.clone());
     env.spawn(
         "http",
         async move {
             let app = app.into_make_service_with_connect_info::<crate::http_limits::ClientAddr>();
-            let listener = crate::http_limits::GuardedListener::new(http_listener);
+            let listener = crate::http_limits::GuardedListener::new(http_listener, tls_config);
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             });

@@ -779,3 +779,103 @@ fn the_http_api_needs_the_mesh_token_and_refuses_foreign_origins_and_hosts() {
         401
     );
 }
+
+#[test]
+fn the_cli_speaks_tls_to_the_pinned_certificate_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("n0");
+    let node = NodeProcess::start_guarded(&data, "n0", &flags(None, &["--tls-self-signed"]));
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("node.json")).expect("node.json"))
+            .expect("json");
+    let fingerprint = info["tls_fingerprint"]
+        .as_str()
+        .expect("node.json names the certificate's fingerprint")
+        .to_string();
+    assert!(
+        fingerprint.starts_with("sha256:") && fingerprint.len() == 71,
+        "{fingerprint}"
+    );
+    assert!(node.log_text().contains(&fingerprint), "the log prints it");
+    let https = format!("https://{}", node.http);
+    let run = |extra: &[&str]| {
+        let mut args: Vec<String> = ["status", "--api", &https, "--json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(node.auth_args());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(30));
+        (status.code().unwrap_or(-1), stdout, stderr)
+    };
+    let status: Value = wait_for(Duration::from_secs(30), "status over TLS", || {
+        let (code, stdout, _) = run(&["--tls-fingerprint", &fingerprint]);
+        (code == 0)
+            .then(|| serde_json::from_str(&stdout).ok())
+            .flatten()
+    });
+    assert_eq!(status["peer_id"], node.peer_id.as_str());
+    // openssl's spelling of the same fingerprint works too.
+    let colons: Vec<String> = fingerprint.as_bytes()["sha256:".len()..]
+        .chunks(2)
+        .map(|pair| String::from_utf8_lossy(pair).to_uppercase())
+        .collect();
+    assert_eq!(run(&["--tls-fingerprint", &colons.join(":")]).0, 0);
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let (code, _, stderr) = run(&["--tls-fingerprint", &wrong]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("not the one --tls-fingerprint pins"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&[]);
+    assert_eq!(
+        code, 1,
+        "a self-signed certificate is not trusted unpinned: {stderr}"
+    );
+    let (code, _, stderr) = run(&["--tls-fingerprint", "sha256:xyz"]);
+    assert_eq!(code, 2, "{stderr}");
+    // Plain HTTP gets no answer from the TLS port.
+    assert!(!matches!(
+        http_request("GET", &node.http, "/healthz"),
+        Ok((200, _))
+    ));
+
+    // Restarted, the node keeps its certificate.
+    let mut node = node;
+    node.kill();
+    let node = NodeProcess::start_guarded(&data, "n0", &flags(None, &["--tls-self-signed"]));
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("node.json")).expect("node.json"))
+            .expect("json");
+    assert_eq!(again["tls_fingerprint"], fingerprint.as_str());
+    drop(node);
+
+    // Half a TLS configuration, or a file that is no certificate, is bad input.
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").expect("write");
+    for extra in [
+        vec!["--tls-cert", not_pem.to_str().expect("path")],
+        vec![
+            "--tls-cert",
+            not_pem.to_str().expect("path"),
+            "--tls-key",
+            not_pem.to_str().expect("path"),
+        ],
+    ] {
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--data-dir".into(),
+            dir.path().join("bad").display().to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--listen".into(),
+            "/ip4/127.0.0.1/udp/0/quic-v1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (status, _, stderr) = coditect_output(&args, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.to_lowercase().contains("tls"), "{stderr}");
+    }
+}
