@@ -261,11 +261,36 @@ fn a_hundred_thousand_task_mission_is_refused_with_a_reason_and_the_leader_stays
         answer.contains("10000") || answer.contains("10,000"),
         "{answer}"
     );
+    // A chain of 10,000 tasks, each waiting on the one before: refused by
+    // the CLI and by the API, with the cap named.
+    let mut deep = String::from("name = \"deep\"\n");
+    for i in 0..10_000 {
+        deep.push_str(&format!(
+            "[[task]]\nid = \"c{i}\"\nmodule = \"builtin:noop\"\n"
+        ));
+        if i > 0 {
+            deep.push_str(&format!("needs = [\"c{}\"]\n", i - 1));
+        }
+    }
+    let deep_file = write(dir.path(), "deep.toml", &deep);
+    let (code, stdout, stderr) = submit(&nodes[2], &deep_file, &[], Duration::from_secs(120));
+    assert_eq!(code, 2, "{stdout} {stderr}");
+    assert!(stderr.contains("chain of 2001 dependent tasks"), "{stderr}");
+    let (code, answer) =
+        coditect_tests::http_exchange("POST", &follower.http, "/api/missions", deep.as_bytes())
+            .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("cap of 2000"), "{answer}");
     // Nothing was stored, nobody was deposed.
     let (code, _) =
         coditect_tests::http_request("GET", &nodes[0].http, "/api/missions/m1").unwrap();
     assert_eq!(code, 404);
     assert_eq!(terms(&nodes), before);
+    // And a normal mission on the same node still runs to the end.
+    let small = write(dir.path(), "small.toml", &flat_mission("builtin:noop", 3));
+    let (code, stdout, stderr) = submit(&nodes[2], &small, &["--wait"], Duration::from_secs(60));
+    assert_eq!(code, 0, "{stdout} {stderr}");
     for node in &nodes {
         assert_eq!(
             node.status().unwrap()["leader"].as_str(),

@@ -13,6 +13,11 @@
 /// thousands.
 pub const MAX_TASKS_PER_MISSION: usize = 50_000;
 
+/// Longest chain of not-done tasks each waiting on the one before: a
+/// chain runs one task at a time, so past this it is a loop written as a
+/// graph (a spec-kit tasklist of sequential tasks is a few hundred long).
+pub const MAX_DEPENDENCY_DEPTH: usize = 2_000;
+
 /// Most `needs` entries of one task (repeats included): the scheduler walks
 /// them on every completion, and a fan-in wider than this is better split.
 pub const MAX_NEEDS_PER_TASK: usize = 1_000;

@@ -57,6 +57,16 @@ pub enum MissionError {
         /// The cap.
         max: usize,
     },
+    /// A chain of dependencies is longer than [`super::caps::MAX_DEPENDENCY_DEPTH`].
+    #[error("task `{task}` ends a chain of {depth} dependent tasks, more than the cap of {max}: run such a sequence as one task or in stages")]
+    TooDeep {
+        /// The task at the end of the longest chain.
+        task: String,
+        /// The chain's length, in tasks.
+        depth: usize,
+        /// The cap.
+        max: usize,
+    },
     /// A task lists more entries of `field` than its cap in [`super::caps`].
     #[error("task `{task}` has {count} `{field}` entries, more than the cap of {max}")]
     TooManyEntries {

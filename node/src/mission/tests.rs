@@ -678,6 +678,44 @@ fn toml_errors_surface_in_validation() {
     ));
 }
 
+fn chain(length: usize, done: usize) -> MissionSpec {
+    let mut text = String::from("name = \"chain\"\n");
+    for i in 0..length {
+        text.push_str(&format!(
+            "[[task]]\nid = \"t{i}\"\nmodule = \"builtin:noop\"\n"
+        ));
+        if i > 0 {
+            text.push_str(&format!("needs = [\"t{}\"]\n", i - 1));
+        }
+        if i < done {
+            text.push_str("done = true\n");
+        }
+    }
+    parse_toml(&text).unwrap()
+}
+
+#[test]
+fn a_chain_longer_than_the_cap_is_refused_naming_its_last_task() {
+    let max = caps::MAX_DEPENDENCY_DEPTH;
+    assert!(validate(&chain(max, 0), None).is_ok());
+    let error = validate(&chain(max + 1, 0), None).unwrap_err();
+    assert!(
+        matches!(&error, MissionError::TooDeep { task, depth, .. } if task == &format!("t{max}") && *depth == max + 1),
+        "{error}"
+    );
+    assert!(error.to_string().contains("cap of 2000"), "{error}");
+    // Done tasks wait for nothing: they do not count.
+    assert!(validate(&chain(max + 10, 10), None).is_ok());
+    // Wide is fine: the same number of tasks side by side.
+    let mut text = String::from("name = \"wide\"\n");
+    for i in 0..max + 1 {
+        text.push_str(&format!(
+            "[[task]]\nid = \"w{i}\"\nmodule = \"builtin:noop\"\n"
+        ));
+    }
+    assert!(validate(&parse_toml(&text).unwrap(), None).is_ok());
+}
+
 /// The real seeds, when the shared folder sits beside the repository as in
 /// CI: the copies must still parse to the same missions as the originals.
 #[test]

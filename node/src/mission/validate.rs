@@ -9,8 +9,9 @@ use std::str::FromStr;
 use coditect_memory::Digest;
 
 use super::caps::{
-    MAX_ARGS_PER_TASK, MAX_ARG_BYTES, MAX_EXPECTED_FILES, MAX_INPUTS_PER_TASK, MAX_NEEDS_PER_TASK,
-    MAX_PATH_BYTES, MAX_REQUIRES_PER_TASK, MAX_TAG_BYTES, MAX_TASKS_PER_MISSION, MAX_TASK_ID_BYTES,
+    MAX_ARGS_PER_TASK, MAX_ARG_BYTES, MAX_DEPENDENCY_DEPTH, MAX_EXPECTED_FILES,
+    MAX_INPUTS_PER_TASK, MAX_NEEDS_PER_TASK, MAX_PATH_BYTES, MAX_REQUIRES_PER_TASK, MAX_TAG_BYTES,
+    MAX_TASKS_PER_MISSION, MAX_TASK_ID_BYTES,
 };
 use super::error::{one_line, MissionError};
 use super::grammar::{self, excerpt};
@@ -147,6 +148,7 @@ pub fn validate(
     }
 
     let order = topological_order(spec, &needs)?;
+    check_depth(spec, &needs, &order)?;
     Ok(ValidatedMission {
         spec: spec.clone(),
         order,
@@ -395,6 +397,31 @@ fn check_input<'a>(
 
 /// Kahn's algorithm over the edges between not-done tasks; on failure, one
 /// cycle among the tasks left over, in dependency order.
+/// The longest chain of not-done tasks, in `order` (dependencies first),
+/// is at most [`MAX_DEPENDENCY_DEPTH`] tasks.
+fn check_depth(
+    spec: &MissionSpec,
+    needs: &[Vec<usize>],
+    order: &[usize],
+) -> Result<(), MissionError> {
+    let mut depth = vec![0usize; spec.tasks.len()];
+    for &i in order {
+        if spec.tasks[i].done {
+            continue;
+        }
+        let below = needs[i].iter().map(|&d| depth[d]).max().unwrap_or(0);
+        depth[i] = below + 1;
+        if depth[i] > MAX_DEPENDENCY_DEPTH {
+            return Err(MissionError::TooDeep {
+                task: excerpt(&spec.tasks[i].id),
+                depth: depth[i],
+                max: MAX_DEPENDENCY_DEPTH,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn topological_order(spec: &MissionSpec, needs: &[Vec<usize>]) -> Result<Vec<usize>, MissionError> {
     let n = spec.tasks.len();
     let done = |i: usize| spec.tasks[i].done;
