@@ -30,11 +30,37 @@ const EVENT_QUEUE: usize = 16_384;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    /// First, so a connection over the limits is denied before the others
+    /// set anything up for it.
+    limits: libp2p::connection_limits::Behaviour,
     identify: identify::Behaviour,
     kad: kad::Behaviour<MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     rpc: request_response::Behaviour<WireCodec>,
 }
+
+/// Connections a node accepts: at most [`MAX_PENDING_INCOMING`] handshakes
+/// under way, [`MAX_ESTABLISHED`] connections in all and
+/// [`MAX_PER_PEER`] to one peer (QUIC and TCP, and a simultaneous dial,
+/// fit), so a flood of dials costs a refused handshake each, not memory.
+fn connection_limits() -> libp2p::connection_limits::ConnectionLimits {
+    libp2p::connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_established(Some(MAX_ESTABLISHED))
+        .with_max_established_per_peer(Some(MAX_PER_PEER))
+}
+
+/// Largest gossip message sent or accepted, bytes: an advert (capabilities
+/// and at most 32 queued task ids) or a leader advert is a few KiB.
+pub const MAX_GOSSIP_BYTES: usize = 256 * 1024;
+
+/// Incoming connection handshakes under way at once, at most.
+pub const MAX_PENDING_INCOMING: u32 = 256;
+/// Established connections, at most (a mesh of 1,000 nodes stays well under:
+/// each node keeps a few dozen).
+pub const MAX_ESTABLISHED: u32 = 2_048;
+/// Established connections to one peer, at most.
+pub const MAX_PER_PEER: u32 = 8;
 
 /// How to start the network.
 #[derive(Clone)]
@@ -144,7 +170,7 @@ impl Libp2pNetwork {
                     // The node decides whose messages count (admission):
                     // each is validated before it is delivered or forwarded.
                     .validate_messages()
-                    .max_transmit_size(1024 * 1024)
+                    .max_transmit_size(MAX_GOSSIP_BYTES)
                     .build()
                     .map_err(|e| e.to_string())?;
                 let gossipsub = gossipsub::Behaviour::new(
@@ -161,6 +187,7 @@ impl Libp2pNetwork {
                         .with_max_concurrent_streams(4_096),
                 );
                 Ok(Behaviour {
+                    limits: libp2p::connection_limits::Behaviour::new(connection_limits()),
                     identify,
                     kad,
                     gossipsub,

@@ -112,6 +112,9 @@ pub struct RawNodeConfig {
     #[arg(long, value_name = "NAME")]
     #[serde(default)]
     pub http_host: Vec<String>,
+    /// HTTP requests a second one client address (an IPv6 /64) may send on average, twice that at once; 0: no limit [default: 500]
+    #[arg(long, value_name = "N")]
+    pub http_rate_limit: Option<u32>,
     /// Serve /metrics without the API token (for scrapers that cannot send one)
     #[arg(long)]
     #[serde(default)]
@@ -188,6 +191,8 @@ pub struct NodeConfig {
     pub http_hosts: Vec<String>,
     /// `/metrics` needs no token.
     pub public_metrics: bool,
+    /// HTTP requests a second per client; `None`: unlimited.
+    pub http_rate_limit: Option<u32>,
     /// Where the mesh's HTTP API token is kept.
     pub api_token_file: PathBuf,
     /// TLS on the HTTP API, if any.
@@ -273,6 +278,7 @@ impl RawNodeConfig {
             join_token: self.join_token.or(other.join_token),
             http_host: list(self.http_host, other.http_host),
             public_metrics: self.public_metrics || other.public_metrics,
+            http_rate_limit: self.http_rate_limit.or(other.http_rate_limit),
             api_token_file: self.api_token_file.or(other.api_token_file),
             tls_cert: self.tls_cert.or(other.tls_cert),
             tls_key: self.tls_key.or(other.tls_key),
@@ -423,6 +429,15 @@ impl RawNodeConfig {
             data_dir,
             http_hosts,
             public_metrics: self.public_metrics,
+            http_rate_limit: match self.http_rate_limit.unwrap_or(500) {
+                0 => None,
+                n if n > 1_000_000 => {
+                    return Err(ConfigError(format!(
+                        "--http-rate-limit {n} is out of range 0..=1000000"
+                    )))
+                }
+                n => Some(n),
+            },
             listen,
             bootstrap,
             http,

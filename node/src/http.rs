@@ -30,7 +30,12 @@ pub struct ApiState {
     pub llm: Option<Arc<crate::llm::service::LlmService>>,
     /// Which hosts it answers to and what is public (`http_auth`).
     pub policy: Arc<crate::http_auth::HttpPolicy>,
+    /// Requests per client address (`--http-rate-limit`), if limited.
+    pub limiter: Option<Arc<std::sync::Mutex<crate::rate::RateLimiter>>>,
 }
+
+/// Client addresses whose request rates are tracked at once.
+pub const RATE_LIMITED_CLIENTS: usize = 10_000;
 
 /// The router of the HTTP API.
 pub fn router(state: ApiState) -> Router {
@@ -109,6 +114,31 @@ async fn guard(
             .and_then(|value| value.to_str().ok()),
         authorization: text(header::AUTHORIZATION),
     };
+    if let (Some(limiter), Some(client)) = (
+        &state.limiter,
+        request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<crate::http_limits::ClientAddr>>(),
+    ) {
+        let now_ms = state.node.elapsed().as_millis() as u64;
+        let verdict = limiter
+            .lock()
+            .expect("rate limiter lock")
+            .check(client.0 .0.ip(), now_ms);
+        if let Err(wait_ms) = verdict {
+            state.node.count_http_refusal("rate_limited");
+            tracing::debug!(client = %client.0 .0.ip(), "HTTP request over the rate limit");
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests from this address; retry in {wait_ms} ms"),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(wait_ms.div_ceil(1_000).max(1)),
+            );
+            return response;
+        }
+    }
     let access = state.node.api_access();
     match crate::http_auth::decide(&facts, &access, &state.policy) {
         Ok(()) => next.run(request).await,

@@ -26,6 +26,7 @@ pub mod plan;
 pub mod plan_model;
 pub mod propose;
 pub mod python;
+pub mod rate;
 pub mod roles;
 pub mod runtime;
 pub mod scheduler;

@@ -457,6 +457,13 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
             hosts: config.http_hosts.clone(),
             public_metrics: config.public_metrics,
         }),
+        limiter: config.http_rate_limit.map(|rate| {
+            Arc::new(std::sync::Mutex::new(crate::rate::RateLimiter::new(
+                rate,
+                rate.saturating_mul(2),
+                crate::http::RATE_LIMITED_CLIENTS,
+            )))
+        }),
     });
     let tls_config = tls.as_ref().map(|tls| tls.config.clone());
     env.spawn(

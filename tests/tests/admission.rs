@@ -879,3 +879,56 @@ fn the_cli_speaks_tls_to_the_pinned_certificate_only() {
         assert!(stderr.to_lowercase().contains("tls"), "{stderr}");
     }
 }
+
+#[test]
+fn a_client_over_the_rate_limit_gets_429_and_the_node_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = NodeProcess::start(
+        &dir.path().join("n0"),
+        "n0",
+        &flags(None, &["--http-rate-limit", "5"]),
+    );
+    // A burst of 10 (twice the rate) passes, then 429 with Retry-After.
+    let mut codes = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..30 {
+        let mut stream = std::net::TcpStream::connect(&node.http).expect("connect");
+        std::io::Write::write_all(
+            &mut stream,
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                node.http
+            )
+            .as_bytes(),
+        )
+        .expect("send");
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).expect("answer");
+        let code: u16 = answer[9..12].parse().expect("status code");
+        if code == 429 && retry_after.is_none() {
+            retry_after = answer.lines().find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("retry-after: ")
+                    .map(str::to_string)
+            });
+            assert!(answer.contains("too many requests"), "{answer}");
+        }
+        codes.push(code);
+    }
+    let served = codes.iter().filter(|c| **c == 200).count();
+    assert!(
+        (10..=12).contains(&served),
+        "served {served} of 30: {codes:?}"
+    );
+    assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
+    assert_eq!(retry_after.as_deref().map(str::trim), Some("1"));
+    // A second later the client is served again.
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(node.get_code("/healthz"), Some(200));
+    assert!(node.metric("coditect_http_refused_total{reason=\"rate_limited\"}") >= 18.0);
+    let (status, _, stderr) = coditect_output(
+        &["node".into(), "--http-rate-limit".into(), "x".into()],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+}

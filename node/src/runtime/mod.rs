@@ -54,6 +54,9 @@ const BLOB_CHUNK_BYTES: u32 = 4 * 1024 * 1024;
 const STANDBYS: usize = 2;
 /// A learner within this many entries of the leader may be promoted.
 const CAUGHT_UP_ENTRIES: u64 = 100;
+/// How long a silent peer's advert is kept (idle nodes advert every 16
+/// heartbeats; ten minutes covers any partition a node comes back from).
+const ADVERT_TTL: Duration = Duration::from_secs(600);
 
 /// What a node runtime needs, already opened and validated (built only by
 /// [`assembly`], the one place a node is put together).
@@ -1270,6 +1273,29 @@ impl Node {
         }
     }
 
+    /// Forgets adverts of peers silent for [`ADVERT_TTL`] and of peers the
+    /// mesh does not admit (revoked, or off the allowlist), so the map holds
+    /// the live mesh, not everyone ever heard.
+    fn prune_adverts(&self, now: Duration) {
+        let admission = self.admission_view();
+        let heard = |peer: &str| {
+            admission.as_deref().is_none_or(|view| {
+                !view.revoked.contains(peer) && (view.open || view.admitted.contains(peer))
+            })
+        };
+        let mut view = self.inner.view.lock().expect("view lock");
+        let before = view.adverts.len();
+        view.adverts
+            .retain(|peer, (_, at)| now.saturating_sub(*at) < ADVERT_TTL && heard(peer));
+        if view.adverts.len() != before {
+            view.adverts_with_queue = view
+                .adverts
+                .values()
+                .filter(|(advert, _)| !advert.queued.is_empty())
+                .count();
+        }
+    }
+
     async fn tick_loop(self) {
         let mut tick: u64 = 0;
         while !self.inner.stopped.load(Ordering::SeqCst) {
@@ -1322,6 +1348,9 @@ impl Node {
             self.ensure_self_registered();
         } else if let Some(leader) = self.leader() {
             self.send_heartbeat(leader);
+        }
+        if tick.is_multiple_of(20) {
+            self.prune_adverts(now);
         }
         self.reconnect_if_alone(now);
         self.keep_members_connected(&metrics, now);
