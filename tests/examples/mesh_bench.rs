@@ -8,6 +8,8 @@
 //!     cargo run -p coditect-tests --example mesh_bench -- steal 24
 //!     cargo run -p coditect-tests --example mesh_bench -- resume 10
 //!     cargo run -p coditect-tests --example mesh_bench -- ray 2000 [--tuned]
+//!     cargo run -p coditect-tests --example mesh_bench -- join 10
+//!     cargo run -p coditect-tests --example mesh_bench -- sender-check 1000000
 //!
 //! `ray` compares with Ray in the same run: Ray runs when a Python with
 //! `ray` importable is found (`RAY_PYTHON`, else `python3`); otherwise the
@@ -566,6 +568,118 @@ fn ray(tasks: usize, tuned: bool) {
     }
 }
 
+/// Seconds from starting a joiner to the founder listing it (and to it
+/// being a Raft member), open mesh against guarded mesh with a token, in
+/// one run, default heartbeat.
+fn join(trials: usize) {
+    for guarded in [false, true] {
+        let (mut listed, mut member) = (Vec::new(), Vec::new());
+        for _ in 0..trials {
+            let dir = tempfile::tempdir().unwrap();
+            let founder = if guarded {
+                NodeProcess::start_guarded(&dir.path().join("n0"), "n0", &[])
+            } else {
+                NodeProcess::start(&dir.path().join("n0"), "n0", &[])
+            };
+            wait_for(Duration::from_secs(30), "a leader", || {
+                let status = founder.status()?;
+                (status["leader"].is_string() && (!guarded || status["admission"] == "token"))
+                    .then_some(())
+            });
+            let mut extra = vec!["--bootstrap".to_string(), founder.bootstrap_addr()];
+            if guarded {
+                let mut args: Vec<String> = ["token", "create", "--api", &founder.api()]
+                    .map(String::from)
+                    .to_vec();
+                args.extend(founder.auth_args());
+                let (status, token, stderr) =
+                    coditect_tests::coditect_output(&args, Duration::from_secs(30));
+                assert!(status.success(), "{stderr}");
+                extra.extend(["--join-token".to_string(), token.trim().to_string()]);
+            }
+            let started = Instant::now();
+            let joiner = if guarded {
+                NodeProcess::start_guarded(&dir.path().join("n1"), "n1", &extra)
+            } else {
+                NodeProcess::start(&dir.path().join("n1"), "n1", &extra)
+            };
+            let peer = joiner.peer_id.clone();
+            let mut seen_listed = None;
+            poll_fast(Duration::from_secs(60), || {
+                let status = founder.status()?;
+                let is_listed = status["peers"]
+                    .as_array()?
+                    .iter()
+                    .any(|p| p["peer_id"] == peer.as_str());
+                if is_listed && seen_listed.is_none() {
+                    seen_listed = Some(started.elapsed());
+                }
+                let is_member = string_list(&status, "voters").contains(&peer)
+                    || string_list(&status, "learners").contains(&peer);
+                (is_listed && is_member).then_some(())
+            })
+            .expect("the joiner joined");
+            member.push(started.elapsed());
+            listed.push(seen_listed.expect("listed"));
+        }
+        let mode = if guarded { "token" } else { "open" };
+        summary(
+            &format!("join ({mode}): start to listed by the founder"),
+            listed,
+        );
+        summary(&format!("join ({mode}): start to Raft member"), member);
+    }
+}
+
+/// The sender check on its own: nanoseconds per call, against a view of
+/// 1,000 admitted peers (heartbeats name their node, so each check also
+/// derives the node id from the peer id).
+fn sender_check(calls: usize) {
+    use coditect_node::admission::{check, AdmissionView, Knowledge, RequestKind, Sender};
+    let peers: Vec<String> = (0..1_000)
+        .map(|i| format!("12D3KooW{:0>44}", format!("{i:x}")))
+        .collect();
+    let view = AdmissionView {
+        api_token: None,
+        version: 1,
+        membership: 1,
+        open: false,
+        admitted: peers.iter().cloned().collect(),
+        revoked: Default::default(),
+        members: peers[..5].iter().cloned().collect(),
+        voters: peers[..3].iter().cloned().collect(),
+    };
+    let knows = Knowledge {
+        view: Some(&view),
+        leader: Some(&peers[0]),
+    };
+    let ids: Vec<_> = peers
+        .iter()
+        .map(|p| coditect_node::datadir::node_id_for(p))
+        .collect();
+    for (label, kind, claims) in [
+        ("heartbeat (node id derived)", RequestKind::Heartbeat, true),
+        ("raft rpc (membership)", RequestKind::Raft, false),
+        ("blob read (allowlist only)", RequestKind::Blob, false),
+    ] {
+        let started = Instant::now();
+        let mut served = 0usize;
+        for i in 0..calls {
+            let peer = &peers[i % peers.len()];
+            let sender = Sender {
+                peer,
+                kind,
+                claims: claims.then(|| ids[i % ids.len()]),
+            };
+            served += usize::from(check(sender, knows).is_ok());
+        }
+        let per = started.elapsed().as_nanos() as f64 / calls as f64;
+        println!(
+            "sender check, {label}: {per:.0} ns per call over {calls} calls ({served} served)"
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let count = |default: usize| args.get(1).and_then(|n| n.parse().ok()).unwrap_or(default);
@@ -578,9 +692,11 @@ fn main() {
         Some("steal") => steal(count(24)),
         Some("resume") => resume(count(10)),
         Some("ray") => ray(count(2000), args.iter().any(|a| a == "--tuned")),
+        Some("join") => join(count(10)),
+        Some("sender-check") => sender_check(count(1_000_000)),
         _ => {
             eprintln!(
-                "usage: mesh_bench election|failover|rss|throughput|latency|steal|resume|ray [N] [--tuned]"
+                "usage: mesh_bench election|failover|rss|throughput|latency|steal|resume|ray|join|sender-check [N] [--tuned]"
             );
             std::process::exit(2);
         }
