@@ -430,6 +430,24 @@ mod tests {
     }
 
     proptest! {
+        /// A manifest from outside decodes to a tree that re-encodes to
+        /// itself, or to an error; it never panics.
+        #[test]
+        fn any_bytes_decode_to_a_tree_or_an_error(
+            files in files(),
+            noise in proptest::collection::vec(any::<u8>(), 0..256),
+            at in any::<usize>(),
+        ) {
+            let mut bytes = build(&files).encode();
+            let at = at % (bytes.len() + 1);
+            bytes.splice(at..at, noise.iter().copied());
+            for input in [&bytes[..], &noise[..], &bytes[..at]] {
+                if let Ok(tree) = Tree::decode(input) {
+                    prop_assert_eq!(Tree::decode(&tree.encode()).unwrap(), tree);
+                }
+            }
+        }
+
         #[test]
         fn encoding_round_trips(files in files()) {
             let tree = build(&files);

@@ -548,4 +548,36 @@ mod tests {
             other => panic!("decoded {other:?}"),
         }
     }
+
+    proptest::proptest! {
+        /// Whatever arrives from a peer, decoding it answers (an error or a
+        /// value) without panicking, including valid messages with bytes
+        /// flipped, cut off or appended.
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            flip in proptest::prelude::any::<usize>(),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            use coditect_memory::codec::decode;
+            let _ = decode::<NodeRequest>(&noise);
+            let _ = decode::<NodeResponse>(&noise);
+            let _ = decode::<NodeAdvert>(&noise);
+            let _ = decode::<LeaderAdvert>(&noise);
+            let valid = coditect_memory::codec::encode(&NodeRequest::AdmitProve {
+                token: "0123456789abcdef".into(),
+                challenge: vec![1; 32],
+                proof: vec![2; 32],
+            })
+            .unwrap();
+            let mut flipped = valid.clone();
+            let at = flip % flipped.len();
+            flipped[at] ^= 0xff;
+            let _ = decode::<NodeRequest>(&flipped);
+            let _ = decode::<NodeRequest>(&valid[..cut % (valid.len() + 1)]);
+            let mut longer = valid.clone();
+            longer.extend_from_slice(&noise);
+            let _ = decode::<NodeRequest>(&longer);
+        }
+    }
 }
