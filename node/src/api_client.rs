@@ -101,19 +101,12 @@ pub(crate) fn http() -> Result<reqwest::Client, NodeError> {
 }
 
 pub(crate) fn unreachable(api: &str) -> impl FnOnce(reqwest::Error) -> NodeError + '_ {
+    // The causes say what went wrong (refused, TLS, a pinned certificate).
     move |error| {
-        // The causes say what went wrong (refused, TLS, a pinned certificate).
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        NodeError::Failed(format!("cannot reach the node at {api}: {text}"))
+        NodeError::Failed(format!(
+            "cannot reach the node at {api}: {}",
+            coditect_node::error_chain(&error)
+        ))
     }
 }
 

@@ -34,3 +34,19 @@ pub mod start;
 pub mod tls;
 pub mod worker;
 pub mod workspace;
+
+/// An error's text followed by each cause that adds something (`a: b: c`),
+/// as reqwest and rustls nest them.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

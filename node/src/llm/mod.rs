@@ -239,18 +239,7 @@ impl OpenAiProvider {
 
 /// A provider's error text without anything a URL could hide (userinfo).
 fn clean(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::error_chain(&error.without_url())
 }
 
 impl ModelProvider for OpenAiProvider {
