@@ -216,20 +216,67 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// Serves one encoded RPC on the receiving node and returns the encoded reply.
-pub async fn serve_rpc(raft: &MeshRaft, payload: &[u8]) -> Vec<u8> {
-    let reply = match codec::decode::<RaftRpc>(payload) {
-        Err(error) => RaftRpcReply::Malformed(error.to_string()),
-        Ok(RaftRpc::AppendEntries(request)) => {
+impl RaftRpc {
+    /// The node this RPC speaks for: the leader (entries, snapshots) or
+    /// the candidate (votes) named in its vote. Only that node may send it.
+    pub fn speaker(&self) -> Option<NodeId> {
+        let vote = match self {
+            RaftRpc::AppendEntries(request) => &request.vote,
+            RaftRpc::Vote(request) => &request.vote,
+            RaftRpc::InstallSnapshot(request) => &request.vote,
+        };
+        vote.leader_id().voted_for()
+    }
+}
+
+/// Decodes an RPC as it came off the wire.
+pub fn decode_rpc(payload: &[u8]) -> Result<RaftRpc, String> {
+    codec::decode::<RaftRpc>(payload).map_err(|error| error.to_string())
+}
+
+/// The encoded reply of an RPC the receiver would not serve (it could not be
+/// decoded, or its sender may not speak for the node it names).
+pub fn refusal_reply(reason: &str) -> Vec<u8> {
+    codec::encode(&RaftRpcReply::Malformed(reason.to_string()))
+        .expect("a string reply always encodes")
+}
+
+/// Serves one decoded RPC on the receiving node and returns the encoded reply.
+pub async fn serve_rpc(raft: &MeshRaft, rpc: RaftRpc) -> Vec<u8> {
+    let reply = match rpc {
+        RaftRpc::AppendEntries(request) => {
             RaftRpcReply::AppendEntries(raft.append_entries(request).await)
         }
-        Ok(RaftRpc::Vote(request)) => RaftRpcReply::Vote(raft.vote(request).await),
-        Ok(RaftRpc::InstallSnapshot(request)) => {
+        RaftRpc::Vote(request) => RaftRpcReply::Vote(raft.vote(request).await),
+        RaftRpc::InstallSnapshot(request) => {
             RaftRpcReply::InstallSnapshot(raft.install_snapshot(request).await)
         }
     };
-    codec::encode(&reply).unwrap_or_else(|error| {
-        codec::encode(&RaftRpcReply::Malformed(error.to_string()))
-            .expect("a string reply always encodes")
-    })
+    codec::encode(&reply).unwrap_or_else(|error| refusal_reply(&error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::Vote;
+
+    #[test]
+    fn the_speaker_is_the_node_its_vote_names_and_survives_the_wire() {
+        let vote = RaftRpc::Vote(VoteRequest::new(Vote::new(3, 7), None));
+        assert_eq!(vote.speaker(), Some(7));
+        let append = RaftRpc::AppendEntries(AppendEntriesRequest {
+            vote: Vote::new_committed(4, 9),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        });
+        let bytes = codec::encode(&append).unwrap();
+        assert_eq!(decode_rpc(&bytes).unwrap().speaker(), Some(9));
+        assert!(decode_rpc(&bytes[..bytes.len() / 2]).is_err());
+        let refusal = refusal_reply("wrong_node");
+        assert!(matches!(
+            codec::decode::<RaftRpcReply>(&refusal).unwrap(),
+            RaftRpcReply::Malformed(reason) if reason == "wrong_node"
+        ));
+    }
 }

@@ -16,6 +16,7 @@
 //! this adapter is tested with real sockets instead.
 
 pub mod identity;
+pub mod inbound;
 pub mod metrics;
 mod swarm;
 pub mod wire;

@@ -13,6 +13,11 @@ pub struct NetworkMetrics {
     pub rpc_requests: IntCounterVec,
     /// Gossip messages rejected because their source or forwarder is not admitted.
     pub gossip_rejected: IntCounter,
+    /// Gossip messages not delivered because the node was behind.
+    pub gossip_shed: IntCounter,
+    /// Inbound requests answered busy, by reason (`rate_limited`,
+    /// `in_flight`, `strangers_full`, `queue_full`).
+    pub rpc_refused: IntCounterVec,
 }
 
 impl NetworkMetrics {
@@ -43,11 +48,24 @@ impl NetworkMetrics {
                 "coditect_gossip_rejected_total",
                 "Gossip messages rejected: their source or forwarder is not admitted",
             )?,
+            gossip_shed: IntCounter::new(
+                "coditect_gossip_shed_total",
+                "Gossip messages not delivered because the node's event queue was nearly full",
+            )?,
+            rpc_refused: IntCounterVec::new(
+                Opts::new(
+                    "coditect_rpc_refused_total",
+                    "Inbound node-to-node requests answered busy (per-peer rate, in flight, strangers' total, full queue)",
+                ),
+                &["reason"],
+            )?,
         };
         registry.register(Box::new(metrics.connected_peers.clone()))?;
         registry.register(Box::new(metrics.rpc_latency.clone()))?;
         registry.register(Box::new(metrics.rpc_requests.clone()))?;
         registry.register(Box::new(metrics.gossip_rejected.clone()))?;
+        registry.register(Box::new(metrics.gossip_shed.clone()))?;
+        registry.register(Box::new(metrics.rpc_refused.clone()))?;
         Ok(metrics)
     }
 }

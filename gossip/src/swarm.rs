@@ -20,13 +20,20 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::inbound::{Admitted, Inbound, InboundPolicy};
 use crate::wire::{WireCodec, WireRequest, RPC_PROTOCOL};
 use crate::{Identity, Network, NetworkEvent, NetworkMetrics, PeerName, RequestError};
 
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/coditect/kad/1");
 const IDENTIFY_PROTOCOL: &str = "/coditect/id/1";
-/// Events waiting for the node before new ones are dropped (requests then time out at the caller).
+/// Events waiting for the node at most. Past it a request is answered
+/// busy at once (the caller retries); gossip is shed earlier, once fewer
+/// than [`GOSSIP_HEADROOM`] places are left, so requests (Raft's among
+/// them) keep the room.
 const EVENT_QUEUE: usize = 16_384;
+/// Free places in the event queue below which gossip is shed (adverts are
+/// periodic: the next one replaces a lost one).
+const GOSSIP_HEADROOM: usize = EVENT_QUEUE / 4;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -48,6 +55,50 @@ fn connection_limits() -> libp2p::connection_limits::ConnectionLimits {
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
         .with_max_established(Some(MAX_ESTABLISHED))
         .with_max_established_per_peer(Some(MAX_PER_PEER))
+}
+
+/// Gossipsub peer scoring for our topics. What counts is P4, invalid
+/// messages: a peer that keeps sending or relaying messages validation
+/// rejects (a stranger's adverts) drops below the gossip threshold after a
+/// handful, and a flood puts it under the graylist, where its gossip is not
+/// even processed; the counter decays to nothing within about 10 s, so a
+/// relay that forwarded a just-revoked peer's advert, or a joiner whose
+/// adverts were refused until it was admitted, recovers at once.
+///
+/// Off on purpose: the IP colocation penalty (P6: a mesh on one host, or
+/// behind one NAT, is normal here; admission is what stops Sybils) and the
+/// mesh delivery penalties (P3, P3b: adverts are sparse, so an honest quiet
+/// peer would look like a withholding one). Time in mesh and first
+/// deliveries (P1, P2) earn a little, capped, so long standing cannot buy a
+/// flood.
+pub fn peer_scoring(
+    topics: &[String],
+) -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let decay = gossipsub::score_parameter_decay(Duration::from_secs(10));
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 600.0,
+        first_message_deliveries_weight: 0.1,
+        first_message_deliveries_decay: gossipsub::score_parameter_decay(Duration::from_secs(60)),
+        first_message_deliveries_cap: 50.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -1.0,
+        invalid_message_deliveries_decay: decay,
+        ..Default::default()
+    };
+    let params = gossipsub::PeerScoreParams {
+        topics: topics
+            .iter()
+            .map(|name| (IdentTopic::new(name.clone()).hash(), topic.clone()))
+            .collect(),
+        topic_score_cap: 20.0,
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
 }
 
 /// Largest gossip message sent or accepted, bytes: an advert (capabilities
@@ -75,6 +126,12 @@ pub struct NetworkConfig {
     pub topics: Vec<String>,
     /// Peers found through discovery we dial on our own, at most.
     pub max_discovered_peers: usize,
+    /// What one peer may make this node do (requests per second, in flight).
+    pub inbound: InboundPolicy,
+    /// The answer to a request refused for load, given the refusal's label
+    /// (`rate_limited`, `in_flight`, `strangers_full`, `queue_full`): the
+    /// node encodes it in its own protocol, so the caller reads a reason.
+    pub busy_answer: fn(&str) -> Vec<u8>,
 }
 
 /// Why the network could not start.
@@ -173,10 +230,12 @@ impl Libp2pNetwork {
                     .max_transmit_size(MAX_GOSSIP_BYTES)
                     .build()
                     .map_err(|e| e.to_string())?;
-                let gossipsub = gossipsub::Behaviour::new(
+                let mut gossipsub = gossipsub::Behaviour::new(
                     MessageAuthenticity::Signed(key.clone()),
                     gossip_config,
                 )?;
+                let (params, thresholds) = peer_scoring(&config.topics);
+                gossipsub.with_peer_score(params, thresholds)?;
                 let rpc = request_response::Behaviour::with_codec(
                     WireCodec,
                     [(RPC_PROTOCOL, ProtocolSupport::Full)],
@@ -246,6 +305,9 @@ impl Libp2pNetwork {
             connections: HashMap::new(),
             allowed: None,
             banned: HashSet::new(),
+            inbound: Inbound::new(config.inbound),
+            started: Instant::now(), // production network seam
+            busy_answer: config.busy_answer,
         };
         let handle = Libp2pNetwork {
             local: local_peer_id.to_base58(),
@@ -397,7 +459,11 @@ type PendingRequest = (
     PeerId,
 );
 
-type PendingReply = BoxFuture<'static, (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)>;
+/// An inbound request the node is serving: where the answer goes, the
+/// answer (none if the node dropped it), who asked, and its place in
+/// [`Inbound`].
+type PendingReply =
+    BoxFuture<'static, (ResponseChannel<Vec<u8>>, Option<Vec<u8>>, PeerId, Admitted)>;
 
 struct Driver {
     swarm: Swarm<Behaviour>,
@@ -416,6 +482,12 @@ struct Driver {
     allowed: Option<HashSet<PeerId>>,
     /// Peers disconnected on sight.
     banned: HashSet<PeerId>,
+    /// Inbound requests per peer.
+    inbound: Inbound<PeerId>,
+    /// The clock of `inbound`.
+    started: Instant,
+    /// See [`NetworkConfig::busy_answer`].
+    busy_answer: fn(&str) -> Vec<u8>,
 }
 
 /// After this many unanswered requests in a row, a peer's connections are
@@ -434,7 +506,8 @@ impl Driver {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((channel, answer)) = self.replies.next(), if !self.replies.is_empty() => {
+                Some((channel, answer, peer, admitted)) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.inbound.finish(&peer, admitted);
                     if let Some(answer) = answer {
                         // The caller may have given up already; nothing to do then.
                         let _ = self.swarm.behaviour_mut().rpc.send_response(channel, answer);
@@ -454,6 +527,23 @@ impl Driver {
         if let Err(error) = self.events.try_send(event) {
             tracing::warn!("network event dropped: {error}");
         }
+    }
+
+    /// Answers a request at once with the node's busy answer, counted and
+    /// (now and then per peer) logged.
+    fn refuse_request(&mut self, peer: PeerId, channel: ResponseChannel<Vec<u8>>, reason: &str) {
+        self.metrics.rpc_refused.with_label_values(&[reason]).inc();
+        if self.inbound.should_log(&peer, self.started.elapsed()) {
+            tracing::warn!(
+                "{peer}: request refused ({reason}); further refusals of this peer are logged at most every 10 s"
+            );
+        }
+        let answer = (self.busy_answer)(reason);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .rpc
+            .send_response(channel, answer);
     }
 
     fn hears(&self, peer: &PeerId) -> bool {
@@ -652,6 +742,11 @@ impl Driver {
                     return;
                 }
                 let Some(source) = message.source else { return };
+                if self.events.capacity() < GOSSIP_HEADROOM {
+                    // The node is behind: keep the room for requests.
+                    self.metrics.gossip_shed.inc();
+                    return;
+                }
                 self.emit(NetworkEvent::Message {
                     from: source.to_base58(),
                     topic: message.topic.into_string(),
@@ -666,15 +761,30 @@ impl Driver {
                     request_response::Message::Request {
                         request, channel, ..
                     } => {
+                        let member = self.hears(&peer);
+                        let now = self.started.elapsed();
+                        let admitted = match self.inbound.start(&peer, member, now) {
+                            Ok(admitted) => admitted,
+                            Err(refusal) => {
+                                self.refuse_request(peer, channel, refusal.as_str());
+                                return;
+                            }
+                        };
                         let (reply, answer) = oneshot::channel();
-                        self.emit(NetworkEvent::Request {
+                        let event = NetworkEvent::Request {
                             from: peer.to_base58(),
                             budget_ms: request.budget_ms,
                             data: request.payload,
                             reply,
-                        });
-                        self.replies
-                            .push(async move { (channel, answer.await.ok()) }.boxed());
+                        };
+                        if self.events.try_send(event).is_err() {
+                            self.inbound.finish(&peer, admitted);
+                            self.refuse_request(peer, channel, "queue_full");
+                            return;
+                        }
+                        self.replies.push(
+                            async move { (channel, answer.await.ok(), peer, admitted) }.boxed(),
+                        );
                     }
                     request_response::Message::Response {
                         request_id,
@@ -719,6 +829,37 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_scoring_is_valid_and_graylists_a_flood_but_not_a_refused_joiner() {
+        let topics = vec![
+            crate::ADVERT_TOPIC.to_string(),
+            crate::LEADER_TOPIC.to_string(),
+        ];
+        let (params, thresholds) = peer_scoring(&topics);
+        params.validate().unwrap();
+        thresholds.validate().unwrap();
+        let topic = &params.topics[&IdentTopic::new(crate::ADVERT_TOPIC).hash()];
+        let decay = topic.invalid_message_deliveries_decay;
+        // P4 is the square of a counter that decays once a second.
+        let steady = |per_second: f64| {
+            let counter = per_second / (1.0 - decay);
+            counter * counter * topic.invalid_message_deliveries_weight * topic.topic_weight
+        };
+        // A pending joiner publishing an advert every 4 s stays above the graylist
+        // (and, with nothing else against it, near zero)...
+        assert!(
+            steady(0.25) > thresholds.graylist_threshold / 10.0,
+            "{}",
+            steady(0.25)
+        );
+        // ...a peer flooding 50 rejected messages a second is graylisted, even
+        // with the most its standing can earn.
+        assert!(steady(50.0) + params.topic_score_cap < thresholds.graylist_threshold);
+        // One stray relay recovers within seconds.
+        assert!(decay.powi(10) < 0.2);
+        assert_eq!(params.ip_colocation_factor_weight, 0.0);
+    }
 
     #[test]
     fn bootstrap_addresses_need_a_peer_id() {

@@ -77,6 +77,8 @@ async fn start_bench_node(
             external: vec![],
             topics: vec![ADVERT_TOPIC.into(), LEADER_TOPIC.into()],
             max_discovered_peers: 16,
+            inbound: Default::default(),
+            busy_answer: coditect_node::messages::busy_answer,
         },
         NetworkMetrics::register(&registry).map_err(|e| failed(e.to_string()))?,
     )

@@ -371,6 +371,16 @@ pub enum NodeResponse {
     Error(String),
 }
 
+/// The answer to a request the network layer refused for load before the
+/// node saw it (see `coditect_gossip::inbound`): an error that names the
+/// reason, so the caller logs it and retries.
+pub fn busy_answer(reason: &str) -> Vec<u8> {
+    let answer = NodeResponse::Error(format!(
+        "the receiver is busy ({reason}): too many requests from this peer or in all; retry later"
+    ));
+    coditect_memory::codec::encode(&answer).unwrap_or_default()
+}
+
 /// A slice of a blob.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlobChunk {

@@ -169,6 +169,8 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         external: config.external.clone(),
         topics: vec![ADVERT_TOPIC.to_string(), LEADER_TOPIC.to_string()],
         max_discovered_peers: 64,
+        inbound: Default::default(),
+        busy_answer: crate::messages::busy_answer,
     };
     // Prefer last run's ports so peers find a restarted node where they saw it.
     let sticky = sticky_listen(&config.listen, &data.last_listen());

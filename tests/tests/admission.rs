@@ -454,6 +454,8 @@ impl Rogue {
                     external: vec![],
                     topics: vec![],
                     max_discovered_peers: 0,
+                    inbound: Default::default(),
+                    busy_answer: coditect_node::messages::busy_answer,
                 },
                 NetworkMetrics::register(&registry).expect("metrics"),
             )
@@ -468,15 +470,7 @@ impl Rogue {
 
     fn ask(&self, node: &NodeProcess, request: &NodeRequest) -> NodeResponse {
         let bytes = codec::encode(request).expect("encode");
-        let addrs: Vec<String> = node
-            .listen
-            .iter()
-            .map(|addr| {
-                addr.rsplit_once("/p2p/")
-                    .map(|(a, _)| a.to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let addrs = Self::addrs(node);
         let answer = self
             .runtime
             .block_on(
@@ -485,6 +479,41 @@ impl Rogue {
             )
             .expect("an answer");
         codec::decode(&answer).expect("decode")
+    }
+
+    /// Sends `count` copies of `request` to `node` at once; the answers.
+    fn ask_many(
+        &self,
+        node: &NodeProcess,
+        request: &NodeRequest,
+        count: usize,
+    ) -> Vec<NodeResponse> {
+        let bytes = codec::encode(request).expect("encode");
+        let addrs = Self::addrs(node);
+        let calls = (0..count).map(|_| {
+            self.network.request(
+                &node.peer_id,
+                &addrs,
+                bytes.clone(),
+                Duration::from_secs(20),
+            )
+        });
+        self.runtime
+            .block_on(futures::future::join_all(calls))
+            .into_iter()
+            .map(|answer| codec::decode(&answer.expect("an answer")).expect("decode"))
+            .collect()
+    }
+
+    fn addrs(node: &NodeProcess) -> Vec<String> {
+        node.listen
+            .iter()
+            .map(|addr| {
+                addr.rsplit_once("/p2p/")
+                    .map(|(a, _)| a.to_string())
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     fn peer(&self) -> String {
@@ -603,6 +632,64 @@ fn every_request_is_checked_against_its_sender() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(members(&founder.status().expect("status")).contains(&follower.peer_id));
     assert_eq!(founder.get_code("/api/status"), Some(200));
+}
+
+#[test]
+fn a_stranger_flooding_requests_is_answered_busy_while_members_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (founder, boot) = guarded_founder(dir.path(), &[]);
+    let text = token(&founder, &[]);
+    let follower = join_node(dir.path(), "n1", &boot, Some(&text), &[]);
+    wait_for(
+        Duration::from_secs(30),
+        "the follower to be a member",
+        || {
+            members(&founder.status()?)
+                .contains(&follower.peer_id)
+                .then_some(())
+        },
+    );
+    // 300 join challenges at once from one peer id that is not admitted:
+    // a few are served, the rest answered busy at once, not queued.
+    let rogue = Rogue::new();
+    let started = std::time::Instant::now();
+    let answers = rogue.ask_many(&founder, &NodeRequest::AdmitChallenge, 300);
+    let elapsed = started.elapsed();
+    let served = answers
+        .iter()
+        .filter(|answer| matches!(answer, NodeResponse::Challenge(_)))
+        .count();
+    let busy = answers
+        .iter()
+        .filter(|answer| matches!(answer, NodeResponse::Error(text) if text.contains("busy")))
+        .count();
+    assert_eq!(served + busy, answers.len(), "{answers:?}");
+    assert!((1..=20).contains(&served), "served {served} of 300");
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "refusals are answered at once ({elapsed:?})"
+    );
+    let refused: f64 = ["rate_limited", "in_flight", "strangers_full"]
+        .iter()
+        .map(|reason| {
+            founder.metric(&format!(
+                "coditect_rpc_refused_total{{reason=\"{reason}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(refused as usize, busy);
+    // The mesh is unaffected: the member still follows the same leader, and
+    // after a pause the stranger may run the join exchange again.
+    assert!(members(&founder.status().expect("status")).contains(&follower.peer_id));
+    assert_eq!(
+        follower.status().expect("status")["leader"].as_str(),
+        Some(founder.peer_id.as_str())
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(matches!(
+        rogue.ask(&founder, &NodeRequest::AdmitChallenge),
+        NodeResponse::Challenge(_)
+    ));
 }
 
 /// Runs `coditect status --api` against `node` with `extra` flags and

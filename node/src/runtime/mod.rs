@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coditect_consensus::network::{serve_rpc, RaftTransport, TransportError};
+use coditect_consensus::network::{
+    decode_rpc, refusal_reply, serve_rpc, RaftTransport, TransportError,
+};
 use coditect_consensus::{
     Capabilities, Command, CommandResponse, Load, MeshNode, MeshRaft, NodeId, NodeRecord,
     SharedState,
@@ -898,7 +900,22 @@ impl Node {
         }
         match request {
             NodeRequest::Raft(payload) => {
-                NodeResponse::Raft(serve_rpc(&self.inner.raft, &payload).await)
+                let rpc = match decode_rpc(&payload) {
+                    Ok(rpc) => rpc,
+                    Err(error) => return NodeResponse::Raft(refusal_reply(&error)),
+                };
+                // The vote inside names the leader or candidate; it must be
+                // the sender's own id, or a member could speak for another.
+                let refused = match rpc.speaker() {
+                    Some(speaker) => {
+                        self.refuse(from, crate::admission::RequestKind::Raft, Some(speaker))
+                    }
+                    None => Some(crate::admission::Refusal::WrongNode.as_str()),
+                };
+                if let Some(reason) = refused {
+                    return NodeResponse::Forbidden(reason.to_string());
+                }
+                NodeResponse::Raft(serve_rpc(&self.inner.raft, rpc).await)
             }
             NodeRequest::Join(mut record) => {
                 if record.peer_id != from {
