@@ -280,6 +280,12 @@ async fn pause() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 }
 
+/// Waits `secs` seconds (a 429's `Retry-After`).
+#[allow(clippy::disallowed_methods)] // the CLI is not node code: no seam
+async fn pause_secs(secs: u64) {
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+}
+
 /// Waits before asking again for a mission the node has not applied yet:
 /// 20 ms, doubling to 500 ms.
 #[allow(clippy::disallowed_methods)] // the CLI is not node code: no seam
@@ -292,13 +298,39 @@ async fn pause_for_apply(failures: u32) {
 async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, NodeError> {
     let mut version = String::new();
     let mut failures = 0;
+    // After a 429 (the node holds as many long polls as it may, or this
+    // address sent too much): plain reads at the pace the node asks for,
+    // which hold no place, until one succeeds.
+    let mut throttled = false;
     loop {
+        let wait_ms = if throttled { 0 } else { 20_000 };
         let url = api_url(
             api,
-            &format!("/api/missions/{id}?after={version}&wait_ms=20000&tasks=false"),
+            &format!("/api/missions/{id}?after={version}&wait_ms={wait_ms}&tasks=false"),
         )?;
         let response = match client.get(&url).send().await {
-            Ok(response) if response.status().is_success() => response,
+            Ok(response) if response.status().is_success() => {
+                throttled = false;
+                response
+            }
+            Ok(response) if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                let after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 30);
+                if !throttled {
+                    eprintln!(
+                        "waiting: {} (polling every {after} s meanwhile)",
+                        problem(response).await
+                    );
+                }
+                throttled = true;
+                pause_secs(after).await;
+                continue;
+            }
             // Just created on the leader: this node applies it a moment later.
             Ok(response)
                 if response.status() == reqwest::StatusCode::NOT_FOUND

@@ -236,10 +236,25 @@ const UPLOAD_BUFFER_BYTES: usize = 1024 * 1024;
 /// `POST /api/blobs`: stores the body under its sha256, streamed to disk
 /// while hashing (bounded memory per upload; the disk work runs off the
 /// runtime that serves Raft).
-async fn put_blob(State(state): State<ApiState>, body: axum::body::Body) -> Response {
+async fn put_blob(
+    State(state): State<ApiState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     use futures::StreamExt;
     let node = state.node.clone();
     let blobs = node.blobs().clone();
+    // A declared length over the limit is refused before a byte is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|size| *size > blobs.max_blob_bytes()) {
+        return blob_error(coditect_memory::BlobError::TooLarge {
+            size,
+            limit: blobs.max_blob_bytes(),
+        });
+    }
     let mut writer = match node.off_runtime(move || blobs.writer()).await {
         Ok(writer) => writer,
         Err(other) => return blob_error(other),
@@ -671,7 +686,18 @@ async fn get_mission(
             .unwrap_or_default();
         match state.node.wait_slot(&client) {
             Ok(slot) => Some(slot),
-            Err(problem) => return error(StatusCode::TOO_MANY_REQUESTS, problem),
+            Err(problem) => {
+                // Without `wait_ms` the same read holds no place: say so.
+                state.node.count_http_refusal("long_polls");
+                let mut response = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("{problem}; read without wait_ms, or retry in a second"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(1u64));
+                return response;
+            }
         }
     };
     let started = state.node.elapsed();

@@ -1,6 +1,9 @@
 //! Limits on the HTTP server's connections, which hyper (as axum serves it)
 //! does not set: at most [`MAX_CONNECTIONS`] open at once (more wait in
-//! the kernel's backlog), and a request head must arrive within
+//! the kernel's backlog), at most [`MAX_CONNECTIONS_PER_CLIENT`] of them
+//! from one client address (IPv6 by /64: past it a connection is answered
+//! 429 and closed, so one address cannot hold the node's every
+//! connection while others wait), and a request head must arrive within
 //! [`HEAD_TIMEOUT`] of the connection opening or of the previous answer
 //! (so a stalled or half-sent request, or an idle keep-alive connection,
 //! is closed instead of held forever). Once a head is in, the request may
@@ -27,8 +30,63 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::rate::ClientKey;
+
 /// Connections served at once, at most.
 pub const MAX_CONNECTIONS: usize = 1_024;
+/// Connections from one client address (an IPv6 /64) at once, at most.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+
+/// Open connections per client address.
+#[derive(Clone, Default)]
+pub struct ClientConnections {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
+}
+
+impl ClientConnections {
+    /// A place for one more connection from `ip`, or `None` if it holds
+    /// `cap` already. The place is freed when the slot is dropped.
+    pub fn take(&self, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
+        let key = ClientKey::of(ip);
+        let mut open = self.open.lock().expect("client connections lock");
+        let count = open.entry(key).or_default();
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            open: self.open.clone(),
+            key,
+        })
+    }
+
+    /// Connections open from `ip`.
+    pub fn count(&self, ip: std::net::IpAddr) -> usize {
+        let open = self.open.lock().expect("client connections lock");
+        open.get(&ClientKey::of(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// One connection's place in [`ClientConnections`].
+pub struct ClientSlot {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
+    key: ClientKey,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("client connections lock");
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The whole answer to a connection over [`MAX_CONNECTIONS_PER_CLIENT`].
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 76\r\n\r\n{\"error\":\"this client address has 256 connections open to the node already\"}";
 /// Longest wait for a request head (from opening, or after an answer).
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection may send nothing at all (a body that stopped
@@ -40,7 +98,12 @@ pub struct GuardedListener {
     listener: TcpListener,
     permits: Arc<Semaphore>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    clients: ClientConnections,
+    on_refusal: Option<RefusalCounter>,
 }
+
+/// What the listener calls with the reason of each connection it refuses.
+type RefusalCounter = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl GuardedListener {
     /// Wraps `listener`; with `tls`, every connection speaks TLS.
@@ -49,7 +112,16 @@ impl GuardedListener {
             listener,
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            clients: ClientConnections::default(),
+            on_refusal: None,
         }
+    }
+
+    /// Calls `count` with the reason (`connections`) of every connection
+    /// refused here (the node counts it in `coditect_http_refused_total`).
+    pub fn on_refusal(mut self, count: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_refusal = Some(Arc::new(count));
+        self
     }
 }
 
@@ -67,12 +139,30 @@ impl axum::serve::Listener for GuardedListener {
         loop {
             match self.listener.accept().await {
                 Ok((stream, addr)) => {
+                    let Some(slot) = self.clients.take(addr.ip(), MAX_CONNECTIONS_PER_CLIENT)
+                    else {
+                        // Plain HTTP gets its answer (best effort: a
+                        // fresh socket's buffer takes it whole); over TLS
+                        // there is no answer before a handshake, so it is
+                        // closed. The permit stays for the next one.
+                        if self.tls.is_none() {
+                            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                        }
+                        if let Some(count) = &self.on_refusal {
+                            count("connections");
+                        }
+                        tracing::debug!(
+                            "{}: refused a connection over the cap of {MAX_CONNECTIONS_PER_CLIENT}",
+                            addr.ip()
+                        );
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let stream = match &self.tls {
                         None => ApiStream::Plain(stream),
                         Some(acceptor) => ApiStream::Handshake(Box::new(acceptor.accept(stream))),
                     };
-                    return (GuardedStream::new(stream, permit), addr);
+                    return (GuardedStream::new(stream, permit, slot), addr);
                 }
                 Err(error) => {
                     // Out of descriptors and the like: wait a little, as axum does.
@@ -193,6 +283,7 @@ impl AsyncWrite for ApiStream {
 pub struct GuardedStream {
     stream: ApiStream,
     _permit: OwnedSemaphorePermit,
+    _client: ClientSlot,
     /// Armed while a request head is awaited.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The last bytes read, to find a head's end across reads.
@@ -202,10 +293,11 @@ pub struct GuardedStream {
 }
 
 impl GuardedStream {
-    fn new(stream: ApiStream, permit: OwnedSemaphorePermit) -> Self {
+    fn new(stream: ApiStream, permit: OwnedSemaphorePermit, client: ClientSlot) -> Self {
         GuardedStream {
             stream,
             _permit: permit,
+            _client: client,
             deadline: Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT))),
             tail: [0; 3],
             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
@@ -297,6 +389,31 @@ impl AsyncWrite for GuardedStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_per_client_are_capped_and_freed_on_drop() {
+        let clients = ClientConnections::default();
+        let a: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let same_net: std::net::IpAddr = "2001:db8::2".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let first = clients.take(a, 2).unwrap();
+        let _second = clients.take(same_net, 2).unwrap();
+        assert!(clients.take(a, 2).is_none(), "one /64 is one client");
+        assert!(clients.take(other, 2).is_some());
+        drop(first);
+        assert_eq!(clients.count(a), 1);
+        assert!(clients.take(a, 2).is_some());
+    }
+
+    #[test]
+    fn the_refusal_is_a_whole_http_answer() {
+        let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 429 "));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        assert!(body.contains(&MAX_CONNECTIONS_PER_CLIENT.to_string()));
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
 
     #[test]
     fn a_head_end_is_found_across_reads() {

@@ -468,11 +468,13 @@ async fn run_opened(config: NodeConfig, data: DataDir) -> Result<(), NodeError> 
         }),
     });
     let tls_config = tls.as_ref().map(|tls| tls.config.clone());
+    let counting = node.clone();
     env.spawn(
         "http",
         async move {
             let app = app.into_make_service_with_connect_info::<crate::http_limits::ClientAddr>();
-            let listener = crate::http_limits::GuardedListener::new(http_listener, tls_config);
+            let listener = crate::http_limits::GuardedListener::new(http_listener, tls_config)
+                .on_refusal(move |reason| counting.count_http_refusal(reason));
             let server = axum::serve(listener, app).with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             });

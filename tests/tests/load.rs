@@ -550,3 +550,163 @@ fn a_node_outside_raft_reads_a_view_larger_than_a_frame_part_by_part() {
         coditect_tests::http_request("DELETE", &worker.http, "/api/missions/m999999").unwrap();
     assert_eq!(code, 404);
 }
+
+/// The node's resident set now and at its peak, KiB (`/proc/PID/status`).
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One long poll from `source` (a loopback address of its own, as a
+/// distinct client); the status code, or 0 if the exchange failed.
+async fn long_poll(source: std::net::Ipv4Addr, server: std::net::SocketAddr, path: String) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind((source, 0).into())?;
+        let mut stream = socket.connect(server).await?;
+        let head = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    match tokio::time::timeout(Duration::from_secs(90), exchange).await {
+        Ok(Ok(answer)) => String::from_utf8_lossy(&answer)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+#[test]
+fn a_gigabyte_body_and_two_thousand_long_polls_are_bounded_while_a_mission_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = coditect_tests::start_mesh(dir.path(), 1, 100, |_| vec![]);
+    let node = &nodes[0];
+    // A mission that stays as it is: its task needs what no node offers.
+    let stuck = write(
+        dir.path(),
+        "stuck.toml",
+        "name = \"stuck\"\n[[task]]\nid = \"t\"\nmodule = \"builtin:noop\"\nrequires = [\"no-such-capability\"]\n",
+    );
+    let (code, id, stderr) = submit(node, &stuck, &[], Duration::from_secs(60));
+    assert_eq!(code, 0, "{stderr}");
+    let version = wait_for(Duration::from_secs(20), "the stuck mission's view", || {
+        node.mission_summary(&id)?["version"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let (_, baseline) = rss_kib(node.pid());
+
+    // 2,000 long polls at once from eight client addresses (250 each, under
+    // the per-client caps, so the node-wide caps are what holds them).
+    let server: std::net::SocketAddr = node.http.parse().unwrap();
+    let path = format!("/api/missions/{id}?after={version}&wait_ms=15000&tasks=false");
+    let polls = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let calls = (0..2_000u32).map(|i| {
+                let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8);
+                tokio::spawn(long_poll(source, server, path.clone()))
+            });
+            let mut codes = Vec::new();
+            for call in futures::future::join_all(calls).await {
+                codes.push(call.unwrap_or(0));
+            }
+            codes
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Meanwhile a normal mission runs to the end through the CLI, whose own
+    // long poll finds no place and falls back to plain reads.
+    let small = write(dir.path(), "small.toml", &flat_mission("builtin:noop", 3));
+    let (code, stdout, stderr) = submit(node, &small, &["--wait"], Duration::from_secs(90));
+    assert_eq!(code, 0, "{stdout} {stderr}");
+    assert_eq!(node.get_code("/api/status"), Some(200));
+
+    // A 1 GiB body, declared and sent: refused on its header, long before
+    // the node could have read it, and nothing is kept.
+    let declared = 1u64 << 30;
+    let mut stream = std::net::TcpStream::connect(&node.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    use std::io::{Read as _, Write as _};
+    write!(
+        stream,
+        "POST /api/blobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    .unwrap();
+    let mut sender = stream.try_clone().unwrap();
+    let pusher = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        let mut sent = 0u64;
+        while sent < declared && sender.write_all(&chunk).is_ok() {
+            sent += chunk.len() as u64;
+        }
+        sent
+    });
+    let mut answer = vec![0u8; 4096];
+    let read = stream.read(&mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..read]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("exceeds the limit"), "{answer}");
+    drop(stream);
+    let sent = pusher.join().unwrap();
+    assert!(
+        sent < declared / 2,
+        "the node read {sent} bytes of a refused body"
+    );
+    let leftovers = std::fs::read_dir(node.data_dir.join("blobs").join("tmp"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "a refused upload leaves no temporary file");
+    // The same on the mission endpoint, whose cap is 8 MiB.
+    let (code, _) = coditect_tests::http_exchange(
+        "POST",
+        &node.http,
+        "/api/missions",
+        &vec![b' '; 9 * 1024 * 1024],
+    )
+    .unwrap_or((0, Vec::new()));
+    assert!(code == 413 || code == 0, "{code}");
+
+    let codes = polls.join().unwrap();
+    let waited = codes.iter().filter(|code| **code == 200).count();
+    let refused = codes.iter().filter(|code| **code == 429).count();
+    let (now, peak) = rss_kib(node.pid());
+    eprintln!(
+        "2,000 long polls: {waited} waited, {refused} refused (429), {} failed; RSS {baseline} KiB before, {now} KiB after, peak {peak} KiB",
+        codes.len() - waited - refused
+    );
+    assert_eq!(waited + refused, codes.len(), "every poll got an answer");
+    assert!(
+        (1..=coditect_node::runtime::MAX_WAITERS).contains(&waited),
+        "{waited} polls waited"
+    );
+    assert!(
+        node.metric("coditect_http_refused_total{reason=\"long_polls\"}") >= refused as f64,
+        "the refusals are counted"
+    );
+    // Bounded: the whole run held no more than a few hundred MiB.
+    assert!(peak < 512 * 1024, "peak RSS {peak} KiB");
+    // And the node still answers and runs work afterwards.
+    let (code, stdout, stderr) = submit(node, &small, &["--wait"], Duration::from_secs(60));
+    assert_eq!(code, 0, "{stdout} {stderr}");
+}

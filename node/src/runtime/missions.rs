@@ -88,8 +88,11 @@ const ROUND_PERIOD: Duration = Duration::from_millis(50);
 
 /// Mission views kept, at most (the least recently read go first).
 const MAX_CACHED_VIEWS: usize = 64;
-/// Long polls waiting at once on this node, at most.
-pub const MAX_WAITERS: usize = 1_024;
+/// Long polls waiting at once on this node, at most: half the HTTP
+/// connections (`http_limits::MAX_CONNECTIONS`), so waiters can never hold
+/// every connection and leave nobody else a way in.
+pub const MAX_WAITERS: usize = 512;
+const _: () = assert!(MAX_WAITERS <= crate::http_limits::MAX_CONNECTIONS / 2);
 /// Long polls one client address may hold at once, at most.
 pub const MAX_WAITERS_PER_CLIENT: usize = 256;
 /// Largest view relayed from the leader to a node outside Raft, bytes.

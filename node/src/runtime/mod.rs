@@ -45,6 +45,7 @@ mod state;
 
 pub use crate::admission::AdmissionSettings;
 pub use crate::messages::{MissionView, SubmitError};
+pub use missions::{MAX_WAITERS, MAX_WAITERS_PER_CLIENT};
 pub use state::WaiterSlot;
 use state::{ExecState, SchedState, Views};
 
