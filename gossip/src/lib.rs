@@ -52,6 +52,15 @@ pub enum NetworkEvent {
     },
     /// We listen on a new address (`/p2p/` suffix not included).
     ListenAddr(String),
+    /// An admitted peer subscribed to a topic we are on: what we publish
+    /// there reaches it from now on (a first advert sent before this was
+    /// lost on it).
+    Subscribed {
+        /// The peer.
+        peer: PeerName,
+        /// The topic.
+        topic: String,
+    },
     /// A message published on a topic we subscribe to.
     Message {
         /// Who published it.

@@ -127,6 +127,8 @@ impl Node {
             shell.view = Some(Arc::new(view));
         }
         self.inner.network.admit_only(allowed, banned);
+        // Adverts sent before (a joiner's, refused until now) count from here.
+        self.inner.view.lock().expect("view lock").advert_due = true;
     }
 
     /// Who may use this node's HTTP API: holders of the mesh's token (or

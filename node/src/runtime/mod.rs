@@ -143,6 +143,10 @@ struct LocalView {
     gate: ElectionGate,
     /// The advert last published.
     last_advert: Option<NodeAdvert>,
+    /// Send the advert at the next tick even if unchanged: a peer just
+    /// subscribed to adverts, or admission changed (an advert sent before
+    /// reached nobody, or was refused).
+    advert_due: bool,
     /// How many of the adverts heard show queued tasks (nothing to steal at 0).
     adverts_with_queue: usize,
 }
@@ -785,6 +789,11 @@ impl Node {
             match event {
                 NetworkEvent::ListenAddr(addr) => self.add_listen_addr(addr),
                 NetworkEvent::PeerUp { .. } | NetworkEvent::PeerDown { .. } => {}
+                NetworkEvent::Subscribed { topic, .. } => {
+                    if topic == ADVERT_TOPIC {
+                        self.inner.view.lock().expect("view lock").advert_due = true;
+                    }
+                }
                 NetworkEvent::Message { from, topic, data } => {
                     self.on_message(&from, &topic, &data)
                 }
@@ -1350,7 +1359,8 @@ impl Node {
         // and every 16th when idle (peers only need to know the node is up;
         // this bounds the all-to-all gossip of a large mesh).
         let refresh = if self.load().queued > 0 { 4 } else { 16 };
-        self.publish_advert(tick.is_multiple_of(refresh));
+        let due = std::mem::take(&mut self.inner.view.lock().expect("view lock").advert_due);
+        self.publish_advert(due || tick.is_multiple_of(refresh));
         if leading {
             self.publish_leader_advert(&metrics);
             if tick.is_multiple_of(10) {
