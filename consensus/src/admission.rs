@@ -170,6 +170,12 @@ pub enum AdmissionCommand {
         /// Leader's clock.
         at_ms: u64,
     },
+    /// A new HTTP API token: the old one is refused from now on (every
+    /// node writes the new one to its token file as the change reaches it).
+    RotateApiToken {
+        /// The new token.
+        api_token: String,
+    },
 }
 
 impl Admission {
@@ -200,11 +206,7 @@ impl Admission {
                 }
                 check_secret(secret)?;
                 check_peer(founder)?;
-                if !API_TOKEN_BYTES.contains(&api_token.len())
-                    || !api_token.bytes().all(|b| b.is_ascii_graphic())
-                {
-                    return Err("the API token is not 32..=128 visible characters".into());
-                }
+                check_api_token(api_token)?;
                 self.api_token = Some(ApiToken(api_token.clone()));
                 self.secret = Some(JoinSecret {
                     key: secret.clone(),
@@ -340,8 +342,34 @@ impl Admission {
                 self.version += 1;
                 Ok(())
             }
+            AdmissionCommand::RotateApiToken { api_token } => {
+                if self.secret.is_none() {
+                    return Err(
+                        "the mesh is open (started with --open): its API has no token to rotate"
+                            .into(),
+                    );
+                }
+                check_api_token(api_token)?;
+                if self
+                    .api_token
+                    .as_ref()
+                    .is_some_and(|current| current.0 == *api_token)
+                {
+                    return Err("the new API token equals the current one".into());
+                }
+                self.api_token = Some(ApiToken(api_token.clone()));
+                self.version += 1;
+                Ok(())
+            }
         }
     }
+}
+
+fn check_api_token(token: &str) -> Result<(), String> {
+    if !API_TOKEN_BYTES.contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the API token is not 32..=128 visible characters".into());
+    }
+    Ok(())
 }
 
 fn check_secret(secret: &[u8]) -> Result<(), String> {
@@ -488,6 +516,29 @@ mod tests {
         assert!(admit(&mut admission, "q", "t", 4).is_err());
         token(&mut admission, "t2", None, None);
         admit(&mut admission, "q", "t2", 5).unwrap();
+    }
+
+    #[test]
+    fn the_api_token_rotates_on_a_guarded_mesh_only_and_only_to_a_new_valid_one() {
+        let mut admission = guarded();
+        let before = admission.api_token.clone().unwrap();
+        let version = admission.version;
+        let rotate = |token: &str| AdmissionCommand::RotateApiToken {
+            api_token: token.into(),
+        };
+        let error = admission.apply(&rotate(&before.0)).unwrap_err();
+        assert!(error.contains("equals"), "{error}");
+        assert!(admission.apply(&rotate("short")).is_err());
+        assert!(admission.apply(&rotate(&"b c".repeat(20))).is_err());
+        assert_eq!(admission.version, version, "a refusal changes nothing");
+        admission.apply(&rotate(&"c".repeat(64))).unwrap();
+        assert_eq!(admission.api_token.as_ref().unwrap().0, "c".repeat(64));
+        assert_eq!(admission.version, version + 1, "the view moves on");
+        assert!(admission.allows("founder"));
+        let error = Admission::default()
+            .apply(&rotate(&"d".repeat(64)))
+            .unwrap_err();
+        assert!(error.contains("open"), "{error}");
     }
 
     #[test]

@@ -120,6 +120,28 @@ pub(crate) async fn token_rotate(api: &str) -> Result<u8, NodeError> {
     act(api, reqwest::Method::POST, "/api/admission/rotate", done).await
 }
 
+/// `coditect token rotate-api`: prints the new API token alone on stdout.
+pub(crate) async fn api_token_rotate(api: &str) -> Result<u8, NodeError> {
+    let response = http()?
+        .post(api_url(api, "/api/admission/api-token/rotate")?)
+        .send()
+        .await
+        .map_err(unreachable(api))?;
+    let body: serde_json::Value = check(api, response)
+        .await?
+        .json()
+        .await
+        .map_err(|error| NodeError::Failed(format!("{api} answered no JSON: {error}")))?;
+    let token = body["api_token"]
+        .as_str()
+        .ok_or_else(|| NodeError::Failed(format!("{api} answered no API token")))?;
+    println!("{token}");
+    eprintln!(
+        "API token rotated: the old one is refused from now on; every node writes the new one to its DATA_DIR/api-token as the change reaches it (clients reading that file, or --api-token-file, follow)"
+    );
+    Ok(0)
+}
+
 /// `coditect peer revoke PEER_ID`.
 pub(crate) async fn peer_revoke(api: &str, peer: &str) -> Result<u8, NodeError> {
     let done =

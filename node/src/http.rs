@@ -88,6 +88,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/api/admission/rotate", axum::routing::post(rotate_secret))
+        .route(
+            "/api/admission/api-token/rotate",
+            axum::routing::post(rotate_api_token),
+        )
         .route("/api/peers/{peer}", axum::routing::delete(revoke_peer))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
@@ -482,6 +486,24 @@ async fn revoke_token(
 
 async fn rotate_secret(State(state): State<ApiState>) -> Response {
     admission_done(&state, AdmissionAction::Rotate).await
+}
+
+/// `POST /api/admission/api-token/rotate`: a new API token for the whole
+/// mesh, in the answer (`{"api_token": ...}`); the one this request used
+/// is refused from now on.
+async fn rotate_api_token(State(state): State<ApiState>) -> Response {
+    match state.node.admission(AdmissionAction::RotateApiToken).await {
+        Ok(Some(token)) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({ "api_token": token })),
+        )
+            .into_response(),
+        Ok(None) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the leader made no API token",
+        ),
+        Err(problem) => submit_error(problem),
+    }
 }
 
 async fn revoke_peer(

@@ -185,6 +185,14 @@ enum TokenCommand {
         #[arg(long, default_value = "http://127.0.0.1:7070")]
         api: String,
     },
+    /// Rotate the HTTP API token of the whole mesh: prints the new one alone
+    /// on stdout; the old one is refused from then on, and every node keeps
+    /// the new one in its DATA_DIR/api-token
+    RotateApi {
+        /// The node's HTTP API
+        #[arg(long, default_value = "http://127.0.0.1:7070")]
+        api: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -311,6 +319,9 @@ fn main() -> ExitCode {
         }
         Commands::Token(TokenCommand::Rotate { api }) => {
             runtime.block_on(admission_client::token_rotate(&api))
+        }
+        Commands::Token(TokenCommand::RotateApi { api }) => {
+            runtime.block_on(admission_client::api_token_rotate(&api))
         }
         Commands::Peer(PeerCommand::Revoke { peer, api }) => {
             runtime.block_on(admission_client::peer_revoke(&api, &peer))

@@ -265,6 +265,8 @@ pub enum AdmissionAction {
     RevokePeer(String),
     /// A new join secret: admitted peers stay, every token is void.
     Rotate,
+    /// A new HTTP API token (answered with it); the old one is void.
+    RotateApiToken,
 }
 
 impl NodeRequest {

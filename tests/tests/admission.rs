@@ -692,6 +692,78 @@ fn a_stranger_flooding_requests_is_answered_busy_while_members_are_served() {
     ));
 }
 
+/// `GET /api/missions` on `node` with `token` as the bearer; the status code.
+fn code_with(node: &NodeProcess, token: &str) -> u16 {
+    let bearer = format!("Bearer {token}");
+    coditect_tests::http_exchange_with(
+        "GET",
+        &node.http,
+        "/api/missions",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )
+    .map(|(code, _)| code)
+    .unwrap_or(0)
+}
+
+#[test]
+fn the_api_token_rotates_for_the_whole_mesh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (founder, boot) = guarded_founder(dir.path(), &[]);
+    let text = token(&founder, &[]);
+    let follower = join_node(dir.path(), "n1", &boot, Some(&text), &[]);
+    let old = founder.api_token().expect("a token");
+    wait_for(
+        Duration::from_secs(30),
+        "the follower to keep the mesh's token",
+        || (follower.api_token().as_deref() == Some(old.as_str())).then_some(()),
+    );
+    assert_eq!(code_with(&follower, &old), 200);
+
+    // Asked of the follower (it goes to the leader), with the old token.
+    let mut args = vec![
+        "token".to_string(),
+        "rotate-api".into(),
+        "--api".into(),
+        follower.api(),
+    ];
+    args.extend(follower.auth_args());
+    let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let new = stdout.trim().to_string();
+    assert!(
+        new.len() >= 32 && !new.contains('\n') && new != old,
+        "stdout is the new token alone: {new:?}"
+    );
+    assert!(stderr.contains("refused from now on"), "{stderr}");
+
+    // Every node takes the new token, keeps it in its file, and refuses the old.
+    for node in [&founder, &follower] {
+        wait_for(
+            Duration::from_secs(15),
+            "the old token to be refused",
+            || (code_with(node, &old) == 401).then_some(()),
+        );
+        assert_eq!(code_with(node, &new), 200);
+        wait_for(Duration::from_secs(15), "the new token in the file", || {
+            (node.api_token().as_deref() == Some(new.as_str())).then_some(())
+        });
+    }
+    // A client that reads the token file follows without being told.
+    let (code, stderr) = cli_status(&founder, &founder.auth_args(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    // Without any token the rotation itself is refused.
+    let (code, _) = coditect_tests::http_exchange(
+        "POST",
+        &founder.http,
+        "/api/admission/api-token/rotate",
+        b"",
+    )
+    .unwrap();
+    assert_eq!(code, 401);
+    assert_eq!(founder.api_token().as_deref(), Some(new.as_str()));
+}
+
 /// Runs `coditect status --api` against `node` with `extra` flags and
 /// environment; returns (exit code, stderr).
 fn cli_status(node: &NodeProcess, extra: &[String], env: &[(&str, &str)]) -> (i32, String) {

@@ -401,6 +401,21 @@ impl Node {
                 )
                 .await
             }
+            AdmissionAction::RotateApiToken => {
+                let api_token: String = (0..4)
+                    .map(|_| format!("{:016x}", self.inner.env.random_u64()))
+                    .collect();
+                let command = AdmissionCommand::RotateApiToken {
+                    api_token: api_token.clone(),
+                };
+                match self.admission_write(command, refused).await {
+                    NodeResponse::Ack => {
+                        tracing::info!("the HTTP API token was rotated");
+                        NodeResponse::TokenCreated(api_token)
+                    }
+                    other => other,
+                }
+            }
             AdmissionAction::RevokePeer(peer) => {
                 if peer == self.inner.peer_id {
                     return NodeResponse::Refused(SubmitError::Conflict(
