@@ -719,13 +719,13 @@ impl Driver {
                     }
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
-                if self.hears(&peer_id) {
-                    self.emit(NetworkEvent::Subscribed {
-                        peer: peer_id.to_base58(),
-                        topic: topic.into_string(),
-                    });
-                }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if self.hears(&peer_id) =>
+            {
+                self.emit(NetworkEvent::Subscribed {
+                    peer: peer_id.to_base58(),
+                    topic: topic.into_string(),
+                });
             }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message,
