@@ -7,7 +7,11 @@
 //! reads them), `wire` (a request frame body, then its payload), `toml` and
 //! `markdown` (missions, parsed and validated), `tree` (workspace tree
 //! manifests), `http-auth` (the API guard over random headers),
-//! `join-token` (token text), or `all`. Inputs are random bytes and
+//! `join-token` (token text), `http` (request bodies POSTed to a live
+//! `coditect node --open` on 127.0.0.1: missions as TOML and markdown, the
+//! JSON of `/api/blobs/missing`, `/api/tokens` and `/api/plan`, raw blobs;
+//! any 5xx but 503 is a finding, and so is the node not answering), or
+//! `all` (every in-process target). Inputs are random bytes and
 //! mutations (bit flips, inserted, deleted and repeated runs, splices,
 //! truncations) of valid encodings. Each input runs under `catch_unwind`
 //! and a clock: a panic, or an input taking longer than 2 s, stops the run
@@ -29,6 +33,74 @@ use coditect_node::messages::{
 
 /// The longest an input may take before it counts as a hang.
 const HANG: Duration = Duration::from_secs(2);
+/// The same over HTTP, where the node may be busy with earlier inputs.
+const HTTP_HANG: Duration = Duration::from_secs(10);
+
+/// Where the `http` target sends an input (its first byte picks one).
+const HTTP_ENDPOINTS: [(&str, Option<&str>); 6] = [
+    ("/api/missions", Some("application/toml")),
+    ("/api/missions", Some("text/markdown")),
+    ("/api/blobs/missing", Some("application/json")),
+    ("/api/tokens", Some("application/json")),
+    ("/api/plan", Some("application/json")),
+    ("/api/blobs", None),
+];
+
+/// The node the `http` target talks to (started on first use) and its data dir.
+static HTTP_NODE: std::sync::Mutex<Option<(tempfile::TempDir, coditect_tests::NodeProcess)>> =
+    std::sync::Mutex::new(None);
+
+/// Runs `f` with the `http` target's node, starting it first if need be.
+fn with_http_node<T>(f: impl FnOnce(&coditect_tests::NodeProcess) -> T) -> T {
+    // A finding panics while the lock is held; the node is still fine.
+    let mut held = HTTP_NODE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (_, node) = held.get_or_insert_with(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flags: Vec<String> = ["--http-rate-limit", "0", "--heartbeat-ms", "100"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let node = coditect_tests::NodeProcess::start(&dir.path().join("n0"), "n0", &flags);
+        coditect_tests::wait_for(Duration::from_secs(60), "the fuzzed node to lead", || {
+            node.status()?["leader"].as_str().map(|_| ())
+        });
+        (dir, node)
+    });
+    f(node)
+}
+
+/// Stops the `http` target's node and removes its data dir.
+fn stop_http_node() {
+    let mut held = HTTP_NODE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    held.take();
+}
+
+/// The node's peak resident set (`VmHWM`), MiB.
+fn node_peak_rss_mib(pid: u32) -> u64 {
+    node_rss_mib(pid, "VmHWM:")
+}
+
+/// A memory field of the node's `/proc/PID/status`, MiB.
+fn node_rss_mib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let rest = line.strip_prefix(field)?;
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
 
 /// splitmix64: small, fast, seeded.
 struct Rng(u64);
@@ -198,6 +270,25 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
         "join-token" => vec![coditect_node::admission::JoinToken::derive(&[1; 32], 1, "0123456789abcdef")
             .to_text()
             .into_bytes()],
+        "http" => {
+            // First byte: the endpoint; the rest: its body.
+            let with = |endpoint: u8, body: &[u8]| {
+                let mut input = vec![endpoint];
+                input.extend_from_slice(body);
+                input
+            };
+            let mut all: Vec<Vec<u8>> = corpus("toml").iter().map(|body| with(0, body)).collect();
+            all.extend(corpus("markdown").iter().take(8).map(|body| with(1, body)));
+            all.push(with(
+                2,
+                format!("{{\"digests\": [\"sha256:{}\", \"sha256:{}\"]}}", "0".repeat(64), "a".repeat(64))
+                    .as_bytes(),
+            ));
+            all.push(with(3, br#"{"ttl_secs": 3600, "uses": 2}"#));
+            all.push(with(4, br#"{"goal": "Fix the crash in fib(0)", "files": ["src/fib.py"]}"#));
+            all.push(with(5, b"some bytes to keep"));
+            all
+        }
         other => panic!("unknown target {other}"),
     }
 }
@@ -262,6 +353,30 @@ fn run(target: &str, input: &[u8]) {
                 assert_eq!(again.to_text(), token.to_text());
             }
         }
+        "http" => {
+            let Some((&pick, body)) = input.split_first() else {
+                return;
+            };
+            // FUZZ_HTTP_ENDPOINT=N sends every input to endpoint N.
+            let pick = std::env::var("FUZZ_HTTP_ENDPOINT")
+                .ok()
+                .and_then(|n| n.parse::<u8>().ok())
+                .unwrap_or(pick);
+            let (path, content_type) = HTTP_ENDPOINTS[pick as usize % HTTP_ENDPOINTS.len()];
+            let headers: Vec<(&str, &str)> = content_type
+                .map(|t| ("Content-Type", t))
+                .into_iter()
+                .collect();
+            let (code, answer) = with_http_node(|node| {
+                coditect_tests::http_exchange_with("POST", &node.http, path, &headers, body)
+            })
+            .unwrap_or_else(|error| panic!("POST {path}: the node did not answer: {error}"));
+            assert!(
+                code < 500 || code == 503,
+                "POST {path} answered {code}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
         other => panic!("unknown target {other}"),
     }
 }
@@ -299,23 +414,53 @@ fn fuzz(target: &str, iterations: u64, seed: u64) -> bool {
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(target, &input)));
         let took = began.elapsed();
         slowest = slowest.max(took);
+        let hang = if target == "http" { HTTP_HANG } else { HANG };
         let finding = match outcome {
             Err(_) => Some("panicked"),
-            Ok(()) if took > HANG => Some("took longer than 2 s"),
+            Ok(()) if took > hang => Some("took too long"),
             Ok(()) => None,
         };
         if let Some(what) = finding {
+            if target == "http" {
+                stop_http_node();
+            }
             let file = format!("fuzz-{target}-{iteration}.bin");
             let _ = std::fs::write(&file, &input);
             eprintln!("{target}: input {iteration} {what} (after {took:?}); saved to {file}");
             return false;
         }
         if last_report.elapsed() > Duration::from_secs(10) {
-            eprintln!("{target}: {iteration} of {iterations}...");
+            if target == "http" {
+                let (rss, missions) = with_http_node(|node| {
+                    let rss = node_rss_mib(node.pid(), "VmRSS:");
+                    let missions = node
+                        .status()
+                        .and_then(|status| status["missions"].as_u64())
+                        .unwrap_or(0);
+                    (rss, missions)
+                });
+                eprintln!("{target}: {iteration} of {iterations}... (node RSS {rss} MiB, {missions} missions)");
+            } else {
+                eprintln!("{target}: {iteration} of {iterations}...");
+            }
             last_report = Instant::now();
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    if target == "http" {
+        let (up, peak) = with_http_node(|node| {
+            (
+                node.get_code("/healthz") == Some(200),
+                node_peak_rss_mib(node.pid()),
+            )
+        });
+        stop_http_node();
+        if !up {
+            eprintln!("http: the node stopped answering /healthz");
+            return false;
+        }
+        println!("http: the node's peak RSS {peak} MiB after {iterations} requests");
+    }
     println!(
         "{target}: {iterations} iterations in {secs:.1} s ({:.0}/s), seed {seed}, no panic, no hang; slowest input {:.1} ms; peak RSS {} MiB",
         iterations as f64 / secs.max(1e-9),
@@ -344,10 +489,11 @@ fn main() {
     ];
     let chosen: Vec<&str> = match args.first().map(String::as_str) {
         Some("all") => targets.to_vec(),
+        Some("http") => vec!["http"],
         Some(target) if targets.contains(&target) => vec![target],
         _ => {
             eprintln!(
-                "usage: fuzz {}|all --iterations N [--seed S]",
+                "usage: fuzz {}|http|all --iterations N [--seed S]",
                 targets.join("|")
             );
             std::process::exit(2);

@@ -13,6 +13,25 @@
 /// thousands.
 pub const MAX_TASKS_PER_MISSION: usize = 50_000;
 
+/// Most tasks of unfinished missions the mesh holds at once (two missions
+/// of the largest size). Every voter keeps them in memory until their
+/// missions end, and a mission whose tasks need what no node offers never
+/// does, so without this a client could fill the voters' memory with
+/// missions that wait forever. A submission past it is refused with 503
+/// (nothing committed; try again once missions finish, or cancel some).
+pub const MAX_UNFINISHED_TASKS: usize = 100_000;
+
+/// Whether a mission of `adding` tasks fits next to `unfinished` tasks of
+/// unfinished missions: `Err` names both numbers and the cap.
+pub fn room_for(unfinished: usize, adding: usize) -> Result<(), String> {
+    if unfinished.saturating_add(adding) > MAX_UNFINISHED_TASKS {
+        return Err(format!(
+            "the mesh holds {unfinished} tasks of unfinished missions and this mission adds {adding}, over the cap of {MAX_UNFINISHED_TASKS}; wait for missions to finish or cancel some"
+        ));
+    }
+    Ok(())
+}
+
 /// Longest chain of not-done tasks each waiting on the one before: a
 /// chain runs one task at a time, so past this it is a loop written as a
 /// graph (a spec-kit tasklist of sequential tasks is a few hundred long).
@@ -75,3 +94,24 @@ pub const MAX_TIMEOUT_MS: u64 = coditect_sandbox::MAX_TIMEOUT_MS;
 /// Largest `output_mb` a task may ask for; see
 /// [`coditect_sandbox::MAX_OUTPUT_MB`].
 pub const MAX_OUTPUT_MB: u64 = coditect_sandbox::MAX_OUTPUT_MB;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_for_unfinished_tasks_is_the_cap_exactly() {
+        assert!(room_for(0, MAX_UNFINISHED_TASKS).is_ok());
+        assert!(room_for(MAX_UNFINISHED_TASKS - 10, 10).is_ok());
+        let error = room_for(MAX_UNFINISHED_TASKS - 10, 11).unwrap_err();
+        assert!(
+            error.contains("99990 tasks") && error.contains("adds 11"),
+            "{error}"
+        );
+        assert!(error.contains(&MAX_UNFINISHED_TASKS.to_string()), "{error}");
+        assert!(room_for(usize::MAX, 1).is_err(), "no overflow");
+        // Two of the largest missions fit, a third does not.
+        assert!(room_for(MAX_TASKS_PER_MISSION, MAX_TASKS_PER_MISSION).is_ok());
+        assert!(room_for(2 * MAX_TASKS_PER_MISSION, 1).is_err());
+    }
+}

@@ -1107,6 +1107,19 @@ impl Node {
                 return Ok(id);
             }
         }
+        // Room in the mesh: unfinished missions are kept whole on every voter.
+        let unfinished = self.state(|state| {
+            state
+                .missions
+                .values()
+                .filter(|mission| {
+                    mission.state == coditect_consensus::mission::MissionState::Running
+                })
+                .map(|mission| mission.tasks.len())
+                .sum::<usize>()
+        });
+        crate::mission::caps::room_for(unfinished, tasks.len())
+            .map_err(SubmitError::Unavailable)?;
         // Validation and chunking in one trip off the runtime.
         let forwarded = hint.is_some();
         let (name, mut chunks) = self
