@@ -417,8 +417,37 @@ pub enum ApiAccess {
     Pending,
 }
 
+/// Whether a leader advert of `term` replaces the one held, if any: `held`
+/// is its term and age. A newer or equal term replaces it; so does any
+/// advert once the held one is older than `fresh` (a node that heard a
+/// bogus high term from a voter, or a leader that restarted its term
+/// count, is not deaf to the real leader for good).
+pub fn replaces_leader_advert(held: Option<(u64, Duration)>, term: u64, fresh: Duration) -> bool {
+    match held {
+        None => true,
+        Some((held_term, age)) => term >= held_term || age > fresh,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_stale_leader_advert_gives_way_even_to_a_lower_term() {
+        let fresh = Duration::from_millis(500);
+        assert!(replaces_leader_advert(None, 1, fresh));
+        assert!(replaces_leader_advert(Some((3, Duration::ZERO)), 3, fresh));
+        assert!(!replaces_leader_advert(
+            Some((u64::MAX, Duration::from_millis(100))),
+            4,
+            fresh
+        ));
+        assert!(replaces_leader_advert(
+            Some((u64::MAX, Duration::from_millis(501))),
+            4,
+            fresh
+        ));
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -431,15 +431,8 @@ fn fuzz(target: &str, iterations: u64, seed: u64) -> bool {
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             if target == "http" {
-                let (rss, missions) = with_http_node(|node| {
-                    let rss = node_rss_mib(node.pid(), "VmRSS:");
-                    let missions = node
-                        .status()
-                        .and_then(|status| status["missions"].as_u64())
-                        .unwrap_or(0);
-                    (rss, missions)
-                });
-                eprintln!("{target}: {iteration} of {iterations}... (node RSS {rss} MiB, {missions} missions)");
+                let rss = with_http_node(|node| node_rss_mib(node.pid(), "VmRSS:"));
+                eprintln!("{target}: {iteration} of {iterations}... (node RSS {rss} MiB)");
             } else {
                 eprintln!("{target}: {iteration} of {iterations}...");
             }

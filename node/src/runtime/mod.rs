@@ -881,11 +881,12 @@ impl Node {
                 }
                 self.inner.addresses.learn(from, &advert.leader.addrs);
                 let mut view = self.inner.view.lock().expect("view lock");
-                let newer = view
+                let held = view
                     .leader_advert
                     .as_ref()
-                    .is_none_or(|(current, _)| advert.term >= current.term);
-                if newer {
+                    .map(|(current, at)| (current.term, now.saturating_sub(*at)));
+                let fresh = self.inner.heartbeat * 5;
+                if crate::admission::replaces_leader_advert(held, advert.term, fresh) {
                     view.leader_advert = Some((advert, now));
                 }
             }
