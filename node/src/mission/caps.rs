@@ -8,7 +8,8 @@
 //! cannot make a node allocate, store or replicate without bound.
 
 /// Most tasks in one mission. A large mission is staged over several Raft
-/// entries and every voter keeps it in memory (about 1 KiB a task); the
+/// entries and every voter keeps it in memory (about 2.5 KiB a task,
+/// measured on a 50,000-task mission of pending tasks); the
 /// largest seed tasklist has a few hundred tasks, generated sweeps tens of
 /// thousands.
 pub const MAX_TASKS_PER_MISSION: usize = 50_000;
