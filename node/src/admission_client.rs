@@ -59,21 +59,10 @@ pub(crate) async fn token_create(
     if uses == Some(0) {
         return Err(NodeError::BadInput("--uses must be at least 1".into()));
     }
-    let client = http()?;
-    let response = client
+    let request = http()?
         .post(api_url(api, "/api/tokens")?)
-        .json(&serde_json::json!({"ttl_secs": ttl_secs, "uses": uses}))
-        .send()
-        .await
-        .map_err(unreachable(api))?;
-    let body: serde_json::Value = check(api, response)
-        .await?
-        .json()
-        .await
-        .map_err(|error| NodeError::Failed(format!("{api} answered no JSON: {error}")))?;
-    let token = body["token"]
-        .as_str()
-        .ok_or_else(|| NodeError::Failed(format!("{api} answered no token")))?;
+        .json(&serde_json::json!({"ttl_secs": ttl_secs, "uses": uses}));
+    let (body, token) = text_answer(api, request, "token").await?;
     println!("{token}");
     let validity = match ttl_secs {
         Some(secs) => format!("valid for {secs} s"),
@@ -88,6 +77,26 @@ pub(crate) async fn token_create(
         body["id"].as_str().unwrap_or("?")
     );
     Ok(0)
+}
+
+/// Sends `request` and reads the text field `field` of its JSON answer;
+/// the whole answer too.
+async fn text_answer(
+    api: &str,
+    request: reqwest::RequestBuilder,
+    field: &str,
+) -> Result<(serde_json::Value, String), NodeError> {
+    let response = request.send().await.map_err(unreachable(api))?;
+    let body: serde_json::Value = check(api, response)
+        .await?
+        .json()
+        .await
+        .map_err(|error| NodeError::Failed(format!("{api} answered no JSON: {error}")))?;
+    let text = body[field]
+        .as_str()
+        .ok_or_else(|| NodeError::Failed(format!("{api} answered no {field}")))?
+        .to_string();
+    Ok((body, text))
 }
 
 /// Sends one body-less admission request and says what it did.
@@ -122,19 +131,8 @@ pub(crate) async fn token_rotate(api: &str) -> Result<u8, NodeError> {
 
 /// `coditect token rotate-api`: prints the new API token alone on stdout.
 pub(crate) async fn api_token_rotate(api: &str) -> Result<u8, NodeError> {
-    let response = http()?
-        .post(api_url(api, "/api/admission/api-token/rotate")?)
-        .send()
-        .await
-        .map_err(unreachable(api))?;
-    let body: serde_json::Value = check(api, response)
-        .await?
-        .json()
-        .await
-        .map_err(|error| NodeError::Failed(format!("{api} answered no JSON: {error}")))?;
-    let token = body["api_token"]
-        .as_str()
-        .ok_or_else(|| NodeError::Failed(format!("{api} answered no API token")))?;
+    let request = http()?.post(api_url(api, "/api/admission/api-token/rotate")?);
+    let (_, token) = text_answer(api, request, "api_token").await?;
     println!("{token}");
     eprintln!(
         "API token rotated: the old one is refused from now on; every node writes the new one to its DATA_DIR/api-token as the change reaches it (clients reading that file, or --api-token-file, follow)"

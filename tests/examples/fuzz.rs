@@ -79,27 +79,9 @@ fn stop_http_node() {
     held.take();
 }
 
-/// The node's peak resident set (`VmHWM`), MiB.
-fn node_peak_rss_mib(pid: u32) -> u64 {
-    node_rss_mib(pid, "VmHWM:")
-}
-
-/// A memory field of the node's `/proc/PID/status`, MiB.
-fn node_rss_mib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                let rest = line.strip_prefix(field)?;
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-        })
-        .map(|kib| kib / 1024)
-        .unwrap_or(0)
+/// A memory field of `/proc/PROCESS/status` (a pid, or `self`), MiB.
+fn memory_mib(process: &str, field: &str) -> u64 {
+    coditect_tests::proc_memory_kib(process, field) / 1024
 }
 
 /// splitmix64: small, fast, seeded.
@@ -382,21 +364,7 @@ fn run(target: &str, input: &[u8]) {
 }
 
 fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix("VmHWM:").and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-            })
-        })
-        .map(|kib| kib / 1024)
-        .unwrap_or(0)
+    memory_mib("self", "VmHWM")
 }
 
 fn fuzz(target: &str, iterations: u64, seed: u64) -> bool {
@@ -431,7 +399,7 @@ fn fuzz(target: &str, iterations: u64, seed: u64) -> bool {
         }
         if last_report.elapsed() > Duration::from_secs(10) {
             if target == "http" {
-                let rss = with_http_node(|node| node_rss_mib(node.pid(), "VmRSS:"));
+                let rss = with_http_node(|node| memory_mib(&node.pid().to_string(), "VmRSS"));
                 eprintln!("{target}: {iteration} of {iterations}... (node RSS {rss} MiB)");
             } else {
                 eprintln!("{target}: {iteration} of {iterations}...");
@@ -444,7 +412,7 @@ fn fuzz(target: &str, iterations: u64, seed: u64) -> bool {
         let (up, peak) = with_http_node(|node| {
             (
                 node.get_code("/healthz") == Some(200),
-                node_peak_rss_mib(node.pid()),
+                memory_mib(&node.pid().to_string(), "VmHWM"),
             )
         });
         stop_http_node();

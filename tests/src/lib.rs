@@ -460,6 +460,20 @@ impl Drop for NodeProcess {
     }
 }
 
+/// A memory field (`VmRSS`, `VmHWM`, ...) of `/proc/PROCESS/status`, KiB;
+/// `process` is a pid or `self`. 0 when it cannot be read.
+pub fn proc_memory_kib(process: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{process}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+                rest.trim().trim_end_matches("kB").trim().parse().ok()
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// Strings of a JSON array field.
 pub fn string_list(value: &serde_json::Value, key: &str) -> Vec<String> {
     let mut list: Vec<String> = value[key]

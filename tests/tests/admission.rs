@@ -528,8 +528,9 @@ fn forbidden(answer: &NodeResponse) -> &str {
     }
 }
 
-#[test]
-fn every_request_is_checked_against_its_sender() {
+/// A guarded founder and a follower admitted with a join token, once the
+/// follower is a Raft member; the data dir and the token used.
+fn founder_and_member() -> (tempfile::TempDir, NodeProcess, NodeProcess, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (founder, boot) = guarded_founder(dir.path(), &[]);
     let text = token(&founder, &[]);
@@ -543,6 +544,12 @@ fn every_request_is_checked_against_its_sender() {
                 .then_some(())
         },
     );
+    (dir, founder, follower, text)
+}
+
+#[test]
+fn every_request_is_checked_against_its_sender() {
+    let (_dir, founder, follower, text) = founder_and_member();
 
     // A stranger gets nothing but the join exchange.
     let rogue = Rogue::new();
@@ -636,19 +643,7 @@ fn every_request_is_checked_against_its_sender() {
 
 #[test]
 fn a_stranger_flooding_requests_is_answered_busy_while_members_are_served() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (founder, boot) = guarded_founder(dir.path(), &[]);
-    let text = token(&founder, &[]);
-    let follower = join_node(dir.path(), "n1", &boot, Some(&text), &[]);
-    wait_for(
-        Duration::from_secs(30),
-        "the follower to be a member",
-        || {
-            members(&founder.status()?)
-                .contains(&follower.peer_id)
-                .then_some(())
-        },
-    );
+    let (_dir, founder, follower, _) = founder_and_member();
     // 300 join challenges at once from one peer id that is not admitted:
     // a few are served, the rest answered busy at once, not queued.
     let refused_so_far = |node: &NodeProcess| -> f64 {

@@ -553,16 +553,11 @@ fn a_node_outside_raft_reads_a_view_larger_than_a_frame_part_by_part() {
 
 /// The node's resident set now and at its peak, KiB (`/proc/PID/status`).
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let pid = pid.to_string();
+    (
+        coditect_tests::proc_memory_kib(&pid, "VmRSS"),
+        coditect_tests::proc_memory_kib(&pid, "VmHWM"),
+    )
 }
 
 /// One long poll from `source` (a loopback address of its own, as a
