@@ -108,6 +108,7 @@ pub struct SandboxRunner {
     pub work_dir: PathBuf,
     /// Work directories not in use, kept for the next run: creating and
     /// deleting directories per task costs more than a no-op task itself.
+    /// Each was emptied after its last run, off that run's path.
     pub idle_dirs: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
     /// The node's language model, granted to tasks that require `llm`.
     pub llm: Option<std::sync::Arc<crate::llm::service::LlmService>>,
@@ -145,30 +146,35 @@ impl TaskRunner for SandboxRunner {
         let blobs = self.blobs.clone();
         let idle = self.idle_dirs.clone();
         let llm = self.llm.clone();
-        let dir = idle
-            .lock()
-            .expect("work dirs lock")
-            .pop()
-            .unwrap_or_else(|| {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.work_dir.join(format!("w{n}"))
-            });
+        let reused = idle.lock().expect("work dirs lock").pop();
+        let clean = reused.is_some();
+        let dir = reused.unwrap_or_else(|| {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.work_dir.join(format!("w{n}"))
+        });
         // The work dir lives in the data dir; neither is named to users.
         let data_dir = self.work_dir.parent().map(Path::to_path_buf);
         Box::pin(async move {
-            let report = run_assignment(
+            let report = run_in_dir(
                 node,
                 &sandbox,
                 &blobs,
                 source.as_ref(),
                 &dir,
+                clean,
                 &assignment,
                 llm.as_ref(),
                 cancel,
             )
             .await;
-            idle.lock().expect("work dirs lock").push(dir);
+            // Emptied off the report's path; back in the pool only once
+            // empty (a directory that cannot be emptied is not used again).
+            in_background(move || {
+                if empty_run_dirs(&dir) {
+                    idle.lock().expect("work dirs lock").push(dir);
+                }
+            });
             match &data_dir {
                 Some(data_dir) => {
                     let hide = [(data_dir.display().to_string(), "<data dir>")];
@@ -351,6 +357,17 @@ async fn blob(source: &dyn BlobSource, text: &str) -> Result<Vec<u8>, WorkerErro
         .ok_or_else(|| WorkerError::MissingBlob(text.to_string()))
 }
 
+/// Runs blocking `job` on tokio's blocking pool without waiting for it (in
+/// line outside a tokio runtime), as [`blocking`] does.
+#[allow(clippy::disallowed_methods)] // production runner only: the simulation has its own
+fn in_background(job: impl FnOnce() + Send + 'static) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return job();
+    }
+    // Dropping the handle detaches the job; it still runs to its end.
+    drop(tokio::task::spawn_blocking(job));
+}
+
 /// Runs blocking work (files, fsyncs, compiling a module) on tokio's
 /// blocking pool, so the runtime that serves Raft and the network keeps its
 /// threads. The production runner is never simulated, so it may.
@@ -410,6 +427,16 @@ fn empty_dir(dir: &Path) -> Result<(), WorkerError> {
     }
 }
 
+/// The directories of work directory `dir` a run sees and leaves things in.
+fn run_dirs(dir: &Path) -> [PathBuf; 4] {
+    ["input", "output", "workspace", "channel"].map(|name| dir.join(name))
+}
+
+/// Empties every run directory of `dir`; whether all of them are empty now.
+fn empty_run_dirs(dir: &Path) -> bool {
+    run_dirs(dir).iter().all(|dir| empty_dir(dir).is_ok())
+}
+
 /// Runs `assignment` on this node (`node`) and reports how it went, in the
 /// private work directory `dir` (its `input/` and `output/` are emptied
 /// before and after the run; the directories themselves are kept for reuse).
@@ -420,6 +447,30 @@ pub async fn run_assignment(
     blobs: &BlobStore,
     source: &dyn BlobSource,
     dir: &Path,
+    assignment: &Assignment,
+    llm: Option<&std::sync::Arc<crate::llm::service::LlmService>>,
+    cancel: CancelToken,
+) -> Result<Report, WorkerError> {
+    let report = run_in_dir(
+        node, sandbox, blobs, source, dir, false, assignment, llm, cancel,
+    )
+    .await;
+    let dir = dir.to_path_buf();
+    let _ = blocking(move || empty_run_dirs(&dir)).await;
+    report
+}
+
+/// [`run_assignment`] without emptying `dir` afterwards (the caller does,
+/// off the task's path), and without emptying it first when `clean` (the
+/// caller emptied it after its last run).
+#[allow(clippy::too_many_arguments)] // as run_assignment
+async fn run_in_dir(
+    node: NodeId,
+    sandbox: &Sandbox,
+    blobs: &BlobStore,
+    source: &dyn BlobSource,
+    dir: &Path,
+    clean: bool,
     assignment: &Assignment,
     llm: Option<&std::sync::Arc<crate::llm::service::LlmService>>,
     cancel: CancelToken,
@@ -444,14 +495,10 @@ pub async fn run_assignment(
             &detail,
         ));
     }
-    let dirs = [
-        input.clone(),
-        output.clone(),
-        workspace.clone(),
-        channel.clone(),
-    ];
-    let emptied = {
-        let dirs = dirs.clone();
+    let emptied = if clean {
+        Ok(Ok(()))
+    } else {
+        let dirs = run_dirs(dir);
         blocking(move || dirs.iter().try_for_each(|dir| empty_dir(dir))).await
     };
     // A task that requires `llm` on a node that has one is granted it.
@@ -501,12 +548,6 @@ pub async fn run_assignment(
         }
         (other, _) => other,
     };
-    let _ = blocking(move || {
-        for dir in &dirs {
-            let _ = empty_dir(dir);
-        }
-    })
-    .await;
     scrub_result(prepared, &hide)
 }
 
@@ -574,10 +615,13 @@ async fn run_in(
     // the Python runtime is 26 MB.
     let digest: Option<ModuleDigest> = task.module.parse().ok();
     let cached = match digest {
-        Some(digest) => {
-            let sandbox = sandbox.clone();
-            blocking(move || sandbox.prepared(&digest)).await?
-        }
+        Some(digest) => match sandbox.prepared_in_memory(&digest) {
+            Some(prepared) => Some(prepared),
+            None => {
+                let sandbox = sandbox.clone();
+                blocking(move || sandbox.prepared(&digest)).await?
+            }
+        },
         None => None,
     };
     let prepared = match cached {

@@ -707,6 +707,12 @@ impl Sandbox {
         self.inner.prepared(digest)
     }
 
+    /// The module prepared for `digest` if it is in memory now; never
+    /// touches the disk cache, so it may be called on async runtimes.
+    pub fn prepared_in_memory(&self, digest: &ModuleDigest) -> Option<PreparedModule> {
+        self.inner.lookup_memory(digest)
+    }
+
     /// Where the compiled artifact of `digest` lives (whether or not it exists).
     pub fn cache_path(&self, digest: &ModuleDigest) -> PathBuf {
         self.inner.cache.path_for(digest)

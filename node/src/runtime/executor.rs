@@ -404,6 +404,7 @@ impl Node {
                             ready_seq: q.ready_seq,
                             requires: q.requires.clone(),
                             avoid_nodes: q.avoid.iter().copied().collect(),
+                            home: None,
                         })
                         .collect(),
                     running: advert.load.running,

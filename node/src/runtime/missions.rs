@@ -137,8 +137,11 @@ fn blames_node(kind: &str) -> bool {
     )
 }
 
-fn task_view(mission: &str, record: &TaskRecord) -> TaskView {
+/// The scheduler's view of a ready task; `home` is the node holding its
+/// inputs (the mission's origin), preferred among equally loaded nodes.
+fn task_view(mission: &str, record: &TaskRecord, home: Option<NodeId>) -> TaskView {
     TaskView {
+        home,
         id: TaskId::new(mission, record.spec.id.clone()),
         priority: record.spec.priority,
         ready_seq: record.ready_seq,
@@ -156,6 +159,12 @@ fn task_view(mission: &str, record: &TaskRecord) -> TaskView {
 fn revision_in(state: &MeshState, id: &str) -> Option<u64> {
     state.missions.get(id).map(|m| m.revision.0)
 }
+
+/// A mission text up to this size is parsed and validated in line (tens
+/// of microseconds); a larger one off the runtime that serves Raft.
+const SMALL_MISSION_BYTES: usize = 8 * 1024;
+/// A submission of up to this many tasks is checked and chunked in line.
+const SMALL_MISSION_TASKS: usize = 64;
 
 /// How often a scheduling round looks at every task instead of the index.
 const FULL_SCAN_PERIOD: Duration = Duration::from_secs(1);
@@ -217,6 +226,7 @@ fn ready_to_consider(
     struct Candidate<'a> {
         urgency: (u8, u64, &'a str, &'a str),
         record: &'a TaskRecord,
+        home: Option<NodeId>,
     }
     impl PartialEq for Candidate<'_> {
         fn eq(&self, other: &Self) -> bool {
@@ -273,6 +283,7 @@ fn ready_to_consider(
                     record.spec.id.as_str(),
                 ),
                 record,
+                home: mission.origin,
             };
             if heap.len() < *limit {
                 heap.push(candidate);
@@ -288,7 +299,7 @@ fn ready_to_consider(
         .map(|c| {
             let record = c.record;
             (
-                task_view(c.urgency.2, record),
+                task_view(c.urgency.2, record, c.home),
                 record.attempt,
                 record.reason.clone(),
             )
@@ -504,7 +515,7 @@ impl Node {
                 .violations
                 .last()
                 .map(|v| (v.attempt, v.kind.clone(), v.detail.clone())),
-            avoid: task_view(&mission.id, record)
+            avoid: task_view(&mission.id, record, None)
                 .avoid_nodes
                 .into_iter()
                 .collect(),
@@ -1122,8 +1133,9 @@ impl Node {
             .map_err(SubmitError::Unavailable)?;
         // Validation and chunking in one trip off the runtime.
         let forwarded = hint.is_some();
+        let small = tasks.len() <= SMALL_MISSION_TASKS;
         let (name, mut chunks) = self
-            .off_runtime(move || {
+            .off_runtime_unless(small, move || {
                 let mut tasks = tasks;
                 if forwarded {
                     crate::mission::check_submissions(&name, &tasks)?;
@@ -1183,7 +1195,10 @@ impl Node {
             }
         }
         let at_ms = self.inner.env.now_ms();
-        let assign = self.first_placements(chunks.iter().flatten());
+        let assign = self.first_placements(
+            chunks.iter().flatten(),
+            origin.unwrap_or(self.inner.node_id),
+        );
         let last = chunks.pop().unwrap_or_default();
         let staged = if chunks.is_empty() {
             None
@@ -1269,9 +1284,12 @@ impl Node {
     /// last round's node views (which are then charged for them), so they
     /// are assigned in the submission's own Raft entry. Empty until this
     /// leader has scheduled once; tasks left out wait for the next round.
+    /// `home` holds the blobs (the node that took the submission) and wins
+    /// ties of load.
     fn first_placements<'a>(
         &self,
         tasks: impl Iterator<Item = &'a TaskSubmission>,
+        home: NodeId,
     ) -> Vec<(String, NodeId)> {
         if !self.caught_up() {
             return Vec::new();
@@ -1285,6 +1303,7 @@ impl Node {
                 ready_seq: i as u64,
                 requires: t.requires.clone(),
                 avoid_nodes: BTreeSet::new(),
+                home: Some(home),
             })
             .collect();
         let mut sched = self.inner.sched.lock().expect("sched lock");
@@ -1345,12 +1364,13 @@ impl Node {
         workspace: Option<String>,
     ) -> Result<String, SubmitError> {
         // Parsing and validating a large mission takes seconds: never on the
-        // runtime that serves Raft.
+        // runtime that serves Raft (a small one takes less than the hop).
         let agents: AgentConfig = self.inner.agents.clone();
         let blobs = self.inner.blobs.clone();
         let text = text.to_string();
+        let small = text.len() <= SMALL_MISSION_BYTES;
         let (name, tasks, budget, max_fix_rounds) = self
-            .off_runtime(move || -> Result<_, String> {
+            .off_runtime_unless(small, move || -> Result<_, String> {
                 let mut spec = parse_mission(&text, format, &agents).map_err(|e| e.to_string())?;
                 if let Some(workspace) = workspace {
                     if spec.workspace.as_ref().is_some_and(|own| *own != workspace) {

@@ -1236,6 +1236,20 @@ impl Node {
         crate::env::off_runtime(self.inner.env.as_ref(), job).await
     }
 
+    /// Runs `job` in line when `small` (a job of microseconds costs less
+    /// than the hop to a blocking thread and back), else [`Node::off_runtime`].
+    pub async fn off_runtime_unless<T: Send + 'static>(
+        &self,
+        small: bool,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        if small {
+            job()
+        } else {
+            self.off_runtime(job).await
+        }
+    }
+
     /// Leader: records that `node_id` left and takes it out of the membership.
     async fn remove_member(&self, node_id: NodeId) -> Result<(), String> {
         let at_ms = self.inner.env.now_ms();

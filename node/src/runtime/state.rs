@@ -187,6 +187,7 @@ impl ExecState {
                 ready_seq: t.assignment.ready_seq,
                 requires: t.assignment.task.requires.clone(),
                 avoid_nodes: t.assignment.avoid.iter().copied().collect(),
+                home: None,
             })
             .collect();
         views.sort_by(|a, b| {

@@ -122,6 +122,7 @@ mod tests {
                 ready_seq: seq,
                 requires: vec!["wasm".to_string()],
                 avoid_nodes: BTreeSet::new(),
+                home: None,
             })
             .collect();
         let mut finished = 0;

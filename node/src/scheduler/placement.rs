@@ -14,7 +14,10 @@
 //!   A half-open breaker takes exactly one task, its probe.
 //! - Load is spread: by default every task goes to the candidate with the
 //!   lowest `(running + queued) / slots`, ties broken by a seeded hash of
-//!   the node id so no node is always first; power-of-two choices (two
+//!   the node id so no node is always first, except that the task's home
+//!   (the node holding its inputs) wins a tie: a small mission on a quiet
+//!   mesh runs where it was submitted, without the hops of an assignment
+//!   and a report between nodes. Power-of-two choices (two
 //!   seeded random candidates, the less loaded wins) is there for large
 //!   meshes.
 //! - A task avoids the nodes in its avoid set whenever another candidate
@@ -138,11 +141,14 @@ struct Room {
 
 impl Room {
     /// Whether this node is less loaded than `other` by `holding / slots`,
-    /// compared by cross-multiplying so no floats are involved.
-    fn lighter_than(&self, other: &Room) -> bool {
+    /// compared by cross-multiplying so no floats are involved; on equal
+    /// load the task's `home` wins, then the seeded tie-break.
+    fn lighter_than(&self, other: &Room, home: Option<NodeId>) -> bool {
         let mine = u128::from(self.holding) * u128::from(other.slots.max(1));
         let theirs = u128::from(other.holding) * u128::from(self.slots.max(1));
-        (mine, self.tie_break, self.id) < (theirs, other.tie_break, other.id)
+        let away = |room: &Room| home != Some(room.id);
+        (mine, away(self), self.tie_break, self.id)
+            < (theirs, away(other), other.tie_break, other.id)
     }
 }
 
@@ -224,8 +230,8 @@ pub fn place(
             .filter(|&index| rooms[index].remaining > 0)
             .collect();
         let chosen = match config.spread {
-            Spread::LeastLoaded => least_loaded(&rooms, &with_room),
-            Spread::PowerOfTwoChoices => two_choices(&rooms, &with_room, &mut rng),
+            Spread::LeastLoaded => least_loaded(&rooms, &with_room, task.home),
+            Spread::PowerOfTwoChoices => two_choices(&rooms, &with_room, task.home, &mut rng),
         };
         match chosen {
             Some(index) => {
@@ -277,9 +283,9 @@ fn candidates(task: &TaskView, nodes: &[NodeView]) -> Result<Vec<usize>, Reason>
     Ok(open)
 }
 
-fn least_loaded(rooms: &[Room], with_room: &[usize]) -> Option<usize> {
+fn least_loaded(rooms: &[Room], with_room: &[usize], home: Option<NodeId>) -> Option<usize> {
     with_room.iter().copied().reduce(|best, next| {
-        if rooms[next].lighter_than(&rooms[best]) {
+        if rooms[next].lighter_than(&rooms[best], home) {
             next
         } else {
             best
@@ -287,7 +293,12 @@ fn least_loaded(rooms: &[Room], with_room: &[usize]) -> Option<usize> {
     })
 }
 
-fn two_choices(rooms: &[Room], with_room: &[usize], rng: &mut u64) -> Option<usize> {
+fn two_choices(
+    rooms: &[Room],
+    with_room: &[usize],
+    home: Option<NodeId>,
+    rng: &mut u64,
+) -> Option<usize> {
     match with_room.len() {
         0 => None,
         1 => Some(with_room[0]),
@@ -298,7 +309,7 @@ fn two_choices(rooms: &[Room], with_room: &[usize], rng: &mut u64) -> Option<usi
                 second += 1;
             }
             let (first, second) = (with_room[first], with_room[second]);
-            Some(if rooms[second].lighter_than(&rooms[first]) {
+            Some(if rooms[second].lighter_than(&rooms[first], home) {
                 second
             } else {
                 first
@@ -349,6 +360,7 @@ mod tests {
             ready_seq,
             requires: requires.iter().map(|tag| tag.to_string()).collect(),
             avoid_nodes: BTreeSet::new(),
+            home: None,
         }
     }
 
@@ -392,6 +404,36 @@ mod tests {
         // 2 + 10, 2 + 0, and 2 + the default 2.
         assert_eq!(counts(&plan), BTreeMap::from([(1, 12), (2, 2), (3, 4)]));
         assert_eq!(plan.unplaceable.len(), 40 - 18);
+    }
+
+    #[test]
+    fn home_wins_a_tie_of_load_and_nothing_more() {
+        let nodes = [node(1, 2, &[]), node(2, 2, &[]), node(3, 2, &[])];
+        for seed in 0..32 {
+            let homed = |home| TaskView {
+                home: Some(home),
+                ..task("t0", 1, 0, &[])
+            };
+            // A quiet mesh: the task runs where its inputs are, whatever the seed.
+            for home in [1, 2, 3] {
+                let plan = place(&[homed(home)], &nodes, &PlacementConfig::default(), seed);
+                assert_eq!(plan.assignments[0].1, home, "seed {seed}");
+            }
+            // A busier home does not win: load comes first.
+            let mut busy = nodes.clone();
+            busy[1].running = 1;
+            let plan = place(&[homed(2)], &busy, &PlacementConfig::default(), seed);
+            assert_ne!(plan.assignments[0].1, 2, "seed {seed}");
+            // Many tasks of one home still spread evenly.
+            let many: Vec<TaskView> = (0..12)
+                .map(|i| TaskView {
+                    home: Some(1),
+                    ..task(&format!("t{i}"), 1, i, &[])
+                })
+                .collect();
+            let plan = place(&many, &nodes, &PlacementConfig::default(), seed);
+            assert_eq!(counts(&plan), BTreeMap::from([(1, 4), (2, 4), (3, 4)]));
+        }
     }
 
     #[test]
@@ -588,6 +630,7 @@ mod tests {
                     0..3,
                 ),
                 proptest::collection::btree_set(1u64..8, 0..3),
+                proptest::option::of(1u64..8),
             ),
             0..24,
         )
@@ -596,8 +639,9 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(
-                    |(index, (priority, ready_seq, requires, avoid_nodes))| TaskView {
+                    |(index, (priority, ready_seq, requires, avoid_nodes, home))| TaskView {
                         avoid_nodes,
+                        home,
                         ..task(
                             &format!("t{index}"),
                             priority,

@@ -203,6 +203,7 @@ mod tests {
             ready_seq: 0,
             requires: requires.iter().map(|tag| tag.to_string()).collect(),
             avoid_nodes: BTreeSet::new(),
+            home: None,
         }
     }
 

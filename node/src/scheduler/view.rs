@@ -52,6 +52,10 @@ pub struct TaskView {
     /// Nodes it should not run on again because it failed there for a
     /// node-specific reason; used only while another capable node exists.
     pub avoid_nodes: BTreeSet<NodeId>,
+    /// The node that holds its inputs (the one that took the submission):
+    /// among equally loaded candidates it is chosen first, so a task on a
+    /// quiet mesh runs where its blobs are, without a hop to get there.
+    pub home: Option<NodeId>,
 }
 
 impl TaskView {
