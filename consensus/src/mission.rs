@@ -36,7 +36,24 @@ pub enum TaskState {
     Cancelled,
 }
 
+// `TaskState::ALL` is indexed by the discriminant: the last one closes it.
+const _: () = assert!(TaskState::Cancelled as usize + 1 == TaskState::COUNT);
+
 impl TaskState {
+    /// How many states there are.
+    pub const COUNT: usize = 8;
+    /// Every state, in declaration order (`ALL[s as usize] == s`).
+    pub const ALL: [TaskState; TaskState::COUNT] = [
+        TaskState::Pending,
+        TaskState::Ready,
+        TaskState::Assigned,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Blocked,
+        TaskState::Cancelled,
+    ];
+
     /// Whether the task will not change again (until a retry of the mission).
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -329,10 +346,46 @@ pub struct TaskIndex {
     ready_keys: BTreeMap<String, (u8, u64)>,
     /// Tasks in state `Assigned` or `Running` (they have an owner).
     pub held: std::collections::BTreeSet<String>,
+    /// Each task's state as counted in `counts`.
+    states: std::collections::HashMap<String, TaskState>,
+    /// How many tasks are in each state (by `TaskState as usize`): a
+    /// mission's summary without a pass over its tasks.
+    counts: [u64; TaskState::COUNT],
 }
 
 impl TaskIndex {
+    /// How many tasks are in each state, the states with none left out.
+    pub fn counts(&self) -> impl Iterator<Item = (TaskState, u64)> + '_ {
+        TaskState::ALL
+            .iter()
+            .map(|state| (*state, self.counts[*state as usize]))
+            .filter(|(_, count)| *count > 0)
+    }
+
+    /// How many tasks the index counts.
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Whether it counts no task.
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
     fn place(&mut self, id: &str, task: Option<&TaskRecord>) {
+        let before = match task {
+            Some(task) => match self.states.get_mut(id) {
+                Some(state) => Some(std::mem::replace(state, task.state)),
+                None => self.states.insert(id.to_string(), task.state),
+            },
+            None => self.states.remove(id),
+        };
+        if let Some(before) = before {
+            self.counts[before as usize] -= 1;
+        }
+        if let Some(task) = task {
+            self.counts[task.state as usize] += 1;
+        }
         if let Some((priority, seq)) = self.ready_keys.remove(id) {
             self.ready.remove(&(priority, seq, id.to_string()));
         }
@@ -1313,6 +1366,13 @@ mod tests {
     }
 
     #[test]
+    fn every_state_is_listed_at_its_discriminant() {
+        for (index, state) in TaskState::ALL.iter().enumerate() {
+            assert_eq!(*state as usize, index, "{state:?}");
+        }
+    }
+
+    #[test]
     fn dependencies_gate_readiness_and_success_releases_dependents() {
         let (mut mission, mut seq) = chain();
         assert_eq!(mission.tasks["a"].state, TaskState::Ready);
@@ -1731,9 +1791,16 @@ mod tests {
                     .filter(|t| matches!(t.state, TaskState::Assigned | TaskState::Running))
                     .map(|t| t.spec.id.clone())
                     .collect();
+                let mut scanned: BTreeMap<TaskState, u64> = BTreeMap::new();
+                for task in tasks() {
+                    *scanned.entry(task.state).or_default() += 1;
+                }
                 mission.take_dirty();
                 let index = mission.index().expect("built by take_dirty");
                 prop_assert_eq!(&index.held, &held);
+                // The counts by state are what a scan counts.
+                prop_assert_eq!(index.counts().collect::<BTreeMap<_, _>>(), scanned);
+                prop_assert_eq!(index.len(), mission.tasks.len());
                 prop_assert_eq!(index.ready.iter().cloned().collect::<Vec<_>>(), ready);
                 for id in ["b", "c"] {
                     let task = &mission.tasks[id];

@@ -357,6 +357,9 @@ async fn blob(source: &dyn BlobSource, text: &str) -> Result<Vec<u8>, WorkerErro
         .ok_or_else(|| WorkerError::MissingBlob(text.to_string()))
 }
 
+/// A stdout up to this size is hashed in line to see whether it is stored.
+const INLINE_STDOUT_BYTES: usize = 4 * 1024;
+
 /// Runs blocking `job` on tokio's blocking pool without waiting for it (in
 /// line outside a tokio runtime), as [`blocking`] does.
 #[allow(clippy::disallowed_methods)] // production runner only: the simulation has its own
@@ -728,14 +731,24 @@ async fn run_in(
     // goes with them and is dropped there, which deletes its stdout spill
     // file once it is stored.
     let (exit_code, fuel_used, wall_ms) = (outcome.exit_code, outcome.fuel_used, outcome.wall_ms);
-    let (kept, stdout_head) = {
+    let nothing_to_write = outcome.files.is_empty()
+        && !outcome.stdout_capture.is_spilled()
+        && outcome.stdout_head_bytes().len() <= INLINE_STDOUT_BYTES
+        && blobs.contains(&Digest::of(outcome.stdout_head_bytes()));
+    let keep = {
         let output = output.to_path_buf();
         let blobs = blobs.clone();
-        blocking(move || {
+        move || {
             let kept = keep_outputs(&blobs, &output, &outcome);
             (kept, stdout_head(&outcome.stdout).to_string())
-        })
-        .await?
+        }
+    };
+    // Nothing to write (no files, a short stdout already stored, as a no-op
+    // task's empty one): in line, without a hop to a blocking thread.
+    let (kept, stdout_head) = if nothing_to_write {
+        keep()
+    } else {
+        blocking(keep).await?
     };
     let (outputs, stdout_digest) = kept?;
     let changes = match &seen {

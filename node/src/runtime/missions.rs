@@ -1979,14 +1979,22 @@ pub fn mission_json(
 ) -> serde_json::Value {
     let peer = |id: NodeId| peers.get(&id).cloned().unwrap_or_else(|| id.to_string());
     let mut counts: BTreeMap<String, u64> = mission.summary.clone().unwrap_or_default();
-    // Counted by state first, named once per state (not once per task).
-    let mut by_state: Vec<(TaskState, u64)> = Vec::new();
-    for task in mission.tasks.values() {
-        match by_state.iter_mut().find(|(state, _)| *state == task.state) {
-            Some((_, count)) => *count += 1,
-            None => by_state.push((task.state, 1)),
+    // From the index the state machine keeps as it applies (no pass over
+    // the tasks: the long polls of `submit --wait` read this after every
+    // change); counted here only before the index exists.
+    let by_state: Vec<(TaskState, u64)> = match mission.index() {
+        Some(index) if index.len() == mission.tasks.len() => index.counts().collect(),
+        _ => {
+            let mut by_state: Vec<(TaskState, u64)> = Vec::new();
+            for task in mission.tasks.values() {
+                match by_state.iter_mut().find(|(state, _)| *state == task.state) {
+                    Some((_, count)) => *count += 1,
+                    None => by_state.push((task.state, 1)),
+                }
+            }
+            by_state
         }
-    }
+    };
     for (state, count) in by_state {
         *counts.entry(lower(state)).or_default() += count;
     }
