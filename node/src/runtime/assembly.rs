@@ -30,6 +30,7 @@ pub struct OpenedRaft {
     node_id: NodeId,
     raft: coditect_consensus::MeshRaft,
     replica: coditect_consensus::SharedState,
+    applied: tokio::sync::watch::Receiver<u64>,
     addresses: AddressBook,
     initialized: bool,
     election_timeout_max: Duration,
@@ -59,6 +60,7 @@ pub async fn open_raft(
     Ok(OpenedRaft {
         node_id,
         replica: state_machine.shared_state(),
+        applied: state_machine.applied_index(),
         raft,
         addresses,
         initialized,
@@ -131,6 +133,7 @@ impl OpenedRaft {
                 network: wiring.network,
                 raft: self.raft,
                 replica: self.replica,
+                applied: self.applied,
                 node_id: self.node_id,
                 name: settings.name,
                 capabilities: settings.capabilities,

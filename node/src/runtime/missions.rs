@@ -1444,14 +1444,17 @@ impl Node {
     }
 
     /// Waits up to `max` until `done` holds for this node's replica,
-    /// looking again whenever Raft's metrics change (each applied entry).
+    /// looking again whenever an entry is applied.
     async fn wait_until(&self, max: Duration, done: impl Fn(&MeshState) -> bool) {
         let deadline = self.inner.env.elapsed() + max;
-        let mut metrics = self.inner.raft.metrics();
+        // The state changes only as entries apply (or a snapshot installs),
+        // and the applied index moves with every such change.
+        let mut applied = self.inner.applied.clone();
+        applied.mark_unchanged();
         while !self.state(&done) {
             let left = deadline.saturating_sub(self.inner.env.elapsed());
             let changed =
-                crate::env::timeout(self.inner.env.as_ref(), left, metrics.changed()).await;
+                crate::env::timeout(self.inner.env.as_ref(), left, applied.changed()).await;
             if left.is_zero() || !matches!(changed, Ok(Ok(()))) {
                 return;
             }

@@ -72,6 +72,8 @@ pub(crate) struct NodeParts {
     pub raft: MeshRaft,
     /// The applied replicated state.
     pub replica: SharedState,
+    /// The index of the last entry applied to it, updated as each batch applies.
+    pub applied: tokio::sync::watch::Receiver<u64>,
     /// Our Raft id.
     pub node_id: NodeId,
     /// Human label.
@@ -162,6 +164,9 @@ struct Inner {
     network: Arc<dyn Network>,
     raft: MeshRaft,
     replica: SharedState,
+    /// Moves as soon as an entry is applied to `replica` (before openraft's
+    /// metrics, which follow a hop later): what state waiters wake on.
+    applied: tokio::sync::watch::Receiver<u64>,
     node_id: NodeId,
     peer_id: String,
     name: String,
@@ -404,6 +409,7 @@ impl Node {
             network: parts.network,
             raft: parts.raft.clone(),
             replica: parts.replica,
+            applied: parts.applied,
             node_id: parts.node_id,
             peer_id,
             name: parts.name,
