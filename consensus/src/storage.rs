@@ -177,12 +177,99 @@ pub fn check_format(store: &dyn KvStore) -> Result<(), String> {
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<dyn KvStore>,
+    /// The newest entries, as appended: what replication to each follower
+    /// and the state machine's apply read back, served without a read of
+    /// the store and a decode each time. Shared by every clone (openraft
+    /// reads through clones of the log store).
+    recent: Arc<std::sync::Mutex<RecentEntries>>,
+}
+
+/// The newest appended entries with their encoded sizes, at most
+/// [`RECENT_ENTRIES`] of them and [`RECENT_BYTES`] encoded bytes; always a
+/// contiguous run of indexes ending at the last appended one.
+#[derive(Default)]
+struct RecentEntries {
+    entries: std::collections::BTreeMap<u64, (Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+/// Entries kept in [`RecentEntries`], at most.
+const RECENT_ENTRIES: usize = 4096;
+/// Encoded bytes kept in [`RecentEntries`], at most.
+const RECENT_BYTES: usize = 32 << 20;
+
+impl RecentEntries {
+    /// Records appended entries (contiguous after what is kept, else the
+    /// kept run starts again from them).
+    fn appended(&mut self, appended: Vec<(Entry<TypeConfig>, usize)>) {
+        for (entry, size) in appended {
+            let index = entry.log_id.index;
+            let follows = match self.entries.last_key_value() {
+                Some((last, _)) => *last + 1 == index,
+                None => true,
+            };
+            if !follows {
+                self.entries.clear();
+                self.bytes = 0;
+            }
+            self.bytes += size;
+            self.entries.insert(index, (entry, size));
+        }
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            match self.entries.pop_first() {
+                Some((_, (_, size))) => self.bytes -= size,
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets every entry at `from` and after (a truncated log).
+    fn truncated(&mut self, from: u64) {
+        for (_, (_, size)) in self.entries.split_off(&from) {
+            self.bytes -= size;
+        }
+    }
+
+    /// Forgets every entry up to `upto` (a purged log).
+    fn purged(&mut self, upto: u64) {
+        let kept = self.entries.split_off(&upto.saturating_add(1));
+        for (_, (_, size)) in std::mem::replace(&mut self.entries, kept) {
+            self.bytes -= size;
+        }
+    }
+
+    /// Entries `start..end`, stopping after the one that takes the encoded
+    /// total past `max_bytes` (at least one), if all of them are kept.
+    fn read(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = *self.entries.first_key_value()?.0;
+        let last = *self.entries.last_key_value()?.0;
+        if start < first || end > last + 1 {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for (entry, size) in self.entries.range(start..end).map(|(_, kept)| kept) {
+            if !out.is_empty() && total >= max_bytes {
+                break;
+            }
+            total = total.saturating_add(*size);
+            out.push(entry.clone());
+        }
+        Some(out)
+    }
 }
 
 impl LogStore {
     /// A log store over `store`.
     pub fn new(store: Arc<dyn KvStore>) -> Self {
-        LogStore { store }
+        LogStore {
+            store,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn read_meta<T: for<'de> Deserialize<'de>>(
@@ -226,10 +313,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(index) => index.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(index) => log_key(index.saturating_add(1)),
-            Bound::Excluded(index) => log_key(*index),
-            Bound::Unbounded => vec![0xff; 9],
+        let end_index = match range.end_bound() {
+            Bound::Included(index) => Some(index.saturating_add(1)),
+            Bound::Excluded(index) => Some(*index),
+            Bound::Unbounded => None,
+        };
+        if let Some(end) = end_index {
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            if let Some(entries) = self.recent().read(start, end, usize::MAX) {
+                return Ok(entries);
+            }
+        }
+        let end = match end_index {
+            Some(index) => log_key(index),
+            None => vec![0xff; 9],
         };
         let rows = self
             .store
@@ -249,6 +348,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
         if start >= end {
             return Ok(Vec::new());
+        }
+        if let Some(entries) = self
+            .recent()
+            .read(start, end, crate::limits::MAX_APPEND_BYTES)
+        {
+            return Ok(entries);
         }
         let rows = self
             .store
@@ -332,10 +437,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut ops = Vec::new();
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes =
                 codec::encode(&entry).map_err(codec_err(ErrorSubject::Logs, ErrorVerb::Write))?;
+            let size = bytes.len();
             ops.push(KvOp::Put(Column::Log, log_key(entry.log_id.index), bytes));
+            appended.push((entry, size));
         }
         // Durable (fsync) before the callback: openraft counts the entries as
         // persisted, and may count this node toward a quorum, once it fires.
@@ -343,6 +451,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = self.store.write(ops, true);
         match result {
             Ok(()) => {
+                // Readable from memory once stored (and only then).
+                self.recent().appended(appended);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -355,6 +465,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // Forgotten first: a failed delete must not leave memory serving
+        // entries the log is giving up.
+        self.recent().truncated(log_id.index);
         self.store
             .write(
                 vec![KvOp::DeleteRange(
@@ -368,6 +481,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.recent().purged(log_id.index);
         let bytes =
             codec::encode(&log_id).map_err(codec_err(ErrorSubject::Store, ErrorVerb::Write))?;
         self.store
@@ -1031,6 +1145,53 @@ pub fn open_storage(store: Arc<dyn KvStore>) -> StorageResult<(LogStore, StateMa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn blank(index: u64) -> (Entry<TypeConfig>, usize) {
+        let entry = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        };
+        (entry, 10)
+    }
+
+    fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|entries| entries.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_serve_only_a_contiguous_kept_run() {
+        let mut recent = RecentEntries::default();
+        assert_eq!(indexes(recent.read(1, 2, usize::MAX)), None);
+        recent.appended((1..=5).map(blank).collect());
+        assert_eq!(indexes(recent.read(2, 5, usize::MAX)), Some(vec![2, 3, 4]));
+        // Past the last kept entry, or before the first: the store answers.
+        assert_eq!(indexes(recent.read(4, 7, usize::MAX)), None);
+        // The byte bound stops after the entry that reaches it.
+        assert_eq!(indexes(recent.read(1, 6, 20)), Some(vec![1, 2]));
+        assert_eq!(indexes(recent.read(1, 6, 0)), Some(vec![1]));
+        recent.truncated(4);
+        assert_eq!(indexes(recent.read(1, 4, usize::MAX)), Some(vec![1, 2, 3]));
+        assert_eq!(indexes(recent.read(1, 5, usize::MAX)), None);
+        recent.appended(vec![blank(4)]);
+        recent.purged(2);
+        assert_eq!(indexes(recent.read(1, 5, usize::MAX)), None);
+        assert_eq!(indexes(recent.read(3, 5, usize::MAX)), Some(vec![3, 4]));
+        assert_eq!(recent.bytes, 20);
+        // An append that does not follow starts the run again.
+        recent.appended(vec![blank(9)]);
+        assert_eq!(indexes(recent.read(3, 5, usize::MAX)), None);
+        assert_eq!(indexes(recent.read(9, 10, usize::MAX)), Some(vec![9]));
+        assert_eq!(recent.bytes, 10);
+    }
+
+    #[test]
+    fn recent_entries_stay_within_their_bounds() {
+        let mut recent = RecentEntries::default();
+        recent.appended((1..=(RECENT_ENTRIES as u64 + 10)).map(blank).collect());
+        assert_eq!(recent.entries.len(), RECENT_ENTRIES);
+        assert_eq!(recent.bytes, RECENT_ENTRIES * 10);
+        assert_eq!(*recent.entries.first_key_value().unwrap().0, 11);
+    }
     use crate::kv::{MemKv, RocksKv};
     use openraft::testing::{StoreBuilder, Suite};
 
