@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::places::{Place, Places};
 use crate::rate::ClientKey;
 
 /// Connections served at once, at most.
@@ -40,50 +41,24 @@ pub const MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 /// Open connections per client address.
 #[derive(Clone, Default)]
 pub struct ClientConnections {
-    open: Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
+    open: Places<ClientKey>,
 }
 
 impl ClientConnections {
     /// A place for one more connection from `ip`, or `None` if it holds
     /// `cap` already. The place is freed when the slot is dropped.
     pub fn take(&self, ip: std::net::IpAddr, cap: usize) -> Option<ClientSlot> {
-        let key = ClientKey::of(ip);
-        let mut open = self.open.lock().expect("client connections lock");
-        let count = open.entry(key).or_default();
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            open: self.open.clone(),
-            key,
-        })
+        self.open.take(ClientKey::of(ip), cap, usize::MAX).ok()
     }
 
     /// Connections open from `ip`.
     pub fn count(&self, ip: std::net::IpAddr) -> usize {
-        let open = self.open.lock().expect("client connections lock");
-        open.get(&ClientKey::of(ip)).copied().unwrap_or(0)
+        self.open.count(&ClientKey::of(ip))
     }
 }
 
 /// One connection's place in [`ClientConnections`].
-pub struct ClientSlot {
-    open: Arc<std::sync::Mutex<std::collections::HashMap<ClientKey, usize>>>,
-    key: ClientKey,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().expect("client connections lock");
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
+pub type ClientSlot = Place<ClientKey>;
 
 /// The whole answer to a connection over [`MAX_CONNECTIONS_PER_CLIENT`].
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 76\r\n\r\n{\"error\":\"this client address has 256 connections open to the node already\"}";

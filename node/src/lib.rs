@@ -22,6 +22,7 @@ pub mod llm;
 pub mod messages;
 pub mod metrics;
 pub mod mission;
+pub mod places;
 pub mod plan;
 pub mod plan_model;
 pub mod propose;

@@ -23,9 +23,15 @@ fn flags(bootstrap: Option<&str>, extra: &[&str]) -> Vec<String> {
 
 /// `coditect token create` against `node`; returns (exit code, stdout, stderr).
 fn token_create(node: &NodeProcess, extra: &[&str]) -> (i32, String, String) {
+    token_command(node, "create", extra)
+}
+
+/// `coditect token <command>` against `node`, with its credentials;
+/// returns (exit code, trimmed stdout, stderr).
+fn token_command(node: &NodeProcess, command: &str, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec![
         "token".to_string(),
-        "create".into(),
+        command.into(),
         "--api".into(),
         node.api(),
     ];
@@ -720,16 +726,8 @@ fn the_api_token_rotates_for_the_whole_mesh() {
     assert_eq!(code_with(&follower, &old), 200);
 
     // Asked of the follower (it goes to the leader), with the old token.
-    let mut args = vec![
-        "token".to_string(),
-        "rotate-api".into(),
-        "--api".into(),
-        follower.api(),
-    ];
-    args.extend(follower.auth_args());
-    let (status, stdout, stderr) = coditect_output(&args, Duration::from_secs(30));
-    assert_eq!(status.code(), Some(0), "{stderr}");
-    let new = stdout.trim().to_string();
+    let (code, new, stderr) = token_command(&follower, "rotate-api", &[]);
+    assert_eq!(code, 0, "{stderr}");
     assert!(
         new.len() >= 32 && !new.contains('\n') && new != old,
         "stdout is the new token alone: {new:?}"

@@ -1463,24 +1463,17 @@ impl Node {
 
     /// A place for one long poll from `client`, or why there is none.
     pub fn wait_slot(&self, client: &str) -> Result<WaiterSlot, String> {
-        let mut waiters = self.inner.views.waiters.lock().expect("waiters lock");
-        let total: usize = waiters.values().sum();
-        if total >= MAX_WAITERS {
-            return Err(format!(
-                "{MAX_WAITERS} requests are waiting on this node already"
-            ));
-        }
-        let mine = waiters.entry(client.to_string()).or_default();
-        if *mine >= MAX_WAITERS_PER_CLIENT {
-            return Err(format!(
-                "this client has {MAX_WAITERS_PER_CLIENT} requests waiting already"
-            ));
-        }
-        *mine += 1;
-        Ok(WaiterSlot {
-            waiters: self.inner.views.waiters.clone(),
-            client: client.to_string(),
-        })
+        use crate::places::Full;
+        self.inner
+            .views
+            .waiters
+            .take(client.to_string(), MAX_WAITERS_PER_CLIENT, MAX_WAITERS)
+            .map_err(|full| match full {
+                Full::Total => format!("{MAX_WAITERS} requests are waiting on this node already"),
+                Full::Key => {
+                    format!("this client has {MAX_WAITERS_PER_CLIENT} requests waiting already")
+                }
+            })
     }
 
     /// The mission's view (with or without its task list): built once per

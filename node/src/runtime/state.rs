@@ -215,25 +215,10 @@ pub(super) struct Views {
 }
 
 /// Long polls waiting on this node, by client.
-pub(super) type Waiters = std::sync::Arc<std::sync::Mutex<BTreeMap<String, usize>>>;
+pub(super) type Waiters = crate::places::Places<String>;
 
 /// A long poll's place among the waiters; leaving frees it.
-pub struct WaiterSlot {
-    pub(super) waiters: Waiters,
-    pub(super) client: String,
-}
-
-impl Drop for WaiterSlot {
-    fn drop(&mut self) {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
-        if let Some(count) = waiters.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                waiters.remove(&self.client);
-            }
-        }
-    }
-}
+pub type WaiterSlot = crate::places::Place<String>;
 
 /// Leader-local scheduling state (rebuilt from scratch by a new leader).
 #[derive(Default)]
