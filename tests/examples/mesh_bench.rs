@@ -682,6 +682,11 @@ fn sender_check(calls: usize) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Nodes log as a user's do (the node's default filter), not with the
+    // tests' debug filter; `--debug-log` keeps the tests' filter.
+    if !args.iter().any(|a| a == "--debug-log") {
+        coditect_tests::set_node_log(None);
+    }
     let count = |default: usize| args.get(1).and_then(|n| n.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {
         Some("election") => election(count(10)),

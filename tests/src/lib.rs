@@ -183,6 +183,22 @@ pub fn mesh_flags(heartbeat_ms: u64, bootstrap: Option<&str>, extra: &[&str]) ->
     flags
 }
 
+/// The log filter the tests start nodes with: debug for our node crate, so
+/// a failing test's node logs say what happened.
+const DEBUG_NODE_LOG: &str = "info,coditect_node=debug,libp2p=warn,openraft=warn";
+
+/// The log filter for nodes this process starts, once set (`None`: the
+/// node's own default).
+static NODE_LOG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Starts every later node of this process with `filter` as its
+/// `CODITECT_LOG`, or with the node's own default (as a user runs it) when
+/// `None`, instead of the tests' debug filter. Benchmarks measure nodes as
+/// users run them. Only the first call counts.
+pub fn set_node_log(filter: Option<&str>) {
+    let _ = NODE_LOG.set(filter.map(str::to_string));
+}
+
 /// Starts `count` nodes under `dir` with heartbeat `heartbeat_ms` (the
 /// first starts the mesh, the others bootstrap from it; `extra(i)` adds
 /// flags to node i) and waits until they all name the same leader and
@@ -310,12 +326,15 @@ impl NodeProcess {
             args.push("--open".to_string());
         }
         args.extend(extra.iter().cloned());
-        let mut child = Command::new(coditect_bin())
-            .args(&args)
-            .env(
-                "CODITECT_LOG",
-                "info,coditect_node=debug,libp2p=warn,openraft=warn",
-            )
+        let mut command = Command::new(coditect_bin());
+        command.args(&args);
+        match NODE_LOG.get() {
+            // The node's own default, as a user starts it.
+            Some(None) => command.env_remove("CODITECT_LOG"),
+            Some(Some(filter)) => command.env("CODITECT_LOG", filter),
+            None => command.env("CODITECT_LOG", DEBUG_NODE_LOG),
+        };
+        let mut child = command
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
