@@ -15,6 +15,7 @@
 //! inside the simulation (its timers, RNG and hash maps are not seedable);
 //! this adapter is tested with real sockets instead.
 
+mod channel;
 pub mod identity;
 pub mod inbound;
 pub mod metrics;
@@ -125,6 +126,20 @@ pub trait Network: Send + Sync + 'static {
         data: Vec<u8>,
         deadline: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, RequestError>>;
+    /// [`Network::request`] over the long-lived call channel to `peer`, for
+    /// small, frequent, latency-critical calls (Raft RPCs): one substream
+    /// carries them all instead of a substream and its negotiation per
+    /// call. The default (and a peer that does not speak the channel) is
+    /// [`Network::request`].
+    fn call(
+        &self,
+        peer: &str,
+        addrs: &[String],
+        data: Vec<u8>,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RequestError>> {
+        self.request(peer, addrs, data, deadline)
+    }
     /// Dials an address (a bootstrap peer, or a peer remembered from before).
     fn dial(&self, addr: &str) -> Result<(), RequestError>;
     /// Peers we hold a connection to.

@@ -20,8 +20,9 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::channel::{CallError, Channels};
 use crate::inbound::{Admitted, Inbound, InboundPolicy};
-use crate::wire::{WireCodec, WireRequest, RPC_PROTOCOL};
+use crate::wire::{WireCodec, WireRequest, CHANNEL_PROTOCOL, RPC_PROTOCOL};
 use crate::{Identity, Network, NetworkEvent, NetworkMetrics, PeerName, RequestError};
 
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/coditect/kad/1");
@@ -44,6 +45,8 @@ struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
     gossipsub: gossipsub::Behaviour,
     rpc: request_response::Behaviour<WireCodec>,
+    /// Long-lived call channels ([`CHANNEL_PROTOCOL`]).
+    channels: libp2p_stream::Behaviour,
 }
 
 /// Connections a node accepts: at most [`MAX_PENDING_INCOMING`] handshakes
@@ -162,6 +165,9 @@ enum Command {
         reply: oneshot::Sender<Result<Vec<u8>, RequestError>>,
     },
     Dial(Multiaddr),
+    /// Addresses of a peer a call channel is about to be opened to; the
+    /// sender is told once the swarm knows them.
+    Addresses(PeerId, Vec<Multiaddr>, oneshot::Sender<()>),
     /// A request to this peer got no answer in time.
     TimedOut(PeerId),
     /// Whom to hear from (see [`Network::admit_only`]).
@@ -177,6 +183,19 @@ pub struct Libp2pNetwork {
     local: PeerName,
     commands: mpsc::UnboundedSender<Command>,
     connected: Arc<Mutex<BTreeSet<PeerName>>>,
+    channels: Arc<Channels>,
+    /// Inbound call channels open per peer (shared with the driver).
+    #[cfg_attr(not(test), allow(dead_code))] // read by the tests
+    inbound_channels: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Libp2pNetwork {
+    /// Inbound call channels `peer` holds open to us.
+    #[cfg(test)]
+    fn channels_from(&self, peer: &PeerId) -> usize {
+        let open = self.inbound_channels.lock().expect("channel count lock");
+        open.get(peer).copied().unwrap_or(0)
+    }
 }
 
 impl Libp2pNetwork {
@@ -251,6 +270,7 @@ impl Libp2pNetwork {
                     kad,
                     gossipsub,
                     rpc,
+                    channels: libp2p_stream::Behaviour::new(),
                 })
             })
             .map_err(|e| NetworkStartError::Build(e.to_string()))?
@@ -300,6 +320,13 @@ impl Libp2pNetwork {
             swarm.add_external_address(addr);
         }
 
+        let mut control = swarm.behaviour().channels.new_control();
+        let incoming = control
+            .accept(CHANNEL_PROTOCOL)
+            .map_err(|e| NetworkStartError::Build(e.to_string()))?;
+        let channels = Channels::new(control, metrics.clone());
+        let (channel_requests_tx, channel_requests) = mpsc::channel(CHANNEL_QUEUE);
+        let inbound_channels = Arc::new(Mutex::new(HashMap::new()));
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let connected = Arc::new(Mutex::new(BTreeSet::new()));
@@ -319,13 +346,49 @@ impl Libp2pNetwork {
             inbound: Inbound::new(config.inbound),
             started: Instant::now(), // production network seam
             busy_answer: config.busy_answer,
+            incoming,
+            channel_requests,
+            channel_requests_tx,
+            channel_streams: inbound_channels.clone(),
         };
         let handle = Libp2pNetwork {
             local: local_peer_id.to_base58(),
             commands: command_tx,
             connected,
+            channels,
+            inbound_channels,
         };
         Ok((handle, event_rx, driver.run()))
+    }
+}
+
+/// One request over request-response: a substream of its own.
+async fn request_response_call(
+    commands: mpsc::UnboundedSender<Command>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    request: WireRequest,
+    deadline: Duration,
+) -> Result<Vec<u8>, RequestError> {
+    let (reply, answer) = oneshot::channel();
+    commands
+        .send(Command::Request {
+            peer,
+            addrs,
+            request,
+            reply,
+        })
+        .map_err(|_| RequestError::Closed)?;
+    match tokio::time::timeout(deadline, answer).await {
+        Err(_) => {
+            let _ = commands.send(Command::TimedOut(peer));
+            Err(RequestError::Timeout {
+                peer: peer.to_base58(),
+                deadline,
+            })
+        }
+        Ok(Err(_)) => Err(RequestError::Closed),
+        Ok(Ok(result)) => result,
     }
 }
 
@@ -406,29 +469,61 @@ impl Network for Libp2pNetwork {
         async move {
             let peer =
                 parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
-            let (reply, answer) = oneshot::channel();
             let budget_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-            commands
-                .send(Command::Request {
-                    peer,
-                    addrs,
-                    request: WireRequest {
-                        budget_ms,
-                        payload: data,
-                    },
-                    reply,
-                })
-                .map_err(|_| RequestError::Closed)?;
-            match tokio::time::timeout(deadline, answer).await {
-                Err(_) => {
+            let request = WireRequest {
+                budget_ms,
+                payload: data,
+            };
+            request_response_call(commands, peer, addrs, request, deadline).await
+        }
+        .boxed()
+    }
+
+    fn call(
+        &self,
+        peer: &str,
+        addrs: &[String],
+        data: Vec<u8>,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RequestError>> {
+        let peer_name = peer.to_string();
+        let parsed = peer.parse::<PeerId>();
+        let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let commands = self.commands.clone();
+        let channels = self.channels.clone();
+        async move {
+            let peer =
+                parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
+            if !channels.is_open(&peer) {
+                // Opening may dial: the swarm needs the addresses first.
+                let (known, learned) = oneshot::channel();
+                commands
+                    .send(Command::Addresses(peer, addrs.clone(), known))
+                    .map_err(|_| RequestError::Closed)?;
+                learned.await.map_err(|_| RequestError::Closed)?;
+            }
+            let budget_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
+            let request = WireRequest {
+                budget_ms,
+                payload: data,
+            };
+            match channels.call(peer, request, deadline).await {
+                Ok(answer) => Ok(answer),
+                Err(CallError::Unsupported(request)) => {
+                    request_response_call(commands, peer, addrs, request, deadline).await
+                }
+                Err(CallError::TimedOut) => {
                     let _ = commands.send(Command::TimedOut(peer));
                     Err(RequestError::Timeout {
                         peer: peer_name,
                         deadline,
                     })
                 }
-                Ok(Err(_)) => Err(RequestError::Closed),
-                Ok(Ok(result)) => result,
+                Err(CallError::Unreachable(message)) => Err(RequestError::Unreachable {
+                    peer: peer_name,
+                    message,
+                }),
+                Err(CallError::Invalid(message)) => Err(RequestError::Invalid(message)),
             }
         }
         .boxed()
@@ -473,8 +568,32 @@ type PendingRequest = (
 /// An inbound request the node is serving: where the answer goes, the
 /// answer (none if the node dropped it), who asked, and its place in
 /// [`Inbound`].
-type PendingReply =
-    BoxFuture<'static, (ResponseChannel<Vec<u8>>, Option<Vec<u8>>, PeerId, Admitted)>;
+type PendingReply = BoxFuture<'static, (ReplyTo, Option<Vec<u8>>, PeerId, Admitted)>;
+
+/// Where the answer to an inbound request goes.
+enum ReplyTo {
+    /// Its request-response substream.
+    Substream(ResponseChannel<Vec<u8>>),
+    /// The call channel it came on, tagged with its id.
+    Channel { id: u64, writer: ChannelWriter },
+}
+
+/// The writing side of an inbound call channel, shared by its answers.
+type ChannelWriter = Arc<tokio::sync::Mutex<futures::io::WriteHalf<libp2p::Stream>>>;
+
+/// An inbound call read off a channel, for the driver to admit and deliver.
+struct ChannelRequest {
+    peer: PeerId,
+    id: u64,
+    request: WireRequest,
+    writer: ChannelWriter,
+}
+
+/// Inbound calls read off channels and not yet taken by the driver, at
+/// most; past it the channels' readers wait (the peers' writes back up).
+const CHANNEL_QUEUE: usize = 256;
+/// Inbound call channels one peer may hold open at once.
+const MAX_CHANNELS_PER_PEER: usize = 4;
 
 struct Driver {
     swarm: Swarm<Behaviour>,
@@ -499,6 +618,13 @@ struct Driver {
     started: Instant,
     /// See [`NetworkConfig::busy_answer`].
     busy_answer: fn(&str) -> Vec<u8>,
+    /// Call channels peers open to us.
+    incoming: libp2p_stream::IncomingStreams,
+    /// Calls read off them.
+    channel_requests: mpsc::Receiver<ChannelRequest>,
+    channel_requests_tx: mpsc::Sender<ChannelRequest>,
+    /// Inbound call channels open per peer.
+    channel_streams: Arc<Mutex<HashMap<PeerId, usize>>>,
 }
 
 /// After this many unanswered requests in a row, a peer's connections are
@@ -517,13 +643,24 @@ impl Driver {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((channel, answer, peer, admitted)) = self.replies.next(), if !self.replies.is_empty() => {
+                Some((reply_to, answer, peer, admitted)) = self.replies.next(), if !self.replies.is_empty() => {
                     self.inbound.finish(&peer, admitted);
-                    if let Some(answer) = answer {
+                    match (reply_to, answer) {
                         // The caller may have given up already; nothing to do then.
-                        let _ = self.swarm.behaviour_mut().rpc.send_response(channel, answer);
+                        (ReplyTo::Substream(channel), Some(answer)) => {
+                            let _ = self.swarm.behaviour_mut().rpc.send_response(channel, answer);
+                        }
+                        // Dropping the substream tells the caller at once.
+                        (ReplyTo::Substream(_), None) => {}
+                        // A channel call must be answered, or its caller waits out its deadline.
+                        (ReplyTo::Channel { id, writer }, answer) => {
+                            let answer = answer.unwrap_or_else(|| (self.busy_answer)("dropped"));
+                            answer_on_channel(id, writer, answer);
+                        }
                     }
                 }
+                Some((peer, stream)) = self.incoming.next() => self.on_channel_opened(peer, stream),
+                Some(call) = self.channel_requests.recv() => self.on_channel_request(call),
                 _ = bootstrap_tick.tick() => {
                     if !self.connected.lock().expect("connected set lock").is_empty() {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
@@ -542,7 +679,7 @@ impl Driver {
 
     /// Answers a request at once with the node's busy answer, counted and
     /// (now and then per peer) logged.
-    fn refuse_request(&mut self, peer: PeerId, channel: ResponseChannel<Vec<u8>>, reason: &str) {
+    fn refuse_request(&mut self, peer: PeerId, reply_to: ReplyTo, reason: &str) {
         self.metrics.rpc_refused.with_label_values(&[reason]).inc();
         if self.inbound.should_log(&peer, self.started.elapsed()) {
             tracing::warn!(
@@ -550,11 +687,81 @@ impl Driver {
             );
         }
         let answer = (self.busy_answer)(reason);
-        let _ = self
-            .swarm
-            .behaviour_mut()
-            .rpc
-            .send_response(channel, answer);
+        match reply_to {
+            ReplyTo::Substream(channel) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, answer);
+            }
+            ReplyTo::Channel { id, writer } => answer_on_channel(id, writer, answer),
+        }
+    }
+
+    /// A peer opened a call channel to us: its calls are read off it by a
+    /// task of its own and admitted here, one by one, like requests.
+    fn on_channel_opened(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        if self.banned.contains(&peer) {
+            return;
+        }
+        {
+            let mut open = self.channel_streams.lock().expect("channel count lock");
+            let count = open.entry(peer).or_default();
+            if *count >= MAX_CHANNELS_PER_PEER {
+                tracing::debug!("{peer}: refusing another call channel ({count} open)");
+                return;
+            }
+            *count += 1;
+        }
+        let (reader, writer) = futures::AsyncReadExt::split(stream);
+        let writer = Arc::new(tokio::sync::Mutex::new(writer));
+        let calls = self.channel_requests_tx.clone();
+        let open = self.channel_streams.clone();
+        tokio::spawn(read_calls(peer, reader, writer, calls, open));
+    }
+
+    fn on_channel_request(&mut self, call: ChannelRequest) {
+        let ChannelRequest {
+            peer,
+            id,
+            request,
+            writer,
+        } = call;
+        if self.banned.contains(&peer) {
+            // Its connections are being closed; the channel goes with them.
+            return;
+        }
+        let reply_to = ReplyTo::Channel { id, writer };
+        self.deliver_request(peer, request, reply_to);
+    }
+
+    /// Admits an inbound request and hands it to the node, or answers it
+    /// busy at once.
+    fn deliver_request(&mut self, peer: PeerId, request: WireRequest, reply_to: ReplyTo) {
+        let member = self.hears(&peer);
+        let now = self.started.elapsed();
+        let admitted = match self.inbound.start(&peer, member, now) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                self.refuse_request(peer, reply_to, refusal.as_str());
+                return;
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        let event = NetworkEvent::Request {
+            from: peer.to_base58(),
+            budget_ms: request.budget_ms,
+            data: request.payload,
+            reply,
+        };
+        if self.events.try_send(event).is_err() {
+            self.inbound.finish(&peer, admitted);
+            self.refuse_request(peer, reply_to, "queue_full");
+            return;
+        }
+        self.replies
+            .push(async move { (reply_to, answer.await.ok(), peer, admitted) }.boxed());
     }
 
     fn hears(&self, peer: &PeerId) -> bool {
@@ -624,6 +831,12 @@ impl Driver {
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }
                 }
+            }
+            Command::Addresses(peer, addrs, known) => {
+                for addr in addrs {
+                    self.swarm.add_peer_address(peer, addr);
+                }
+                let _ = known.send(());
             }
             Command::Dial(addr) => {
                 if let Some(Protocol::P2p(peer)) = addr.iter().last() {
@@ -779,32 +992,7 @@ impl Driver {
                     }
                     request_response::Message::Request {
                         request, channel, ..
-                    } => {
-                        let member = self.hears(&peer);
-                        let now = self.started.elapsed();
-                        let admitted = match self.inbound.start(&peer, member, now) {
-                            Ok(admitted) => admitted,
-                            Err(refusal) => {
-                                self.refuse_request(peer, channel, refusal.as_str());
-                                return;
-                            }
-                        };
-                        let (reply, answer) = oneshot::channel();
-                        let event = NetworkEvent::Request {
-                            from: peer.to_base58(),
-                            budget_ms: request.budget_ms,
-                            data: request.payload,
-                            reply,
-                        };
-                        if self.events.try_send(event).is_err() {
-                            self.inbound.finish(&peer, admitted);
-                            self.refuse_request(peer, channel, "queue_full");
-                            return;
-                        }
-                        self.replies.push(
-                            async move { (channel, answer.await.ok(), peer, admitted) }.boxed(),
-                        );
-                    }
+                    } => self.deliver_request(peer, request, ReplyTo::Substream(channel)),
                     request_response::Message::Response {
                         request_id,
                         response,
@@ -841,6 +1029,62 @@ impl Driver {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Writes `answer` to call `id` on an inbound channel, off the driver.
+fn answer_on_channel(id: u64, writer: ChannelWriter, answer: Vec<u8>) {
+    tokio::spawn(async move {
+        let frame = match crate::wire::channel_answer(id, &answer) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!("cannot answer call {id}: {error}");
+                return;
+            }
+        };
+        let mut writer = writer.lock().await;
+        // A failed write ends the channel; its reader notices.
+        let _ = futures::AsyncWriteExt::write_all(&mut *writer, &frame).await;
+        let _ = futures::AsyncWriteExt::flush(&mut *writer).await;
+    });
+}
+
+/// Reads calls off an inbound channel until it ends, handing each to the
+/// driver (waiting while the driver's queue is full).
+async fn read_calls(
+    peer: PeerId,
+    mut reader: futures::io::ReadHalf<libp2p::Stream>,
+    writer: ChannelWriter,
+    calls: mpsc::Sender<ChannelRequest>,
+    open: Arc<Mutex<HashMap<PeerId, usize>>>,
+) {
+    loop {
+        match crate::wire::read_channel_request(&mut reader).await {
+            Ok((id, request)) => {
+                let call = ChannelRequest {
+                    peer,
+                    id,
+                    request,
+                    writer: writer.clone(),
+                };
+                if calls.send(call).await.is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!("call channel from {peer} ended: {error}");
+                }
+                break;
+            }
+        }
+    }
+    let mut open = open.lock().expect("channel count lock");
+    if let Some(count) = open.get_mut(&peer) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            open.remove(&peer);
         }
     }
 }
@@ -902,5 +1146,141 @@ mod tests {
         assert!(check_listen_addr("/dns4/example.com/tcp/1").is_err());
         assert!(check_listen_addr("/ip4/1.2.3.4").is_err());
         assert!(check_listen_addr("garbage").is_err());
+    }
+
+    fn busy(reason: &str) -> Vec<u8> {
+        format!("busy: {reason}").into_bytes()
+    }
+
+    async fn loopback_network() -> (Libp2pNetwork, mpsc::Receiver<NetworkEvent>, String) {
+        let (network, mut events, driver) = Libp2pNetwork::start(
+            NetworkConfig {
+                identity: Identity::generate(),
+                listen: vec!["/ip4/127.0.0.1/udp/0/quic-v1".into()],
+                external: vec![],
+                topics: vec![],
+                max_discovered_peers: 0,
+                inbound: Default::default(),
+                busy_answer: busy,
+            },
+            NetworkMetrics::register(&prometheus::Registry::new()).unwrap(),
+        )
+        .unwrap();
+        tokio::spawn(driver);
+        let addr = loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+                Ok(Some(NetworkEvent::ListenAddr(addr))) => break addr,
+                Ok(Some(_)) => {}
+                other => panic!("no listen address: {other:?}"),
+            }
+        };
+        (network, events, addr)
+    }
+
+    /// Serves every request on `events`: the answer is the payload with
+    /// "re: " before it, sent after `delay(payload)`; a payload of "drop"
+    /// gets no answer at all.
+    fn serve(mut events: mpsc::Receiver<NetworkEvent>, delay: fn(&[u8]) -> Duration) {
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                if let NetworkEvent::Request { data, reply, .. } = event {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay(&data)).await;
+                        if data != b"drop" {
+                            let _ = reply.send([b"re: ".as_slice(), &data].concat());
+                        }
+                    });
+                }
+            }
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_share_one_channel_and_get_their_own_answers_in_any_order() {
+        let (a, _a_events, _) = loopback_network().await;
+        let (b, b_events, b_addr) = loopback_network().await;
+        // Later calls are answered first: the first waits longest.
+        serve(b_events, |data| {
+            let n: u64 = std::str::from_utf8(data).unwrap().parse().unwrap_or(0);
+            Duration::from_millis(200u64.saturating_sub(n * 4))
+        });
+        let b_peer: PeerId = b.local_peer().parse().unwrap();
+        let first = a
+            .call(
+                &b.local_peer(),
+                std::slice::from_ref(&b_addr),
+                b"0".to_vec(),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(first, b"re: 0");
+        assert!(
+            a.channels.is_open(&b_peer),
+            "the channel stays open after a call"
+        );
+        let calls: Vec<_> = (1..=40u64)
+            .map(|n| {
+                a.call(
+                    &b.local_peer(),
+                    std::slice::from_ref(&b_addr),
+                    n.to_string().into_bytes(),
+                    Duration::from_secs(10),
+                )
+            })
+            .collect();
+        let answers = futures::future::join_all(calls).await;
+        for (n, answer) in (1..=40u64).zip(answers) {
+            assert_eq!(answer.unwrap(), format!("re: {n}").into_bytes());
+        }
+        assert_eq!(
+            b.channels_from(&a.local_peer().parse().unwrap()),
+            1,
+            "every call rode the one channel"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_call_is_answered_busy_and_a_banned_caller_is_not_served() {
+        let (a, _a_events, _) = loopback_network().await;
+        let (b, b_events, b_addr) = loopback_network().await;
+        serve(b_events, |_| Duration::ZERO);
+        let started = Instant::now();
+        let dropped = a
+            .call(
+                &b.local_peer(),
+                std::slice::from_ref(&b_addr),
+                b"drop".to_vec(),
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(dropped, busy("dropped"));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "answered, not timed out"
+        );
+
+        b.admit_only(None, BTreeSet::from([a.local_peer()]));
+        let mut refused = false;
+        for _ in 0..50 {
+            match a
+                .call(
+                    &b.local_peer(),
+                    std::slice::from_ref(&b_addr),
+                    b"1".to_vec(),
+                    Duration::from_millis(500),
+                )
+                .await
+            {
+                Ok(answer) => assert_eq!(answer, b"re: 1", "served before the ban took"),
+                Err(_) => {
+                    refused = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refused, "a banned caller is still served");
     }
 }

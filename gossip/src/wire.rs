@@ -86,6 +86,86 @@ pub fn parse_request_body(mut body: Vec<u8>) -> io::Result<WireRequest> {
     })
 }
 
+/// The protocol name of the long-lived call channel between two nodes
+/// (Raft RPCs): one substream per peer carries many calls, each frame
+/// tagged with the call's id, answers in any order.
+pub const CHANNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/coditect/channel/1");
+
+/// Bytes of a channel request's header in its frame body: `u64 id | u32 budget_ms`.
+const CHANNEL_REQUEST_HEADER: usize = 12;
+/// Bytes of a channel answer's header in its frame body: `u64 id`.
+const CHANNEL_ANSWER_HEADER: usize = 8;
+
+/// One whole frame on the call channel, ready for a single write: `u32
+/// length | body`. Refused (nothing written) over [`MAX_FRAME_BYTES`].
+fn channel_frame(header: &[u8], payload: &[u8]) -> io::Result<Vec<u8>> {
+    let length = header.len() + payload.len();
+    if length > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("message of {length} bytes exceeds the cap of {MAX_FRAME_BYTES}"),
+        ));
+    }
+    let mut frame = Vec::with_capacity(4 + length);
+    frame.extend_from_slice(&(length as u32).to_be_bytes());
+    frame.extend_from_slice(header);
+    frame.extend_from_slice(payload);
+    Ok(frame)
+}
+
+/// A request frame on the call channel: `u32 length | u64 id | u32
+/// budget_ms | payload`.
+pub fn channel_request(id: u64, request: &WireRequest) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; CHANNEL_REQUEST_HEADER];
+    header[..8].copy_from_slice(&id.to_be_bytes());
+    header[8..].copy_from_slice(&request.budget_ms.to_be_bytes());
+    channel_frame(&header, &request.payload)
+}
+
+/// An answer frame on the call channel: `u32 length | u64 id | payload`.
+pub fn channel_answer(id: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
+    channel_frame(&id.to_be_bytes(), payload)
+}
+
+/// Reads the next request from a call channel: its id and the request.
+pub async fn read_channel_request<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<(u64, WireRequest)> {
+    let mut body = read_frame(io).await?;
+    if body.len() < CHANNEL_REQUEST_HEADER {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "channel request shorter than its header",
+        ));
+    }
+    let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+    let budget_ms = u32::from_be_bytes(body[8..12].try_into().expect("4 bytes"));
+    body.drain(..CHANNEL_REQUEST_HEADER);
+    Ok((
+        id,
+        WireRequest {
+            budget_ms,
+            payload: body,
+        },
+    ))
+}
+
+/// Reads the next answer from a call channel: the id it answers and the payload.
+pub async fn read_channel_answer<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+) -> io::Result<(u64, Vec<u8>)> {
+    let mut body = read_frame(io).await?;
+    if body.len() < CHANNEL_ANSWER_HEADER {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "channel answer shorter than its header",
+        ));
+    }
+    let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+    body.drain(..CHANNEL_ANSWER_HEADER);
+    Ok((id, body))
+}
+
 #[async_trait]
 impl libp2p::request_response::Codec for WireCodec {
     type Protocol = StreamProtocol;
@@ -164,6 +244,54 @@ mod tests {
             block_on(WireCodec.read_request(&RPC_PROTOCOL, &mut Cursor::new(short_request)))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn channel_frames_follow_each_other_and_short_ones_are_errors() {
+        let first = WireRequest {
+            budget_ms: 7,
+            payload: b"one".to_vec(),
+        };
+        let second = WireRequest {
+            budget_ms: 9,
+            payload: Vec::new(),
+        };
+        let mut bytes = channel_request(1, &first).unwrap();
+        bytes.extend(channel_request(u64::MAX, &second).unwrap());
+        let mut reader = Cursor::new(bytes);
+        assert_eq!(
+            block_on(read_channel_request(&mut reader)).unwrap(),
+            (1, first)
+        );
+        assert_eq!(
+            block_on(read_channel_request(&mut reader)).unwrap(),
+            (u64::MAX, second)
+        );
+        assert!(
+            block_on(read_channel_request(&mut reader)).is_err(),
+            "nothing is left"
+        );
+
+        let mut bytes = channel_answer(5, b"yes").unwrap();
+        bytes.extend(channel_answer(4, b"").unwrap());
+        let mut reader = Cursor::new(bytes);
+        assert_eq!(
+            block_on(read_channel_answer(&mut reader)).unwrap(),
+            (5, b"yes".to_vec())
+        );
+        assert_eq!(
+            block_on(read_channel_answer(&mut reader)).unwrap(),
+            (4, Vec::new())
+        );
+
+        // A frame too short for its header, and one over the cap.
+        let mut short = 7u32.to_be_bytes().to_vec();
+        short.extend_from_slice(&[0; 7]);
+        assert!(block_on(read_channel_answer(&mut Cursor::new(short.clone()))).is_err());
+        assert!(block_on(read_channel_request(&mut Cursor::new(short))).is_err());
+        let huge = vec![0u8; MAX_FRAME_BYTES];
+        let error = channel_answer(1, &huge).unwrap_err();
+        assert!(error.to_string().contains("exceeds the cap"), "{error}");
     }
 
     proptest! {

@@ -2,9 +2,10 @@
 //!
 //! openraft appends (and our log store fsyncs) once per client write, so one
 //! command per entry caps throughput at the disk's fsync rate. The proposer
-//! queues commands, and whenever a write slot is free it submits everything
-//! queued as one [`Command::Batch`] entry, keeping a few entries in flight
-//! so replication pipelines. Each caller still gets its own answer.
+//! queues commands, and whenever no entry of its own is in flight it submits
+//! everything queued as one [`Command::Batch`] entry (one flush in progress,
+//! everyone else joins the next, as a database's group commit). Each caller
+//! still gets its own answer.
 
 use std::time::Duration;
 
@@ -21,8 +22,13 @@ const MAX_BATCH: usize = 4_096;
 /// Encoded bytes of the commands in one entry, at most: the entry, its log
 /// id and the batch framing stay within [`MAX_ENTRY_BYTES`].
 const MAX_BATCH_BYTES: usize = MAX_ENTRY_BYTES - 4 * 1024;
-/// Entries in flight, at most.
-const MAX_IN_FLIGHT: usize = 4;
+/// Entries in flight, at most. One: a lone write goes at once, and under
+/// load everything queued while an entry commits shares the next. With four
+/// in flight, and commits as fast as the call channels make them, a
+/// 2,000-task mission took 2.3 times the entries (407-459 instead of
+/// 193-226 for 4,000 commands) and the mesh ran 15-20% fewer tasks a second
+/// for the fsyncs, RPCs and applies of the extra entries.
+const MAX_IN_FLIGHT: usize = 1;
 
 type Reply = oneshot::Sender<Result<CommandResponse, WriteError>>;
 

@@ -255,7 +255,8 @@ impl AddressBook {
 }
 
 /// The Raft transport over the node's network: Raft RPCs ride in
-/// [`NodeRequest::Raft`].
+/// [`NodeRequest::Raft`], over each peer's long-lived call channel
+/// ([`Network::call`]).
 pub struct NetworkTransport {
     network: Arc<dyn Network>,
     addresses: AddressBook,
@@ -278,8 +279,7 @@ impl RaftTransport for NetworkTransport {
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
         let request = codec::encode(&NodeRequest::Raft(payload));
         let addrs = self.addresses.merged(&node.peer_id, &node.addrs);
-        let future =
-            request.map(|bytes| self.network.request(&node.peer_id, &addrs, bytes, deadline));
+        let future = request.map(|bytes| self.network.call(&node.peer_id, &addrs, bytes, deadline));
         async move {
             let reply = match future {
                 Ok(future) => future.await,
