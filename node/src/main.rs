@@ -207,32 +207,6 @@ enum PeerCommand {
     },
 }
 
-struct TimerDriver {
-    timer: futures_timer::Timer,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-}
-impl std::future::Future for TimerDriver {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        loop {
-            let _ = std::pin::Pin::new(&mut self.timer).poll(cx);
-            self.timer.advance();
-            match self.timer.next_event() {
-                Some(at) => {
-                    self.sleep.as_mut().reset(at.into());
-                    if self.sleep.as_mut().poll(cx).is_pending() {
-                        return std::task::Poll::Pending;
-                    }
-                }
-                None => return std::task::Poll::Pending,
-            }
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -263,16 +237,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if std::env::var_os("EXP_TOKIO_TIMER").is_some() {
-        let _entered = runtime.enter();
-        let timer = futures_timer::Timer::new();
-        let _ = timer.handle().set_as_global_fallback();
-        #[allow(clippy::disallowed_methods)]
-        runtime.spawn(TimerDriver {
-            timer,
-            sleep: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
-        });
-    }
     if !matches!(cli.command, Commands::Node(_)) {
         match api_client::token_from(cli.api_token.as_deref(), cli.api_token_file.as_deref()) {
             Ok(token) => api_client::set_token(token),
