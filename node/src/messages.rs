@@ -297,6 +297,35 @@ impl NodeRequest {
             | NodeRequest::GetBlob { .. } => false,
         }
     }
+
+    /// Whether it goes over the peer's long-lived call channel
+    /// ([`coditect_gossip::Network::call`]) rather than a substream of its
+    /// own: the small, frequent messages of the task path and Raft. Those
+    /// that may carry megabytes either way (submissions, views, results,
+    /// blobs) and the rare ones keep their own substreams, so nothing large
+    /// waits in line in front of a Raft RPC.
+    pub fn rides_channel(&self) -> bool {
+        match self {
+            NodeRequest::Raft(_)
+            | NodeRequest::Heartbeat { .. }
+            | NodeRequest::Assign(_)
+            | NodeRequest::Revoke(_)
+            | NodeRequest::Reports { .. }
+            | NodeRequest::StealAsk { .. }
+            | NodeRequest::CommitSteal { .. } => true,
+            NodeRequest::Join(_)
+            | NodeRequest::Submit { .. }
+            | NodeRequest::GetTaskResult { .. }
+            | NodeRequest::ListMissions { .. }
+            | NodeRequest::GetMissionView { .. }
+            | NodeRequest::Control { .. }
+            | NodeRequest::Leave { .. }
+            | NodeRequest::GetBlob { .. }
+            | NodeRequest::AdmitChallenge
+            | NodeRequest::AdmitProve { .. }
+            | NodeRequest::Admission(_) => false,
+        }
+    }
 }
 
 /// The answer to a [`NodeRequest`].

@@ -1827,12 +1827,13 @@ impl Node {
     ) -> Result<NodeResponse, String> {
         let bytes = codec::encode(request).map_err(|e| e.to_string())?;
         let addrs = self.inner.addresses.merged(&to.peer_id, &to.addrs);
-        let reply = self
-            .inner
-            .network
-            .request(&to.peer_id, &addrs, bytes, deadline)
-            .await
-            .map_err(|e| e.to_string())?;
+        let network = &self.inner.network;
+        let reply = if request.rides_channel() {
+            network.call(&to.peer_id, &addrs, bytes, deadline)
+        } else {
+            network.request(&to.peer_id, &addrs, bytes, deadline)
+        };
+        let reply = reply.await.map_err(|e| e.to_string())?;
         codec::decode(&reply).map_err(|e| e.to_string())
     }
 
