@@ -362,6 +362,25 @@ impl Libp2pNetwork {
     }
 }
 
+/// What a request or a call sends: the peer (or why its id is not one),
+/// the addresses that parse, and the request with its budget.
+fn outbound(
+    peer: &str,
+    addrs: &[String],
+    data: Vec<u8>,
+    deadline: Duration,
+) -> (Result<PeerId, RequestError>, Vec<Multiaddr>, WireRequest) {
+    let parsed = peer
+        .parse::<PeerId>()
+        .map_err(|e| RequestError::Invalid(format!("peer id {peer}: {e}")));
+    let addrs = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+    let request = WireRequest {
+        budget_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+        payload: data,
+    };
+    (parsed, addrs, request)
+}
+
 /// One request over request-response: a substream of its own.
 async fn request_response_call(
     commands: mpsc::UnboundedSender<Command>,
@@ -462,21 +481,10 @@ impl Network for Libp2pNetwork {
         data: Vec<u8>,
         deadline: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, RequestError>> {
-        let peer_name = peer.to_string();
-        let parsed = peer.parse::<PeerId>();
-        let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let (parsed, addrs, request) = outbound(peer, addrs, data, deadline);
         let commands = self.commands.clone();
-        async move {
-            let peer =
-                parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
-            let budget_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-            let request = WireRequest {
-                budget_ms,
-                payload: data,
-            };
-            request_response_call(commands, peer, addrs, request, deadline).await
-        }
-        .boxed()
+        async move { request_response_call(commands, parsed?, addrs, request, deadline).await }
+            .boxed()
     }
 
     fn call(
@@ -487,13 +495,11 @@ impl Network for Libp2pNetwork {
         deadline: Duration,
     ) -> BoxFuture<'static, Result<Vec<u8>, RequestError>> {
         let peer_name = peer.to_string();
-        let parsed = peer.parse::<PeerId>();
-        let addrs: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        let (parsed, addrs, request) = outbound(peer, addrs, data, deadline);
         let commands = self.commands.clone();
         let channels = self.channels.clone();
         async move {
-            let peer =
-                parsed.map_err(|e| RequestError::Invalid(format!("peer id {peer_name}: {e}")))?;
+            let peer = parsed?;
             if !channels.is_open(&peer) {
                 // Opening may dial: the swarm needs the addresses first.
                 let (known, learned) = oneshot::channel();
@@ -502,11 +508,6 @@ impl Network for Libp2pNetwork {
                     .map_err(|_| RequestError::Closed)?;
                 learned.await.map_err(|_| RequestError::Closed)?;
             }
-            let budget_ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX);
-            let request = WireRequest {
-                budget_ms,
-                payload: data,
-            };
             match channels.call(peer, request, deadline).await {
                 Ok(answer) => Ok(answer),
                 Err(CallError::Unsupported(request)) => {

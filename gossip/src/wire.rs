@@ -91,10 +91,8 @@ pub fn parse_request_body(mut body: Vec<u8>) -> io::Result<WireRequest> {
 /// tagged with the call's id, answers in any order.
 pub const CHANNEL_PROTOCOL: StreamProtocol = StreamProtocol::new("/coditect/channel/1");
 
-/// Bytes of a channel request's header in its frame body: `u64 id | u32 budget_ms`.
-const CHANNEL_REQUEST_HEADER: usize = 12;
-/// Bytes of a channel answer's header in its frame body: `u64 id`.
-const CHANNEL_ANSWER_HEADER: usize = 8;
+/// Bytes of the id that opens every channel frame's body.
+const CHANNEL_ID_BYTES: usize = 8;
 
 /// One whole frame on the call channel, ready for a single write: `u32
 /// length | body`. Refused (nothing written) over [`MAX_FRAME_BYTES`].
@@ -116,9 +114,9 @@ fn channel_frame(header: &[u8], payload: &[u8]) -> io::Result<Vec<u8>> {
 /// A request frame on the call channel: `u32 length | u64 id | u32
 /// budget_ms | payload`.
 pub fn channel_request(id: u64, request: &WireRequest) -> io::Result<Vec<u8>> {
-    let mut header = [0u8; CHANNEL_REQUEST_HEADER];
-    header[..8].copy_from_slice(&id.to_be_bytes());
-    header[8..].copy_from_slice(&request.budget_ms.to_be_bytes());
+    let mut header = [0u8; CHANNEL_ID_BYTES + 4];
+    header[..CHANNEL_ID_BYTES].copy_from_slice(&id.to_be_bytes());
+    header[CHANNEL_ID_BYTES..].copy_from_slice(&request.budget_ms.to_be_bytes());
     channel_frame(&header, &request.payload)
 }
 
@@ -127,42 +125,29 @@ pub fn channel_answer(id: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
     channel_frame(&id.to_be_bytes(), payload)
 }
 
-/// Reads the next request from a call channel: its id and the request.
+/// Reads the next request from a call channel: its id and the request
+/// (after the id, the body of a request-response request).
 pub async fn read_channel_request<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<(u64, WireRequest)> {
-    let mut body = read_frame(io).await?;
-    if body.len() < CHANNEL_REQUEST_HEADER {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "channel request shorter than its header",
-        ));
-    }
-    let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
-    let budget_ms = u32::from_be_bytes(body[8..12].try_into().expect("4 bytes"));
-    body.drain(..CHANNEL_REQUEST_HEADER);
-    Ok((
-        id,
-        WireRequest {
-            budget_ms,
-            payload: body,
-        },
-    ))
+    let (id, body) = read_channel_answer(io).await?;
+    Ok((id, parse_request_body(body)?))
 }
 
-/// Reads the next answer from a call channel: the id it answers and the payload.
+/// Reads the next answer from a call channel: the id it answers and the
+/// payload. (Every channel frame starts with its id.)
 pub async fn read_channel_answer<T: AsyncRead + Unpin + Send>(
     io: &mut T,
 ) -> io::Result<(u64, Vec<u8>)> {
     let mut body = read_frame(io).await?;
-    if body.len() < CHANNEL_ANSWER_HEADER {
+    if body.len() < CHANNEL_ID_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            "channel answer shorter than its header",
+            "channel frame shorter than its id",
         ));
     }
-    let id = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
-    body.drain(..CHANNEL_ANSWER_HEADER);
+    let id = u64::from_be_bytes(body[..CHANNEL_ID_BYTES].try_into().expect("8 bytes"));
+    body.drain(..CHANNEL_ID_BYTES);
     Ok((id, body))
 }
 

@@ -685,7 +685,7 @@ fn main() {
     // Nodes log as a user's do (the node's default filter), not with the
     // tests' debug filter; `--debug-log` keeps the tests' filter.
     if !args.iter().any(|a| a == "--debug-log") {
-        coditect_tests::set_node_log(None);
+        coditect_tests::use_node_default_log();
     }
     let count = |default: usize| args.get(1).and_then(|n| n.parse().ok()).unwrap_or(default);
     match args.first().map(String::as_str) {

@@ -187,16 +187,14 @@ pub fn mesh_flags(heartbeat_ms: u64, bootstrap: Option<&str>, extra: &[&str]) ->
 /// a failing test's node logs say what happened.
 const DEBUG_NODE_LOG: &str = "info,coditect_node=debug,libp2p=warn,openraft=warn";
 
-/// The log filter for nodes this process starts, once set (`None`: the
-/// node's own default).
-static NODE_LOG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+/// Whether nodes this process starts log with their own default filter.
+static NODE_DEFAULT_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Starts every later node of this process with `filter` as its
-/// `CODITECT_LOG`, or with the node's own default (as a user runs it) when
-/// `None`, instead of the tests' debug filter. Benchmarks measure nodes as
-/// users run them. Only the first call counts.
-pub fn set_node_log(filter: Option<&str>) {
-    let _ = NODE_LOG.set(filter.map(str::to_string));
+/// Starts every later node of this process with the node's own log filter,
+/// as a user runs it, instead of the tests' debug filter: benchmarks
+/// measure nodes as users run them.
+pub fn use_node_default_log() {
+    NODE_DEFAULT_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Starts `count` nodes under `dir` with heartbeat `heartbeat_ms` (the
@@ -328,12 +326,11 @@ impl NodeProcess {
         args.extend(extra.iter().cloned());
         let mut command = Command::new(coditect_bin());
         command.args(&args);
-        match NODE_LOG.get() {
-            // The node's own default, as a user starts it.
-            Some(None) => command.env_remove("CODITECT_LOG"),
-            Some(Some(filter)) => command.env("CODITECT_LOG", filter),
-            None => command.env("CODITECT_LOG", DEBUG_NODE_LOG),
-        };
+        if NODE_DEFAULT_LOG.load(std::sync::atomic::Ordering::Relaxed) {
+            command.env_remove("CODITECT_LOG");
+        } else {
+            command.env("CODITECT_LOG", DEBUG_NODE_LOG);
+        }
         let mut child = command
             .envs(env.iter().copied())
             .stdout(Stdio::null())
