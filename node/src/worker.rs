@@ -156,6 +156,7 @@ impl TaskRunner for SandboxRunner {
         // The work dir lives in the data dir; neither is named to users.
         let data_dir = self.work_dir.parent().map(Path::to_path_buf);
         Box::pin(async move {
+            let mut left_empty = false;
             let report = run_in_dir(
                 node,
                 &sandbox,
@@ -166,15 +167,22 @@ impl TaskRunner for SandboxRunner {
                 &assignment,
                 llm.as_ref(),
                 cancel,
+                &mut left_empty,
             )
             .await;
-            // Emptied off the report's path; back in the pool only once
-            // empty (a directory that cannot be emptied is not used again).
-            in_background(move || {
-                if empty_run_dirs(&dir) {
-                    idle.lock().expect("work dirs lock").push(dir);
-                }
-            });
+            if left_empty {
+                // Nothing was written into it (a no-op task): no listing
+                // and no hop to a blocking thread.
+                idle.lock().expect("work dirs lock").push(dir);
+            } else {
+                // Emptied off the report's path; back in the pool only once
+                // empty (a directory that cannot be emptied is not used again).
+                in_background(move || {
+                    if empty_run_dirs(&dir) {
+                        idle.lock().expect("work dirs lock").push(dir);
+                    }
+                });
+            }
             match &data_dir {
                 Some(data_dir) => {
                     let hide = [(data_dir.display().to_string(), "<data dir>")];
@@ -455,7 +463,7 @@ pub async fn run_assignment(
     cancel: CancelToken,
 ) -> Result<Report, WorkerError> {
     let report = run_in_dir(
-        node, sandbox, blobs, source, dir, false, assignment, llm, cancel,
+        node, sandbox, blobs, source, dir, false, assignment, llm, cancel, &mut false,
     )
     .await;
     let dir = dir.to_path_buf();
@@ -464,8 +472,9 @@ pub async fn run_assignment(
 }
 
 /// [`run_assignment`] without emptying `dir` afterwards (the caller does,
-/// off the task's path), and without emptying it first when `clean` (the
-/// caller emptied it after its last run).
+/// off the task's path, unless it sets `left_empty`: the run wrote nothing
+/// into its directories and the guest left `/output` empty), and without
+/// emptying it first when `clean` (the caller emptied it after its last run).
 #[allow(clippy::too_many_arguments)] // as run_assignment
 async fn run_in_dir(
     node: NodeId,
@@ -477,6 +486,7 @@ async fn run_in_dir(
     assignment: &Assignment,
     llm: Option<&std::sync::Arc<crate::llm::service::LlmService>>,
     cancel: CancelToken,
+    left_empty: &mut bool,
 ) -> Result<Report, WorkerError> {
     let input = dir.join("input");
     let output = dir.join("output");
@@ -532,6 +542,7 @@ async fn run_in_dir(
                 assignment,
                 grant.clone(),
                 cancel,
+                left_empty,
             )
             .await
         }
@@ -566,6 +577,7 @@ async fn run_in(
     assignment: &Assignment,
     grant: Option<std::sync::Arc<crate::llm::grant::LlmGrant>>,
     cancel: CancelToken,
+    left_empty: &mut bool,
 ) -> Result<Report, WorkerError> {
     let (input, output) = (&dir.join("input"), &dir.join("output"));
     let task = &assignment.task;
@@ -660,6 +672,13 @@ async fn run_in(
         spec.program = crate::python::PROGRAM.into();
         spec.env = crate::python::environment();
     }
+    // Whether this run writes into its directories before the guest runs
+    // (inputs, a workspace, the model's channel).
+    let host_wrote = task.input.is_some()
+        || !task.inputs.is_empty()
+        || !assignment.deps.is_empty()
+        || seen.is_some()
+        || grant.is_some();
     if let Some(grant) = grant {
         spec = spec.grant(crate::llm::LLM_CAPABILITY, grant);
         // Python reaches it through the channel (it cannot import host functions).
@@ -672,6 +691,8 @@ async fn run_in(
         .map_err(WorkerError::Sandbox)?
         .await
         .map_err(WorkerError::Sandbox)?;
+    // The guest can write only into /output (and the channel, counted above).
+    *left_empty = !host_wrote && outcome.output_empty;
     let expect = Expectation {
         exit_code: task.expect.exit_code,
         stdout_contains: task.expect.stdout_contains.clone(),
@@ -1370,5 +1391,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(error, "cannot read <data dir>/blobs/ab/cd");
+    }
+
+    /// Makes the folder `/output/d`, and traps if it cannot (it exists).
+    const MKDIR: &str = r#"(module
+      (import "wasi_snapshot_preview1" "path_create_directory"
+        (func $mkdir (param i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "d")
+      (func (export "_start")
+        (if (call $mkdir (i32.const 4) (i32.const 16) (i32.const 1))
+          (then (unreachable)))))"#;
+
+    #[test]
+    fn a_work_dir_goes_back_to_the_pool_empty_even_after_a_run_that_left_only_a_folder() {
+        let (dir, sandbox, blobs) = setup();
+        let runner = SandboxRunner::new(
+            std::sync::Arc::new(sandbox),
+            blobs.clone(),
+            dir.path().join("work"),
+        );
+        let source: std::sync::Arc<dyn BlobSource> = std::sync::Arc::new(LocalBlobs(blobs.clone()));
+        let mut job = assignment(&blobs, TaskExpect::default());
+        (job.task.input, job.task.inputs, job.deps) = (None, Default::default(), vec![]);
+        let run = |job: &Assignment| {
+            futures::executor::block_on(runner.run(
+                1,
+                source.clone(),
+                job.clone(),
+                CancelToken::new(),
+            ))
+            .unwrap()
+        };
+        // A run that writes nothing anywhere returns its directory as it is.
+        job.task.module = blobs
+            .put(b"(module (func (export \"_start\")))")
+            .unwrap()
+            .to_string();
+        assert!(matches!(run(&job), Report::Succeeded(_)));
+        assert_eq!(runner.idle_dirs.lock().unwrap().len(), 1);
+        // A folder and no file in /output: no output files, yet not empty.
+        job.task.module = blobs.put(MKDIR.as_bytes()).unwrap().to_string();
+        for round in 0..3 {
+            let report = run(&job);
+            assert!(
+                matches!(report, Report::Succeeded(ref r) if r.outputs.is_empty()),
+                "round {round}: /output/d was left from the run before: {report:?}"
+            );
+            let idle = runner.idle_dirs.lock().unwrap().clone();
+            assert_eq!(idle.len(), 1, "one directory, reused");
+            let left = std::fs::read_dir(idle[0].join("output")).unwrap().count();
+            assert_eq!(left, 0, "round {round}: emptied before it is used again");
+        }
     }
 }

@@ -145,6 +145,11 @@ pub struct Outcome {
     pub output_truncated: bool,
     /// Regular files left in `/output`, sorted by path.
     pub files: Vec<OutputFile>,
+    /// `/output` held nothing at all when the run ended (no file, no
+    /// folder): the host has nothing to clear before it uses the folder
+    /// again. False when unknown. Not part of the outcome's JSON.
+    #[serde(skip)]
+    pub output_empty: bool,
     /// Structured log lines the guest emitted.
     pub logs: Vec<LogLine>,
     /// Log lines dropped beyond the per-task cap.
@@ -181,6 +186,7 @@ impl Outcome {
             stderr_truncated: false,
             output_truncated: false,
             files: Vec::new(),
+            output_empty: false,
             logs: Vec::new(),
             logs_dropped: 0,
             progress: None,

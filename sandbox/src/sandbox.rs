@@ -858,7 +858,8 @@ fn execute(
         0
     };
     let state = store.into_data();
-    let (files, output_truncated) = collect_outputs(&task.output_dir, limits.output_bytes())?;
+    let (files, output_truncated, output_empty) =
+        collect_outputs(&task.output_dir, limits.output_bytes())?;
     let stdout = stdout.take();
     let stdout_truncated = stdout.truncated;
     let (stdout_text, stdout_capture) = CapturedStdout::split(stdout.head, stdout.spill);
@@ -877,6 +878,7 @@ fn execute(
         stderr_truncated,
         output_truncated,
         files,
+        output_empty,
         logs: state.services.logs,
         logs_dropped: state.services.logs_dropped,
         progress: state.services.progress,
@@ -988,14 +990,17 @@ fn directory_size(dir: &Path) -> u64 {
 /// Entries that are not regular files or directories (symlinks the guest
 /// made, for instance) are removed so nothing later follows them out of the
 /// task directory; files past the cap are removed too. Both set the flag.
-fn collect_outputs(dir: &Path, cap: u64) -> Result<(Vec<OutputFile>, bool), SandboxError> {
+/// Last, whether `dir` held no entry at all.
+fn collect_outputs(dir: &Path, cap: u64) -> Result<(Vec<OutputFile>, bool, bool), SandboxError> {
     let mut found: Vec<(String, PathBuf, u64)> = Vec::new();
     let mut truncated = false;
+    let mut entries = 0usize;
     let mut pending = vec![(dir.to_path_buf(), String::new())];
     let io = |path: &Path, error| SandboxError::io(format!("listing {}", path.display()), error);
     while let Some((current, prefix)) = pending.pop() {
         for entry in fs::read_dir(&current).map_err(|e| io(&current, e))? {
             let entry = entry.map_err(|e| io(&current, e))?;
+            entries += 1;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             let relative = if prefix.is_empty() {
@@ -1034,7 +1039,7 @@ fn collect_outputs(dir: &Path, cap: u64) -> Result<(Vec<OutputFile>, bool), Sand
             sha256: file_digest(&path)?,
         });
     }
-    Ok((files, truncated))
+    Ok((files, truncated, entries == 0))
 }
 
 fn remove_entry(path: &Path, is_dir: bool) {

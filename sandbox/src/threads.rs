@@ -205,6 +205,9 @@ impl GuestThreads {
 #[derive(Default)]
 struct TickerState {
     running_guests: usize,
+    /// Whether the ticker waits on `wake` (only then is a notify, a
+    /// system call, needed).
+    waiting: bool,
     shutdown: bool,
 }
 
@@ -234,7 +237,9 @@ impl EpochTicker {
             {
                 let mut state = lock(&self.state);
                 while state.running_guests == 0 && !state.shutdown {
+                    state.waiting = true;
                     state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                    state.waiting = false;
                 }
                 if state.shutdown {
                     return;
@@ -249,7 +254,9 @@ impl EpochTicker {
     pub(crate) fn enter(self: &Arc<Self>) -> RunningGuard {
         let mut state = lock(&self.state);
         state.running_guests += 1;
-        if state.running_guests == 1 {
+        // Busy guests keep it ticking; only a waiting ticker needs a wake.
+        if state.waiting {
+            state.waiting = false;
             self.wake.notify_all();
         }
         RunningGuard(Arc::clone(self))
