@@ -105,9 +105,6 @@ async fn prepare_toml(
         .unwrap_or(std::path::Path::new("."));
     let spec = parse_toml(text).map_err(|e| NodeError::BadInput(e.to_string()))?;
     validate(&spec, Some(base)).map_err(|e| NodeError::BadInput(e.to_string()))?;
-    let mut document: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| NodeError::BadInput(e.message().to_string()))?;
     let folder = match (&spec.workspace, workspace) {
         (Some(_), Some(_)) => {
             return Err(NodeError::BadInput(format!(
@@ -118,6 +115,21 @@ async fn prepare_toml(
         (Some(named), None) if !named.starts_with("sha256:") => Some(base.join(named)),
         (_, given) => given.map(std::path::Path::to_path_buf),
     };
+    // Nothing local to upload (builtins and digests only, no folder): the
+    // file goes as it is, without a second parse and a rewrite.
+    let local = |task: &coditect_node::mission::TaskSpec| {
+        (matches!(task.module, ModuleRef::Path(_)) && !task.module.is_builtin())
+            || task
+                .inputs
+                .iter()
+                .any(|input| !(input.starts_with("sha256:") || input.contains("=sha256:")))
+    };
+    if folder.is_none() && !spec.tasks.iter().any(local) {
+        return Ok(text.to_string());
+    }
+    let mut document: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| NodeError::BadInput(e.message().to_string()))?;
     if let Some(folder) = folder {
         let tree = crate::workspace_client::upload_workspace(client, api, &folder).await?;
         document.insert("workspace".into(), toml::Value::String(tree));
