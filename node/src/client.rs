@@ -286,6 +286,16 @@ fn count(mission: &serde_json::Value, state: &str) -> u64 {
     mission["counts"][state].as_u64().unwrap_or(0)
 }
 
+/// Whether a mission summary counts only succeeded tasks (and at least
+/// one), so its task list has nothing that did not succeed.
+fn every_task_succeeded(mission: &serde_json::Value) -> bool {
+    let Some(counts) = mission["counts"].as_object() else {
+        return false;
+    };
+    let total: u64 = counts.values().filter_map(|n| n.as_u64()).sum();
+    total > 0 && count(mission, "succeeded") == total
+}
+
 /// Waits before asking again after an error.
 #[allow(clippy::disallowed_methods)] // the CLI is not node code: no seam
 async fn pause() {
@@ -392,6 +402,11 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
             version = next;
         }
         if state != "running" {
+            if every_task_succeeded(&mission) {
+                // Nothing to list: the task list (megabytes for a large
+                // mission, built by the node and parsed here) is not read.
+                return Ok(if state == "succeeded" { 0 } else { 1 });
+            }
             // The task list once, at the end, for what did not succeed.
             let url = api_url(api, &format!("/api/missions/{id}"))?;
             let full: serde_json::Value = match client.get(&url).send().await {
@@ -544,5 +559,29 @@ pub async fn control(api: &str, id: &str, retry: bool) -> Result<u8, NodeError> 
         Err(NodeError::BadInput(message))
     } else {
         Err(NodeError::Failed(message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_mission_whose_every_task_succeeded_skips_the_task_list() {
+        let summary = |counts: serde_json::Value| serde_json::json!({ "counts": counts });
+        assert!(every_task_succeeded(&summary(
+            serde_json::json!({"succeeded": 20000})
+        )));
+        // A superseded failure (a fix round) still counts as failed: listed.
+        assert!(!every_task_succeeded(&summary(
+            serde_json::json!({"succeeded": 3, "failed": 1})
+        )));
+        assert!(!every_task_succeeded(&summary(
+            serde_json::json!({"succeeded": 0, "cancelled": 2})
+        )));
+        assert!(!every_task_succeeded(&summary(serde_json::json!({}))));
+        assert!(!every_task_succeeded(
+            &serde_json::json!({"state": "succeeded"})
+        ));
     }
 }

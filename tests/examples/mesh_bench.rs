@@ -545,9 +545,34 @@ fn ray(tasks: usize, tuned: bool) {
         agreed_leader(&refs, 3)
     });
     // Through a follower, as a client that does not know the leader would.
-    let api = (leader_index(&nodes) + 1) % nodes.len();
+    let leader = leader_index(&nodes);
+    let api = (leader + 1) % nodes.len();
+    let cpu = |nodes: &[NodeProcess]| -> Vec<Option<f64>> {
+        nodes.iter().map(NodeProcess::cpu_seconds).collect()
+    };
+    let before = cpu(&nodes);
     let first = submit_wait_rate(&nodes[api], dir.path(), tasks);
+    let between = cpu(&nodes);
     let second = submit_wait_rate(&nodes[api], dir.path(), tasks);
+    let after = cpu(&nodes);
+    // Where the CPU went, per task: the leader, the follower the client
+    // talks to, the other follower.
+    let per_task = |from: &[Option<f64>], to: &[Option<f64>], i: usize| match (from[i], to[i]) {
+        (Some(from), Some(to)) => format!("{:.0}", (to - from) * 1e6 / tasks as f64),
+        _ => "?".to_string(),
+    };
+    let other = (0..nodes.len())
+        .find(|i| *i != leader && *i != api)
+        .unwrap();
+    println!(
+        "cpu per task, first / second mission (us): leader {} / {}, the client's follower {} / {}, the other follower {} / {}",
+        per_task(&before, &between, leader),
+        per_task(&between, &after, leader),
+        per_task(&before, &between, api),
+        per_task(&between, &after, api),
+        per_task(&before, &between, other),
+        per_task(&between, &after, other),
+    );
     let flags = if tuned {
         "--slots 8 --queue-depth 32"
     } else {

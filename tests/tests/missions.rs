@@ -280,6 +280,14 @@ module = "builtin:noop"
     let started = std::time::Instant::now();
     let (code, id, stderr) = submit(&nodes[1], &file, true);
     assert_eq!(code, 1, "a failed mission exits 1: {stderr}");
+    // At the end, what did not succeed is listed with its reason; what did
+    // is not.
+    assert!(stderr.contains("  bad failed: "), "{stderr}");
+    assert!(
+        stderr.contains("  after-bad blocked: blocked by `bad`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("  fine "), "{stderr}");
     // Backoff: 1 s before the second attempt, 2 s before the third.
     assert!(
         started.elapsed() >= Duration::from_secs(3),
