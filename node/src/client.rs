@@ -286,13 +286,18 @@ fn count(mission: &serde_json::Value, state: &str) -> u64 {
     mission["counts"][state].as_u64().unwrap_or(0)
 }
 
+/// How many tasks a mission summary counts, in every state.
+fn total(mission: &serde_json::Value) -> u64 {
+    mission["counts"]
+        .as_object()
+        .map(|counts| counts.values().filter_map(|n| n.as_u64()).sum())
+        .unwrap_or(0)
+}
+
 /// Whether a mission summary counts only succeeded tasks (and at least
 /// one), so its task list has nothing that did not succeed.
 fn every_task_succeeded(mission: &serde_json::Value) -> bool {
-    let Some(counts) = mission["counts"].as_object() else {
-        return false;
-    };
-    let total: u64 = counts.values().filter_map(|n| n.as_u64()).sum();
+    let total = total(mission);
     total > 0 && count(mission, "succeeded") == total
 }
 
@@ -386,10 +391,7 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
         let next = mission["version"].as_str().unwrap_or_default().to_string();
         let state = mission["state"].as_str().unwrap_or("?").to_string();
         if next != version {
-            let total: u64 = mission["counts"]
-                .as_object()
-                .map(|counts| counts.values().filter_map(|n| n.as_u64()).sum())
-                .unwrap_or(0);
+            let total = total(&mission);
             eprintln!(
                 "{id} {state}: {}/{total} succeeded, {} running, {} queued, {} ready, {} failed, {} blocked",
                 count(&mission, "succeeded"),
@@ -402,27 +404,26 @@ async fn watch(client: &reqwest::Client, api: &str, id: &str) -> Result<u8, Node
             version = next;
         }
         if state != "running" {
-            if every_task_succeeded(&mission) {
-                // Nothing to list: the task list (megabytes for a large
-                // mission, built by the node and parsed here) is not read.
-                return Ok(if state == "succeeded" { 0 } else { 1 });
-            }
-            // The task list once, at the end, for what did not succeed.
-            let url = api_url(api, &format!("/api/missions/{id}"))?;
-            let full: serde_json::Value = match client.get(&url).send().await {
-                Ok(response) if response.status().is_success() => {
-                    response.json().await.unwrap_or_default()
-                }
-                _ => serde_json::Value::Null,
-            };
-            for task in full["tasks"].as_array().into_iter().flatten() {
-                if task["state"] != "succeeded" {
-                    eprintln!(
-                        "  {} {}: {}",
-                        task["id"].as_str().unwrap_or("?"),
-                        task["state"].as_str().unwrap_or("?"),
-                        task["reason"].as_str().unwrap_or("")
-                    );
+            // The task list once, at the end, for what did not succeed; not
+            // read when nothing would be listed (megabytes for a large
+            // mission, built by the node and parsed here).
+            if !every_task_succeeded(&mission) {
+                let url = api_url(api, &format!("/api/missions/{id}"))?;
+                let full: serde_json::Value = match client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        response.json().await.unwrap_or_default()
+                    }
+                    _ => serde_json::Value::Null,
+                };
+                for task in full["tasks"].as_array().into_iter().flatten() {
+                    if task["state"] != "succeeded" {
+                        eprintln!(
+                            "  {} {}: {}",
+                            task["id"].as_str().unwrap_or("?"),
+                            task["state"].as_str().unwrap_or("?"),
+                            task["reason"].as_str().unwrap_or("")
+                        );
+                    }
                 }
             }
             return Ok(if state == "succeeded" { 0 } else { 1 });

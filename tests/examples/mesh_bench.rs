@@ -548,7 +548,10 @@ fn ray(tasks: usize, tuned: bool) {
     let leader = leader_index(&nodes);
     let api = (leader + 1) % nodes.len();
     let cpu = |nodes: &[NodeProcess]| -> Vec<Option<f64>> {
-        nodes.iter().map(NodeProcess::cpu_seconds).collect()
+        nodes
+            .iter()
+            .map(|node| coditect_tests::proc_cpu_seconds(&node.pid().to_string()))
+            .collect()
     };
     let before = cpu(&nodes);
     let first = submit_wait_rate(&nodes[api], dir.path(), tasks);

@@ -432,17 +432,6 @@ impl NodeProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// CPU time (user and system) the node's process has used so far, from
-    /// `/proc` (`None` where there is none, or once it has exited).
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name, which ends at the last ')'.
-        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-        let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        // USER_HZ is 100 on every Linux this runs on.
-        Some(ticks / 100.0)
-    }
-
     /// SIGKILL, then reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -485,6 +474,17 @@ impl Drop for NodeProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user and system, seconds) process `process` (a pid or `self`)
+/// has used so far, from `/proc/PROCESS/stat`; `None` when it cannot be read.
+pub fn proc_cpu_seconds(process: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
+    // Fields after the command name, which ends at the last ')'.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(ticks / 100.0)
 }
 
 /// A memory field (`VmRSS`, `VmHWM`, ...) of `/proc/PROCESS/status`, KiB;
