@@ -386,18 +386,36 @@ impl TaskIndex {
         if let Some(task) = task {
             self.counts[task.state as usize] += 1;
         }
-        if let Some((priority, seq)) = self.ready_keys.remove(id) {
-            self.ready.remove(&(priority, seq, id.to_string()));
+        // The id's strings leaving one set serve the set it enters: the
+        // common steps (ready to assigned, assigned to finished) allocate
+        // nothing.
+        let mut spares: [Option<String>; 2] = [None, None];
+        if let Some((owned, (priority, seq))) = self.ready_keys.remove_entry(id) {
+            let key = (priority, seq, owned);
+            spares[0] = self.ready.take(&key).map(|(_, _, taken)| taken);
+            spares[1] = Some(key.2);
         }
-        self.held.remove(id);
+        let holds = matches!(
+            task.map(|t| t.state),
+            Some(TaskState::Assigned | TaskState::Running)
+        );
+        if !holds {
+            self.held.remove(id);
+        }
+        let mut owned = || {
+            spares
+                .iter_mut()
+                .find_map(Option::take)
+                .unwrap_or_else(|| id.to_string())
+        };
         match task.map(|t| (t.state, t)) {
             Some((TaskState::Ready, task)) => {
                 let key = (task.spec.priority, task.ready_seq);
-                self.ready_keys.insert(id.to_string(), key);
-                self.ready.insert((key.0, key.1, id.to_string()));
+                self.ready_keys.insert(owned(), key);
+                self.ready.insert((key.0, key.1, owned()));
             }
-            Some((TaskState::Assigned | TaskState::Running, _)) => {
-                self.held.insert(id.to_string());
+            Some((TaskState::Assigned | TaskState::Running, _)) if !self.held.contains(id) => {
+                self.held.insert(owned());
             }
             _ => {}
         }

@@ -35,6 +35,14 @@ const KEY_INSTALLING: &[u8] = b"installing";
 const KEY_SNAPSHOT_SEQUENCE: &[u8] = b"snapshot_sequence";
 /// Bytes of state written per batch while a snapshot is installed.
 const INSTALL_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Applied entries whose changes the state column may lag behind. The log
+/// is the durable record (state writes were never synced): a task's
+/// changes within this many entries (submitted, assigned, finished) cost
+/// one write instead of three, and a restart re-applies at most this many.
+const WRITE_AFTER_ENTRIES: u64 = 64;
+/// Changed keys (counted with repeats) that are written without waiting
+/// for [`WRITE_AFTER_ENTRIES`]: bounds the memory the unwritten keys hold.
+const WRITE_AFTER_KEYS: usize = 16_384;
 const KEY_FORMAT: &[u8] = b"format";
 /// Written into every database we create; a database without it is not ours.
 /// Version 2: standard Raft leader ids (one leader per term) and one key per
@@ -510,6 +518,21 @@ pub struct Replica {
     /// The state.
     pub state: MeshState,
     applied: AppliedMeta,
+    /// What was applied since the state column was last written: the keys
+    /// changed (with repeats) and how many entries.
+    unwritten: Unwritten,
+}
+
+#[derive(Default)]
+struct Unwritten {
+    keys: Vec<StateKey>,
+    entries: u64,
+}
+
+impl Unwritten {
+    fn due(&self) -> bool {
+        self.entries >= WRITE_AFTER_ENTRIES || self.keys.len() >= WRITE_AFTER_KEYS
+    }
 }
 
 impl Replica {
@@ -630,11 +653,18 @@ fn load_state(store: &dyn KvStore) -> StorageResult<MeshState> {
 }
 
 /// The state machine over a [`KvStore`]: the state lives in memory
-/// ([`SharedState`]) and every applied batch is written through.
+/// ([`SharedState`]) and is written behind, the keys that applied entries
+/// changed in one batch with the applied position, every
+/// [`WRITE_AFTER_ENTRIES`] entries and before a snapshot is built. The
+/// column is thus always the state as of some applied entry, never a mix;
+/// after a restart openraft re-applies the committed entries past it.
 #[derive(Clone)]
 pub struct StateMachineStore {
     store: Arc<dyn KvStore>,
     replica: SharedState,
+    /// Held from taking the unwritten keys until their batch is written, so
+    /// batches land in the order their values were read.
+    writing: Arc<std::sync::Mutex<()>>,
     applied_watch: Arc<tokio::sync::watch::Sender<u64>>,
     snapshot_sequence: u64,
     naming: Arc<std::sync::Mutex<()>>,
@@ -696,7 +726,12 @@ impl StateMachineStore {
         let index = applied.last_applied.map(|id| id.index).unwrap_or(0);
         Ok(StateMachineStore {
             store,
-            replica: Arc::new(RwLock::new(Replica { state, applied })),
+            replica: Arc::new(RwLock::new(Replica {
+                state,
+                applied,
+                unwritten: Unwritten::default(),
+            })),
+            writing: Arc::new(std::sync::Mutex::new(())),
             applied_watch: Arc::new(tokio::sync::watch::channel(index).0),
             snapshot_sequence: 0,
             naming: Arc::new(std::sync::Mutex::new(())),
@@ -747,6 +782,25 @@ impl StateMachineStore {
     /// Changes to the last applied index, for readers that react to new state.
     pub fn applied_index(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied_watch.subscribe()
+    }
+
+    /// Writes what was applied since the last write: the changed keys as
+    /// they are now and the applied position, in one batch (not synced: the
+    /// log is the durable record).
+    pub fn write_state(&self) -> StorageResult<()> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let ops = {
+            let mut replica = self.replica.write().expect("state lock");
+            if replica.unwritten.entries == 0 && replica.unwritten.keys.is_empty() {
+                return Ok(());
+            }
+            let mut keys = std::mem::take(&mut replica.unwritten.keys);
+            replica.unwritten.entries = 0;
+            Self::record_ops(&replica, &mut keys)?
+        };
+        self.store
+            .write(ops, false)
+            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Write))
     }
 
     fn record_ops(replica: &Replica, keys: &mut Vec<StateKey>) -> StorageResult<Vec<KvOp>> {
@@ -873,6 +927,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // moment, entry by entry into chunks: no copy of the whole state.
         // This reads the whole state (seconds at a GiB), so it runs off the
         // runtime that serves Raft.
+        // The column catches up first, so the snapshot is as of now.
+        self.write_state()?;
         let subject = ErrorSubject::Snapshot(None);
         let name = self.next_snapshot_name("b")?;
         let store = self.store.clone();
@@ -1017,15 +1073,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut responses = Vec::new();
-        let mut touched = Vec::new();
-        let (ops, last_index) = {
-            let mut replica = self.replica.write().expect("state lock");
+        let (due, last_index) = {
+            let mut guard = self.replica.write().expect("state lock");
+            let replica = &mut *guard;
             for entry in entries {
                 replica.applied.last_applied = Some(entry.log_id);
+                replica.unwritten.entries += 1;
                 match entry.payload {
                     EntryPayload::Blank => responses.push(CommandResponse::Ok),
                     EntryPayload::Normal(command) => {
-                        responses.push(replica.state.apply(&command, &mut touched));
+                        responses.push(replica.state.apply(&command, &mut replica.unwritten.keys));
                     }
                     EntryPayload::Membership(membership) => {
                         replica.applied.membership =
@@ -1034,16 +1091,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
-            (
-                Self::record_ops(&replica, &mut touched)?,
-                replica.last_applied_index(),
-            )
+            (replica.unwritten.due(), replica.last_applied_index())
         };
-        // Not synced: the log is the durable record; after a crash openraft
-        // re-applies from whatever applied point survived.
-        self.store
-            .write(ops, false)
-            .map_err(kv(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+        if due {
+            self.write_state()?;
+        }
         self.applied_watch.send_replace(last_index);
         Ok(responses)
     }
@@ -1093,6 +1145,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 true,
             )
             .map_err(kv(subject.clone(), ErrorVerb::Write))?;
+        // What was applied and not written belongs to the state the
+        // snapshot replaces: dropped, after any write under way has landed
+        // (no entry is applied during an install, so none is taken again).
+        {
+            let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+            let mut replica = self.replica.write().expect("state lock");
+            replica.unwritten = Unwritten::default();
+        }
         // No entry is applied while openraft installs, and readers keep the
         // state in memory until it is swapped below, so the replay and the
         // reload run without the state lock.
@@ -1309,6 +1369,7 @@ mod tests {
             assert_eq!(answers[0], CommandResponse::Ok);
             let state = machine.shared_state().read().unwrap().state.clone();
             assert_eq!(state.missions["m1"].tasks["b"].state, TaskState::Ready);
+            machine.write_state().unwrap();
             state
         };
         let reopened = open().shared_state().read().unwrap().state.clone();
@@ -1343,6 +1404,98 @@ mod tests {
         assert_eq!(
             replica.read().unwrap().state.missions["m1"].tasks["a"].owner,
             Some(9)
+        );
+    }
+
+    #[test]
+    fn the_state_column_is_written_behind_as_of_one_applied_entry() {
+        use crate::command::Command;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).unwrap());
+            StateMachineStore::open(store).unwrap()
+        };
+        let entry = |index: u64, command: Command| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(command),
+        };
+        let tasks: Vec<_> = (0..40)
+            .map(|t| crate::mission::test_submission(&format!("t{t}"), &[]))
+            .collect();
+        // The state after each applied entry, to compare a reopen against.
+        let mut states = vec![MeshState::default()];
+        let last = 3 * WRITE_AFTER_ENTRIES + 7;
+        {
+            let mut machine = open();
+            for index in 1..=last {
+                let command = match index {
+                    1 => Command::SubmitMission {
+                        max_fix_rounds: None,
+                        name: "demo".into(),
+                        tasks: tasks.clone(),
+                        at_ms: 5,
+                        assign: vec![],
+                        staged: None,
+                        idempotency_key: None,
+                        origin: None,
+                    },
+                    // Every task is assigned, then finished, one per entry.
+                    i if i <= 41 => Command::AssignTask {
+                        mission: "m1".into(),
+                        task: format!("t{}", i - 2),
+                        node: 3,
+                        attempt: 0,
+                        at_ms: 6,
+                    },
+                    i if i <= 81 => Command::CompleteTask {
+                        spawn: Vec::new(),
+                        mission: "m1".into(),
+                        task: format!("t{}", i - 42),
+                        result: crate::mission::test_result(3, 1),
+                    },
+                    _ => Command::Noop,
+                };
+                let answers =
+                    futures::executor::block_on(machine.apply(vec![entry(index, command)]))
+                        .unwrap();
+                assert!(
+                    !matches!(answers[0], CommandResponse::Rejected(_)),
+                    "entry {index}: {answers:?}"
+                );
+                states.push(machine.shared_state().read().unwrap().state.clone());
+            }
+        }
+        // Dropped without a final write, as a crash leaves it.
+        let reopened = open();
+        let replica = reopened.shared_state();
+        let replica = replica.read().unwrap();
+        let at = replica.last_applied_index();
+        assert!(
+            at + WRITE_AFTER_ENTRIES > last && at <= last,
+            "the column lags {} entries",
+            last - at
+        );
+        assert_eq!(
+            replica.state, states[at as usize],
+            "the column holds the state as of entry {at}, nothing newer or older"
+        );
+        assert_eq!(
+            at % WRITE_AFTER_ENTRIES,
+            0,
+            "written every {WRITE_AFTER_ENTRIES} entries"
+        );
+        drop(replica);
+        drop(reopened);
+        // A write brings it up to the last entry.
+        let mut machine = open();
+        futures::executor::block_on(machine.apply(vec![entry(last + 1, Command::Noop)])).unwrap();
+        machine.write_state().unwrap();
+        drop(machine);
+        assert_eq!(
+            open().shared_state().read().unwrap().last_applied_index(),
+            last + 1
         );
     }
 

@@ -22,6 +22,10 @@ use crate::outcome::Outcome;
 /// How long a warm guest thread waits for work before it exits.
 const IDLE_THREAD_LINGER: Duration = Duration::from_secs(30);
 
+/// Ticks the epoch ticker goes on for with no guest running before it
+/// waits for one (see [`EpochTicker`]): 20 ms at the default 1 ms tick.
+const TICKER_LINGER_TICKS: u32 = 20;
+
 /// The nice value of guest threads: guests yield the CPU to the node's own
 /// threads (Raft heartbeats, the network, the API), so a node whose slots
 /// are all busy still answers its peers in time. The epoch ticker keeps the
@@ -211,8 +215,9 @@ struct TickerState {
     shutdown: bool,
 }
 
-/// Advances the engine's epoch every tick while at least one guest runs, and
-/// sleeps on a condition variable while none does.
+/// Advances the engine's epoch every tick while at least one guest runs (and
+/// [`TICKER_LINGER_TICKS`] after the last one ended), and sleeps on a
+/// condition variable while none does.
 pub(crate) struct EpochTicker {
     state: Mutex<TickerState>,
     wake: Condvar,
@@ -233,13 +238,26 @@ impl EpochTicker {
     }
 
     fn run(&self, engine: Engine, tick: Duration) {
+        // Ticks in a row with no guest running. Short tasks back to back
+        // leave gaps between guests; waiting in each would cost a wake (a
+        // system call and a context switch) per task, so the ticker waits
+        // only once the node has been without guests for a while.
+        let mut idle_ticks = 0u32;
         loop {
             {
                 let mut state = lock(&self.state);
-                while state.running_guests == 0 && !state.shutdown {
-                    state.waiting = true;
-                    state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-                    state.waiting = false;
+                if state.running_guests == 0 {
+                    idle_ticks = idle_ticks.saturating_add(1);
+                } else {
+                    idle_ticks = 0;
+                }
+                if idle_ticks > TICKER_LINGER_TICKS {
+                    while state.running_guests == 0 && !state.shutdown {
+                        state.waiting = true;
+                        state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                        state.waiting = false;
+                    }
+                    idle_ticks = 0;
                 }
                 if state.shutdown {
                     return;
