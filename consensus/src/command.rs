@@ -46,7 +46,10 @@ pub enum Command {
     },
     /// Several commands in one log entry (group commit), applied in order.
     /// A batch may hold batches (the proposer groups callers' batches), one level deep.
-    Batch(Vec<Command>),
+    /// Shared: an entry is handed out of the log's memory once per follower
+    /// and once to the apply, and a round's batch holds hundreds of commands
+    /// (encoded as the list itself).
+    Batch(std::sync::Arc<Vec<Command>>),
     /// A new mission; its id is the next in sequence (`m1`, `m2`, ...).
     SubmitMission {
         /// Human name.

@@ -733,19 +733,24 @@ mod tests {
         let mut state = MeshState::default();
         let mut touched = Vec::new();
         let response = state.apply(
-            &Command::Batch(vec![
-                Command::RegisterNode(Box::new(record(1, "a"))),
-                Command::NodeLeft {
-                    node_id: 1,
-                    at_ms: 5,
-                },
-                Command::NodeLeft {
-                    node_id: 2,
-                    at_ms: 5,
-                },
-                // A caller's batch grouped with other writes by the proposer.
-                Command::Batch(vec![Command::Noop, Command::Batch(vec![Command::Noop])]),
-            ]),
+            &Command::Batch(
+                vec![
+                    Command::RegisterNode(Box::new(record(1, "a"))),
+                    Command::NodeLeft {
+                        node_id: 1,
+                        at_ms: 5,
+                    },
+                    Command::NodeLeft {
+                        node_id: 2,
+                        at_ms: 5,
+                    },
+                    // A caller's batch grouped with other writes by the proposer.
+                    Command::Batch(
+                        vec![Command::Noop, Command::Batch(vec![Command::Noop].into())].into(),
+                    ),
+                ]
+                .into(),
+            ),
             &mut touched,
         );
         match response {

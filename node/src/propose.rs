@@ -99,7 +99,7 @@ async fn submit(raft: MeshRaft, batch: Vec<(Command, Reply)>) {
     let entry = if single {
         commands.into_iter().next().expect("one command")
     } else {
-        Command::Batch(commands)
+        Command::Batch(commands.into())
     };
     match raft.client_write(entry).await {
         Ok(response) => match (single, response.data) {

@@ -638,7 +638,7 @@ impl Node {
                     });
                 }
             }
-            if let Err(error) = self.write(Command::Batch(releases)).await {
+            if let Err(error) = self.write(Command::Batch(releases.into())).await {
                 tracing::debug!("release not committed: {error}");
             }
             self.wake_scheduler();
@@ -691,7 +691,7 @@ impl Node {
         if commands.is_empty() {
             return;
         }
-        let answers = match self.write(Command::Batch(commands)).await {
+        let answers = match self.write(Command::Batch(commands.into())).await {
             Ok(CommandResponse::Batch(answers)) => answers,
             Ok(other) => {
                 tracing::debug!("placement answered {other:?}");
@@ -851,7 +851,7 @@ impl Node {
             self.inner.env.spawn(
                 "commit-starts",
                 async move {
-                    if let Err(error) = me.write(Command::Batch(starts)).await {
+                    if let Err(error) = me.write(Command::Batch(starts.into())).await {
                         tracing::debug!("starts not committed: {error}");
                     }
                 }
@@ -1077,7 +1077,7 @@ impl Node {
 
     /// Leader: commits a steal, one compare-and-set per task.
     pub(super) async fn commit_steal(&self, from: NodeId, to: NodeId, tasks: &[Held]) -> Vec<bool> {
-        let commands = tasks
+        let commands: Vec<Command> = tasks
             .iter()
             .map(|held| Command::StealTask {
                 mission: held.id.mission.clone(),
@@ -1087,7 +1087,7 @@ impl Node {
                 attempt: held.attempt,
             })
             .collect();
-        match self.write(Command::Batch(commands)).await {
+        match self.write(Command::Batch(commands.into())).await {
             Ok(CommandResponse::Batch(answers)) => answers
                 .into_iter()
                 .map(|a| a == CommandResponse::Ok)
