@@ -791,12 +791,12 @@ impl StateMachineStore {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let ops = {
             let mut replica = self.replica.write().expect("state lock");
-            if replica.unwritten.entries == 0 && replica.unwritten.keys.is_empty() {
+            // Keys come only with entries: no entry, nothing to write.
+            let mut unwritten = std::mem::take(&mut replica.unwritten);
+            if unwritten.entries == 0 {
                 return Ok(());
             }
-            let mut keys = std::mem::take(&mut replica.unwritten.keys);
-            replica.unwritten.entries = 0;
-            Self::record_ops(&replica, &mut keys)?
+            Self::record_ops(&replica, &mut unwritten.keys)?
         };
         self.store
             .write(ops, false)
@@ -1206,6 +1206,20 @@ pub fn open_storage(store: Arc<dyn KvStore>) -> StorageResult<(LogStore, StateMa
 mod tests {
     use super::*;
 
+    /// A state machine over the RocksDB database in `dir`.
+    fn open_rocks(dir: &std::path::Path) -> StateMachineStore {
+        let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir).unwrap());
+        StateMachineStore::open(store).unwrap()
+    }
+
+    /// A normal entry of term 1 at `index`.
+    fn normal(index: u64, command: crate::command::Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(command),
+        }
+    }
+
     fn blank(index: u64) -> (Entry<TypeConfig>, usize) {
         let entry = Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
@@ -1290,18 +1304,11 @@ mod tests {
     fn applied_missions_survive_a_reopen_and_a_snapshot() {
         use crate::command::Command;
         use crate::mission::TaskState;
-        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).unwrap());
-            StateMachineStore::open(store).unwrap()
-        };
+        let open = || open_rocks(dir.path());
         let task = crate::mission::test_submission;
-        let entry = |index: u64, command: Command| Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(command),
-        };
+        let entry = normal;
         let built = {
             let mut machine = open();
             let answers = futures::executor::block_on(machine.apply(vec![
@@ -1410,17 +1417,10 @@ mod tests {
     #[test]
     fn the_state_column_is_written_behind_as_of_one_applied_entry() {
         use crate::command::Command;
-        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
         let dir = tempfile::tempdir().unwrap();
-        let open = || {
-            let store: Arc<dyn KvStore> = Arc::new(RocksKv::open(dir.path()).unwrap());
-            StateMachineStore::open(store).unwrap()
-        };
-        let entry = |index: u64, command: Command| Entry::<TypeConfig> {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(command),
-        };
+        let open = || open_rocks(dir.path());
+        let entry = normal;
         let tasks: Vec<_> = (0..40)
             .map(|t| crate::mission::test_submission(&format!("t{t}"), &[]))
             .collect();
